@@ -1,0 +1,60 @@
+/* cli.c — subcommand table and dispatch for the `sluice` command. */
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command_t;
+
+static const cli_command_t commands[] = {
+    {"sim", cmd_sim, "simulate a trace or preset on a GPU profile and record the run"},
+    {"runs", cmd_runs, "list recorded runs"},
+    {"show", cmd_show, "print one recorded run"},
+    {"trace", cmd_trace, "generate a synthetic trace (trace gen ...)"},
+    {"calibrate", cmd_calibrate, "fit the cost model to calibration tables (--check prints errors)"},
+    {"run", cmd_run, "generate text from a model"},
+    {"bench", cmd_bench, "replay a trace on the real engine and record the run"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
+    {"profile", cmd_profile, "time the engine's operators into a hardware profile"},
+    {"validate", cmd_validate, "compare the simulator's prediction with the engine on one trace"},
+    {"tune", cmd_tune, "search batching strategies and settings for a trace and SLO"},
+    {"plan", cmd_plan, "capacity plan: GPUs needed for a rate under an SLO"},
+    {"report", cmd_report, "charts and regression verdicts for recorded runs"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: sluice COMMAND [options]   (sluice COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int cli_fail(const char *subcmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "sluice %s: ", subcmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+int cli_main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sluice: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

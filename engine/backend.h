@@ -1,0 +1,87 @@
+/* backend.h — the compute backend interface: an opaque handle over a versioned table of functions.
+ *
+ * A backend owns a copy (or view) of the model's weights in its preferred layout and one paged KV
+ * pool of num_blocks blocks of block_size tokens. It runs one scheduler step at a time: for every
+ * sequence of the step, it writes that sequence's new tokens' K/V into the blocks named by the
+ * block table and attends over context_len + n_tokens positions, then returns logits rows.
+ *
+ * Backends: cpu (engine/cpu/, the oracle) and cuda (engine/cuda/). The CPU backend is the
+ * reference the CUDA backend is checked against (ggml's compare-backends habit).
+ */
+#ifndef SLUICE_ENGINE_BACKEND_H
+#define SLUICE_ENGINE_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+#define ENG_BACKEND_VERSION 1
+
+/* One sequence's slice of a batch. */
+typedef struct eng_batch_seq {
+    const int32_t *tokens;      /* n_tokens ids */
+    int n_tokens;
+    int pos;                    /* position of tokens[0] = tokens already in this sequence's KV */
+    const int32_t *block_table; /* blocks covering pos + n_tokens positions */
+    int n_blocks;
+    int logits;                 /* 0: none; 1: the last token's row; 2: one row per token */
+} eng_batch_seq_t;
+
+typedef struct eng_batch {
+    int n_seqs;
+    const eng_batch_seq_t *seqs;
+    int n_copies;               /* block copies (copy-on-write) to do before the forward */
+    const int32_t *copy_src, *copy_dst;
+} eng_batch_t;
+
+typedef struct eng_backend_params {
+    int n_threads;              /* cpu: worker threads (0 = all cores). default 0 */
+    int kv_f16;                 /* cpu: 1 = KV in F16, 0 = F32. default 0 */
+    double gpu_memory_utilization; /* cuda: fraction of device memory to use. default 0.9 */
+    int device;                 /* cuda: device ordinal. default 0 */
+    int use_graphs;             /* cuda: capture decode steps in CUDA graphs. default 1 */
+} eng_backend_params_t;
+
+eng_backend_params_t eng_backend_params_default(void);
+
+typedef struct eng_backend eng_backend_t;
+
+typedef struct eng_backend_ops {
+    int version;     /* ENG_BACKEND_VERSION */
+    const char *name;
+    /* Bytes of memory available for the KV pool after weights and workspace (for the estimator);
+     * the CPU backend reports host memory. */
+    int64_t (*kv_budget_bytes)(eng_backend_t *b);
+    /* (Re)allocates the KV pool. SL_ENOMEM when it does not fit. */
+    int (*kv_alloc)(eng_backend_t *b, int num_blocks, int block_size);
+    /* Runs the batch. logits receives the requested rows, in sequence order then token order, each
+     * cfg.vocab floats; *n_rows is set to their count. Returns SL_OK or an error (message in
+     * errmsg). logits must hold at least (sum of requested rows) * vocab floats. */
+    int (*forward)(eng_backend_t *b, const eng_batch_t *batch, float *logits, int *n_rows);
+    /* (optional) Greedy argmax of each requested row, on the device: writes n_rows token ids and
+     * skips returning logits. NULL when the backend has none. */
+    int (*forward_greedy)(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens, int *n_rows);
+    const char *(*errmsg)(eng_backend_t *b);
+    void (*free)(eng_backend_t *b);
+} eng_backend_ops_t;
+
+struct eng_backend {
+    const eng_backend_ops_t *ops;
+    const eng_model_t *model; /* not owned; must outlive the backend */
+    void *ctx;
+};
+
+/* Creates a backend by name ("cpu", "cuda"). NULL + err on unknown name, a backend not built in
+ * ("cuda: not built: nvcc was not found at build time"), no device, or not enough memory. */
+eng_backend_t *eng_backend_create(const char *name, const eng_model_t *model,
+                                  const eng_backend_params_t *params, char *err, int errlen);
+void eng_backend_free(eng_backend_t *b);
+
+/* Constructors each backend provides (used by eng_backend_create). */
+eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backend_params_t *params,
+                                      char *err, int errlen);
+eng_backend_t *eng_cuda_backend_create(const eng_model_t *model, const eng_backend_params_t *params,
+                                       char *err, int errlen);
+
+#endif
