@@ -13,6 +13,7 @@
 BUILD    ?= build
 CC       ?= cc
 NVCC     ?= nvcc
+CUDA_HOME ?= /usr/local/cuda
 OPT      ?= -O2
 WERROR   ?= 0
 SANITIZE ?=
@@ -35,12 +36,11 @@ ifneq ($(SANITIZE),)
   LDFLAGS_SAN := -fsanitize=$(SANITIZE)
 endif
 ifeq ($(CUDA),1)
-  CFLAGS_BASE += -DSLUICE_HAVE_CUDA=1
+  CFLAGS_BASE += -DSLUICE_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 endif
 CFLAGS ?=
 ALL_CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
 
-CUDA_HOME  ?= /usr/local/cuda
 CUDA_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS  ?= -O3 -std=c++17 -I. -lineinfo $(CUDA_ARCHS) -Xcompiler -fPIC,-Wall
 
@@ -51,7 +51,7 @@ SRC_sched     := $(wildcard sched/*.c)
 SRC_workloads := $(wildcard workloads/*.c)
 SRC_analysis  := $(wildcard analysis/*.c)
 SRC_sim       := $(wildcard sim/*.c)
-SRC_engine    := $(wildcard engine/*.c engine/cpu/*.c engine/cuda/*.c)
+SRC_engine    := $(wildcard engine/*.c engine/cpu/*.c) $(if $(filter 1,$(CUDA)),$(wildcard engine/cuda/*.c))
 SRC_http      := $(wildcard engine/http/*.c)
 SRC_cli       := $(filter-out cli/main.c,$(wildcard cli/*.c))
 
