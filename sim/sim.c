@@ -1,0 +1,428 @@
+/* sim.c — the event loop: a (time, seq) heap, replicas each driving a sched_t, a router.
+ *
+ * Invariants
+ * 1. A replica has at most one step in flight (busy) and then exactly one STEP_DONE event in
+ *    the heap; an idle replica has at most one live WAKE event (older ones carry a stale
+ *    generation number and are dropped).
+ * 2. The heap holds at most one ARRIVAL: the next trace row; popping it pushes the one after.
+ * 3. Nothing allocates per step: result arrays grow geometrically to the largest step seen.
+ */
+#include "sim/sim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sched/status.h"
+
+enum { EV_ARRIVAL = 0, EV_STEP_DONE, EV_WAKE };
+
+typedef struct event {
+    double t;
+    uint64_t seq;
+    int kind, replica;
+    uint64_t arg; /* ARRIVAL: trace row; WAKE: generation */
+} event_t;
+
+typedef struct replica {
+    sched_t *sched;
+    sim_cost_t *cost;
+    bool busy;
+    sched_step_t step;
+    sim_cost_parts_t parts;
+    double step_start;
+    uint64_t wake_gen;
+    double wake_at;            /* time of the live WAKE, INFINITY when none */
+    int64_t outstanding;       /* submitted, not yet done */
+    sched_seq_result_t *res;
+    int32_t *res_tok;          /* (res_cap) sampled token ids for token-carrying requests */
+    int res_cap;
+} replica_t;
+
+struct sim {
+    sim_config_t cfg;
+    int num_blocks;
+    replica_t *rep;
+    event_t *heap;
+    int heap_n, heap_cap;
+    uint64_t ev_seq;
+    int32_t *prompt;           /* scratch for synthesised prompts */
+    int prompt_cap;
+    sched_done_t done[256];
+    uint64_t rr;
+};
+
+static const char *const router_names[] = {"round_robin", "least_outstanding", "least_kv"};
+
+const char *sim_router_name(sim_router_t r) { return r <= SIM_ROUTE_LEAST_KV ? router_names[r] : "?"; }
+
+int sim_router_parse(const char *name, sim_router_t *out)
+{
+    char buf[32];
+    size_t n = strlen(name);
+    if (n >= sizeof buf)
+        return SL_EINVAL;
+    for (size_t i = 0; i <= n; i++)
+        buf[i] = name[i] == '-' ? '_' : name[i];
+    for (int i = 0; i <= SIM_ROUTE_LEAST_KV; i++)
+        if (!strcasecmp(buf, router_names[i])) {
+            *out = (sim_router_t)i;
+            return SL_OK;
+        }
+    return SL_EINVAL;
+}
+
+int sim_config_default(sim_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->sched = sched_config_default();
+    cfg->replicas = 1, cfg->tp = 1, cfg->plan_kv = true;
+    cfg->router = SIM_ROUTE_ROUND_ROBIN;
+    int rc = sim_hw_builtin("a100-80gb", &cfg->hw);
+    if (rc == SL_OK)
+        rc = sched_model_shape_builtin("llama2-7b", &cfg->model);
+    return rc;
+}
+
+/* ---- heap ------------------------------------------------------------------------------- */
+
+static bool ev_less(const event_t *a, const event_t *b)
+{
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static void heap_push(sim_t *s, double t, int kind, int replica, uint64_t arg)
+{
+    /* capacity is fixed at 2 * replicas + 1 by invariant 1-2; see sim_create */
+    event_t e = {t, s->ev_seq++, kind, replica, arg};
+    int i = s->heap_n++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!ev_less(&e, &s->heap[p]))
+            break;
+        s->heap[i] = s->heap[p];
+        i = p;
+    }
+    s->heap[i] = e;
+}
+
+static event_t heap_pop(sim_t *s)
+{
+    event_t top = s->heap[0], last = s->heap[--s->heap_n];
+    int i = 0, n = s->heap_n;
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        const event_t *best = &last;
+        if (l < n && ev_less(&s->heap[l], best))
+            m = l, best = &s->heap[l];
+        if (r < n && ev_less(&s->heap[r], best))
+            m = r;
+        if (m == i)
+            break;
+        s->heap[i] = s->heap[m];
+        i = m;
+    }
+    if (n > 0)
+        s->heap[i] = last;
+    return top;
+}
+
+/* ---- setup ------------------------------------------------------------------------------ */
+
+void sim_free(sim_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; s->rep && i < s->cfg.replicas; i++) {
+        sched_free(s->rep[i].sched);
+        sim_cost_free(s->rep[i].cost);
+        sl_free(s->rep[i].res);
+        sl_free(s->rep[i].res_tok);
+    }
+    sl_free(s->rep);
+    sl_free(s->heap);
+    sl_free(s->prompt);
+    sl_free(s);
+}
+
+sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, int errlen)
+{
+    if (cfg->replicas < 1 || cfg->replicas > 4096) {
+        snprintf(err, errlen, "replicas: must be 1..4096, got %d", cfg->replicas);
+        return NULL;
+    }
+    sim_t *s = sl_calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    sched_config_t sc = cfg->sched;
+    sc.model = cfg->model;
+    if (cfg->plan_kv) {
+        sched_mem_plan_t plan;
+        int64_t dev = cfg->hw.mem_bytes * cfg->tp; /* the replica's memory; weights split over tp */
+        int rc = sched_mem_plan(&cfg->model, dev, cfg->hw.gpu_mem_util, sc.block_size,
+                                sc.max_num_batched_tokens, &plan);
+        if (rc != SL_OK || plan.num_blocks < 1) {
+            snprintf(err, errlen, "%s does not fit on %d x %s: weights %.1f GiB + workspace %.1f GiB, "
+                     "usable %.1f GiB (raise --tp)", cfg->model.name, cfg->tp, cfg->hw.name,
+                     plan.weight_bytes / 1073741824.0, plan.activation_bytes / 1073741824.0,
+                     dev * cfg->hw.gpu_mem_util / 1073741824.0);
+            sim_free(s);
+            return NULL;
+        }
+        sc.num_blocks = plan.num_blocks > 1 << 30 ? 1 << 30 : (int)plan.num_blocks;
+    }
+    s->cfg.sched = sc;
+    s->num_blocks = sc.num_blocks;
+    s->rep = sl_calloc(cfg->replicas, sizeof *s->rep);
+    s->heap_cap = 2 * cfg->replicas + 1;
+    s->heap = sl_malloc(sizeof *s->heap * s->heap_cap);
+    if (!s->rep || !s->heap) {
+        snprintf(err, errlen, "out of memory");
+        sim_free(s);
+        return NULL;
+    }
+    for (int i = 0; i < cfg->replicas; i++) {
+        replica_t *r = &s->rep[i];
+        char why[256];
+        r->wake_at = INFINITY;
+        r->sched = sched_create(&sc, why, sizeof why);
+        if (!r->sched) {
+            snprintf(err, errlen, "scheduler: %s", why);
+            sim_free(s);
+            return NULL;
+        }
+        r->cost = sim_cost_create(&cfg->model, &cfg->hw, cfg->tp, calib, why, sizeof why);
+        if (!r->cost) {
+            snprintf(err, errlen, "cost model: %s", why);
+            sim_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* ---- tokens for prefix groups ------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Group tokens hash (seed, 1, group, j); unique tokens hash (seed, 2, row, j). */
+static int32_t synth_token(uint64_t seed, uint64_t domain, uint64_t id, uint64_t j)
+{
+    return (int32_t)(mix64(mix64(mix64(seed ^ domain) ^ id) ^ j) & 0x7fffffff);
+}
+
+static int fill_prompt(sim_t *s, const wl_trace_t *tr, size_t i)
+{
+    int len = tr->prompt_len[i];
+    if (len > s->prompt_cap) {
+        int cap = len > 2 * s->prompt_cap ? len : 2 * s->prompt_cap;
+        int32_t *p = sl_realloc(s->prompt, sizeof *p * cap);
+        if (!p)
+            return SL_ENOMEM;
+        s->prompt = p, s->prompt_cap = cap;
+    }
+    int shared = tr->prefix_len[i] < len ? tr->prefix_len[i] : len;
+    for (int j = 0; j < len; j++)
+        s->prompt[j] = j < shared ? synth_token(s->cfg.seed, 1, (uint64_t)tr->prefix_group[i], j)
+                                  : synth_token(s->cfg.seed, 2, i, j);
+    return SL_OK;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+static int route(sim_t *s)
+{
+    int n = s->cfg.replicas, best = 0;
+    if (s->cfg.router == SIM_ROUTE_ROUND_ROBIN || n == 1)
+        return (int)(s->rr++ % (uint64_t)n);
+    int64_t best_load = INT64_MAX;
+    for (int i = 0; i < n; i++) {
+        int64_t load;
+        if (s->cfg.router == SIM_ROUTE_LEAST_OUTSTANDING) {
+            load = s->rep[i].outstanding;
+        } else {
+            sched_stats_t st;
+            sched_get_stats(s->rep[i].sched, &st);
+            int bs = s->cfg.sched.block_size;
+            load = st.used_blocks + (st.waiting_prompt_tokens + bs - 1) / bs;
+        }
+        if (load < best_load)
+            best_load = load, best = i;
+    }
+    return best;
+}
+
+/* Plans the replica's next step if it is idle: schedules STEP_DONE, or a WAKE. */
+static int kick(sim_t *s, int ri, double now, char *err, int errlen)
+{
+    replica_t *r = &s->rep[ri];
+    if (r->busy)
+        return SL_OK;
+    double wake_at = INFINITY;
+    int rc = sched_plan(r->sched, now, &r->step, &wake_at);
+    if (rc == SCHED_PLAN_STEP) {
+        double dt = sim_cost_step(r->cost, &r->step, &r->parts);
+        r->busy = true;
+        r->step_start = now;
+        heap_push(s, now + dt, EV_STEP_DONE, ri, 0);
+        return SL_OK;
+    }
+    if (rc != SCHED_PLAN_IDLE) {
+        snprintf(err, errlen, "replica %d: sched_plan at t=%.6f s: %s", ri, now, sl_strerror(rc));
+        return rc;
+    }
+    if (isfinite(wake_at) && wake_at != r->wake_at) {
+        if (wake_at <= now)
+            wake_at = nextafter(now, INFINITY);
+        r->wake_at = wake_at;
+        heap_push(s, wake_at, EV_WAKE, ri, ++r->wake_gen);
+    }
+    return SL_OK;
+}
+
+static int drain(sim_t *s, int ri, const sim_sink_t *sink, sim_totals_t *tot)
+{
+    int n;
+    while ((n = sched_drain_done(s->rep[ri].sched, s->done, 256)) > 0) {
+        s->rep[ri].outstanding -= n;
+        tot->done += n;
+        for (int k = 0; sink && sink->on_done && k < n; k++) {
+            int rc = sink->on_done(sink->ctx, ri, &s->done[k]);
+            if (rc)
+                return rc;
+        }
+    }
+    return SL_OK;
+}
+
+static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_totals_t *tot,
+                     char *err, int errlen)
+{
+    replica_t *r = &s->rep[ri];
+    sched_step_t *st = &r->step;
+    if (st->n_seqs > r->res_cap) {
+        int cap = st->n_seqs > 2 * r->res_cap ? st->n_seqs : 2 * r->res_cap;
+        sched_seq_result_t *p = sl_realloc(r->res, sizeof *p * cap);
+        if (p)
+            r->res = p;
+        int32_t *tk = p ? sl_realloc(r->res_tok, sizeof *tk * cap) : NULL;
+        if (!tk) {
+            snprintf(err, errlen, "out of memory");
+            return SL_ENOMEM;
+        }
+        r->res_tok = tk, r->res_cap = cap;
+    }
+    for (int k = 0; k < st->n_seqs; k++) {
+        const sched_seq_step_t *q = &st->seqs[k];
+        /* requests with token ids get a unique synthetic output token, others length only */
+        bool tok = q->tokens && q->sample;
+        if (tok)
+            r->res_tok[k] = synth_token(s->cfg.seed, 3, q->req_id, (uint64_t)(q->context_len + q->n_tokens));
+        r->res[k] = (sched_seq_result_t){.n_tokens = q->sample ? 1 : 0, .tokens = tok ? &r->res_tok[k] : NULL,
+                                         .finish = SCHED_FINISH_NONE};
+    }
+    sched_result_t res = {st->n_seqs, r->res};
+    /* the step's shape stays readable until commit; report it first */
+    tot->steps++;
+    tot->busy_time += now - r->step_start;
+    tot->flops += r->parts.flops;
+    sched_step_t shape = *st;
+    int rc = sched_commit(r->sched, st, &res, now);
+    if (rc != SL_OK) {
+        snprintf(err, errlen, "replica %d: sched_commit of step %llu at t=%.6f s: %s", ri,
+                 (unsigned long long)st->seq_no, now, sl_strerror(rc));
+        return rc;
+    }
+    r->busy = false;
+    if (sink && sink->on_step) {
+        sched_stats_t stats;
+        sched_get_stats(r->sched, &stats);
+        shape.seqs = NULL, shape.copies = NULL; /* freed by the commit */
+        sim_step_info_t info = {ri, r->step_start, now, &shape, &stats, &r->parts};
+        if ((rc = sink->on_step(sink->ctx, &info)))
+            return rc;
+    }
+    return drain(s, ri, sink, tot);
+}
+
+static int arrival(sim_t *s, const wl_trace_t *tr, size_t i, double now, const sim_sink_t *sink,
+                   sim_totals_t *tot, int *ri_out)
+{
+    bool grouped = tr->prefix_group && tr->prefix_group[i] >= 0 && tr->prefix_len[i] > 0;
+    if (grouped && fill_prompt(s, tr, i) != SL_OK)
+        return SL_ENOMEM;
+    sched_request_t req = {.id = i, .priority = tr->priority ? tr->priority[i] : 0, .arrival = tr->arrival[i],
+                           .prompt = grouped ? s->prompt : NULL, .prompt_len = tr->prompt_len[i],
+                           .max_new_tokens = tr->output_len[i], .user = NULL};
+    int ri = route(s);
+    *ri_out = ri;
+    int rc = sched_submit(s->rep[ri].sched, &req, now);
+    tot->submitted++;
+    if (rc == SL_OK) {
+        s->rep[ri].outstanding++;
+        return SL_OK;
+    }
+    if (rc == SL_ENOMEM)
+        return rc;
+    /* rejected (too long, queue full, invalid): reported done, aborted, never scheduled */
+    tot->rejected++;
+    tot->done++;
+    sched_done_t d = {.id = i, .priority = req.priority, .reason = SCHED_FINISH_ABORT,
+                      .prompt_len = req.prompt_len, .arrival = req.arrival, .first_scheduled = -1,
+                      .first_token = -1, .finished = -1};
+    return sink && sink->on_done ? sink->on_done(sink->ctx, ri, &d) : SL_OK;
+}
+
+int sim_run(sim_t *s, const wl_trace_t *tr, const sim_sink_t *sink, sim_totals_t *tot, char *err,
+            int errlen)
+{
+    memset(tot, 0, sizeof *tot);
+    if (errlen > 0)
+        err[0] = 0;
+    tot->num_blocks = s->num_blocks;
+    tot->peak_flops = sim_cost_peak_flops(s->rep[0].cost);
+    int rc = SL_OK;
+    if (tr->n > 0)
+        heap_push(s, tr->arrival[0], EV_ARRIVAL, 0, 0);
+    while (s->heap_n > 0 && rc == SL_OK) {
+        event_t e = heap_pop(s);
+        double now = e.t;
+        tot->events++;
+        tot->end_time = now;
+        int ri = e.replica;
+        switch (e.kind) {
+        case EV_ARRIVAL:
+            rc = arrival(s, tr, e.arg, now, sink, tot, &ri);
+            if (rc == SL_ENOMEM)
+                snprintf(err, errlen, "out of memory at request %llu", (unsigned long long)e.arg);
+            if (e.arg + 1 < tr->n)
+                heap_push(s, tr->arrival[e.arg + 1], EV_ARRIVAL, 0, e.arg + 1);
+            break;
+        case EV_STEP_DONE:
+            rc = step_done(s, ri, now, sink, tot, err, errlen);
+            break;
+        case EV_WAKE:
+            if (e.arg != s->rep[ri].wake_gen)
+                continue; /* superseded */
+            s->rep[ri].wake_at = INFINITY;
+            break;
+        }
+        if (rc == SL_OK)
+            rc = kick(s, ri, now, err, errlen);
+        if (sink && sink->on_progress && (tot->events & 0xffff) == 0)
+            sink->on_progress(sink->ctx, now, tot->done, tr->n);
+    }
+    if (rc != SL_OK && !err[0])
+        snprintf(err, errlen, "stopped by the record sink: %s", sl_strerror(rc));
+    return rc;
+}

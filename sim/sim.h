@@ -1,0 +1,96 @@
+/* sim.h — the discrete-event simulator: replicas running the real scheduler (sched/) on a
+ * virtual clock, priced by the cost model, fed by a trace through a router.
+ *
+ * Events (arrival, step done, wake-up) sit in a binary heap ordered by (time, sequence number),
+ * so equal-time events run in the order they were scheduled and a run is a pure function of
+ * (trace, config): same inputs, same records, bit for bit. Only the next arrival is in the heap
+ * at any time, so the heap holds at most replicas * 2 + 1 events.
+ *
+ * Each replica owns one sched_t (sched_create with cfg.sched) and prices each planned step with
+ * its cost model; the step completes at now + cost, when it is committed with one token per
+ * sampled sequence (the scheduler finishes requests at max_new_tokens = the trace's output
+ * length). Requests carry no tokens unless they are in a prefix group; then the first
+ * prefix_len prompt tokens are the group's (equal across the group, so the prefix cache can
+ * hit) and the rest are unique to the request.
+ *
+ * Records stream out through callbacks as they happen; the simulator keeps none, so memory is
+ * bounded by the scheduler's live state whatever the trace length.
+ */
+#ifndef SLUICE_SIM_SIM_H
+#define SLUICE_SIM_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sched/sched.h"
+#include "sim/calib.h"
+#include "sim/cost.h"
+#include "sim/hw.h"
+#include "workloads/trace.h"
+
+typedef enum sim_router {
+    SIM_ROUTE_ROUND_ROBIN = 0,
+    SIM_ROUTE_LEAST_OUTSTANDING, /* fewest requests submitted and not yet done */
+    SIM_ROUTE_LEAST_KV,          /* fewest used KV blocks + blocks the waiting prompts need */
+} sim_router_t;
+
+const char *sim_router_name(sim_router_t r);
+/* "round_robin", "least_outstanding", "least_kv" ('-' accepted). SL_EINVAL otherwise. */
+int sim_router_parse(const char *name, sim_router_t *out);
+
+typedef struct sim_config {
+    sched_config_t sched;      /* per replica; num_blocks is replaced when plan_kv is true */
+    sched_model_shape_t model; /* default llama2-7b (needs sched_model_shape_builtin) */
+    sim_hw_t hw;               /* default a100-80gb */
+    int replicas;              /* default 1 */
+    int tp;                    /* tensor-parallel GPUs per replica, default 1 */
+    sim_router_t router;       /* default round robin */
+    bool plan_kv;              /* num_blocks from sched_mem_plan(model / tp, hw memory). default true */
+    uint64_t seed;             /* token synthesis for prefix groups. default 0 */
+} sim_config_t;
+
+/* Defaults above. SL_ENOTFOUND only if the built-in llama2-7b shape is missing. */
+int sim_config_default(sim_config_t *cfg);
+
+/* One finished or rejected request (a rejected one has reason SCHED_FINISH_ABORT and no
+ * timings); one executed step with its start, end and the replica's KV stats after commit. */
+typedef struct sim_step_info {
+    int replica;
+    double t_start, t_end;
+    const sched_step_t *step;
+    const sched_stats_t *stats;
+    const sim_cost_parts_t *cost;
+} sim_step_info_t;
+
+typedef struct sim_sink {
+    void *ctx;
+    /* either may be NULL; a non-zero return stops the run with that status */
+    int (*on_done)(void *ctx, int replica, const sched_done_t *done);
+    int (*on_step)(void *ctx, const sim_step_info_t *info);
+    /* called about every 2^16 events with the virtual time and requests done; may be NULL */
+    void (*on_progress)(void *ctx, double now, uint64_t done, uint64_t total);
+} sim_sink_t;
+
+typedef struct sim_totals {
+    uint64_t events, steps, submitted, rejected, done;
+    double end_time;      /* virtual time of the last event */
+    double busy_time;     /* sum of step durations over replicas */
+    double flops;         /* useful model FLOPs over the run */
+    int num_blocks;       /* KV blocks per replica */
+    double peak_flops;    /* of one replica */
+} sim_totals_t;
+
+typedef struct sim sim_t;
+
+/* Builds replicas (schedulers + cost models). calib may be NULL (roofline). On error returns
+ * NULL with the reason in err ("model llama2-70b needs 130.4 GiB per GPU at tp 1; a100-80gb has
+ * 72.0 GiB usable"). */
+sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, int errlen);
+void sim_free(sim_t *s);
+
+/* Runs the whole trace. Returns SL_OK, a sink's status, or a scheduler error (SL_ESTATE ...) with
+ * the detail in err. *totals is filled in every case. */
+int sim_run(sim_t *s, const wl_trace_t *trace, const sim_sink_t *sink, sim_totals_t *totals,
+            char *err, int errlen);
+
+#endif
