@@ -69,6 +69,8 @@ typedef struct sched_config {
     bool enable_chunked_prefill; /* CONTINUOUS: split prompts over steps to fit the budget. default true */
     int num_speculative_tokens;  /* CONTINUOUS: draft tokens verified per decode step (0 = off). default 0 */
     sched_model_shape_t model;   /* MEMORY_AWARE's estimator input; default: llama2-7b fp16 */
+    double gpu_memory_utilization; /* engine / estimator: fraction of device memory usable. default 0.9.
+                                      The scheduler itself does not read it. */
 } sched_config_t;
 
 /* The documented defaults above. Cannot fail. */
@@ -77,6 +79,42 @@ sched_config_t sched_config_default(void);
 /* Checks every field; on error returns SL_EINVAL and writes "max_num_seqs: must be 1..65536, got 0"
  * into err (if non-NULL, errlen > 0). Cannot fail otherwise. */
 int sched_config_validate(const sched_config_t *cfg, char *err, int errlen);
+
+/* ---- knobs: every config field by its snake_case name (for flags, config files, the tuner) ---- */
+
+typedef enum sched_knob_type {
+    SCHED_KNOB_INT = 0, /* int field */
+    SCHED_KNOB_INT64,   /* int64_t field */
+    SCHED_KNOB_DOUBLE,
+    SCHED_KNOB_BOOL,    /* "true"/"false", "1"/"0", "on"/"off", "yes"/"no" */
+    SCHED_KNOB_STRATEGY, /* a sched_strategy_parse() name */
+    SCHED_KNOB_MODEL,   /* a built-in shape name (sched_model_shape_builtin) */
+} sched_knob_type_t;
+
+typedef struct sched_knob {
+    const char *name;       /* "max_num_seqs": the config field's name */
+    sched_knob_type_t type;
+    const char *unit;       /* "tokens", "ms", "MiB", "blocks", "" */
+    double min, max;        /* accepted range, inclusive (numeric knobs; 0..1 for BOOL) */
+    const char *help;       /* one line */
+} sched_knob_t;
+
+/* Number of knobs, and knob i (0 <= i < count; NULL outside). The default of a knob is
+ * sched_config_get() on sched_config_default(). Cannot fail. */
+int sched_knob_count(void);
+const sched_knob_t *sched_knob_at(int i);
+/* The knob called name ('-' accepted for '_'), or NULL. Cannot fail. */
+const sched_knob_t *sched_knob_find(const char *name);
+
+/* Sets one field from text. On error returns SL_ENOTFOUND (unknown key) or SL_EINVAL (not a
+ * value of the knob's type, or out of range), writes "max_num_seqs: must be an integer in
+ * 1..65536, got 0" into err (if non-NULL, errlen > 0), and leaves *cfg unchanged. Range checks
+ * only; cross-field rules are sched_config_validate()'s. */
+int sched_config_set(sched_config_t *cfg, const char *key, const char *value, char *err, int errlen);
+/* Writes a field's value as text sched_config_set() accepts ("64", "continuous", "true"). Returns
+ * SL_OK, SL_ENOTFOUND for an unknown key, SL_EINVAL when buf is too small (buf then holds a
+ * truncated value). */
+int sched_config_get(const sched_config_t *cfg, const char *key, char *buf, int buflen);
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
@@ -229,7 +267,7 @@ int sched_request_state(const sched_t *s, uint64_t id, sched_req_state_t *out);
 
 /* Checks every internal invariant (reference counts equal block-table uses, free + used + cached
  * = pool, hash index consistent, queue ordered). Returns SL_OK or SL_ESTATE with the broken
- * invariant written into err. For tests and debug builds. */
+ * invariant written into err. For tests and debug builds: it walks every block and request. */
 int sched_check_invariants(const sched_t *s, char *err, int errlen);
 
 #endif
