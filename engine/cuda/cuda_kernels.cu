@@ -1,0 +1,246 @@
+// cuda_kernels.cu — the CUDA backend's elementwise kernels: synthetic weights, fp32->fp16,
+// embedding gather, RMSNorm (its residual add is fused into the projections' epilogue), RoPE fused with the KV write, SiLU*mul,
+// greedy argmax, copy-on-write block copies. Launchers are declared in cuda_backend.h; each
+// enqueues on the given stream and returns cudaGetLastError() without synchronising.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "engine/cuda/cuda_backend.h"
+
+namespace {
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {  // splitmix64 finaliser
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+__global__ void synth_f16(__half *dst, int64_t n, uint64_t seed, float scale) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
+        float u = (float)(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        dst[i] = __float2half_rn((2.0f * u - 1.0f) * scale);
+    }
+}
+
+__global__ void fill_f32(float *dst, int64_t n, float v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = v;
+}
+
+__global__ void f32_to_f16(__half *dst, const float *src, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __float2half_rn(src[i]);
+}
+
+__global__ void embed(float *x, const __half *embd, const int32_t *tokens, int dim) {
+    int t = blockIdx.x;
+    const __half *row = embd + (int64_t)tokens[t] * dim;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x)
+        x[(int64_t)t * dim + d] = __half2float(row[d]);
+}
+
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = lane < nw ? sh[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// One block per output row; blockDim a multiple of 32. (The residual add happens before, in the
+// epilogue of the o / down projections: beta = 1 onto the fp32 residual.)
+__global__ void rmsnorm(const float *x, const float *w, __half *out, const int32_t *rows, int dim,
+                        float eps) {
+    __shared__ float sh[32];
+    const int r = blockIdx.x;
+    const float *xr = x + (int64_t)(rows ? rows[r] : r) * dim;
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x)
+        ss += xr[d] * xr[d];
+    const float inv = rsqrtf(block_sum(ss, sh) / (float)dim + eps);
+    for (int d = threadIdx.x; d < dim; d += blockDim.x)
+        out[(int64_t)r * dim + d] = __float2half_rn(xr[d] * inv * w[d]);
+}
+
+// One block per token. Pairs (2i, 2i+1) of every Q and K head rotate by pos * theta^(-2i/hd).
+__global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __half *kc,
+                        __half *vc, int n_heads, int n_kv, int hd, int bs, float theta) {
+    int t = blockIdx.x;
+    int stride = (n_heads + 2 * n_kv) * hd;
+    __half *row = qkv + (int64_t)t * stride;
+    float p = (float)pos[t];
+    int sl = slot[t];
+    int64_t blk = sl >= 0 ? sl / bs : 0, off = sl >= 0 ? sl % bs : 0;
+    int half_hd = hd / 2;
+    int n_pairs = (n_heads + n_kv) * half_hd;
+    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
+        int head = i / half_hd, k = i % half_hd;
+        float freq = powf(theta, -(float)(2 * k) / (float)hd);
+        float s, c;
+        sincosf(p * freq, &s, &c);
+        __half *e = row + head * hd + 2 * k;
+        float a = __half2float(e[0]), b = __half2float(e[1]);
+        __half ra = __float2half_rn(a * c - b * s), rb = __float2half_rn(a * s + b * c);
+        e[0] = ra;
+        e[1] = rb;
+        if (head >= n_heads && sl >= 0) {
+            __half *dst = kc + ((blk * n_kv + (head - n_heads)) * bs + off) * hd + 2 * k;
+            dst[0] = ra;
+            dst[1] = rb;
+        }
+    }
+    if (sl < 0)
+        return;
+    const __half *v = row + (n_heads + n_kv) * hd;
+    for (int i = threadIdx.x; i < n_kv * hd; i += blockDim.x) {
+        int h = i / hd, d = i % hd;
+        vc[((blk * n_kv + h) * bs + off) * hd + d] = v[i];
+    }
+}
+
+__global__ void silu_mul(__half *h, const __half *gu, int ffn, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = i / ffn, j = i % ffn;
+        float g = __half2float(gu[t * 2 * ffn + j]);
+        float u = __half2float(gu[t * 2 * ffn + ffn + j]);
+        h[i] = __float2half_rn(g / (1.0f + __expf(-g)) * u);
+    }
+}
+
+// One block of 1024 threads per row.
+__global__ void argmax_rows(int32_t *ids, const float *logits, int vocab) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const float *row = logits + (int64_t)blockIdx.x * vocab;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        float v = row[i];
+        if (v > best) {  // ascending i per thread: first maximum wins
+            best = v;
+            bi = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) {
+            best = ov;
+            bi = oi;
+        }
+    }
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sv[warp] = best;
+        si[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        int nw = blockDim.x >> 5;
+        best = lane < nw ? sv[lane] : -INFINITY;
+        bi = lane < nw ? si[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > best || (ov == best && oi < bi)) {
+                best = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0)
+            ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;  // all-NaN row: token 0
+    }
+}
+
+// grid (n copies, n_pools); 16-byte copies.
+__global__ void copy_blocks(__half *base, int64_t pool_elems, const int32_t *copies,
+                            int64_t block_elems) {
+    int c = blockIdx.x;
+    __half *pool = base + (int64_t)blockIdx.y * pool_elems;
+    const uint4 *src = (const uint4 *)(pool + (int64_t)copies[2 * c] * block_elems);
+    uint4 *dst = (uint4 *)(pool + (int64_t)copies[2 * c + 1] * block_elems);
+    for (int64_t i = threadIdx.x; i < block_elems / 8; i += blockDim.x)
+        dst[i] = src[i];
+}
+
+int grid_for(int64_t n, int threads) {
+    int64_t g = (n + threads - 1) / threads;
+    return (int)(g < 1 ? 1 : g > 65535 * 8 ? 65535 * 8 : g);
+}
+
+}  // namespace
+
+extern "C" {
+
+int eng_cuda_launch_synth_f16(uint16_t *dst, int64_t n, uint64_t seed, float scale,
+                              eng_cuda_stream_t s) {
+    synth_f16<<<grid_for(n, 256), 256, 0, s>>>((__half *)dst, n, seed, scale);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_fill_f32(float *dst, int64_t n, float value, eng_cuda_stream_t s) {
+    fill_f32<<<grid_for(n, 256), 256, 0, s>>>(dst, n, value);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_f32_to_f16(uint16_t *dst, const float *src, int64_t n, eng_cuda_stream_t s) {
+    f32_to_f16<<<grid_for(n, 256), 256, 0, s>>>((__half *)dst, src, n);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_embed(float *x, const uint16_t *embd, const int32_t *tokens, int T, int dim,
+                          eng_cuda_stream_t s) {
+    embed<<<T, 256, 0, s>>>(x, (const __half *)embd, tokens, dim);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const int32_t *rows,
+                            int n, int dim, float eps, eng_cuda_stream_t s) {
+    int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+    rmsnorm<<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
+                            uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
+                            int block_size, float theta, eng_cuda_stream_t s) {
+    rope_kv<<<T, 256, 0, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc, n_heads, n_kv,
+                              head_dim, block_size, theta);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn,
+                             eng_cuda_stream_t s) {
+    int64_t n = (int64_t)T * ffn;
+    silu_mul<<<grid_for(n, 256), 256, 0, s>>>((__half *)h, (const __half *)gu, ffn, n);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int vocab,
+                           eng_cuda_stream_t s) {
+    argmax_rows<<<rows, 1024, 0, s>>>(ids, logits, vocab);
+    return (int)cudaGetLastError();
+}
+
+int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,
+                                const int32_t *copies, int n, int64_t block_elems,
+                                eng_cuda_stream_t s) {
+    if (n <= 0)
+        return (int)cudaSuccess;
+    copy_blocks<<<dim3(n, n_pools), 256, 0, s>>>((__half *)base, pool_elems, copies, block_elems);
+    return (int)cudaGetLastError();
+}
+
+}  // extern "C"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# device-check.sh OUTDIR — the CUDA backend on a GPU machine: build, unit tests, CPU-vs-CUDA check
+# on real GGUFs, the Llama-2-7B-shape benchmark; writes OUTDIR/results.csv and OUTDIR/*.log and
+# prints a summary table LAST (target vs measured, PASS/FAIL). Every step is bounded by `timeout`;
+# the whole run stays under 8 minutes.
+#
+# Builds without the Makefile (the GPU machine may lack gsl/sqlite/cjson/microhttpd, which the
+# engine does not need): sched/ + engine/ + engine/cpu/ + engine/cuda/ into build-dev/, sm_90 only.
+# Models (../shared does not exist on the GPU machine; copy them into a carried folder):
+#   SLUICE_STORIES  default .devdata/stories260K.gguf, else ../shared/models/stories260K.gguf
+#   SLUICE_SMOLLM2  default .devdata/SmolLM2-135M-Instruct.Q4_1.gguf, else models/...
+# Exit status: 0 all PASS, 1 a target or check failed, 2 the build failed.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+OUT=${1:?usage: scripts/device-check.sh OUTDIR}
+mkdir -p "$OUT"
+CSV="$OUT/results.csv"
+echo "name,measured,unit,target,cmp,result" >"$CSV"
+B=build-dev
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+NVCC=${NVCC:-$CUDA_HOME/bin/nvcc}
+CUDA_ARCHS=${CUDA_ARCHS:--gencode arch=compute_90,code=sm_90}
+CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -pthread -fno-strict-aliasing -I. -DSLUICE_HAVE_CUDA=1 -I$CUDA_HOME/include"
+LIBS="-L$CUDA_HOME/lib64 -Wl,-rpath,$CUDA_HOME/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -lm -lpthread -ldl"
+pick() { for f in "$@"; do [ -f "$f" ] && { echo "$f"; return; }; done; echo "$1"; }
+STORIES=${SLUICE_STORIES:-$(pick .devdata/stories260K.gguf ../shared/models/stories260K.gguf)}
+SMOLLM2=${SLUICE_SMOLLM2:-$(pick .devdata/SmolLM2-135M-Instruct.Q4_1.gguf models/SmolLM2-135M-Instruct.Q4_1.gguf)}
+status=0
+step() { echo; echo "=== $*"; }
+fail_row() { echo "$1,,,,,FAIL" >>"$CSV"; status=1; }
+
+step "device"
+timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.log"
+"$NVCC" --version | tail -1
+
+step "build ($B, $CUDA_ARCHS)"
+build() {
+    mkdir -p "$B/o" || return 1
+    local srcs obj
+    srcs=$(ls sched/*.c engine/*.c engine/cpu/*.c engine/cuda/*.c)
+    printf '%s\n' $srcs | xargs -P 16 -I{} sh -c 'o='"$B"'/o/$(echo {} | tr / _).o; cc '"$CFLAGS"' -c {} -o $o' || return 1
+    for f in engine/cuda/*.cu; do
+        obj=$B/o/$(echo "$f" | tr / _).o
+        "$NVCC" -O3 -std=c++17 -I. -lineinfo $CUDA_ARCHS -Xcompiler -fPIC -c "$f" -o "$obj" &
+    done
+    wait || return 1
+    for f in engine/cuda/*.cu; do [ -f "$B/o/$(echo "$f" | tr / _).o" ] || return 1; done
+    rm -f $B/libdev.a && ar rcs $B/libdev.a $B/o/*.o || return 1
+    cc $CFLAGS -o $B/bench_cuda tests/bench/bench_cuda.c $B/libdev.a $LIBS || return 1
+    if [ -f /usr/include/cmocka.h ]; then
+        for t in tests/engine/test_cuda_*.c; do
+            cc $CFLAGS -Itests -o "$B/$(basename "$t" .c)" "$t" $B/libdev.a -lcmocka $LIBS || return 1
+        done
+    fi
+}
+export B CFLAGS LIBS NVCC CUDA_ARCHS
+if ! timeout 300 bash -c "$(declare -f build); build" >"$OUT/build.log" 2>&1; then
+    tail -30 "$OUT/build.log"
+    echo "BUILD FAILED (log: $OUT/build.log)"
+    echo "build,,,,,FAIL" >>"$CSV"
+    exit 2
+fi
+echo "built"
+
+step "unit tests"
+if ls $B/test_cuda_* >/dev/null 2>&1; then
+    for t in $B/test_cuda_*; do
+        if timeout 120 "$t" >"$OUT/$(basename "$t").log" 2>&1; then
+            echo "unit $(basename "$t"),1,,1,info,PASS" >>"$CSV"
+            grep -E "OK|SKIPPED|PASSED" "$OUT/$(basename "$t").log" | tail -4
+        else
+            tail -20 "$OUT/$(basename "$t").log"
+            fail_row "unit $(basename "$t")"
+        fi
+    done
+else
+    echo "no cmocka on this machine: unit tests not built (bench check below covers the backend)"
+fi
+
+step "CPU vs CUDA: $STORIES"
+timeout 120 $B/bench_cuda check "$STORIES" "$CSV" 2>&1 | tee "$OUT/check_stories.log"
+[ "${PIPESTATUS[0]}" = 0 ] || { grep -q "check stories" "$CSV" || fail_row "check stories260K"; status=1; }
+
+step "CPU vs CUDA: $SMOLLM2"
+timeout 180 $B/bench_cuda check "$SMOLLM2" "$CSV" 2>&1 | tee "$OUT/check_smollm2.log"
+[ "${PIPESTATUS[0]}" = 0 ] || { grep -q "check SmolLM2" "$CSV" || fail_row "check SmolLM2"; status=1; }
+
+step "benchmark: synthetic llama2-7b fp16 (weights generated on the device)"
+timeout 300 $B/bench_cuda perf llama2-7b "$CSV" 2>&1 | tee "$OUT/perf.log"
+[ "${PIPESTATUS[0]}" = 0 ] || { grep -q "^decode b256" "$CSV" || fail_row "perf incomplete (see perf.log)"; status=1; }
+
+step "SUMMARY ($CSV)"
+awk -F, 'NR > 1 { tgt = ($5 == "info" || $5 == "") ? "-" : $5 " " $4;
+                  printf "%-40s %14s %-6s %-14s %s\n", $1, $2, $3, tgt, $6 }
+         BEGIN { printf "%-40s %14s %-6s %-14s %s\n", "what", "measured", "unit", "target", "result" }' "$CSV"
+grep -q ",FAIL$" "$CSV" && status=1
+[ $status = 0 ] && echo "ALL PASS" || echo "SOME CHECKS FAILED"
+exit $status

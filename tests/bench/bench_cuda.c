@@ -1,0 +1,414 @@
+/* bench_cuda.c — the CUDA backend's correctness check against the CPU backend, and its benchmark.
+ *
+ *   bench_cuda check MODEL.gguf [CSV]   CPU and CUDA backends run the same steps (three sequences:
+ *       prefill, a chunked prefill on top of cached context, then 40 decode steps fed with the
+ *       CPU's greedy tokens): every logits row within 2e-2 relative (||a-b|| / ||b||), every
+ *       greedy token equal (the CUDA argmax of forward_greedy, and of its own logits).
+ *   bench_cuda perf [SHAPE] [CSV]       a shape-only model (weights generated on the device; default
+ *       llama2-7b): decode tok/s at batch 1 (context 128), TTFT for 128/512/2048-token prompts,
+ *       decode tok/s at batch 8..256 with contexts 256..2048; medians of repeated steps.
+ * Each result is printed and appended to CSV as "name,measured,unit,target,cmp,result" (cmp is
+ * ">=", "<=" or "info"). Exit status: 0 when every targeted result passes, 1 when one fails, 2 on
+ * an error (no device, bad model).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "sched/memest.h"
+#include "sched/status.h"
+
+#define BS 16
+
+typedef struct out {
+    FILE *csv;  /* the CSV results are appended to (NULL: none) */
+    int failed; /* a targeted result missed */
+} out_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void report(out_t *o, const char *name, double v, const char *unit, double target, const char *cmp) {
+    const char *res = "info";
+    if (strcmp(cmp, ">=") == 0)
+        res = v >= target ? "PASS" : "FAIL";
+    else if (strcmp(cmp, "<=") == 0)
+        res = v <= target ? "PASS" : "FAIL";
+    if (strcmp(res, "FAIL") == 0)
+        o->failed = 1;
+    printf("%-34s %12.4g %-6s %s %-10g %s\n", name, v, unit, cmp, target, res);
+    fflush(stdout);
+    if (o->csv) {
+        fprintf(o->csv, "%s,%.6g,%s,%g,%s,%s\n", name, v, unit, target, cmp, res);
+        fflush(o->csv);
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+static double rel_err(const float *a, const float *ref, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* ---- check: CPU vs CUDA ------------------------------------------------------------------------ */
+
+enum { NSEQ = 3, MAXTOK = 160, DECODE_STEPS = 40 };
+
+typedef struct seqstate {
+    int32_t toks[MAXTOK];
+    int32_t bt[MAXTOK / BS + 1];
+    int n; /* tokens in the sequence so far (prompt + generated) */
+} seqstate_t;
+
+/* Runs one step on both backends; compares every logits row; returns rows or -1 on error. */
+static int both(eng_backend_t *cpu, eng_backend_t *cuda, const eng_batch_t *b, float *lc, float *lg,
+                int32_t *ids, int vocab, double *max_err, int *mismatch) {
+    int rc_rows = 0, rg_rows = 0, ri_rows = 0;
+    if (cpu->ops->forward(cpu, b, lc, &rc_rows) != SL_OK) {
+        fprintf(stderr, "cpu forward: %s\n", cpu->ops->errmsg(cpu));
+        return -1;
+    }
+    if (cuda->ops->forward(cuda, b, lg, &rg_rows) != SL_OK ||
+        cuda->ops->forward_greedy(cuda, b, ids, &ri_rows) != SL_OK) {
+        fprintf(stderr, "cuda forward: %s\n", cuda->ops->errmsg(cuda));
+        return -1;
+    }
+    if (rc_rows != rg_rows || rg_rows != ri_rows) {
+        fprintf(stderr, "row counts differ: cpu %d, cuda %d, cuda greedy %d\n", rc_rows, rg_rows,
+                ri_rows);
+        return -1;
+    }
+    for (int r = 0; r < rc_rows; r++) {
+        double e = rel_err(lg + (size_t)r * vocab, lc + (size_t)r * vocab, vocab);
+        if (!(e <= *max_err))
+            *max_err = e; /* NaN sticks */
+        int a = argmax(lc + (size_t)r * vocab, vocab);
+        if (argmax(lg + (size_t)r * vocab, vocab) != a || ids[r] != a)
+            (*mismatch)++;
+    }
+    return rc_rows;
+}
+
+static int run_check(out_t *o, const char *path) {
+    char err[512];
+    eng_model_t *m = eng_model_load(path, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    eng_backend_params_t pc = eng_backend_params_default(), pg = pc;
+    pg.gpu_memory_utilization = 0.5;
+    eng_backend_t *cpu = eng_backend_create("cpu", m, &pc, err, sizeof err);
+    if (!cpu) {
+        fprintf(stderr, "%s\n", err);
+        eng_model_free(m);
+        return 2;
+    }
+    eng_backend_t *cuda = eng_backend_create("cuda", m, &pg, err, sizeof err);
+    if (!cuda) {
+        fprintf(stderr, "%s\n", err);
+        eng_backend_free(cpu);
+        eng_model_free(m);
+        return 2;
+    }
+    const int vocab = m->cfg.vocab, nblk = NSEQ * (MAXTOK / BS + 1);
+    int rc = 2;
+    float *lc = malloc((size_t)MAXTOK * NSEQ * vocab * 4), *lg = malloc((size_t)MAXTOK * NSEQ * vocab * 4);
+    int32_t *ids = malloc((size_t)MAXTOK * NSEQ * 4);
+    if (!lc || !lg || !ids || cpu->ops->kv_alloc(cpu, nblk, BS) != SL_OK ||
+        cuda->ops->kv_alloc(cuda, nblk, BS) != SL_OK) {
+        fprintf(stderr, "setup failed: %s / %s\n", cpu->ops->errmsg(cpu), cuda->ops->errmsg(cuda));
+        goto out;
+    }
+    seqstate_t s[NSEQ];
+    const int prompt[NSEQ] = {7, 20, 40};
+    uint64_t x = 0x1234567;
+    for (int i = 0; i < NSEQ; i++) {
+        for (int j = 0; j < MAXTOK / BS + 1; j++)
+            s[i].bt[j] = i * (MAXTOK / BS + 1) + (MAXTOK / BS - j); /* scattered, descending */
+        for (int j = 0; j < prompt[i]; j++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            s[i].toks[j] = 1 + (int)((x >> 33) % (uint64_t)(vocab - 1));
+        }
+        s[i].n = prompt[i];
+    }
+    double max_err = 0;
+    int mismatch = 0, compared = 0;
+    /* step 1: A and B whole, C's first 24 tokens without logits; step 2: C's last 16 (chunked) */
+    eng_batch_seq_t q[NSEQ];
+    for (int i = 0; i < NSEQ; i++)
+        q[i] = (eng_batch_seq_t){s[i].toks, i == 2 ? 24 : s[i].n, 0, s[i].bt, MAXTOK / BS + 1,
+                                 i == 2 ? 0 : 2};
+    eng_batch_t b = {NSEQ, q, 0, NULL, NULL};
+    int rows = both(cpu, cuda, &b, lc, lg, ids, vocab, &max_err, &mismatch), next[NSEQ];
+    if (rows < 0)
+        goto out;
+    compared += rows;
+    next[0] = argmax(lc + (size_t)(prompt[0] - 1) * vocab, vocab); /* last rows of A and B */
+    next[1] = argmax(lc + (size_t)(prompt[0] + prompt[1] - 1) * vocab, vocab);
+    q[0] = (eng_batch_seq_t){s[2].toks + 24, 16, 24, s[2].bt, MAXTOK / BS + 1, 1};
+    b.n_seqs = 1;
+    if ((rows = both(cpu, cuda, &b, lc, lg, ids, vocab, &max_err, &mismatch)) < 0)
+        goto out;
+    compared += rows;
+    next[2] = argmax(lc, vocab);
+    for (int step = 0; step < DECODE_STEPS; step++) {
+        for (int i = 0; i < NSEQ; i++) {
+            s[i].toks[s[i].n] = next[i];
+            q[i] = (eng_batch_seq_t){s[i].toks + s[i].n, 1, s[i].n, s[i].bt, MAXTOK / BS + 1, 1};
+            s[i].n++;
+        }
+        b.n_seqs = NSEQ;
+        if ((rows = both(cpu, cuda, &b, lc, lg, ids, vocab, &max_err, &mismatch)) < 0)
+            goto out;
+        compared += rows;
+        for (int i = 0; i < NSEQ; i++)
+            next[i] = argmax(lc + (size_t)i * vocab, vocab);
+    }
+    printf("check %s: %d logits rows compared, %d greedy mismatches, max relative error %.3g\n",
+           path, compared, mismatch, max_err);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char name[96];
+    snprintf(name, sizeof name, "check %.40s max rel err", base);
+    report(o, name, max_err, "", 2e-2, "<=");
+    snprintf(name, sizeof name, "check %.40s greedy mismatches", base);
+    report(o, name, mismatch, "", 0, "<=");
+    rc = o->failed;
+out:
+    free(lc);
+    free(lg);
+    free(ids);
+    eng_backend_free(cuda);
+    eng_backend_free(cpu);
+    eng_model_free(m);
+    return rc;
+}
+
+/* ---- perf: shape-only model, weights generated on the device ------------------------------------ */
+
+static eng_model_t *shape_only_model(const char *shape, char *err, int errlen) {
+    sched_model_shape_t s;
+    if (sched_model_shape_builtin(shape, &s) != SL_OK) {
+        snprintf(err, (size_t)errlen, "unknown shape %s (%s)", shape, sched_model_shape_names());
+        return NULL;
+    }
+    eng_model_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->layers = calloc((size_t)s.n_layers, sizeof *m->layers))) {
+        free(m);
+        snprintf(err, (size_t)errlen, "out of memory");
+        return NULL;
+    }
+    m->cfg = (eng_model_config_t){.n_layers = s.n_layers, .dim = s.hidden, .n_heads = s.n_heads,
+                                  .n_kv_heads = s.n_kv_heads, .head_dim = s.head_dim,
+                                  .ffn_dim = s.intermediate, .vocab = s.vocab,
+                                  .n_ctx_train = s.max_context, .rope_theta = 10000.0f,
+                                  .norm_eps = 1e-5f, .tied_output = s.tied_embeddings};
+    snprintf(m->cfg.arch, sizeof m->cfg.arch, "llama");
+    snprintf(m->cfg.name, sizeof m->cfg.name, "%s", s.name);
+    return m; /* gguf == NULL && owned == NULL: the CUDA backend generates the weights */
+}
+
+typedef struct perf {
+    eng_backend_t *b;
+    int vocab, num_blocks;
+    int32_t *bt, *toks, *ids; /* bt: per sequence a row of max_blocks */
+    int max_blocks;
+    eng_batch_seq_t *q;
+} perf_t;
+
+/* Sequence i of B at context ctx (+ 32 steps) gets its own run of blocks, wrapping round the pool
+ * only when it is too small. */
+static void set_tables(perf_t *p, int B, int ctx) {
+    int need = (ctx + 32 + BS - 1) / BS;
+    for (int i = 0; i < B; i++)
+        for (int j = 0; j < p->max_blocks; j++)
+            p->bt[(size_t)i * p->max_blocks + j] = (int32_t)(((int64_t)i * need + j) % p->num_blocks);
+}
+
+/* Fills B sequences to ctx tokens with prefill steps of at most 4096 tokens (real K/V, not zeros);
+ * the block tables are set_tables'. */
+static int fill(perf_t *p, int B, int ctx) {
+    int per_step = 4096 / ctx > 0 ? 4096 / ctx : 1, chunk = ctx < 4096 ? ctx : 4096;
+    for (int s0 = 0; s0 < B; s0 += per_step) {
+        int n = B - s0 < per_step ? B - s0 : per_step;
+        for (int done = 0; done < ctx; done += chunk) {
+            for (int i = 0; i < n; i++)
+                p->q[i] = (eng_batch_seq_t){p->toks + done, ctx - done < chunk ? ctx - done : chunk,
+                                            done, p->bt + (size_t)(s0 + i) * p->max_blocks,
+                                            p->max_blocks, 0};
+            p->q[n - 1].logits = 1;
+            eng_batch_t b = {n, p->q, 0, NULL, NULL};
+            int rows;
+            if (p->b->ops->forward_greedy(p->b, &b, p->ids, &rows) != SL_OK)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Median seconds of one decode step of B sequences at context ctx (growing by one per step). */
+static double decode_step_s(perf_t *p, int B, int ctx, int steps) {
+    set_tables(p, B, ctx);
+    if (fill(p, B, ctx) != 0)
+        return -1;
+    double t[64];
+    for (int k = 0; k < steps + 3; k++) {
+        for (int i = 0; i < B; i++)
+            p->q[i] = (eng_batch_seq_t){p->ids + i, 1, ctx + k, p->bt + (size_t)i * p->max_blocks,
+                                        p->max_blocks, 1};
+        for (int i = 0; i < B; i++)
+            p->ids[i] = (int32_t)((i * 7919 + k * 104729) % p->vocab);
+        eng_batch_t b = {B, p->q, 0, NULL, NULL};
+        int rows;
+        double t0 = now_s();
+        if (p->b->ops->forward_greedy(p->b, &b, p->ids, &rows) != SL_OK)
+            return -1;
+        if (k >= 3)
+            t[k - 3] = now_s() - t0;
+    }
+    return median(t, steps);
+}
+
+static double ttft_s(perf_t *p, int n, int reps) {
+    double t[16];
+    set_tables(p, 1, n);
+    for (int k = 0; k < reps + 1; k++) {
+        p->q[0] = (eng_batch_seq_t){p->toks, n, 0, p->bt, p->max_blocks, 1};
+        eng_batch_t b = {1, p->q, 0, NULL, NULL};
+        int rows;
+        double t0 = now_s();
+        if (p->b->ops->forward_greedy(p->b, &b, p->ids, &rows) != SL_OK)
+            return -1;
+        if (k >= 1)
+            t[k - 1] = now_s() - t0;
+    }
+    return median(t, reps);
+}
+
+static int run_perf(out_t *o, const char *shape) {
+    char err[512];
+    eng_model_t *m = shape_only_model(shape, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    eng_backend_params_t params = eng_backend_params_default();
+    double t0 = now_s();
+    eng_backend_t *b = eng_backend_create("cuda", m, &params, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "%s\n", err);
+        free(m->layers);
+        free(m);
+        return 2;
+    }
+    printf("backend created (weights generated on the device) in %.2f s\n", now_s() - t0);
+    perf_t p = {.b = b, .vocab = m->cfg.vocab};
+    const int max_seqs = 256, max_ctx = 2048 + 64;
+    p.max_blocks = (max_ctx + BS - 1) / BS;
+    int64_t per_block = (int64_t)BS * 2 * 2 * m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim;
+    int64_t budget = b->ops->kv_budget_bytes(b);
+    p.num_blocks = (int)(budget / per_block);
+    printf("KV budget %.2f GiB: %d blocks of %d tokens\n", budget / 1073741824.0, p.num_blocks, BS);
+    p.bt = malloc((size_t)max_seqs * p.max_blocks * 4);
+    p.toks = malloc(4096 * 4);
+    p.ids = malloc(4096 * 4);
+    p.q = malloc((size_t)max_seqs * sizeof *p.q);
+    int rc = 2;
+    if (!p.bt || !p.toks || !p.ids || !p.q || b->ops->kv_alloc(b, p.num_blocks, BS) != SL_OK) {
+        fprintf(stderr, "setup: %s\n", b->ops->errmsg(b));
+        goto out;
+    }
+    for (int i = 0; i < 4096; i++)
+        p.toks[i] = 1 + (i * 2654435761u) % (uint32_t)(p.vocab - 1);
+
+    double v;
+    if ((v = decode_step_s(&p, 1, 128, 30)) < 0)
+        goto fail;
+    report(o, "decode b1 ctx128", 1.0 / v, "tok/s", 190, ">=");
+    const int tt[] = {128, 512, 2048};
+    const double tt_target[] = {0, 14, 45};
+    for (int i = 0; i < 3; i++) {
+        if ((v = ttft_s(&p, tt[i], 7)) < 0)
+            goto fail;
+        char name[64];
+        snprintf(name, sizeof name, "ttft %d", tt[i]);
+        report(o, name, v * 1e3, "ms", tt_target[i], tt_target[i] > 0 ? "<=" : "info");
+    }
+    const struct {
+        int B, ctx;
+        double target;
+    } dec[] = {{8, 2048, 0}, {32, 1024, 0}, {64, 512, 5000}, {128, 512, 0}, {256, 256, 12000}};
+    for (size_t i = 0; i < sizeof dec / sizeof dec[0]; i++) {
+        int64_t need = (int64_t)dec[i].B * ((dec[i].ctx + 32 + BS - 1) / BS);
+        if (need > p.num_blocks)
+            printf("(b%d ctx%d: %lld blocks needed, %d in the pool: blocks are shared)\n", dec[i].B,
+                   dec[i].ctx, (long long)need, p.num_blocks);
+        if ((v = decode_step_s(&p, dec[i].B, dec[i].ctx, 20)) < 0)
+            goto fail;
+        char name[64];
+        snprintf(name, sizeof name, "decode b%d ctx%d", dec[i].B, dec[i].ctx);
+        report(o, name, dec[i].B / v, "tok/s", dec[i].target, dec[i].target > 0 ? ">=" : "info");
+    }
+    rc = o->failed;
+    goto out;
+fail:
+    fprintf(stderr, "cuda: %s\n", b->ops->errmsg(b));
+out:
+    free(p.bt);
+    free(p.toks);
+    free(p.ids);
+    free(p.q);
+    eng_backend_free(b);
+    free(m->layers);
+    free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "perf") != 0) ||
+        (strcmp(argv[1], "check") == 0 && argc < 3)) {
+        fprintf(stderr, "usage: %s check MODEL.gguf [CSV]\n       %s perf [SHAPE] [CSV]\n",
+                argv[0], argv[0]);
+        return 2;
+    }
+    int check = strcmp(argv[1], "check") == 0;
+    const char *csv = argc > 3 ? argv[3] : NULL;
+    out_t o = {NULL, 0};
+    if (csv && !(o.csv = fopen(csv, "a"))) {
+        perror(csv);
+        return 2;
+    }
+    int rc = check ? run_check(&o, argv[2]) : run_perf(&o, argc > 2 ? argv[2] : "llama2-7b");
+    if (o.csv)
+        fclose(o.csv);
+    return rc;
+}
