@@ -1,0 +1,361 @@
+/* test_store.c — the SQLite run store: lifecycle, failed runs, schema and foreign-file refusal, speed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analysis/store.h"
+#include "sched/status.h"
+
+/* Sanitizer builds (make asan) run several times slower; speed limits scale by this. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPEED_SLACK 5.0
+#else
+#define SPEED_SLACK 1.0
+#endif
+
+typedef struct fixture {
+    char dir[64];
+    char path[96];
+    an_store_t *st;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sluice_store_XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/sluice.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    an_store_close(f->st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static an_store_t *open_ok(fixture_t *f)
+{
+    int rc = an_store_open(f->path, &f->st);
+    if (rc)
+        fail_msg("open: %s", an_store_errmsg(f->st));
+    return f->st;
+}
+
+static const an_run_info_t info = {"sim", "a100-80gb", "llama2-7b", "continuous", "{\"block_size\":16}",
+                                   "chat", 0xfedcba9876543210ULL, 42, "v0.1-3-gabc"};
+
+static void make_requests(an_request_rec_t *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        r[i] = (an_request_rec_t){(int64_t)i, (int)(i % 2), 0, (double)i, i + 0.25, i + 0.5, i + 2.0,
+                                  100 + (int)i, 10, 0, 0, 3};
+}
+
+static void make_steps(an_step_rec_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        s[i] = (an_step_rec_t){0, (int64_t)i, i * 0.01, i * 0.01 + 0.01, 8, 256, 200, 7, 0, 30, 480, 400, 4000, 0};
+}
+
+static void test_store_run_lifecycle_round_trips_everything(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    assert_int_equal(an_store_schema_version(st), AN_SCHEMA_VERSION);
+    an_request_rec_t reqs[3];
+    an_step_rec_t steps[4];
+    make_requests(reqs, 3);
+    make_steps(steps, 4);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    assert_int_equal(id, 1);
+    int64_t other;
+    assert_int_equal(an_run_begin(st, &info, &other), SL_ESTATE);
+    assert_int_equal(an_run_add_requests(st, id, reqs, 3), SL_OK);
+    assert_int_equal(an_run_add_steps(st, id, steps, 4), SL_OK);
+    an_summary_t sum;
+    an_summary_init(&sum);
+    sum.ttft_p99 = 0.75;
+    sum.n_requests = 3;
+    assert_int_equal(an_run_finish(st, id, &sum), SL_OK);
+    an_store_close(st);
+
+    st = open_ok(f);
+    an_run_t r;
+    assert_int_equal(an_run_get(st, id, &r), SL_OK);
+    assert_string_equal(r.status, "ok");
+    assert_null(r.error);
+    assert_string_equal(r.info.mode, "sim");
+    assert_string_equal(r.info.hardware, "a100-80gb");
+    assert_string_equal(r.info.model, "llama2-7b");
+    assert_string_equal(r.info.strategy, "continuous");
+    assert_string_equal(r.info.config_json, "{\"block_size\":16}");
+    assert_string_equal(r.info.workload_name, "chat");
+    assert_string_equal(r.info.code_revision, "v0.1-3-gabc");
+    assert_true(r.info.workload_hash == 0xfedcba9876543210ULL);
+    assert_true(r.info.seed == 42);
+    assert_int_equal(strlen(r.created_at), 19);
+    assert_true(r.wall_seconds >= 0);
+    assert_int_equal(r.has_summary, 1);
+    assert_true(r.summary.ttft_p99 == 0.75);
+    assert_true(r.summary.n_requests == 3);
+    assert_true(isnan(r.summary.tpot_p99));
+    an_run_clear(&r);
+
+    an_request_rec_t *rq;
+    an_step_rec_t *sp;
+    size_t n;
+    assert_int_equal(an_run_requests(st, id, &rq, &n), SL_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(rq[2].req_id, 2);
+    assert_int_equal(rq[1].replica, 1);
+    assert_true(rq[2].first_token == 2.5 && rq[2].finished == 4.0);
+    assert_int_equal(rq[2].prompt_len, 102);
+    assert_int_equal(rq[0].finish_reason, 3);
+    sl_free(rq);
+    assert_int_equal(an_run_steps(st, id, &sp, &n), SL_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(sp[3].seq_no, 3);
+    assert_int_equal(sp[3].kv_naive_slots, 4000);
+    assert_true(sp[3].t_end == 0.04);
+    sl_free(sp);
+}
+
+static void test_store_failed_run_keeps_no_rows_and_says_why(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    an_request_rec_t reqs[5];
+    make_requests(reqs, 5);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    assert_int_equal(an_run_add_requests(st, id, reqs, 5), SL_OK);
+    assert_int_equal(an_run_fail(st, id, "cost model: no profile for h200"), SL_OK);
+    assert_int_equal(an_run_fail(st, id, "again"), SL_ESTATE);
+    an_request_rec_t *rq;
+    size_t n = 99;
+    assert_int_equal(an_run_requests(st, id, &rq, &n), SL_OK);
+    assert_int_equal(n, 0);
+    assert_null(rq);
+    an_run_t r;
+    assert_int_equal(an_run_get(st, id, &r), SL_OK);
+    assert_string_equal(r.status, "failed");
+    assert_string_equal(r.error, "cost model: no profile for h200");
+    assert_int_equal(r.has_summary, 0);
+    an_run_clear(&r);
+}
+
+static void test_store_close_with_an_open_run_records_it_failed(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    an_request_rec_t reqs[2];
+    make_requests(reqs, 2);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    assert_int_equal(an_run_add_requests(st, id, reqs, 2), SL_OK);
+    an_store_close(st);
+    st = open_ok(f);
+    an_run_t *runs;
+    size_t n;
+    assert_int_equal(an_run_list(st, 10, &runs, &n), SL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].status, "failed");
+    assert_string_equal(runs[0].error, "store closed while the run was open");
+    an_run_list_free(runs, n);
+}
+
+static void test_store_lists_newest_first_and_gets_the_latest(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    for (int i = 0; i < 3; i++) {
+        int64_t id;
+        assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+        assert_int_equal(an_run_finish(st, id, NULL), SL_OK);
+    }
+    an_run_t *runs;
+    size_t n;
+    assert_int_equal(an_run_list(st, 2, &runs, &n), SL_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(runs[0].id, 3);
+    assert_int_equal(runs[1].id, 2);
+    an_run_list_free(runs, n);
+    an_run_t r;
+    assert_int_equal(an_run_get(st, 0, &r), SL_OK);
+    assert_int_equal(r.id, 3);
+    an_run_clear(&r);
+    assert_int_equal(an_run_get(st, 9, &r), SL_ENOTFOUND);
+    char want[160];
+    snprintf(want, sizeof want, "%s: no run 9", f->path);
+    assert_string_equal(an_store_errmsg(st), want);
+}
+
+static void test_store_rejects_bad_mode_and_foreign_run_ids(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    an_run_info_t bad = info;
+    bad.mode = "real-ish";
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &bad, &id), SL_EINVAL);
+    assert_string_equal(an_store_errmsg(st), "run mode must be 'sim' or 'real', got 'real-ish'");
+    an_request_rec_t r[1];
+    make_requests(r, 1);
+    assert_int_equal(an_run_add_requests(st, 5, r, 1), SL_ESTATE);
+}
+
+static void test_store_refuses_a_newer_schema(void **state)
+{
+    fixture_t *f = *state;
+    an_store_close(open_ok(f));
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 7", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
+    char want[200];
+    snprintf(want, sizeof want, "%s has schema 7, this sluice understands up to 1 (use a newer sluice)", f->path);
+    assert_string_equal(an_store_errmsg(f->st), want);
+}
+
+static void test_store_refuses_a_file_that_is_not_a_database(void **state)
+{
+    fixture_t *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fputs("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n", fp);
+    fclose(fp);
+    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
+    char want[200];
+    snprintf(want, sizeof want, "%s: not an SQLite database, so not a sluice run store", f->path);
+    assert_string_equal(an_store_errmsg(f->st), want);
+}
+
+static void test_store_refuses_an_sqlite_database_of_another_program(void **state)
+{
+    fixture_t *f = *state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
+    char want[200];
+    snprintf(want, sizeof want, "%s: an SQLite database but not a sluice run store (no schema_version table)", f->path);
+    assert_string_equal(an_store_errmsg(f->st), want);
+}
+
+static void test_store_calibration_and_recommendations(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    char *json;
+    assert_int_equal(an_calib_load(st, "a100-80gb", "gemm", &json), SL_ENOTFOUND);
+    assert_int_equal(an_calib_save(st, "a100-80gb", "gemm", "{\"eff\":0.7}"), SL_OK);
+    assert_int_equal(an_calib_save(st, "a100-80gb", "gemm", "{\"eff\":0.8}"), SL_OK);
+    assert_int_equal(an_calib_load(st, "a100-80gb", "gemm", &json), SL_OK);
+    assert_string_equal(json, "{\"eff\":0.8}");
+    sl_free(json);
+    int64_t ids[2] = {1, 2}, rid;
+    assert_int_equal(an_reco_save(st, ids, 2, "{\"strategy\":\"continuous\"}", &rid), SL_OK);
+    assert_int_equal(rid, 1);
+}
+
+static void test_store_open_and_read_survive_every_failed_allocation(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    assert_int_equal(an_run_finish(st, id, NULL), SL_OK);
+    an_store_close(st);
+    f->st = NULL;
+    int rc = SL_ENOMEM;
+    for (long k = 0; rc == SL_ENOMEM; k++) {
+        an_run_t r;
+        sl_alloc_fail_after(k);
+        rc = an_store_open(f->path, &st);
+        if (!rc)
+            rc = an_run_get(st, id, &r);
+        sl_alloc_fail_after(-1);
+        if (!rc) {
+            assert_string_equal(r.status, "ok");
+            an_run_clear(&r);
+        } else
+            assert_int_equal(rc, SL_ENOMEM);
+        an_store_close(st);
+    }
+}
+
+static void test_store_writes_20k_requests_and_100k_steps_under_a_second(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    const size_t nr = 20000, ns = 100000;
+    an_request_rec_t *reqs = malloc(nr * sizeof *reqs);
+    an_step_rec_t *steps = malloc(ns * sizeof *steps);
+    make_requests(reqs, nr);
+    make_steps(steps, ns);
+    /* CPU time, not wall time: the test must not fail because parallel builds share the cores. */
+    struct timespec a, b, wa, wb;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    clock_gettime(CLOCK_MONOTONIC, &wa);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    assert_int_equal(an_run_add_requests(st, id, reqs, nr), SL_OK);
+    assert_int_equal(an_run_add_steps(st, id, steps, ns), SL_OK);
+    assert_int_equal(an_run_finish(st, id, NULL), SL_OK);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    clock_gettime(CLOCK_MONOTONIC, &wb);
+    double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
+    double wall = (double)(wb.tv_sec - wa.tv_sec) + (double)(wb.tv_nsec - wa.tv_nsec) * 1e-9;
+    print_message("20k requests + 100k steps stored in %.3f s CPU (%.3f s wall)\n", secs, wall);
+    assert_true(secs < 1.0 * SPEED_SLACK);
+    free(reqs);
+    free(steps);
+    an_step_rec_t *back;
+    size_t n;
+    assert_int_equal(an_run_steps(st, id, &back, &n), SL_OK);
+    assert_int_equal(n, ns);
+    sl_free(back);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_store_run_lifecycle_round_trips_everything),
+        T(test_store_failed_run_keeps_no_rows_and_says_why),
+        T(test_store_close_with_an_open_run_records_it_failed),
+        T(test_store_lists_newest_first_and_gets_the_latest),
+        T(test_store_rejects_bad_mode_and_foreign_run_ids),
+        T(test_store_refuses_a_newer_schema),
+        T(test_store_refuses_a_file_that_is_not_a_database),
+        T(test_store_refuses_an_sqlite_database_of_another_program),
+        T(test_store_calibration_and_recommendations),
+        T(test_store_open_and_read_survive_every_failed_allocation),
+        T(test_store_writes_20k_requests_and_100k_steps_under_a_second),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
