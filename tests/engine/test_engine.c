@@ -1,0 +1,474 @@
+/* test_engine.c — the serving loop through the public API (include/sluice.h) on stories260K:
+ * greedy tokens equal llama.cpp's fixtures alone and batched under every strategy, cancel frees
+ * every block, the queue bound and the context bound give their codes, seeded sampling repeats,
+ * parallel samples share prompt blocks, shutdown with requests in flight returns in time. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "include/sluice.h"
+
+#define MODEL "../shared/models/stories260K.gguf"
+#define FIXTURE "../shared/fixtures/stories260K_greedy.txt"
+#define N_FIX 3
+#define MAX_IDS 128
+
+typedef struct fixture {
+    char prompt[128];
+    int32_t prompt_ids[MAX_IDS], output_ids[MAX_IDS];
+    int n_prompt, n_output;
+} fixture_t;
+
+static int parse_ids(const char *s, int32_t *out)
+{
+    int n = 0;
+    char *end;
+    for (;;) {
+        long v = strtol(s, &end, 10);
+        if (end == s || n == MAX_IDS)
+            return n;
+        out[n++] = (int32_t)v;
+        s = end;
+    }
+}
+
+/* Reads the three greedy fixtures; 0 when the file is absent. */
+static int read_fixtures(fixture_t *fx)
+{
+    FILE *f = fopen(FIXTURE, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int k = -1;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!strncmp(line, "=== ", 4) && k + 1 < N_FIX)
+            snprintf(fx[++k].prompt, sizeof fx[k].prompt, "%.127s", line + 4);
+        else if (k >= 0 && !strncmp(line, "prompt_ids:", 11))
+            fx[k].n_prompt = parse_ids(line + 11, fx[k].prompt_ids);
+        else if (k >= 0 && !strncmp(line, "output_ids:", 11))
+            fx[k].n_output = parse_ids(line + 11, fx[k].output_ids);
+    }
+    fclose(f);
+    return k + 1;
+}
+
+static int model_present(void) { return access(MODEL, R_OK) == 0; }
+
+#define REQUIRE_MODEL()                                                                        \
+    do {                                                                                       \
+        if (!model_present()) {                                                                \
+            print_message("skipped: %s is absent\n", MODEL);                                   \
+            skip();                                                                            \
+        }                                                                                      \
+    } while (0)
+
+static sluice_engine_params small_params(void)
+{
+    sluice_engine_params p = sluice_engine_default_params();
+    p.model = MODEL;
+    p.n_threads = 2;
+    p.max_num_seqs = 16;
+    p.max_batch_size = 8;
+    p.batch_timeout_ms = 5;
+    p.kv_memory_mb = 64;
+    return p;
+}
+
+static sluice_engine *create(const sluice_engine_params *p)
+{
+    char err[512] = "";
+    sluice_engine *e = sluice_engine_create(p, err, sizeof err);
+    if (!e)
+        print_error("sluice_engine_create: %s\n", err);
+    assert_non_null(e);
+    return e;
+}
+
+static sluice_request_params greedy(const char *prompt, int max_tokens)
+{
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.temperature = 0;
+    return r;
+}
+
+static void assert_ids_equal(const int32_t *a, int na, const int32_t *b, int nb)
+{
+    assert_int_equal(na, nb);
+    for (int i = 0; i < na; i++) {
+        if (a[i] != b[i])
+            print_error("token %d: got %d, want %d\n", i, a[i], b[i]);
+        assert_int_equal(a[i], b[i]);
+    }
+}
+
+/* Submits the fixtures' prompts at once (a batch), waits for all, checks every id. */
+static void check_fixtures_batched(sluice_engine *e)
+{
+    fixture_t fx[N_FIX];
+    memset(fx, 0, sizeof fx);
+    if (read_fixtures(fx) != N_FIX) {
+        print_message("skipped: %s is absent\n", FIXTURE);
+        skip();
+    }
+    sluice_request_id ids[N_FIX];
+    for (int k = 0; k < N_FIX; k++) {
+        sluice_request_params r = greedy(fx[k].prompt, fx[k].n_output);
+        assert_int_equal(sluice_submit(e, &r, &ids[k]), SLUICE_OK);
+    }
+    for (int k = 0; k < N_FIX; k++) {
+        sluice_result *res = NULL;
+        assert_int_equal(sluice_wait(e, ids[k], 60, &res), SLUICE_OK);
+        assert_int_equal(res->status, SLUICE_OK);
+        assert_ids_equal(res->prompt_ids, res->n_prompt_ids, fx[k].prompt_ids, fx[k].n_prompt);
+        assert_ids_equal(res->samples[0].ids, res->samples[0].n_ids, fx[k].output_ids, fx[k].n_output);
+        assert_int_equal(res->samples[0].finish_reason, SLUICE_FINISH_LENGTH);
+        assert_true(res->t_first_token >= res->t_first_scheduled);
+        assert_true(res->t_finish >= res->t_first_token);
+        sluice_result_free(res);
+    }
+}
+
+static void test_engine_greedy_matches_llama_cpp_alone(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    fixture_t fx[N_FIX];
+    memset(fx, 0, sizeof fx);
+    if (read_fixtures(fx) != N_FIX)
+        skip();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    for (int k = 0; k < N_FIX; k++) {
+        sluice_request_params r = greedy(fx[k].prompt, fx[k].n_output);
+        sluice_request_id id;
+        sluice_result *res;
+        assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+        assert_int_equal(sluice_wait(e, id, 60, &res), SLUICE_OK);
+        assert_ids_equal(res->samples[0].ids, res->samples[0].n_ids, fx[k].output_ids, fx[k].n_output);
+        sluice_result_free(res);
+    }
+    sluice_engine_free(e);
+}
+
+static void run_strategy(sluice_strategy s)
+{
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.strategy = s;
+    sluice_engine *e = create(&p);
+    check_fixtures_batched(e);
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+    assert_int_equal(st.requests_finished, N_FIX);
+    assert_true(st.generation_tokens >= N_FIX * 64);
+    sluice_engine_free(e);
+}
+
+static void test_engine_batched_continuous_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_CONTINUOUS); }
+static void test_engine_batched_naive_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_NAIVE); }
+static void test_engine_batched_bucketed_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_BUCKETED); }
+static void test_engine_batched_memory_aware_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_MEMORY_AWARE); }
+
+/* ---- cancel ---- */
+
+typedef struct counter {
+    atomic_int tokens;
+    int stop_at;       /* callback returns false at this many tokens (0 = never) */
+} counter_t;
+
+static bool count_tokens(const sluice_token *t, void *user)
+{
+    counter_t *c = user;
+    int n = atomic_fetch_add(&c->tokens, 1) + 1;
+    (void)t;
+    return c->stop_at == 0 || n < c->stop_at;
+}
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL); }
+
+static void assert_all_blocks_free(sluice_engine *e)
+{
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+    assert_int_equal(st.kv_blocks_free + st.kv_blocks_cached, st.kv_blocks_total);
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.waiting, 0);
+}
+
+static void test_engine_cancel_mid_stream_frees_every_block(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    counter_t c = {0};
+    sluice_request_params r = greedy("Once upon a time", 400);
+    r.ignore_eos = true;
+    r.on_token = count_tokens;
+    r.user = &c;
+    sluice_request_id id;
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    for (int i = 0; i < 5000 && atomic_load(&c.tokens) < 3; i++)
+        sleep_ms(1);
+    assert_true(atomic_load(&c.tokens) >= 3);
+    assert_int_equal(sluice_cancel(e, id), SLUICE_OK);
+    sluice_result *res;
+    assert_int_equal(sluice_wait(e, id, 30, &res), SLUICE_OK);
+    assert_int_equal(res->status, SLUICE_ECANCELED);
+    assert_int_equal(res->samples[0].finish_reason, SLUICE_FINISH_ABORT);
+    assert_true(res->samples[0].n_ids < 400);
+    sluice_result_free(res);
+    assert_all_blocks_free(e);
+    assert_int_equal(sluice_cancel(e, id), SLUICE_ENOTFOUND);
+    sluice_engine_free(e);
+}
+
+static void test_engine_callback_false_cancels(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    counter_t c = {.stop_at = 5};
+    sluice_request_params r = greedy("Lily wanted to", 200);
+    r.ignore_eos = true;
+    r.on_token = count_tokens;
+    r.user = &c;
+    sluice_request_id id;
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    sluice_result *res;
+    assert_int_equal(sluice_wait(e, id, 30, &res), SLUICE_OK);
+    assert_int_equal(res->status, SLUICE_ECANCELED);
+    assert_true(res->samples[0].n_ids < 200);
+    assert_int_equal(atomic_load(&c.tokens), 5); /* no callback after the one that said stop */
+    sluice_result_free(res);
+    assert_all_blocks_free(e);
+    sluice_engine_free(e);
+}
+
+/* ---- bounds ---- */
+
+static void test_engine_queue_full_has_its_own_code(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.strategy = SLUICE_STRATEGY_NAIVE; /* requests wait for the batch to fill */
+    p.batch_timeout_ms = 60000;
+    p.max_waiting_requests = 2;
+    sluice_engine *e = create(&p);
+    sluice_request_params r = greedy("The little dog", 8);
+    sluice_request_id id;
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_EQUEUE_FULL);
+    assert_non_null(strstr(sluice_engine_errmsg(e), "queue"));
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.requests_rejected, 1);
+    assert_int_equal(sluice_engine_shutdown(e, 0), 2);
+    sluice_engine_free(e);
+}
+
+static void test_engine_over_context_is_too_long(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.max_sequence_length = 128;
+    sluice_engine *e = create(&p);
+    sluice_request_params r = greedy("Once upon a time", 124);
+    sluice_request_id id;
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_ETOO_LONG);
+    r.max_tokens = 123; /* 5 prompt tokens + 123 = 128 fits */
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    sluice_result *res;
+    assert_int_equal(sluice_wait(e, id, 60, &res), SLUICE_OK);
+    assert_true(res->samples[0].n_ids <= 123);
+    sluice_result_free(res);
+    sluice_request_params bad = greedy(NULL, 4);
+    assert_int_equal(sluice_submit(e, &bad, &id), SLUICE_EINVAL);
+    sluice_engine_free(e);
+}
+
+/* ---- sampling ---- */
+
+static sluice_result *generate(sluice_engine *e, const sluice_request_params *r)
+{
+    sluice_request_id id;
+    sluice_result *res = NULL;
+    assert_int_equal(sluice_submit(e, r, &id), SLUICE_OK);
+    assert_int_equal(sluice_wait(e, id, 60, &res), SLUICE_OK);
+    return res;
+}
+
+static void test_engine_seeded_sampling_is_reproducible(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt = "Once upon a time";
+    r.max_tokens = 48;
+    r.temperature = 1.0f;
+    r.top_k = 0;
+    r.top_p = 1;
+    r.min_p = 0;
+    r.ignore_eos = true;
+    r.seed = 1234;
+    sluice_result *a = generate(e, &r), *b = generate(e, &r);
+    assert_ids_equal(a->samples[0].ids, a->samples[0].n_ids, b->samples[0].ids, b->samples[0].n_ids);
+    assert_string_equal(a->samples[0].text, b->samples[0].text);
+    r.seed = 99;
+    sluice_result *c = generate(e, &r);
+    assert_memory_not_equal(a->samples[0].ids, c->samples[0].ids, sizeof(int32_t) * 48);
+    sluice_result_free(a);
+    sluice_result_free(b);
+    sluice_result_free(c);
+    sluice_engine_free(e);
+}
+
+static void track_peak(const sluice_step_info *info, void *user)
+{
+    atomic_int *peak = user;
+    int cur = atomic_load(peak);
+    while (info->kv_blocks_used > cur && !atomic_compare_exchange_weak(peak, &cur, info->kv_blocks_used))
+        ;
+}
+
+static void test_engine_parallel_samples_share_prompt_blocks(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    atomic_int peak = 0;
+    sluice_engine_params p = small_params();
+    p.enable_prefix_caching = false; /* only the fork may share */
+    p.block_size = 16;
+    p.on_step = track_peak;
+    p.step_user = &peak;
+    sluice_engine *e = create(&p);
+    /* a 40-token prompt: 2 full blocks + a partial one */
+    int32_t prompt[40];
+    prompt[0] = 1;
+    for (int i = 1; i < 40; i++)
+        prompt[i] = 300 + i;
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = 40;
+    r.max_tokens = 6;
+    r.temperature = 1.0f;
+    r.seed = 7;
+    r.ignore_eos = true;
+    r.n = 2;
+    sluice_result *res = generate(e, &r);
+    assert_int_equal(res->status, SLUICE_OK);
+    assert_int_equal(res->n_samples, 2);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(res->samples[k].n_ids, 6);
+    assert_int_equal(res->samples[0].ids[0], res->samples[1].ids[0]); /* the shared first token */
+    /* alone: 46 tokens = 3 blocks; unshared pair 6; shared: 2 prompt blocks + 2 own tails */
+    assert_true(atomic_load(&peak) >= 3);
+    assert_true(atomic_load(&peak) <= 4);
+    sluice_result_free(res);
+
+    r.n = 1;
+    r.best_of = 3;
+    res = generate(e, &r);
+    assert_int_equal(res->n_samples, 1);
+    assert_int_equal(res->samples[0].n_ids, 6);
+    sluice_result_free(res);
+    assert_all_blocks_free(e);
+    sluice_engine_free(e);
+}
+
+/* ---- shutdown ---- */
+
+typedef struct done_log {
+    atomic_int n, canceled;
+} done_log_t;
+
+static void on_done(const sluice_result *r, void *user)
+{
+    done_log_t *d = user;
+    atomic_fetch_add(&d->n, 1);
+    if (r->status == SLUICE_ECANCELED && r->samples[0].finish_reason == SLUICE_FINISH_ABORT)
+        atomic_fetch_add(&d->canceled, 1);
+}
+
+static void test_engine_shutdown_aborts_in_flight_within_deadline(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    done_log_t d = {0};
+    sluice_request_params r = greedy("Once upon a time", 480);
+    r.ignore_eos = true;
+    r.on_done = on_done;
+    r.user = &d;
+    sluice_request_id id;
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(sluice_submit(e, &r, &id), SLUICE_OK);
+    sluice_result *res;
+    assert_int_equal(sluice_wait(e, id, 1, &res), SLUICE_ENOTFOUND); /* detached */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int aborted = sluice_engine_shutdown(e, 0); /* deadline 0: abort at once */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    assert_true(dt < 2.0);
+    assert_int_equal(aborted, 4);
+    assert_int_equal(atomic_load(&d.n), 4);
+    assert_int_equal(atomic_load(&d.canceled), 4);
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_ESTATE);
+    assert_int_equal(sluice_engine_shutdown(e, 0), 0);
+    sluice_engine_free(e);
+}
+
+static void test_engine_create_reports_a_bad_model(void **state)
+{
+    (void)state;
+    sluice_engine_params p = sluice_engine_default_params();
+    p.model = "/nonexistent/model.gguf";
+    char err[256] = "";
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_true(strlen(err) > 0);
+    p.model = NULL;
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_non_null(strstr(err, "model"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_engine_create_reports_a_bad_model),
+        cmocka_unit_test(test_engine_greedy_matches_llama_cpp_alone),
+        cmocka_unit_test(test_engine_batched_continuous_matches_fixtures),
+        cmocka_unit_test(test_engine_batched_naive_matches_fixtures),
+        cmocka_unit_test(test_engine_batched_bucketed_matches_fixtures),
+        cmocka_unit_test(test_engine_batched_memory_aware_matches_fixtures),
+        cmocka_unit_test(test_engine_cancel_mid_stream_frees_every_block),
+        cmocka_unit_test(test_engine_callback_false_cancels),
+        cmocka_unit_test(test_engine_queue_full_has_its_own_code),
+        cmocka_unit_test(test_engine_over_context_is_too_long),
+        cmocka_unit_test(test_engine_seeded_sampling_is_reproducible),
+        cmocka_unit_test(test_engine_parallel_samples_share_prompt_blocks),
+        cmocka_unit_test(test_engine_shutdown_aborts_in_flight_within_deadline),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
