@@ -75,7 +75,7 @@ objs = $(patsubst %.c,$(BUILD)/%.o,$(SRC_$(1)))
 # the library files a module links, itself first, in dependency order
 linklibs = $(call lib,$(1)) $(foreach d,$(DEPS_$(1)),$(call lib,$(d)))
 
-.PHONY: all test asan fuzz clean
+.PHONY: all test asan fuzz clean examples FORCE
 all: $(BUILD)/sluice
 
 $(BUILD)/%.o: %.c
@@ -92,6 +92,15 @@ $(call lib,$(1)): $(call objs,$(1)) $(if $(filter engine,$(1)),$(CU_OBJ))
 	rm -f $$@ && ar rcs $$@ $$^
 endef
 $(foreach m,$(MODULES),$(eval $(call MODULE_RULES,$(m))))
+
+# The build's `git describe`, recorded with every run (the file changes only when the revision does).
+REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/revision.h: FORCE
+	@mkdir -p $(BUILD) && echo '#define SLUICE_REVISION "$(REVISION)"' > $@.tmp && \
+	    (cmp -s $@.tmp $@ || mv $@.tmp $@); rm -f $@.tmp
+$(BUILD)/cli/cli.o: $(BUILD)/revision.h
+$(BUILD)/cli/cli.o: ALL_CFLAGS += -I$(BUILD)
+FORCE:
 
 $(BUILD)/sluice: $(BUILD)/cli/main.o $(call linklibs,cli)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(SYSLIBS) $(LDFLAGS_SAN)
@@ -111,8 +120,15 @@ $(foreach m,$(MODULES),$(eval $(call TEST_RULES,$(m))))
 
 # Per-module test targets (make test-sched) so work on one module never waits on another.
 $(foreach m,$(MODULES),$(eval test-$(m): $(filter $(BUILD)/tests/$(m)/%,$(TEST_BIN)) ; @scripts/run-tests.sh $$^))
-test: $(BUILD)/sluice $(TEST_BIN)
+# The C API example must keep compiling (docs/examples/generate.c).
+examples: $(BUILD)/examples/generate
+$(BUILD)/examples/%: docs/examples/%.c $(call linklibs,engine)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(call linklibs,engine) $(SYSLIBS) $(LDFLAGS_SAN)
+
+test: $(BUILD)/sluice $(TEST_BIN) examples
 	@scripts/run-tests.sh $(TEST_BIN)
+	@SLUICE_BIN=$(BUILD)/sluice scripts/test-serve.sh
 
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined OPT=-O1 test

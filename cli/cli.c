@@ -1,9 +1,12 @@
 /* cli.c — subcommand table and dispatch for the `sluice` command. */
 #include "cli/cli.h"
 
+#include <gsl/gsl_errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "revision.h"
 
 typedef struct cli_command {
     const char *name;
@@ -45,8 +48,12 @@ int cli_fail(const char *subcmd, const char *fmt, ...)
     return 2;
 }
 
+const char *cli_code_revision(void) { return SLUICE_REVISION; }
+
 int cli_main(int argc, char **argv)
 {
+    /* GSL's default handler aborts the process; every GSL call here checks its return instead. */
+    gsl_set_error_handler_off();
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

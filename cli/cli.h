@@ -22,6 +22,9 @@ int cmd_plan(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 /* Prints "sluice SUBCMD: <message>" to stderr and returns 2 (for `return cli_usage_error(...)`). */
+/* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */
+const char *cli_code_revision(void);
+
 int cli_fail(const char *subcmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

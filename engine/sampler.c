@@ -1,0 +1,257 @@
+/* sampler.c — token selection from a logits row (pipeline in sampler.h) and stop-string scanning.
+ *
+ * Cost per call: one copy of the row, O(window) for penalties, O(V) for greedy or top-k
+ * selection (quickselect), O(V) exps for the softmax when top-k is off, and for top-p a partial
+ * sort of a prefix that grows 4x at a time until it holds the nucleus (usually a few hundred
+ * tokens). The full 49,152-entry row is never sorted.
+ */
+#include "sampler.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "sched/status.h"
+
+struct eng_sampler_ws {
+    int vocab;
+    float *val;     /* penalised, tempered logits, then probabilities */
+    int32_t *idx;   /* candidate token ids */
+    int32_t *count; /* occurrences in the penalty window, zero between calls */
+};
+
+eng_sampler_params_t eng_sampler_params_default(void)
+{
+    return (eng_sampler_params_t){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+                                  .repetition_penalty = 1.0f, .repetition_last_n = 64,
+                                  .frequency_penalty = 0.0f, .presence_penalty = 0.0f, .seed = 0};
+}
+
+void eng_sampler_init(eng_sampler_t *s, const eng_sampler_params_t *p)
+{
+    s->p = *p;
+    s->rng = p->seed;
+}
+
+eng_sampler_ws_t *eng_sampler_ws_create(int vocab)
+{
+    if (vocab <= 0) return NULL;
+    eng_sampler_ws_t *ws = sl_calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->vocab = vocab;
+    ws->val = sl_malloc((size_t)vocab * sizeof *ws->val);
+    ws->idx = sl_malloc((size_t)vocab * sizeof *ws->idx);
+    ws->count = sl_calloc((size_t)vocab, sizeof *ws->count);
+    if (!ws->val || !ws->idx || !ws->count) {
+        eng_sampler_ws_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void eng_sampler_ws_free(eng_sampler_ws_t *ws)
+{
+    if (!ws) return;
+    sl_free(ws->val);
+    sl_free(ws->idx);
+    sl_free(ws->count);
+    sl_free(ws);
+}
+
+/* splitmix64 -> uniform double in [0, 1) */
+static double uniform(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1p-53;
+}
+
+static void penalise(const eng_sampler_params_t *p, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev)
+{
+    if (p->repetition_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f)
+        return;
+    int n = p->repetition_last_n < 0 || p->repetition_last_n > n_prev ? n_prev : p->repetition_last_n;
+    const int32_t *w = prev + (n_prev - n);
+    for (int i = 0; i < n; i++)
+        if (w[i] >= 0 && w[i] < ws->vocab) ws->count[w[i]]++;
+    for (int i = 0; i < n; i++) {
+        int32_t t = w[i];
+        if (t < 0 || t >= ws->vocab || ws->count[t] == 0) continue; /* done (or out of range) */
+        float *v = &ws->val[t];
+        if (p->repetition_penalty != 1.0f) *v = *v > 0 ? *v / p->repetition_penalty : *v * p->repetition_penalty;
+        *v -= p->frequency_penalty * (float)ws->count[t] + p->presence_penalty;
+        ws->count[t] = 0; /* each token penalised once; leaves the counts zeroed */
+    }
+}
+
+/* Orders idx[lo..hi) so that its k largest values (by val) come first. */
+static void select_top(const float *val, int32_t *idx, int lo, int hi, int k)
+{
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        float a = val[idx[lo]], b = val[idx[mid]], c = val[idx[hi - 1]];
+        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int i = lo, j = hi - 1;
+        while (i <= j) { /* Hoare partition, descending */
+            while (val[idx[i]] > pivot) i++;
+            while (val[idx[j]] < pivot) j--;
+            if (i <= j) {
+                int32_t t = idx[i];
+                idx[i++] = idx[j];
+                idx[j--] = t;
+            }
+        }
+        if (k <= j + 1) hi = j + 1;
+        else if (k >= i) lo = i;
+        else return;
+    }
+}
+
+/* Sorts idx[lo..hi) by val, descending (insertion sort for short runs, else select + recurse). */
+static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
+{
+    if (hi - lo <= 16) {
+        for (int i = lo + 1; i < hi; i++) {
+            int32_t t = idx[i];
+            int j = i;
+            for (; j > lo && val[idx[j - 1]] < val[t]; j--) idx[j] = idx[j - 1];
+            idx[j] = t;
+        }
+        return;
+    }
+    int mid = lo + (hi - lo) / 2;
+    select_top(val, idx, lo, hi, mid);
+    sort_desc(val, idx, lo, mid);
+    sort_desc(val, idx, mid, hi);
+}
+
+static int argmax(const float *v, int n)
+{
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (!isnan(v[i]) && v[i] > -INFINITY && (best < 0 || v[i] > v[best])) best = i;
+    return best;
+}
+
+/* log-softmax of the raw row at token */
+static float raw_logprob(const float *logits, int vocab, int32_t token)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < vocab; i++)
+        if (!isnan(logits[i])) sum += exp((double)logits[i] - mx);
+    return (float)((double)logits[token] - mx - log(sum));
+}
+
+int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logits, const int32_t *prev,
+                       int n_prev, int32_t *token, float *logprob)
+{
+    const eng_sampler_params_t *p = &s->p;
+    int V = ws->vocab;
+    float *val = ws->val;
+    memcpy(val, logits, (size_t)V * sizeof *val);
+    for (int i = 0; i < V; i++)
+        if (isnan(val[i])) val[i] = -INFINITY;
+    penalise(p, ws, prev, n_prev);
+    int best = argmax(val, V);
+    if (best < 0) return SL_EINVAL;
+    int32_t chosen = best;
+    if (p->temperature > 0 && p->top_k != 1) {
+        int32_t *idx = ws->idx;
+        int n = V;
+        for (int i = 0; i < V; i++) idx[i] = i;
+        if (p->top_k > 0 && p->top_k < n) {
+            select_top(val, idx, 0, n, p->top_k);
+            n = p->top_k;
+        }
+        /* probabilities (unnormalised, top = 1) in place of the logits of the candidates */
+        float mx = val[best], inv_t = 1.0f / p->temperature;
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += val[idx[i]] = expf((val[idx[i]] - mx) * inv_t);
+        if (p->top_p < 1.0f) { /* grow a sorted prefix until it holds top_p of the mass */
+            int sorted = 0;
+            double mass = 0, want = (double)p->top_p * sum;
+            for (int m = 64;; m *= 4) {
+                int end = m < n ? m : n;
+                select_top(val, idx, sorted, n, end);
+                sort_desc(val, idx, sorted, end);
+                for (; sorted < end; sorted++) {
+                    mass += val[idx[sorted]];
+                    if (mass >= want) break;
+                }
+                if (sorted < end || end == n) {
+                    n = sorted < end ? sorted + 1 : n;
+                    break;
+                }
+            }
+            sum = 0;
+            for (int i = 0; i < n; i++) sum += val[idx[i]];
+        }
+        if (p->min_p > 0) { /* the top probability is 1 here */
+            int k = 0;
+            sum = 0;
+            for (int i = 0; i < n; i++)
+                if (val[idx[i]] >= p->min_p) {
+                    idx[k++] = idx[i];
+                    sum += val[idx[i]];
+                }
+            n = k; /* the top token always survives: min_p <= 1 */
+        }
+        double r = uniform(&s->rng) * sum, acc = 0;
+        chosen = idx[n - 1];
+        for (int i = 0; i < n; i++) {
+            acc += val[idx[i]];
+            if (r < acc) {
+                chosen = idx[i];
+                break;
+            }
+        }
+    }
+    *token = chosen;
+    if (logprob) *logprob = raw_logprob(logits, V, chosen);
+    return SL_OK;
+}
+
+/* ---------------------------------------------------------------- stop strings ---------------- */
+
+int eng_stop_scan(const char *text, size_t len, const char *const *stops, int n_stops, size_t *emit_len)
+{
+    size_t first = len;
+    int found = 0;
+    for (int i = 0; i < n_stops; i++) {
+        size_t sl = strlen(stops[i]);
+        if (sl == 0 || sl > len) continue;
+        for (size_t at = 0; at + sl <= len && at < first; at++)
+            if (memcmp(text + at, stops[i], sl) == 0) {
+                first = at;
+                found = 1;
+                break;
+            }
+    }
+    if (found) {
+        *emit_len = first;
+        return 1;
+    }
+    size_t safe = len;
+    for (int i = 0; i < n_stops; i++) { /* hold back a suffix that may grow into a stop string */
+        size_t sl = strlen(stops[i]);
+        for (size_t k = sl > len + 1 ? len : sl - (sl > 0); k > 0; k--)
+            if (memcmp(text + len - k, stops[i], k) == 0) {
+                if (len - k < safe) safe = len - k;
+                break;
+            }
+    }
+    /* hold back an incomplete UTF-8 sequence at the end */
+    size_t back = 0;
+    while (back < 3 && back < safe && ((uint8_t)text[safe - 1 - back] & 0xc0) == 0x80) back++;
+    if (back < safe) {
+        uint8_t lead = (uint8_t)text[safe - 1 - back];
+        int need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+        if (need > (int)back + 1) safe -= back + 1;
+    }
+    *emit_len = safe;
+    return 0;
+}

@@ -1,0 +1,126 @@
+/* test_quant.c — block layouts decoded exactly from hand-built blocks, f16/bf16 conversions, and
+ * quantise -> dequantise error bounds for every type sluice writes. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/model.h"
+#include "engine/quant.h"
+#include "sched/status.h"
+
+static void test_f16_conversions_are_exact_and_round_to_even(void **state)
+{
+    assert_true(eng_f16_to_f32(0x3c00) == 1.0f);
+    assert_true(eng_f16_to_f32(0xc000) == -2.0f);
+    assert_true(eng_f16_to_f32(0x7bff) == 65504.0f);
+    assert_true(eng_f16_to_f32(0x0001) == ldexpf(1, -24)); /* smallest subnormal */
+    assert_true(isinf(eng_f16_to_f32(0x7c00)) && isnan(eng_f16_to_f32(0x7e00)));
+    for (uint32_t h = 0; h < 0x10000; h++) { /* every finite half survives a round trip */
+        if ((h & 0x7c00) == 0x7c00) continue;
+        assert_int_equal(eng_f32_to_f16(eng_f16_to_f32((uint16_t)h)), h);
+    }
+    assert_int_equal(eng_f32_to_f16(1.0f + ldexpf(1, -11)), 0x3c00);     /* tie -> even */
+    assert_int_equal(eng_f32_to_f16(1.0f + 3 * ldexpf(1, -11)), 0x3c02); /* tie -> even (up) */
+    assert_int_equal(eng_f32_to_f16(70000.0f), 0x7c00);
+    assert_int_equal(eng_f32_to_f16(ldexpf(1, -25)), 0x0000);
+    assert_int_equal(eng_f32_to_bf16(1.0f), 0x3f80);
+    assert_true(eng_bf16_to_f32(0xc040) == -3.0f);
+}
+
+static void test_dequant_hand_built_blocks_exactly(void **state)
+{
+    float y[256];
+    eng_block_q4_0 q40 = {.d = eng_f32_to_f16(0.5f)};
+    for (int j = 0; j < 16; j++) q40.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    eng_dequant_q4_0(&q40, y, 32);
+    for (int j = 0; j < 16; j++) {
+        assert_true(y[j] == (float)(j - 8) * 0.5f);
+        assert_true(y[j + 16] == (float)(7 - j) * 0.5f);
+    }
+    eng_block_q4_1 q41 = {.d = eng_f32_to_f16(0.25f), .m = eng_f32_to_f16(-1.0f)};
+    for (int j = 0; j < 16; j++) q41.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    eng_dequant_q4_1(&q41, y, 32);
+    assert_true(y[3] == 3 * 0.25f - 1.0f && y[16] == 15 * 0.25f - 1.0f);
+    eng_block_q8_0 q8 = {.d = eng_f32_to_f16(2.0f)};
+    for (int j = 0; j < 32; j++) q8.qs[j] = (int8_t)(j - 16);
+    eng_dequant_q8_0(&q8, y, 32);
+    for (int j = 0; j < 32; j++) assert_true(y[j] == (float)(j - 16) * 2.0f);
+    /* Q6_K: element e in half h, position l (0..31) of quarter r has its low nibble in
+     * ql[64h + l + 32 (r & 1)] (high nibble when r >= 2), its top bits at qh[32h + l] >> 2r, and
+     * the scale scales[8h + l / 16 + 2r]. Encode q = (e % 64) - 32 everywhere and check. */
+    eng_block_q6_K k;
+    memset(&k, 0, sizeof k);
+    k.d = eng_f32_to_f16(0.5f);
+    for (int s = 0; s < 16; s++) k.scales[s] = (int8_t)(s - 8);
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, r = (e % 128) / 32, l = e % 32, q = e % 64;
+        uint8_t *ql = &k.ql[64 * h + l + 32 * (r & 1)];
+        *ql |= (uint8_t)((q & 15) << (r >= 2 ? 4 : 0));
+        k.qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * r));
+    }
+    eng_dequant_q6_K(&k, y, 256);
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, r = (e % 128) / 32, l = e % 32;
+        float want = 0.5f * (float)(k.scales[8 * h + l / 16 + 2 * r]) * (float)(e % 64 - 32);
+        if (y[e] != want) fail_msg("q6_K element %d: %g, expected %g", e, y[e], want);
+    }
+}
+
+/* quantise -> dequantise stays within the format's step: half a quantum per block */
+static void test_quant_round_trip_error_bounds(void **state)
+{
+    enum { N = 4096 };
+    static float x[N], y[N];
+    static uint8_t buf[N * 4];
+    uint64_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 11) * 0x1p-53 * 2 - 1) * (i % 64 < 32 ? 1.0f : 0.01f);
+    }
+    const struct { int type; double rel; } cases[] = {
+        {ENG_T_F32, 0}, {ENG_T_F16, 1.0 / 2048}, {ENG_T_BF16, 1.0 / 256},
+        {ENG_T_Q8_0, 0.5 / 127 + 1e-3}, {ENG_T_Q4_0, 1.0 / 8 + 1e-3} /* the end opposite the scale clamps: one step */, {ENG_T_Q4_1, 0.5 / 15 * 2 + 1e-3},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        assert_int_equal(eng_quantize_row(cases[c].type, x, buf, N), SL_OK);
+        assert_int_equal(eng_dequantize_row(cases[c].type, buf, y, N), SL_OK);
+        for (int b = 0; b < N; b += 32) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b + j]));
+            for (int j = 0; j < 32; j++)
+                if (fabs((double)y[b + j] - x[b + j]) > cases[c].rel * amax + 1e-7)
+                    fail_msg("%s element %d: %g -> %g", eng_type_name(cases[c].type), b + j, x[b + j], y[b + j]);
+        }
+    }
+    assert_int_equal(eng_quantize_row(ENG_T_Q6_K, x, buf, 256), SL_EUNSUPPORTED);
+    assert_int_equal(eng_quantize_row(ENG_T_Q4_0, x, buf, 33), SL_EINVAL);
+    assert_int_equal(eng_dequantize_row(12, buf, y, 256), SL_EINVAL);
+}
+
+static void test_type_table(void **state)
+{
+    assert_string_equal(eng_type_name(ENG_T_Q4_1), "q4_1");
+    assert_string_equal(eng_type_name(12), "q4_K");
+    assert_string_equal(eng_type_name(1000), "?");
+    assert_int_equal(eng_type_block_bytes(ENG_T_Q6_K), 210);
+    assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 576), 18 * 34);
+    assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 577), 0);
+    assert_int_equal(eng_type_row_bytes(ENG_T_BF16, 3), 6);
+    assert_int_equal(eng_type_block_elems(12), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f16_conversions_are_exact_and_round_to_even),
+        cmocka_unit_test(test_dequant_hand_built_blocks_exactly),
+        cmocka_unit_test(test_quant_round_trip_error_bounds),
+        cmocka_unit_test(test_type_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,250 @@
+/* test_sampler.c — greedy, seeded draws, top-k / top-p / min-p, penalties, logprobs, stop strings. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/sampler.h"
+#include "sched/status.h"
+
+#define V 1000
+
+/* A row with a clear order: logit(i) = -|i - 500| / 50, peak at 500, plus a bump at 123. */
+static void row(float *l)
+{
+    for (int i = 0; i < V; i++) l[i] = -fabsf((float)(i - 500)) / 50.0f;
+    l[123] = -0.05f;
+}
+
+static int32_t draw(const eng_sampler_params_t *p, eng_sampler_ws_t *ws, const float *l, eng_sampler_t *s)
+{
+    int32_t tok = -1;
+    assert_int_equal(eng_sampler_sample(s, ws, l, NULL, 0, &tok, NULL), SL_OK);
+    return tok;
+}
+
+static void test_greedy_is_argmax_with_raw_logprob(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    row(l);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.temperature = 0;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int32_t tok;
+    float lp;
+    assert_int_equal(eng_sampler_sample(&s, ws, l, NULL, 0, &tok, &lp), SL_OK);
+    assert_int_equal(tok, 500);
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += exp(l[i]);
+    assert_float_equal(lp, -log(sum), 1e-5);
+    assert_int_equal(s.rng, p.seed); /* greedy draws nothing */
+    eng_sampler_ws_free(ws);
+}
+
+static void test_same_seed_same_tokens_other_seed_differs(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    row(l);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.seed = 42;
+    eng_sampler_t a, b, c;
+    eng_sampler_init(&a, &p);
+    eng_sampler_init(&b, &p);
+    p.seed = 43;
+    eng_sampler_init(&c, &p);
+    int differ = 0;
+    for (int i = 0; i < 50; i++) {
+        int32_t ta = draw(&a.p, ws, l, &a);
+        /* interleaving another sequence on the same workspace changes nothing */
+        (void)draw(&c.p, ws, l, &c);
+        assert_int_equal(ta, draw(&b.p, ws, l, &b));
+        differ |= ta != 500;
+    }
+    assert_true(differ); /* temperature 1 really samples */
+    eng_sampler_ws_free(ws);
+}
+
+static void test_top_k_1_and_tiny_top_p_are_greedy(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    row(l);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.temperature = 1.5f;
+    p.top_k = 1;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    for (int i = 0; i < 20; i++) assert_int_equal(draw(&p, ws, l, &s), 500);
+    p.top_k = 0;
+    p.top_p = 1e-6f;
+    eng_sampler_init(&s, &p);
+    for (int i = 0; i < 20; i++) assert_int_equal(draw(&p, ws, l, &s), 500);
+    eng_sampler_ws_free(ws);
+}
+
+static void test_top_k_keeps_only_the_k_best(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    row(l);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.top_k = 3; /* 500 (0), 123 (-0.05), 499/501 (-0.02) -> {500, 499, 501} */
+    p.seed = 7;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int seen[V] = {0};
+    for (int i = 0; i < 300; i++) seen[draw(&p, ws, l, &s)]++;
+    assert_true(seen[500] && seen[499] && seen[501]);
+    assert_int_equal(seen[500] + seen[499] + seen[501], 300);
+    eng_sampler_ws_free(ws);
+}
+
+static void test_top_p_keeps_the_nucleus(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    for (int i = 0; i < V; i++) l[i] = -30.0f;
+    l[10] = logf(0.5f); l[20] = logf(0.3f); l[30] = logf(0.15f); l[40] = logf(0.05f);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.top_p = 0.75f; /* 0.5 + 0.3 reaches it: {10, 20} */
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int seen[V] = {0};
+    for (int i = 0; i < 400; i++) seen[draw(&p, ws, l, &s)]++;
+    assert_true(seen[10] > 0 && seen[20] > 0);
+    assert_int_equal(seen[10] + seen[20], 400);
+    eng_sampler_ws_free(ws);
+}
+
+static void test_top_p_nucleus_wider_than_the_first_sorted_prefix(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    for (int i = 0; i < V; i++) l[V - 1 - i] = -0.001f * (float)i; /* nearly flat, best last */
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.top_p = 0.5f; /* the 381 best hold half the mass: (1 - e^-0.381) / (1 - e^-1) > 0.5 */
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int lowest = V;
+    for (int i = 0; i < 2000; i++) {
+        int32_t t = draw(&p, ws, l, &s);
+        assert_true(t >= V - 381);
+        lowest = t < lowest ? t : lowest;
+    }
+    assert_true(lowest < V - 64); /* beyond the first 64-token sorted prefix */
+    eng_sampler_ws_free(ws);
+}
+
+static void test_min_p_drops_unlikely_tokens(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    for (int i = 0; i < V; i++) l[i] = -5.0f; /* each e^-5 ~ 0.0067 of the top */
+    l[7] = 0.0f;
+    l[8] = logf(0.5f);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.min_p = 0.1f;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int seen[V] = {0};
+    for (int i = 0; i < 300; i++) seen[draw(&p, ws, l, &s)]++;
+    assert_true(seen[7] > 0 && seen[8] > 0);
+    assert_int_equal(seen[7] + seen[8], 300);
+    eng_sampler_ws_free(ws);
+}
+
+static void test_repetition_penalty_changes_the_greedy_pick(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    for (int i = 0; i < V; i++) l[i] = 0.0f;
+    l[5] = 2.0f;
+    l[6] = 1.5f;
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.temperature = 0;
+    p.repetition_penalty = 1.5f; /* 2.0 / 1.5 = 1.33 < 1.5 */
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    const int32_t prev[] = {9, 5, 5, 3};
+    int32_t tok;
+    assert_int_equal(eng_sampler_sample(&s, ws, l, prev, 4, &tok, NULL), SL_OK);
+    assert_int_equal(tok, 6);
+    p.repetition_last_n = 1; /* only the last token (3) is in the window */
+    eng_sampler_init(&s, &p);
+    assert_int_equal(eng_sampler_sample(&s, ws, l, prev, 4, &tok, NULL), SL_OK);
+    assert_int_equal(tok, 5);
+    p.repetition_penalty = 1.0f;
+    p.repetition_last_n = 64;
+    p.frequency_penalty = 0.3f; /* 2.0 - 2 * 0.3 = 1.4 < 1.5 */
+    eng_sampler_init(&s, &p);
+    assert_int_equal(eng_sampler_sample(&s, ws, l, prev, 4, &tok, NULL), SL_OK);
+    assert_int_equal(tok, 6);
+    p.frequency_penalty = 0;
+    p.presence_penalty = 0.4f; /* 2.0 - 0.4 = 1.6 > 1.5 */
+    eng_sampler_init(&s, &p);
+    assert_int_equal(eng_sampler_sample(&s, ws, l, prev, 4, &tok, NULL), SL_OK);
+    assert_int_equal(tok, 5);
+    eng_sampler_ws_free(ws);
+}
+
+static void test_row_without_finite_logit_is_an_error(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(4);
+    float l[4] = {NAN, -INFINITY, NAN, -INFINITY};
+    eng_sampler_params_t p = eng_sampler_params_default();
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int32_t tok = 77;
+    assert_int_equal(eng_sampler_sample(&s, ws, l, NULL, 0, &tok, NULL), SL_EINVAL);
+    assert_int_equal(tok, 77);
+    eng_sampler_ws_free(ws);
+    assert_null(eng_sampler_ws_create(0));
+}
+
+static void test_stop_string_found_cuts_before_it(void **state)
+{
+    const char *stops[] = {"", "END", "\n\n"};
+    size_t emit;
+    assert_int_equal(eng_stop_scan("hello\n\nEND", 10, stops, 3, &emit), 1);
+    assert_int_equal(emit, 5);
+}
+
+static void test_stop_string_prefix_is_held_back(void **state)
+{
+    const char *stops[] = {"END"};
+    size_t emit;
+    assert_int_equal(eng_stop_scan("hello EN", 8, stops, 1, &emit), 0);
+    assert_int_equal(emit, 6);
+    assert_int_equal(eng_stop_scan("hello E!", 8, stops, 1, &emit), 0);
+    assert_int_equal(emit, 8);
+    /* an incomplete UTF-8 sequence is held back too: "é" is c3 a9 */
+    assert_int_equal(eng_stop_scan("caf\xc3", 4, stops, 1, &emit), 0);
+    assert_int_equal(emit, 3);
+    assert_int_equal(eng_stop_scan("caf\xc3\xa9", 5, stops, 1, &emit), 0);
+    assert_int_equal(emit, 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_is_argmax_with_raw_logprob),
+        cmocka_unit_test(test_same_seed_same_tokens_other_seed_differs),
+        cmocka_unit_test(test_top_k_1_and_tiny_top_p_are_greedy),
+        cmocka_unit_test(test_top_k_keeps_only_the_k_best),
+        cmocka_unit_test(test_top_p_keeps_the_nucleus),
+        cmocka_unit_test(test_top_p_nucleus_wider_than_the_first_sorted_prefix),
+        cmocka_unit_test(test_min_p_drops_unlikely_tokens),
+        cmocka_unit_test(test_repetition_penalty_changes_the_greedy_pick),
+        cmocka_unit_test(test_row_without_finite_logit_is_an_error),
+        cmocka_unit_test(test_stop_string_found_cuts_before_it),
+        cmocka_unit_test(test_stop_string_prefix_is_held_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
