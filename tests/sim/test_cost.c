@@ -106,6 +106,30 @@ static void test_hw_file_reports_bad_line(void **state)
     unlink(path);
 }
 
+/* The run store keeps profiles as JSON: a profile reads back bit for bit; bad JSON is refused. */
+static void test_hw_json_round_trip(void **state)
+{
+    (void)state;
+    sim_hw_t a, b;
+    char json[1024], err[256];
+    assert_int_equal(sim_hw_builtin("h100-sxm", &a), SL_OK);
+    a.host_overhead_s = 1.0 / 3, a.cuda_graphs = !a.cuda_graphs;
+    assert_true(sim_hw_to_json(&a, json, sizeof json));
+    assert_false(sim_hw_to_json(&a, json, 16));
+    assert_true(sim_hw_to_json(&a, json, sizeof json));
+    assert_int_equal(sim_hw_from_json(json, &b, err, sizeof err), SL_OK);
+    assert_string_equal(a.name, b.name);
+    assert_string_equal(a.calib_gpu, b.calib_gpu);
+    assert_true(a.mem_bytes == b.mem_bytes && a.peak_flops == b.peak_flops && a.hbm_bw == b.hbm_bw &&
+                a.host_overhead_s == b.host_overhead_s && a.cuda_graphs == b.cuda_graphs &&
+                a.launch_gap_s == b.launch_gap_s && a.gpu_mem_util == b.gpu_mem_util);
+    assert_int_equal(sim_hw_from_json("[1]", &b, err, sizeof err), SL_EFORMAT);
+    assert_int_equal(sim_hw_from_json("{\"base\": \"a100-80gb\", \"hbm_bw\": -1}", &b, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "hbm_bw"));
+    assert_int_equal(sim_hw_from_json("{\"warp\": 9}", &b, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "warp"));
+}
+
 static void test_dense_cost_monotonic_in_tokens(void **state)
 {
     fixture_t *f = *state;
@@ -245,6 +269,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hw_builtin_profiles_and_unknown_name),
         cmocka_unit_test(test_hw_file_reports_bad_line),
+        cmocka_unit_test(test_hw_json_round_trip),
         cmocka_unit_test(test_dense_cost_monotonic_in_tokens),
         cmocka_unit_test(test_decode_cost_monotonic_in_context),
         cmocka_unit_test(test_decode_priced_per_sequence_not_batch_mean),

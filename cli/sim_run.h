@@ -1,0 +1,75 @@
+/* sim_run.h — the pieces of one simulated run shared by `sluice sim`, `tune` and `plan`: load a
+ * workload, load calibration, collect the simulator's records, summarise them, record the run.
+ *
+ * Thread safety: every function works on its own arguments only; a collector or a sim_t must not
+ * be shared between threads, a loaded trace and calibration may be read by many at once. The run
+ * store handle is not thread-safe: callers serialise cli_sim_record() calls on one handle.
+ */
+#ifndef SLUICE_CLI_SIM_RUN_H
+#define SLUICE_CLI_SIM_RUN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "analysis/metrics.h"
+#include "analysis/store.h"
+#include "sim/sim.h"
+#include "workloads/trace.h"
+
+/* The trace the simulator reads when neither --trace nor --preset is given (if present). */
+#define CLI_DEFAULT_TRACE "../shared/traces/azure_conv_2023.csv"
+
+/* Where a workload comes from. trace and preset are exclusive; both NULL: CLI_DEFAULT_TRACE if
+ * readable, else preset "chat". n > 0 keeps the first n requests (trace) or generates n (preset);
+ * rate > 0 is the preset's rate; rate_scale (> 0, 1 = as is) multiplies the arrival rate. */
+typedef struct cli_workload {
+    const char *trace, *preset;
+    long n;
+    double rate, rate_scale;
+    uint64_t seed;
+} cli_workload_t;
+
+/* Fills tr (cleared first) and names the workload in name ("../x.csv" or "preset chat").
+ * On error returns the status with the reason in err ("workload: x.csv:12: ..."). */
+int cli_workload_load(const cli_workload_t *w, wl_trace_t *tr, char *name, size_t namelen, char *err,
+                      size_t errlen);
+
+/* Calibration tables for hw, or NULL (the roofline) with a note on stderr prefixed by cmd when
+ * they cannot be read. Free with sim_calib_free. */
+sim_calib_t *cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw);
+
+/* Collects a run's request and step records from the simulator's sink. */
+typedef struct cli_collect {
+    an_request_rec_t *req;
+    size_t n_req, cap_req;
+    an_step_rec_t *step;
+    size_t n_step, cap_step;
+    bool keep_steps; /* false: steps are not kept (summaries then lack step metrics) */
+    bool progress;   /* draw a progress bar on stderr after a second of wall time */
+    double t0;       /* wall seconds at start (cli_wall_now) */
+} cli_collect_t;
+
+/* A sink writing into c (c zeroed by the caller, keep_steps / progress set). Cannot fail. */
+sim_sink_t cli_collect_sink(cli_collect_t *c);
+/* Frees the records and zeroes the counts. */
+void cli_collect_free(cli_collect_t *c);
+
+/* Monotonic wall seconds. */
+double cli_wall_now(void);
+
+/* Summary of a finished run: metrics under slo, KV utilisation from tot, MFU. SL_ENOMEM only. */
+int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_config_t *cfg, const an_slo_t *slo,
+                    an_summary_t *out);
+
+/* The run's configuration as JSON (every scheduler knob by name, plus replicas, tp, router,
+ * calib_dir) into buf. Returns false when buf is too small. */
+bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len);
+
+/* Records one run (mode sim) in st, one transaction: info row, requests, steps (when with_steps),
+ * summary. On error
+ * the run is recorded as failed, the status returned and an_store_errmsg(st) says why. */
+int cli_sim_record(an_store_t *st, const sim_config_t *cfg, const char *calib_dir, const char *workload,
+                   uint64_t hash, uint64_t seed, const cli_collect_t *c, bool with_steps, const an_summary_t *sum,
+                   int64_t *run_id);
+
+#endif
