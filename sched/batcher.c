@@ -38,7 +38,7 @@ static void step_add(sched_t *s, sreq_t *r, int n_tokens, int n_draft, int padde
         /* prompt chunk, or the last sampled token (at kv_len, invariant e) */
         .tokens = r->tokens ? r->tokens + r->kv_len : NULL,
         .block_table = r->blocks,
-        .n_blocks = blocks_for(s, (int64_t)r->kv_len + n_tokens),
+        .n_blocks = r->n_blocks, /* grow() has just sized the table to context + n_tokens */
     };
     s->step_reqs[i] = r;
     r->step_pos = i;
@@ -48,33 +48,43 @@ static void step_add(sched_t *s, sreq_t *r, int n_tokens, int n_draft, int padde
     s->step.n_padded_tokens += padded;
 }
 
+/* Blocks r's table lacks for n more tokens: blocks_for(kv_len + n) - n_blocks (at least 0),
+ * from the free slots of its last block, so that a decode that fits costs no division. */
+static int table_need(const sched_t *s, const sreq_t *r, int n)
+{
+    int room = r->n_blocks * s->cfg.block_size - r->kv_len;
+    return n <= room ? 0 : blocks_for(s, (int64_t)n - room);
+}
+
+/* Index of r's partial last block when another sequence shares it (only a fork shares a block
+ * that is not full), else -1. */
+static int shared_tail(const sched_t *s, const sreq_t *r)
+{
+    int bs = s->cfg.block_size;
+    if (!s->forked || r->kv_len % bs == 0)
+        return -1;
+    int i = r->kv_len / bs;
+    return s->kv.refcnt[r->blocks[i]] > 1 ? i : -1;
+}
+
 /* Blocks r must take before it can write n more tokens: table growth, plus one when its partial
  * last block is shared (a fork) and must be copied on write. */
 static int grow_need(const sched_t *s, const sreq_t *r, int n)
 {
-    int bs = s->cfg.block_size, need = blocks_for(s, (int64_t)r->kv_len + n) - r->n_blocks;
-    if (need < 0)
-        need = 0;
-    if (r->kv_len % bs && s->kv.refcnt[r->blocks[r->kv_len / bs]] > 1)
-        need++;
-    return need;
+    return table_need(s, r, n) + (shared_tail(s, r) >= 0);
 }
 
 /* Takes grow_need(r, n) blocks; the caller has checked kv_available(). Cannot fail then. */
 static void grow(sched_t *s, sreq_t *r, int n)
 {
-    int bs = s->cfg.block_size;
-    if (r->kv_len % bs) {
-        int i = r->kv_len / bs;
-        int32_t shared = r->blocks[i];
-        if (s->kv.refcnt[shared] > 1) {
-            int32_t copy = kv_alloc(&s->kv);
-            s->step_copies[s->step.n_copies++] = (sched_block_copy_t){shared, copy};
-            kv_unref(&s->kv, shared);
-            r->blocks[i] = copy;
-        }
+    int i = shared_tail(s, r);
+    if (i >= 0) {
+        int32_t shared = r->blocks[i], copy = kv_alloc(&s->kv);
+        s->step_copies[s->step.n_copies++] = (sched_block_copy_t){shared, copy};
+        kv_unref(&s->kv, shared);
+        r->blocks[i] = copy;
     }
-    for (int want = blocks_for(s, (int64_t)r->kv_len + n); r->n_blocks < want;)
+    for (int k = table_need(s, r, n); k > 0; k--)
         r->blocks[r->n_blocks++] = kv_alloc(&s->kv);
 }
 
@@ -167,11 +177,14 @@ static int plan_continuous(sched_t *s, double now)
 {
     const sched_config_t *c = &s->cfg;
     int budget = c->max_num_batched_tokens;
-    /* pass 0: decodes, pass 1: prompt chunks of running sequences; both in priority order */
-    for (int pass = 0; pass < 2; pass++) {
+    /* pass 0: decodes, pass 1: prompt chunks of running sequences; both in priority order. Pass 1
+     * runs only when pass 0 passed over a prefilling sequence (pass 0 admits nobody). */
+    int prefilling = 0;
+    for (int pass = 0; pass < 2 && (pass == 0 || prefilling); pass++) {
         for (int i = 0; i < s->n_running && budget > 0; i++) {
             sreq_t *r = s->running[i];
             bool prefill = r->kv_len < r->prefill_end;
+            prefilling += prefill;
             if (r->step_pos >= 0 || prefill != (pass == 1))
                 continue;
             int n, draft = 0;

@@ -48,6 +48,8 @@ struct sched {
     sheap_t by_arrival; /* static strategies: every waiter, oldest first (batch timeouts) */
     int n_waiting;
     int64_t waiting_tokens;
+    int64_t kv_tokens; /* sum of kv_len over live requests (waiting ones hold 0): stats in O(1) */
+    bool forked;       /* a fork happened: a partial last block may be shared (copy on write) */
 
     sreq_t **running; /* sorted by (priority, arrival, order); n_running used, cap_running */
     int n_running, cap_running;

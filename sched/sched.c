@@ -190,6 +190,7 @@ void seq_release_blocks(sched_t *s, sreq_t *r)
 {
     while (r->n_blocks > 0)
         kv_unref(&s->kv, r->blocks[--r->n_blocks]);
+    s->kv_tokens -= r->kv_len;
     r->kv_len = 0;
     r->n_hashed = 0;
     r->chain_hash = KV_HASH_ROOT;
@@ -240,7 +241,8 @@ int seq_take_prefix(sched_t *s, sreq_t *r, int n_hit, const int32_t *hit_blocks)
     int bs = s->cfg.block_size;
     r->n_hashed = n_hit;
     r->chain_hash = n_hit ? s->kv.hash[hit_blocks[n_hit - 1]] : KV_HASH_ROOT;
-    r->kv_len = n_hit * bs;
+    r->kv_len = n_hit * bs; /* from 0: r was waiting */
+    s->kv_tokens += r->kv_len;
     s->prefix_queries++;
     s->prefix_query_tokens += r->prompt_len + r->output_len;
     s->prefix_hit_tokens += (int64_t)n_hit * bs;
@@ -374,11 +376,11 @@ int sched_commit(sched_t *s, const sched_step_t *step, const sched_result_t *res
             continue;
         }
         r->computed += q->n_tokens;
-        if (q->is_prefill)
-            r->kv_len += q->n_tokens;
+        int kv_add = q->is_prefill ? q->n_tokens : q->sample ? res->n_tokens : 0; /* decode: the input
+                                                  token and the accepted drafts */
+        r->kv_len += kv_add;
+        s->kv_tokens += kv_add;
         if (q->sample) {
-            if (!q->is_prefill)
-                r->kv_len += res->n_tokens; /* the input token and the accepted drafts */
             int room = r->max_new - r->output_len;
             if (room > s->cfg.max_sequence_length - r->prompt_len - r->output_len)
                 room = s->cfg.max_sequence_length - r->prompt_len - r->output_len;
@@ -390,8 +392,9 @@ int sched_commit(sched_t *s, const sched_step_t *step, const sched_result_t *res
             r->output_len += add;
         }
         seq_register_full(s, r);
-        /* rejected draft slots: give back blocks past the context */
-        while (r->n_blocks > blocks_for(s, r->kv_len))
+        /* rejected draft slots: give back blocks past the context (n_blocks > blocks_for(kv_len),
+         * without the division) */
+        while ((int64_t)(r->n_blocks - 1) * s->cfg.block_size >= r->kv_len)
             kv_unref(&s->kv, r->blocks[--r->n_blocks]);
         sched_finish_reason_t why = res->finish;
         if (why == SCHED_FINISH_NONE && (r->output_len >= r->max_new ||
@@ -460,6 +463,8 @@ int sched_fork(sched_t *s, uint64_t parent_id, uint64_t child_id, void *child_us
         memcpy(c->tokens, p->tokens, (size_t)(p->prompt_len + p->output_len) * sizeof *c->tokens);
     for (int i = 0; i < c->n_blocks; i++)
         kv_ref(&s->kv, c->blocks[i]);
+    s->kv_tokens += c->kv_len;
+    s->forked = true;
     c->id = child_id;
     c->user = child_user;
     c->order = s->next_order++;
@@ -484,8 +489,7 @@ void sched_get_stats(const sched_t *s, sched_stats_t *out)
     out->cached_blocks = s->kv.n_lru;
     out->used_blocks = s->kv.num_blocks - s->kv.n_free - s->kv.n_lru;
     out->kv_reserved_slots = (int64_t)out->used_blocks * s->cfg.block_size;
-    for (int i = 0; i < s->n_running; i++)
-        out->kv_used_slots += s->running[i]->kv_len;
+    out->kv_used_slots = s->kv_tokens;
     out->kv_naive_slots = sched_mem_naive_slots(s->n_running, s->cfg.max_sequence_length);
     out->prefix_queries = s->prefix_queries;
     out->prefix_query_tokens = s->prefix_query_tokens;
@@ -551,9 +555,11 @@ int sched_check_invariants(const sched_t *s, char *err, int errlen)
         FAIL("requests: %d live != %d waiting + %d running", s->n_live, s->n_waiting, s->n_running);
     int32_t *refs = s->scratch;
     memset(refs, 0, (size_t)s->kv.num_blocks * sizeof *refs);
+    int64_t kv_tokens = 0;
     for (int i = 0; i < s->n_running; i++) {
         const sreq_t *r = s->running[i];
         unsigned long long id = (unsigned long long)r->id;
+        kv_tokens += r->kv_len;
         if (ids_find(s, r->id) != r || r->state != SCHED_RUNNING || r->qpos != -1)
             FAIL("running: request %llu not registered as running", id);
         if (i > 0 && sreq_cmp(s->running[i - 1], r) >= 0)
@@ -570,6 +576,9 @@ int sched_check_invariants(const sched_t *s, char *err, int errlen)
         for (int b = 0; b < r->n_blocks; b++)
             refs[r->blocks[b]]++;
     }
+    if (kv_tokens != s->kv_tokens)
+        FAIL("running: sequences hold %lld KV tokens, the counter says %lld", (long long)kv_tokens,
+             (long long)s->kv_tokens);
     for (int b = 0; b < s->kv.num_blocks; b++)
         if (refs[b] != s->kv.refcnt[b])
             FAIL("kv: block %d refcnt %d but %d block tables hold it", b, s->kv.refcnt[b], refs[b]);

@@ -63,17 +63,6 @@ void sim_op_work(const sched_model_shape_t *s, int tp, sim_op_t op, double m, do
     *flops = 2 * m * n * k;
 }
 
-double sim_attn_prefill_flops(const sched_model_shape_t *s, int tp, double q, double ctx)
-{
-    /* QK^T and PV: 2 FLOPs per multiply-add each, over the causal triangle after ctx. */
-    return 4.0 * s->n_heads / tp * s->head_dim * (q * ctx + q * (q + 1) / 2);
-}
-
-double sim_attn_kv_bytes(const sched_model_shape_t *s, int tp, double kv)
-{
-    return 2.0 * kv * s->n_kv_heads / tp * s->head_dim * s->bytes_per_kv;
-}
-
 /* ---- CSV ---------------------------------------------------------------------------------- */
 
 typedef struct csv {

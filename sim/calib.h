@@ -127,10 +127,17 @@ sim_attn_fit_t sim_attn_fit_builtin(void);
 void sim_op_work(const sched_model_shape_t *s, int tp, sim_op_t op, double m, double *bytes,
                  double *flops);
 /* Causal attention FLOPs of one sequence running q new tokens after ctx cached ones, one layer,
- * heads split over tp. Cannot fail. */
-double sim_attn_prefill_flops(const sched_model_shape_t *s, int tp, double q, double ctx);
+ * heads split over tp. Cannot fail. Inline: the cost model calls both once per sequence per step. */
+static inline double sim_attn_prefill_flops(const sched_model_shape_t *s, int tp, double q, double ctx)
+{
+    /* QK^T and PV: 2 FLOPs per multiply-add each, over the causal triangle after ctx. */
+    return 4.0 * s->n_heads / tp * s->head_dim * (q * ctx + q * (q + 1) / 2);
+}
 /* KV bytes one layer reads for a sequence of kv tokens, heads split over tp. Cannot fail. */
-double sim_attn_kv_bytes(const sched_model_shape_t *s, int tp, double kv);
+static inline double sim_attn_kv_bytes(const sched_model_shape_t *s, int tp, double kv)
+{
+    return 2.0 * kv * s->n_kv_heads / tp * s->head_dim * s->bytes_per_kv;
+}
 
 /* A fitted roofline evaluated for shape s at m tokens over tp GPUs, on a card whose bandwidth
  * and peak are 1/bw_scale and 1/flop_scale times the reference card's. Cannot fail. */

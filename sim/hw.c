@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "sched/status.h"
 
 /* Datasheet figures (peak, bandwidth, memory); efficiencies are the roofline fits of
@@ -184,6 +186,48 @@ int sim_hw_load_file(const char *path, sim_hw_t *out, char *err, int errlen)
             snprintf(err, errlen, "%s: %s", path, why);
         rc = SL_EINVAL;
     }
+    return rc;
+}
+
+bool sim_hw_to_json(const sim_hw_t *hw, char *buf, size_t len)
+{
+    /* %.17g: the profile reads back bit for bit */
+    int n = snprintf(buf, len,
+                     "{\"name\": \"%s\", \"calib_gpu\": \"%s\", \"mem_bytes\": %lld, \"peak_flops\": %.17g, "
+                     "\"hbm_bw\": %.17g, \"nvlink_bw\": %.17g, \"gemm_eff_flops\": %.17g, \"gemm_eff_bw\": %.17g, "
+                     "\"elem_eff_bw\": %.17g, \"attn_eff_flops\": %.17g, \"attn_eff_bw\": %.17g, "
+                     "\"kernel_floor_s\": %.17g, \"host_overhead_s\": %.17g, \"launch_gap_s\": %.17g, "
+                     "\"cuda_graphs\": %d, \"gpu_mem_util\": %.17g}",
+                     hw->name, hw->calib_gpu, (long long)hw->mem_bytes, hw->peak_flops, hw->hbm_bw, hw->nvlink_bw,
+                     hw->gemm_eff_flops, hw->gemm_eff_bw, hw->elem_eff_bw, hw->attn_eff_flops, hw->attn_eff_bw,
+                     hw->kernel_floor_s, hw->host_overhead_s, hw->launch_gap_s, hw->cuda_graphs ? 1 : 0,
+                     hw->gpu_mem_util);
+    return n >= 0 && (size_t)n < len;
+}
+
+int sim_hw_from_json(const char *json, sim_hw_t *out, char *err, int errlen)
+{
+    cJSON *root = cJSON_Parse(json);
+    int rc = cJSON_IsObject(root) ? SL_OK : SL_EFORMAT;
+    char why[256] = "not a JSON object of profile keys", val[64];
+    memset(out, 0, sizeof *out);
+    for (const cJSON *v = root ? root->child : NULL; rc == SL_OK && v; v = v->next) {
+        if (cJSON_IsString(v) && strlen(v->valuestring) < sizeof val)
+            snprintf(val, sizeof val, "%s", v->valuestring);
+        else if (cJSON_IsNumber(v))
+            snprintf(val, sizeof val, "%.17g", v->valuedouble);
+        else {
+            snprintf(why, sizeof why, "%s: expected a number or a short string", v->string);
+            rc = SL_EINVAL;
+            break;
+        }
+        rc = set_key(out, v->string, val, why, sizeof why);
+    }
+    cJSON_Delete(root);
+    if (rc == SL_OK && sim_hw_validate(out, why, sizeof why) != SL_OK)
+        rc = SL_EINVAL;
+    if (rc != SL_OK && err && errlen > 0)
+        snprintf(err, errlen, "%s", why);
     return rc;
 }
 

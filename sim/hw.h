@@ -11,6 +11,7 @@
 #define SLUICE_SIM_HW_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sim_hw {
@@ -46,6 +47,13 @@ int sim_hw_load_file(const char *path, sim_hw_t *out, char *err, int errlen);
 
 /* Resolves NAME as a built-in, else as a profile file path. Errors say what is accepted. */
 int sim_hw_resolve(const char *name_or_path, sim_hw_t *out, char *err, int errlen);
+
+/* A profile as a JSON object of the file keys above ({"name": "a100-80gb", "mem_bytes": ...}),
+ * for the run store's calibration table. Returns false when buf is too small. */
+bool sim_hw_to_json(const sim_hw_t *hw, char *buf, size_t len);
+/* Reads sim_hw_to_json's text (any key of the file format; numbers or strings) and validates it.
+ * SL_EFORMAT (not a JSON object) / SL_EINVAL with the key in err; *out is then unspecified. */
+int sim_hw_from_json(const char *json, sim_hw_t *out, char *err, int errlen);
 
 /* Checks every field is in range. SL_EINVAL with "hbm_bw: must be > 0" in err. Cannot fail otherwise. */
 int sim_hw_validate(const sim_hw_t *hw, char *err, int errlen);

@@ -23,7 +23,13 @@
  *     split bucket is the power of two >= ceil(longest context / ENG_CUDA_ATTN_PART), so one graph
  *     serves every context up to its width (the kernels read lengths from the plan). Graphs hold
  *     device pointers: kv_alloc destroys them all.
- *  5. Errors: every CUDA and cuBLAS call and every launch is checked; the first failure is written
+ *  5. Small-M projections: a custom GEMV kernel (cuda_gemv.cu) or cuBLAS, chosen per (projection,
+ *     M bucket 1/2/4/8) at create by timing both in graphs (SLUICE_CUDA_GEMV=auto|cublas|gemv;
+ *     auto by default). A graph captures whichever kernel the choice names at capture time, so a
+ *     change of choice drops the graphs.
+ *  6. Profiling (eng_cuda_profile_step): an eager run with an event recorded after every launch;
+ *     the intervals are summed by kind (projections, attention, the rest).
+ *  7. Errors: every CUDA and cuBLAS call and every launch is checked; the first failure is written
  *     as "cuda: FILE:LINE: CALL: MESSAGE" into the backend's error string and returned as
  *     SL_EDEVICE (SL_ENOMEM for an allocation that failed).
  */
@@ -31,6 +37,7 @@
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/cuda/cuda_backend.h"
@@ -45,6 +52,15 @@ typedef struct cuda_layer {
     float *attn_norm; /* dim */
     float *ffn_norm;  /* dim */
 } cuda_layer_t;
+
+/* What an interval between two profiling events is spent on. */
+enum { PROF_START = -1, PROF_GEMM, PROF_ATTN, PROF_OTHER };
+
+typedef struct cuda_prof {
+    cudaEvent_t *ev;
+    int *kind; /* kind[i]: what ran between ev[i - 1] and ev[i] */
+    int n, cap;
+} cuda_prof_t;
 
 typedef struct cuda_ctx {
     char err[512];
@@ -74,6 +90,11 @@ typedef struct cuda_ctx {
     int num_blocks, block_size;
     int64_t pool_elems;   /* elements of one layer's K (or V) pool */
     cudaGraphExec_t graphs[2][ENG_CUDA_N_BUCKETS][ENG_CUDA_N_SPLIT_BUCKETS];
+    /* small-M projections: GEMV (1) or cuBLAS (0) per (projection, M bucket), and the timings */
+    int gemv_mode;
+    unsigned char use_gemv[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS];
+    float gemv_us[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS][2]; /* [0] cuBLAS, [1] GEMV; 0: untimed */
+    cuda_prof_t *prof;    /* non-NULL during eng_cuda_profile_step */
 } cuda_ctx_t;
 
 /* ---- error recording --------------------------------------------------------------------------- */
@@ -286,46 +307,96 @@ static int alloc_workspace(cuda_ctx_t *c) {
 
 /* ---- the step --------------------------------------------------------------------------------- */
 
-/* Y (M x n_out) = X (M x n_in) W^T; fp16 W, X; Y fp16 (add = 0) or fp32 Y += (add = 1) or fp32
- * Y = (add = 2, logits). fp32 accumulation throughout. */
-static int gemm(cuda_ctx_t *c, const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
-                int n_in, int add) {
-    const float one = 1.0f, zero = 0.0f;
-    CKB(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, M, n_in, &one, W, CUDA_R_16F,
-                        n_in, X, CUDA_R_16F, n_in, add == 1 ? &one : &zero, Y,
-                        add ? CUDA_R_32F : CUDA_R_16F, n_out, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT));
+/* Records a profiling event closing an interval of the given kind (no-op unless profiling). */
+static int mark(cuda_ctx_t *c, int kind) {
+    cuda_prof_t *p = c->prof;
+    if (!p || p->n >= p->cap)
+        return SL_OK;
+    CK(c, cudaEventRecord(p->ev[p->n], c->stream));
+    p->kind[p->n++] = kind;
     return SL_OK;
+}
+
+/* Enqueues a kernel launcher's call (a cudaError_t) and closes a profiling interval of KIND. */
+#define LAUNCH(c, kind, call)                                                                      \
+    do {                                                                                           \
+        CK(c, call);                                                                               \
+        TRY(mark(c, kind));                                                                        \
+    } while (0)
+
+/* One projection's operands: Y (M x n_out) = X (M x n_in) W^T. mode 0: Y fp16; 1: fp32 Y += (the
+ * residual add); 2: fp32 Y = (logits). */
+typedef struct proj_args {
+    const uint16_t *W, *X;
+    void *Y;
+    int n_out, n_in, mode;
+} proj_args_t;
+
+static proj_args_t proj_args(const cuda_ctx_t *c, int proj, int layer) {
+    const eng_model_config_t *g = &c->cfg;
+    const cuda_layer_t *L = &c->layers[layer];
+    const int dim = g->dim, ffn = g->ffn_dim, nq = g->n_heads * g->head_dim;
+    switch (proj) {
+    case ENG_CUDA_P_QKV: return (proj_args_t){L->wqkv, c->xn, c->qkv, c->qkv_dim, dim, 0};
+    case ENG_CUDA_P_O: return (proj_args_t){L->wo, c->att, c->x, dim, nq, 1};
+    case ENG_CUDA_P_GU: return (proj_args_t){L->wgu, c->xn, c->gu, 2 * ffn, dim, 0};
+    case ENG_CUDA_P_DOWN: return (proj_args_t){L->wdown, c->h, c->x, dim, ffn, 1};
+    default: return (proj_args_t){c->out_w, c->xn, c->logits, g->vocab, dim, 2};
+    }
+}
+
+static const char *const proj_name[ENG_CUDA_N_PROJ] = {"qkv", "o", "gate_up", "down", "lm_head"};
+
+/* Projection proj of layer (ignored for the LM head) over M rows, fp32 accumulation throughout:
+ * the GEMV kernel where the choice for M's bucket says so, else cublasGemmEx (fp16 tensor ops). */
+static int project(cuda_ctx_t *c, int proj, int layer, int M) {
+    const proj_args_t a = proj_args(c, proj, layer);
+    const int mb = M <= ENG_CUDA_GEMV_MAX_M ? eng_cuda_pow2_index(M) : -1;
+    if (mb >= 0 && c->use_gemv[proj][mb] && eng_cuda_gemv_supported(a.W, a.X, M, a.n_in)) {
+        LAUNCH(c, PROF_GEMM,
+               eng_cuda_launch_gemv(a.W, a.X, a.Y, M, a.n_out, a.n_in, a.mode, c->stream));
+        return SL_OK;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    CKB(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, a.n_out, M, a.n_in, &one, a.W,
+                        CUDA_R_16F, a.n_in, a.X, CUDA_R_16F, a.n_in, a.mode == 1 ? &one : &zero,
+                        a.Y, a.mode ? CUDA_R_32F : CUDA_R_16F, a.n_out, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT));
+    return mark(c, PROF_GEMM);
 }
 
 /* Everything up to the final norm; capturable (no host synchronisation). */
 static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int splits) {
     const eng_model_config_t *g = &c->cfg;
-    const int T = p->n_tokens, dim = g->dim, ffn = g->ffn_dim, nq = g->n_heads * g->head_dim;
+    const int T = p->n_tokens, dim = g->dim, ffn = g->ffn_dim;
     const int32_t *meta = c->meta;
-    CK(c, eng_cuda_launch_embed(c->x, c->embd, meta + p->off_tokens, T, dim, c->stream));
+    LAUNCH(c, PROF_OTHER, eng_cuda_launch_embed(c->x, c->embd, meta + p->off_tokens, T, dim,
+                                                c->stream));
     for (int l = 0; l < g->n_layers; l++) {
         const cuda_layer_t *L = &c->layers[l];
         uint16_t *kc = c->kv + (int64_t)(2 * l) * c->pool_elems, *vc = kc + c->pool_elems;
-        CK(c, eng_cuda_launch_rmsnorm(c->x, L->attn_norm, c->xn, NULL, T, dim, g->norm_eps,
-                                      c->stream));
-        TRY(gemm(c, L->wqkv, c->xn, c->qkv, T, c->qkv_dim, dim, 0));
-        CK(c, eng_cuda_launch_rope_kv(c->qkv, meta + p->off_pos, meta + p->off_slot, kc, vc, T,
-                                      g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                      g->rope_theta, c->stream));
-        CK(c, eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles, p->off_bt,
-                                         p->n_tiles, g->n_heads, g->n_kv_heads, g->head_dim,
-                                         c->block_size, c->stream));
-        CK(c, eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
-                                        p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
-                                        g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                        part, splits, c->partial, c->stream));
-        TRY(gemm(c, L->wo, c->att, c->x, T, dim, nq, 1));
-        CK(c, eng_cuda_launch_rmsnorm(c->x, L->ffn_norm, c->xn, NULL, T, dim, g->norm_eps,
-                                      c->stream));
-        TRY(gemm(c, L->wgu, c->xn, c->gu, T, 2 * ffn, dim, 0));
-        CK(c, eng_cuda_launch_silu_mul(c->h, c->gu, T, ffn, c->stream));
-        TRY(gemm(c, L->wdown, c->h, c->x, T, dim, ffn, 1));
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->attn_norm, c->xn, NULL, T, dim,
+                                                      g->norm_eps, c->stream));
+        TRY(project(c, ENG_CUDA_P_QKV, l, T));
+        LAUNCH(c, PROF_OTHER,
+               eng_cuda_launch_rope_kv(c->qkv, meta + p->off_pos, meta + p->off_slot, kc, vc, T,
+                                       g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
+                                       g->rope_theta, c->stream));
+        LAUNCH(c, PROF_ATTN,
+               eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles, p->off_bt,
+                                          p->n_tiles, g->n_heads, g->n_kv_heads, g->head_dim,
+                                          c->block_size, c->stream));
+        LAUNCH(c, PROF_ATTN,
+               eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
+                                         p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
+                                         g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
+                                         part, splits, c->partial, c->stream));
+        TRY(project(c, ENG_CUDA_P_O, l, T));
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->ffn_norm, c->xn, NULL, T, dim,
+                                                      g->norm_eps, c->stream));
+        TRY(project(c, ENG_CUDA_P_GU, l, T));
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, T, ffn, c->stream));
+        TRY(project(c, ENG_CUDA_P_DOWN, l, T));
     }
     return SL_OK;
 }
@@ -333,11 +404,12 @@ static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int spl
 /* Final norm + LM head (+ argmax) for out rows [r0, r0 + n); capturable. */
 static int run_head(cuda_ctx_t *c, const eng_cuda_plan_t *p, int r0, int n, int greedy) {
     const eng_model_config_t *g = &c->cfg;
-    CK(c, eng_cuda_launch_rmsnorm(c->x, c->out_norm, c->xn, c->meta + p->off_out + r0, n, g->dim,
-                                  g->norm_eps, c->stream));
-    TRY(gemm(c, c->out_w, c->xn, c->logits, n, g->vocab, g->dim, 2));
+    LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, c->out_norm, c->xn,
+                                                  c->meta + p->off_out + r0, n, g->dim,
+                                                  g->norm_eps, c->stream));
+    TRY(project(c, ENG_CUDA_P_HEAD, 0, n));
     if (greedy)
-        CK(c, eng_cuda_launch_argmax(c->ids, c->logits, n, g->vocab, c->stream));
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_argmax(c->ids, c->logits, n, g->vocab, c->stream));
     return SL_OK;
 }
 
@@ -351,13 +423,12 @@ static void destroy_graphs(cuda_ctx_t *c) {
                 }
 }
 
-static int capture(cuda_ctx_t *c, const eng_cuda_plan_t *p, int splits, int greedy,
+/* Captures body(c, arg) on the stream into an instantiated graph. */
+static int capture(cuda_ctx_t *c, int (*body)(cuda_ctx_t *, const void *), const void *arg,
                    cudaGraphExec_t *out) {
     cudaGraph_t graph = NULL;
     CK(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
-    int rc = run_layers(c, p, ENG_CUDA_ATTN_PART, splits);
-    if (rc == SL_OK)
-        rc = run_head(c, p, 0, p->n_out, greedy);
+    int rc = body(c, arg);
     cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
     if (rc != SL_OK || e != cudaSuccess) {
         if (graph)
@@ -370,6 +441,17 @@ static int capture(cuda_ctx_t *c, const eng_cuda_plan_t *p, int splits, int gree
     cudaGraphDestroy(graph);
     CK(c, e);
     return SL_OK;
+}
+
+typedef struct decode_capture {
+    const eng_cuda_plan_t *p;
+    int splits, greedy;
+} decode_capture_t;
+
+static int decode_body(cuda_ctx_t *c, const void *arg) {
+    const decode_capture_t *d = arg;
+    TRY(run_layers(c, d->p, ENG_CUDA_ATTN_PART, d->splits));
+    return run_head(c, d->p, 0, d->p->n_out, d->greedy);
 }
 
 /* The graph for a padded decode plan, captured on first use; NULL (run eagerly) when the plan's
@@ -388,14 +470,17 @@ static int decode_graph(cuda_ctx_t *c, const eng_cuda_plan_t *p, int greedy,
         (int64_t)p->n_rows * g->n_heads * (1 << sb) * (g->head_dim + 2) > c->sizes.partial_floats)
         return SL_OK;
     cudaGraphExec_t *slot = &c->graphs[greedy][eng_cuda_pow2_index(p->n_tokens)][sb];
-    if (!*slot)
-        TRY(capture(c, p, 1 << sb, greedy, slot));
+    if (!*slot) {
+        const decode_capture_t d = {p, 1 << sb, greedy};
+        TRY(capture(c, decode_body, &d, slot));
+    }
     *out = *slot;
     return SL_OK;
 }
 
+/* One step: logits (tokens == NULL) or greedy ids; eager 1 never replays a graph. */
 static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logits,
-                        int32_t *tokens, int *n_rows) {
+                        int32_t *tokens, int *n_rows, int eager) {
     cuda_ctx_t *c = b->ctx;
     const eng_model_config_t *g = &c->cfg;
     const int greedy = tokens != NULL;
@@ -405,18 +490,20 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logit
     CK(c, cudaSetDevice(c->device));
     eng_cuda_geom_t geom = {c->block_size, c->num_blocks, g->vocab, ENG_CUDA_MAX_STEP_TOKENS,
                             c->flash};
-    int pad = c->params.use_graphs && eng_cuda_batch_is_decode(batch)
+    int pad = c->params.use_graphs && !eager && eng_cuda_batch_is_decode(batch)
                   ? eng_cuda_graph_bucket(batch->n_seqs)
                   : 0;
     eng_cuda_plan_t p;
     TRY(eng_cuda_plan_build(batch, &geom, pad, c->meta_h, ENG_CUDA_META_CAP, &p, c->err,
                             (int)sizeof c->err));
-    CK(c, cudaMemcpyAsync(c->meta, c->meta_h, (size_t)p.n_ints * 4, cudaMemcpyHostToDevice,
-                          c->stream));
-    CK(c, eng_cuda_launch_copy_blocks(c->kv, c->pool_elems, 2 * g->n_layers, c->meta + p.off_copies,
-                                      p.n_copies,
-                                      (int64_t)g->n_kv_heads * c->block_size * g->head_dim,
-                                      c->stream));
+    TRY(mark(c, PROF_START));
+    LAUNCH(c, PROF_OTHER, cudaMemcpyAsync(c->meta, c->meta_h, (size_t)p.n_ints * 4,
+                                          cudaMemcpyHostToDevice, c->stream));
+    LAUNCH(c, PROF_OTHER,
+           eng_cuda_launch_copy_blocks(c->kv, c->pool_elems, 2 * g->n_layers,
+                                       c->meta + p.off_copies, p.n_copies,
+                                       (int64_t)g->n_kv_heads * c->block_size * g->head_dim,
+                                       c->stream));
     cudaGraphExec_t exec = NULL;
     if (pad)
         TRY(decode_graph(c, &p, greedy, &exec));
@@ -450,12 +537,12 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logit
 /* ---- ops ----------------------------------------------------------------------------------------- */
 
 static int cuda_forward(eng_backend_t *b, const eng_batch_t *batch, float *logits, int *n_rows) {
-    return forward_impl(b, batch, logits, NULL, n_rows);
+    return forward_impl(b, batch, logits, NULL, n_rows, 0);
 }
 
 static int cuda_forward_greedy(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens,
                                int *n_rows) {
-    return forward_impl(b, batch, NULL, tokens, n_rows);
+    return forward_impl(b, batch, NULL, tokens, n_rows, 0);
 }
 
 static int64_t kv_budget(cuda_ctx_t *c) {
@@ -533,6 +620,177 @@ static const eng_backend_ops_t cuda_ops = {
     .free = cuda_free,
 };
 
+/* ---- small-M projections: GEMV or cuBLAS, by measurement ---------------------------------------- */
+
+typedef struct tune_capture {
+    int proj, M, reps;
+} tune_capture_t;
+
+static int tune_body(cuda_ctx_t *c, const void *arg) {
+    const tune_capture_t *t = arg;
+    for (int i = 0; i < t->reps; i++)
+        TRY(project(c, t->proj, i % c->cfg.n_layers, t->M));
+    return SL_OK;
+}
+
+/* Microseconds of one launch of projection proj at M rows with the GEMV kernel (gemv 1) or cuBLAS:
+ * a graph of one launch per layer (the LM head: 8 of its one matrix), so the weights come from
+ * memory as in a decode step; warmed once, then 3 replays between events. */
+static int time_proj(cuda_ctx_t *c, int proj, int M, int gemv, float *us) {
+    const int mb = eng_cuda_pow2_index(M);
+    const unsigned char saved = c->use_gemv[proj][mb];
+    c->use_gemv[proj][mb] = (unsigned char)gemv;
+    const tune_capture_t t = {proj, M, c->cfg.n_layers > 8 ? c->cfg.n_layers : 8};
+    cudaGraphExec_t exec = NULL;
+    int rc = capture(c, tune_body, &t, &exec);
+    c->use_gemv[proj][mb] = saved;
+    TRY(rc);
+    cudaEvent_t ev[2] = {NULL, NULL};
+    cudaError_t e = cudaEventCreate(&ev[0]);
+    if (e == cudaSuccess)
+        e = cudaEventCreate(&ev[1]);
+    if (e == cudaSuccess)
+        e = cudaGraphLaunch(exec, c->stream);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(ev[0], c->stream);
+    for (int i = 0; i < 3 && e == cudaSuccess; i++)
+        e = cudaGraphLaunch(exec, c->stream);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(ev[1], c->stream);
+    if (e == cudaSuccess)
+        e = cudaEventSynchronize(ev[1]);
+    float ms = 0;
+    if (e == cudaSuccess)
+        e = cudaEventElapsedTime(&ms, ev[0], ev[1]);
+    cudaGraphExecDestroy(exec);
+    for (int i = 0; i < 2; i++)
+        if (ev[i])
+            cudaEventDestroy(ev[i]);
+    CK(c, e);
+    *us = ms * 1000.0f / (3.0f * (float)t.reps);
+    return SL_OK;
+}
+
+/* Sets use_gemv for the mode; AUTO times both kernels twice (interleaved), keeps the faster. */
+static int choose_gemv(cuda_ctx_t *c, int mode) {
+    const eng_model_config_t *g = &c->cfg;
+    memset(c->use_gemv, 0, sizeof c->use_gemv);
+    memset(c->gemv_us, 0, sizeof c->gemv_us);
+    c->gemv_mode = mode;
+    if (mode == ENG_CUDA_GEMV_CUBLAS)
+        return SL_OK;
+    /* operands the timings read: random, never zeros */
+    const int64_t rows = ENG_CUDA_GEMV_MAX_M;
+    CK(c, eng_cuda_launch_synth_f16(c->xn, rows * g->dim, ENG_CUDA_SYNTH_SEED + 1, 1.0f, c->stream));
+    CK(c, eng_cuda_launch_synth_f16(c->att, rows * g->n_heads * g->head_dim, ENG_CUDA_SYNTH_SEED + 2,
+                                    1.0f, c->stream));
+    CK(c, eng_cuda_launch_synth_f16(c->h, rows * g->ffn_dim, ENG_CUDA_SYNTH_SEED + 3, 1.0f,
+                                    c->stream));
+    CK(c, eng_cuda_launch_fill_f32(c->x, rows * g->dim, 0.0f, c->stream));
+    for (int proj = 0; proj < ENG_CUDA_N_PROJ; proj++)
+        for (int mb = 0; mb < ENG_CUDA_GEMV_BUCKETS; mb++) {
+            const int M = 1 << mb;
+            const proj_args_t a = proj_args(c, proj, 0);
+            if (!eng_cuda_gemv_supported(a.W, a.X, M, a.n_in))
+                continue;
+            if (mode == ENG_CUDA_GEMV_FORCE) {
+                c->use_gemv[proj][mb] = 1;
+                continue;
+            }
+            float best[2] = {0, 0};
+            for (int rep = 0; rep < 4; rep++) {
+                const int k = rep & 1;
+                float us = 0;
+                TRY(time_proj(c, proj, M, k, &us));
+                if (rep < 2 || us < best[k])
+                    best[k] = us;
+            }
+            c->gemv_us[proj][mb][0] = best[0];
+            c->gemv_us[proj][mb][1] = best[1];
+            c->use_gemv[proj][mb] = best[1] < best[0];
+        }
+    return SL_OK;
+}
+
+int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode) {
+    cuda_ctx_t *c = b->ctx;
+    if (mode != ENG_CUDA_GEMV_AUTO && mode != ENG_CUDA_GEMV_CUBLAS && mode != ENG_CUDA_GEMV_FORCE)
+        return fail(c, SL_EINVAL, "cuda: GEMV mode %d", mode);
+    CK(c, cudaSetDevice(c->device));
+    destroy_graphs(c);
+    return choose_gemv(c, mode);
+}
+
+void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
+    const cuda_ctx_t *c = b->ctx;
+    static const char *const mode_name[] = {"auto", "cublas", "gemv"};
+    int n = snprintf(buf, (size_t)len, "small-M projections (SLUICE_CUDA_GEMV=%s):\n",
+                     mode_name[c->gemv_mode]);
+    for (int proj = 0; proj < ENG_CUDA_N_PROJ && n >= 0 && n < len; proj++) {
+        const proj_args_t a = proj_args(c, proj, 0);
+        n += snprintf(buf + n, (size_t)(len - n), "  %-8s %6d x %-6d", proj_name[proj], a.n_out,
+                      a.n_in);
+        for (int mb = 0; mb < ENG_CUDA_GEMV_BUCKETS && n >= 0 && n < len; mb++) {
+            const float *t = c->gemv_us[proj][mb];
+            n += snprintf(buf + n, (size_t)(len - n), " | M%d %-6s", 1 << mb,
+                          c->use_gemv[proj][mb] ? "gemv" : "cublas");
+            if (t[0] > 0 && n >= 0 && n < len)
+                n += snprintf(buf + n, (size_t)(len - n), " gemv %7.1f us cublas %7.1f us", t[1],
+                              t[0]);
+        }
+        if (n >= 0 && n < len)
+            n += snprintf(buf + n, (size_t)(len - n), "\n");
+    }
+}
+
+/* ---- profiling ---------------------------------------------------------------------------------- */
+
+int eng_cuda_profile_step(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens,
+                          eng_cuda_profile_t *out) {
+    cuda_ctx_t *c = b->ctx;
+    memset(out, 0, sizeof *out);
+    CK(c, cudaSetDevice(c->device));
+    /* events: start, plan upload, copies, embedding, 10 per layer, 3 per LM-head chunk */
+    cuda_prof_t pr = {NULL, NULL, 0,
+                      4 + 10 * c->cfg.n_layers +
+                          3 * (ENG_CUDA_MAX_STEP_TOKENS / ENG_CUDA_MAX_LOGIT_ROWS)};
+    pr.ev = sl_calloc((size_t)pr.cap, sizeof *pr.ev);
+    pr.kind = sl_calloc((size_t)pr.cap, sizeof *pr.kind);
+    int rc = pr.ev && pr.kind ? SL_OK : fail(c, SL_ENOMEM, "cuda: out of host memory");
+    int created = 0;
+    for (; rc == SL_OK && created < pr.cap; created++) {
+        cudaError_t e = cudaEventCreate(&pr.ev[created]);
+        if (e != cudaSuccess)
+            rc = fail_call(c, 0, __FILE__, __LINE__, "cudaEventCreate", cudaGetErrorString(e));
+    }
+    if (rc == SL_OK) {
+        int rows;
+        c->prof = &pr;
+        rc = forward_impl(b, batch, NULL, tokens, &rows, 1);
+        c->prof = NULL;
+    }
+    for (int i = 1; rc == SL_OK && i < pr.n; i++) {
+        float ms = 0;
+        cudaError_t e = cudaEventElapsedTime(&ms, pr.ev[i - 1], pr.ev[i]);
+        if (e != cudaSuccess) {
+            rc = fail_call(c, 0, __FILE__, __LINE__, "cudaEventElapsedTime", cudaGetErrorString(e));
+            break;
+        }
+        double *dst = pr.kind[i] == PROF_GEMM ? &out->gemm_ms
+                      : pr.kind[i] == PROF_ATTN ? &out->attn_ms
+                                                : &out->other_ms;
+        *dst += ms;
+        out->total_ms += ms;
+        out->launches++;
+    }
+    for (int i = 0; i < created; i++)
+        if (pr.ev[i])
+            cudaEventDestroy(pr.ev[i]);
+    sl_free(pr.ev);
+    sl_free(pr.kind);
+    return rc;
+}
+
 /* ---- create -------------------------------------------------------------------------------------- */
 
 static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
@@ -573,7 +831,15 @@ static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
     CKB(c, cublasCreate(&c->blas));
     CKB(c, cublasSetStream(c->blas, c->stream));
     TRY(alloc_workspace(c));
-    return load_weights(c, m);
+    TRY(load_weights(c, m));
+    const char *gm = getenv("SLUICE_CUDA_GEMV");
+    int mode = !gm || !*gm || strcmp(gm, "auto") == 0 ? ENG_CUDA_GEMV_AUTO
+               : strcmp(gm, "cublas") == 0              ? ENG_CUDA_GEMV_CUBLAS
+               : strcmp(gm, "gemv") == 0                ? ENG_CUDA_GEMV_FORCE
+                                                        : -1;
+    if (mode < 0)
+        return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_GEMV=%s (auto, cublas or gemv)", gm);
+    return choose_gemv(c, mode);
 }
 
 eng_backend_t *eng_cuda_backend_create(const eng_model_t *model, const eng_backend_params_t *params,

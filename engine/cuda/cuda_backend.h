@@ -8,7 +8,9 @@
  *   cuda_kernels.cu / cuda_attn.cu   kernels and their launchers (extern "C", C types only:
  *                   fp16 buffers are uint16_t *). Every launcher enqueues on the given stream and
  *                   returns cudaGetLastError(); it never synchronises.
- *   cuda_backend.c  eng_cuda_backend_create and the ops table (weights, KV pool, forward, graphs).
+ *   cuda_gemv.cu    the small-M projection kernel (chosen against cuBLAS by timing at create).
+ *   cuda_backend.c  eng_cuda_backend_create and the ops table (weights, KV pool, forward, graphs),
+ *                   plus the internal entry points below for the checks and the benchmark.
  *
  * Layouts (all row-major, fp16 unless said):
  *   weight W (n_out x n_in): n_out rows of n_in, as in GGUF; Wqkv = [Wq; Wk; Wv], Wgu = [Wgate; Wup]
@@ -40,6 +42,8 @@ extern "C" {
 #define ENG_CUDA_MAX_GQA 8            /* query heads per KV head the split-K kernel supports */
 #define ENG_CUDA_META_CAP (1 << 20)   /* int32 entries of the per-step plan array */
 #define ENG_CUDA_SYNTH_SEED 0x5eed5eedULL /* seed of device-generated synthetic weights */
+#define ENG_CUDA_GEMV_MAX_M 8         /* the custom small-M projection kernel takes M <= this */
+#define ENG_CUDA_GEMV_BUCKETS 4       /* M buckets its run-time choice is made for: 1, 2, 4, 8 */
 
 /* ---- graph buckets and attention splits (cuda_plan.c) ---------------------------------------- */
 
@@ -172,9 +176,44 @@ int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
                                eng_cuda_stream_t s);
+/* Y (M x n_out) = X (M x n_in) W^T, W (n_out x n_in) and X fp16, fp32 accumulation; mode 0: Y
+ * fp16 =, 1: Y fp32 +=, 2: Y fp32 =. Needs eng_cuda_gemv_supported (M <= ENG_CUDA_GEMV_MAX_M,
+ * n_in % 8 == 0, W and X 16-byte aligned), else cudaErrorInvalidValue. */
+int eng_cuda_launch_gemv(const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
+                         int n_in, int mode, eng_cuda_stream_t s);
+int eng_cuda_gemv_supported(const void *W, const void *X, int M, int n_in);
+
 /* 1 when the kernels support this head_dim (split-K) / the flash kernel does. */
 int eng_cuda_attn_rows_supported(int head_dim, int gqa);
 int eng_cuda_attn_flash_supported(int head_dim);
+
+/* ---- internal entry points of a created CUDA backend (cuda_backend.c), for the checks ---------- */
+
+/* The projections a step runs; each has its own GEMV-or-cuBLAS choice per M bucket. */
+enum { ENG_CUDA_P_QKV, ENG_CUDA_P_O, ENG_CUDA_P_GU, ENG_CUDA_P_DOWN, ENG_CUDA_P_HEAD, ENG_CUDA_N_PROJ };
+/* How small-M projections are run. AUTO (the default): at create, both the GEMV kernel and cuBLAS
+ * are timed for every projection at M = 1, 2, 4, 8 (graphs of one launch per layer, so the weights
+ * stream from memory as in a step) and the faster is kept per (projection, M bucket). CUBLAS:
+ * always cuBLAS (the path before the GEMV kernel). GEMV: the kernel wherever it applies. The
+ * environment variable SLUICE_CUDA_GEMV=auto|cublas|gemv sets the mode at create. */
+enum { ENG_CUDA_GEMV_AUTO, ENG_CUDA_GEMV_CUBLAS, ENG_CUDA_GEMV_FORCE };
+/* Sets the mode on a created backend (AUTO re-times); drops the captured graphs. SL_OK, or
+ * SL_EINVAL / SL_EDEVICE with the reason in errmsg. */
+int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode);
+/* One line per projection: the choice per M bucket and the timings that made it ("qkv 12288x4096:
+ * M1 gemv 35.1 us (cublas 37.9) ..."); empty before a choice was made. */
+void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
+
+/* Device time of one step, split by kind, from events recorded between the launches of an eager
+ * (never graphed) run of the batch: projections (cuBLAS or GEMV, LM head included), attention
+ * (prefill and split-K kernels and their reduce), everything else (embedding, norms, RoPE + KV
+ * write, SiLU, argmax, block copies, the plan upload); total is first event to last. */
+typedef struct eng_cuda_profile {
+    double gemm_ms, attn_ms, other_ms, total_ms;
+    int launches; /* intervals timed */
+} eng_cuda_profile_t;
+int eng_cuda_profile_step(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens,
+                          eng_cuda_profile_t *out);
 
 #ifdef __cplusplus
 }

@@ -74,21 +74,29 @@ __global__ void rmsnorm(const float *x, const float *w, __half *out, const int32
 }
 
 // One block per token. Pairs (2i, 2i+1) of every Q and K head rotate by pos * theta^(-2i/hd).
+// The angle, its cosine and sine are computed in double and rounded to float once per (token, i),
+// exactly as engine/cpu/ops.c eng_cpu_rope_table does, into a shared table all heads use.
 __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __half *kc,
                         __half *vc, int n_heads, int n_kv, int hd, int bs, float theta) {
+    extern __shared__ float cs[];  // cos[hd/2], sin[hd/2]
     int t = blockIdx.x;
     int stride = (n_heads + 2 * n_kv) * hd;
     __half *row = qkv + (int64_t)t * stride;
-    float p = (float)pos[t];
     int sl = slot[t];
     int64_t blk = sl >= 0 ? sl / bs : 0, off = sl >= 0 ? sl % bs : 0;
     int half_hd = hd / 2;
+    for (int k = threadIdx.x; k < half_hd; k += blockDim.x) {
+        double angle = (double)pos[t] * pow((double)theta, -2.0 * k / hd);
+        double s, c;
+        sincos(angle, &s, &c);
+        cs[k] = (float)c;
+        cs[half_hd + k] = (float)s;
+    }
+    __syncthreads();
     int n_pairs = (n_heads + n_kv) * half_hd;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
         int head = i / half_hd, k = i % half_hd;
-        float freq = powf(theta, -(float)(2 * k) / (float)hd);
-        float s, c;
-        sincosf(p * freq, &s, &c);
+        float c = cs[k], s = cs[half_hd + k];
         __half *e = row + head * hd + 2 * k;
         float a = __half2float(e[0]), b = __half2float(e[1]);
         __half ra = __float2half_rn(a * c - b * s), rb = __float2half_rn(a * s + b * c);
@@ -216,7 +224,7 @@ int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const
 int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
                             uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
                             int block_size, float theta, eng_cuda_stream_t s) {
-    rope_kv<<<T, 256, 0, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc, n_heads, n_kv,
+    rope_kv<<<T, 256, (size_t)head_dim * sizeof(float), s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc, n_heads, n_kv,
                               head_dim, block_size, theta);
     return (int)cudaGetLastError();
 }

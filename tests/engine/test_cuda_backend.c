@@ -17,6 +17,7 @@
 #include <cuda_runtime_api.h>
 
 #include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/model.h"
 #include "sched/status.h"
 
@@ -107,10 +108,61 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     eng_model_free(m);
 }
 
+/* The GEMV kernel and cuBLAS compute the same decode logits at every M bucket (graph path), and a
+ * bad mode is refused. */
+static void test_gemv_matches_cublas(void **state) {
+    (void)state;
+    if (!have_device()) {
+        print_message("SKIPPED: no CUDA device\n");
+        skip();
+    }
+    char err[512] = "";
+    eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
+    assert_non_null(m);
+    eng_backend_params_t p = eng_backend_params_default();
+    p.gpu_memory_utilization = 0.3;
+    eng_backend_t *b = eng_backend_create("cuda", m, &p, err, sizeof err);
+    assert_non_null(b);
+    assert_int_equal(b->ops->kv_alloc(b, 64, 16), SL_OK);
+    assert_int_equal(eng_cuda_set_gemv_mode(b, 7), SL_EINVAL);
+    const int V = m->cfg.vocab;
+    float *a = malloc((size_t)8 * V * 4), *g = malloc((size_t)8 * V * 4);
+    assert_non_null(a);
+    assert_non_null(g);
+    int32_t bt[8][2], toks[8];
+    eng_batch_seq_t s[8];
+    for (int n = 1; n <= 8; n++) {
+        for (int i = 0; i < n; i++) {
+            bt[i][0] = 2 * i;
+            bt[i][1] = 2 * i + 1;
+            toks[i] = (i * 7919 + n * 13) % V;
+            s[i] = (eng_batch_seq_t){&toks[i], 1, 3 + i, bt[i], 2, 1};
+        }
+        eng_batch_t batch = {n, s, 0, NULL, NULL};
+        int ra = 0, rg = 0;
+        assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_CUBLAS), SL_OK);
+        assert_int_equal(b->ops->forward(b, &batch, a, &ra), SL_OK);
+        assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_FORCE), SL_OK);
+        assert_int_equal(b->ops->forward(b, &batch, g, &rg), SL_OK);
+        assert_int_equal(ra, n);
+        assert_int_equal(rg, n);
+        for (int r = 0; r < n; r++)
+            assert_true(rel(g + (size_t)r * V, a + (size_t)r * V, V) < 5e-3);
+    }
+    char rep[2048];
+    eng_cuda_gemv_report(b, rep, sizeof rep);
+    assert_non_null(strstr(rep, "qkv"));
+    free(a);
+    free(g);
+    eng_backend_free(b);
+    eng_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_without_device_says_so),
         cmocka_unit_test(test_graph_flash_and_chunks_agree),
+        cmocka_unit_test(test_gemv_matches_cublas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
