@@ -263,47 +263,56 @@ static void request_metrics(const an_request_rec_t *reqs, size_t n, const an_slo
     }
 }
 
-static void step_metrics(const an_step_rec_t *steps, size_t n, const an_metrics_opts_t *o, an_summary_t *s)
+void an_step_accum_init(an_step_accum_t *a, int64_t kv_blocks_per_replica)
 {
-    if (n == 0)
-        return;
-    double busy = 0, util = 0, util_peak = 0, used = 0, reserved = 0, naive = 0, seqs = 0, toks = 0, pad = 0;
-    int max_replica = -1;
-    for (size_t i = 0; i < n; i++) {
-        const an_step_rec_t *st = &steps[i];
-        double dt = st->t_end - st->t_start;
-        busy += dt;
-        used += dt * (double)st->kv_used_slots;
-        reserved += dt * (double)st->kv_reserved_slots;
-        naive += dt * (double)st->kv_naive_slots;
-        seqs += st->n_seqs;
-        toks += st->n_tokens;
-        pad += st->n_padded_tokens;
-        if (st->replica > max_replica)
-            max_replica = st->replica;
-        if (o->kv_blocks_per_replica > 0) {
-            double u = (double)st->kv_used_blocks / (double)o->kv_blocks_per_replica;
-            util += dt * u;
-            if (u > util_peak)
-                util_peak = u;
-        }
-    }
-    int replicas = o->n_replicas > 0 ? o->n_replicas : max_replica + 1;
-    s->n_steps = (double)n;
-    s->batch_size_mean = seqs / (double)n;
-    s->tokens_per_step = toks / (double)n;
-    s->padding_frac = toks + pad > 0 ? pad / (toks + pad) : NAN;
-    s->kv_waste = reserved > 0 ? 1 - used / reserved : NAN;
-    s->kv_naive_waste = naive > 0 ? 1 - used / naive : NAN;
-    if (o->kv_blocks_per_replica > 0 && busy > 0) {
-        s->kv_util_mean = util / busy;
-        s->kv_util_peak = util_peak;
-    }
-    s->busy_frac = s->duration > 0 ? busy / (s->duration * replicas) : NAN;
+    memset(a, 0, sizeof *a);
+    a->max_replica = -1;
+    a->kv_blocks_per_replica = kv_blocks_per_replica;
 }
 
-int an_metrics_compute(const an_request_rec_t *reqs, size_t n_reqs, const an_step_rec_t *steps, size_t n_steps,
-                       const an_metrics_opts_t *opts, an_summary_t *out)
+void an_step_accum_add(an_step_accum_t *a, const an_step_rec_t *st)
+{
+    double dt = st->t_end - st->t_start;
+    a->n++;
+    a->busy += dt;
+    a->used += dt * (double)st->kv_used_slots;
+    a->reserved += dt * (double)st->kv_reserved_slots;
+    a->naive += dt * (double)st->kv_naive_slots;
+    a->seqs += st->n_seqs;
+    a->toks += st->n_tokens;
+    a->pad += st->n_padded_tokens;
+    if (st->replica > a->max_replica)
+        a->max_replica = st->replica;
+    if (a->kv_blocks_per_replica > 0) {
+        double u = (double)st->kv_used_blocks / (double)a->kv_blocks_per_replica;
+        a->util += dt * u;
+        if (u > a->util_peak)
+            a->util_peak = u;
+    }
+}
+
+/* The step fields of *s from the folded steps; busy_frac needs s->duration. */
+static void step_metrics(const an_step_accum_t *a, int n_replicas, an_summary_t *s)
+{
+    if (a->n == 0)
+        return;
+    double n = (double)a->n;
+    int replicas = n_replicas > 0 ? n_replicas : a->max_replica + 1;
+    s->n_steps = n;
+    s->batch_size_mean = a->seqs / n;
+    s->tokens_per_step = a->toks / n;
+    s->padding_frac = a->toks + a->pad > 0 ? a->pad / (a->toks + a->pad) : NAN;
+    s->kv_waste = a->reserved > 0 ? 1 - a->used / a->reserved : NAN;
+    s->kv_naive_waste = a->naive > 0 ? 1 - a->used / a->naive : NAN;
+    if (a->kv_blocks_per_replica > 0 && a->busy > 0) {
+        s->kv_util_mean = a->util / a->busy;
+        s->kv_util_peak = a->util_peak;
+    }
+    s->busy_frac = s->duration > 0 ? a->busy / (s->duration * replicas) : NAN;
+}
+
+int an_metrics_compute_accum(const an_request_rec_t *reqs, size_t n_reqs, const an_step_accum_t *steps,
+                             const an_metrics_opts_t *opts, an_summary_t *out)
 {
     an_metrics_opts_t defaults;
     if (!opts) {
@@ -317,8 +326,24 @@ int an_metrics_compute(const an_request_rec_t *reqs, size_t n_reqs, const an_ste
     an_summary_t s;
     an_summary_init(&s);
     request_metrics(reqs, n_reqs, &opts->slo, buf, &s);
-    step_metrics(steps, n_steps, opts, &s);
+    if (steps)
+        step_metrics(steps, opts->n_replicas, &s);
     sl_free(scratch);
     *out = s;
     return SL_OK;
+}
+
+int an_metrics_compute(const an_request_rec_t *reqs, size_t n_reqs, const an_step_rec_t *steps, size_t n_steps,
+                       const an_metrics_opts_t *opts, an_summary_t *out)
+{
+    an_metrics_opts_t defaults;
+    if (!opts) {
+        an_metrics_opts_default(&defaults);
+        opts = &defaults;
+    }
+    an_step_accum_t acc;
+    an_step_accum_init(&acc, opts->kv_blocks_per_replica);
+    for (size_t i = 0; i < n_steps; i++)
+        an_step_accum_add(&acc, &steps[i]);
+    return an_metrics_compute_accum(reqs, n_reqs, &acc, opts, out);
 }

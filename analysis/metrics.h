@@ -148,9 +148,29 @@ typedef struct an_metrics_opts {
 void an_metrics_opts_default(an_metrics_opts_t *opts);
 
 /* Computes *out from the records (either array may be empty; opts NULL = defaults). out->mfu is
- * left NaN. SL_ENOMEM (sorting needs copies) leaves *out unaltered. */
+ * left NaN. SL_ENOMEM (sorting needs copies) leaves *out unaltered. Folds the steps through an
+ * an_step_accum_t and calls an_metrics_compute_accum (one implementation). */
 int an_metrics_compute(const an_request_rec_t *reqs, size_t n_reqs, const an_step_rec_t *steps,
                        size_t n_steps, const an_metrics_opts_t *opts, an_summary_t *out);
+
+/* Step records folded one at a time (the step metrics above need only these sums), so a run of
+ * any length can be summarised without keeping its steps. Plain data: copy, zero-free. */
+typedef struct an_step_accum {
+    int64_t n;                     /* steps added */
+    int64_t kv_blocks_per_replica; /* from init; 0 = unknown (kv_util NaN) */
+    int max_replica;               /* -1 before the first step */
+    double busy, util, util_peak, used, reserved, naive, seqs, toks, pad; /* time-weighted / plain sums */
+} an_step_accum_t;
+
+/* Empty accumulator; kv_blocks_per_replica as an_metrics_opts_t's. Cannot fail. */
+void an_step_accum_init(an_step_accum_t *a, int64_t kv_blocks_per_replica);
+/* Folds one step. Cannot fail. */
+void an_step_accum_add(an_step_accum_t *a, const an_step_rec_t *st);
+/* As an_metrics_compute, with the steps already folded (steps NULL: none; its
+ * kv_blocks_per_replica is used, opts->kv_blocks_per_replica ignored). Same result, bit for bit,
+ * as an_metrics_compute on the same steps in the same order. */
+int an_metrics_compute_accum(const an_request_rec_t *reqs, size_t n_reqs, const an_step_accum_t *steps,
+                             const an_metrics_opts_t *opts, an_summary_t *out);
 
 /* The p-th percentile (0 <= p <= 100) of n ascending values by the method above; NaN when n is
  * 0. Cannot fail. */

@@ -5,56 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cJSON.h>
-#include <sqlite3.h>
 
 #include "sched/status.h"
 
 #define ERR(...) snprintf(err, errlen, __VA_ARGS__)
-
-/* ---- opening without writing ------------------------------------------------------------------ */
-
-/* Opens path read-only and checks the sluice schema. SL_OK with *db open, else err filled. */
-static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errlen)
-{
-    struct stat sb;
-    *db = NULL;
-    if (stat(path, &sb) != 0) {
-        ERR("%s: no such file", path);
-        return SL_ENOTFOUND;
-    }
-    if (sb.st_size == 0) {
-        ERR("%s: empty database (no sluice runs)", path);
-        return SL_EDB;
-    }
-    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_exec(*db, "SELECT version FROM schema_version", NULL, NULL, NULL) != SQLITE_OK) {
-        ERR("%s: not a sluice run store (%s)", path, *db ? sqlite3_errmsg(*db) : "out of memory");
-        sqlite3_close(*db);
-        *db = NULL;
-        return SL_EDB;
-    }
-    return SL_OK;
-}
-
-int an_store_open_existing(const char *path, an_store_t **out, char *err, size_t errlen)
-{
-    sqlite3 *db;
-    *out = NULL;
-    int rc = open_readonly(path, &db, err, errlen);
-    if (rc != SL_OK)
-        return rc;
-    sqlite3_close(db);
-    rc = an_store_open(path, out);
-    if (rc != SL_OK) {
-        ERR("%s", *out ? an_store_errmsg(*out) : sl_strerror(rc));
-        an_store_close(*out);
-        *out = NULL;
-    }
-    return rc;
-}
 
 /* ---- configs from JSON ------------------------------------------------------------------------ */
 
@@ -339,45 +295,33 @@ int an_reco_to_json(const an_reco_t *r, const char *model, const char *hardware,
 
 int an_reco_load_settings(const char *db_path, int64_t id, sched_config_t *cfg, char *err, size_t errlen)
 {
-    sqlite3 *db;
-    int rc = open_readonly(db_path, &db, err, errlen);
+    an_store_t *st;
+    int rc = an_store_open_existing(db_path, &st, err, errlen);
     if (rc != SL_OK)
         return rc;
-    sqlite3_stmt *s = NULL;
-    const char *sql = id > 0 ? "SELECT id, json FROM recommendations WHERE id = ?1"
-                             : "SELECT id, json FROM recommendations ORDER BY id DESC LIMIT 1";
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
-        ERR("%s: not a sluice run store (%s)", db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return SL_EDB;
-    }
-    sqlite3_bind_int64(s, 1, id);
-    if (sqlite3_step(s) != SQLITE_ROW) {
-        if (id > 0)
-            ERR("%s: no recommendation %lld (sluice tune stores them)", db_path, (long long)id);
-        else
-            ERR("%s: no recommendation yet (run sluice tune first)", db_path);
-        rc = SL_ENOTFOUND;
+    int64_t rid = 0;
+    char *json = NULL;
+    if ((rc = an_reco_get(st, id, &rid, &json)) != SL_OK) {
+        ERR("%s", an_store_errmsg(st));
     } else {
-        long long rid = sqlite3_column_int64(s, 0);
-        cJSON *o = cJSON_Parse((const char *)sqlite3_column_text(s, 1));
+        cJSON *o = cJSON_Parse(json);
         cJSON *set = cJSON_GetObjectItemCaseSensitive(o, "settings");
         char *txt = cJSON_IsObject(set) ? cJSON_PrintUnformatted(set) : NULL;
         char e[200] = "";
         sched_config_t c = *cfg;
         if (!txt) {
-            ERR("%s: recommendation %lld has no settings object", db_path, rid);
+            ERR("%s: recommendation %lld has no settings object", db_path, (long long)rid);
             rc = SL_EFORMAT;
         } else if ((rc = an_reco_apply_config_json(txt, &c, e, sizeof e)) != SL_OK ||
                    (rc = sched_config_validate(&c, e, sizeof e)) != SL_OK) {
-            ERR("%s: recommendation %lld: %s", db_path, rid, e);
+            ERR("%s: recommendation %lld: %s", db_path, (long long)rid, e);
         } else {
             *cfg = c;
         }
         cJSON_free(txt);
         cJSON_Delete(o);
     }
-    sqlite3_finalize(s);
-    sqlite3_close(db);
+    sl_free(json);
+    an_store_close(st);
     return rc;
 }

@@ -26,12 +26,6 @@
 #include "analysis/store.h"
 #include "sched/sched.h"
 
-/* Opens a store that must already exist and be a sluice store, without writing to it: a missing
- * file, an empty file (no sluice schema) or a foreign SQLite file gives SL_EDB / SL_ENOTFOUND with
- * "sluice.db: no such file" / "x.db: empty database (no sluice runs)" / "x.db: not a sluice run
- * store" in err and *out NULL. On success *out is open (an_store_close it). */
-int an_store_open_existing(const char *path, an_store_t **out, char *err, size_t errlen);
-
 /* One recorded run as a recommendation candidate. */
 typedef struct an_reco_candidate {
     int64_t run_id;

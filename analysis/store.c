@@ -6,6 +6,9 @@
  * 2. Migrations: migration[v] takes a store from schema v to v + 1 and is run inside one
  *    IMMEDIATE transaction that re-reads the version first, so two processes opening a fresh
  *    file at once migrate it once. A new schema version appends an entry; nothing else changes.
+ *    History (docs/FORMATS.md): v1 the first schema; v2 steps as a rowid table + index(run_id).
+ *    an_store_open_existing never migrates: every statement here reads and writes v1 and v2
+ *    alike (same tables and columns).
  * 3. Run states: none --an_run_begin--> open (runs row 'running' committed; data transaction
  *    open) --an_run_finish--> none ('ok', data committed) or --an_run_fail--> none ('failed',
  *    data rolled back). open_run is the id of the open run, 0 when none.
@@ -14,10 +17,12 @@
 
 #include <math.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "sched/status.h"
@@ -57,6 +62,17 @@ static const char *const migration[AN_SCHEMA_VERSION] = {
     " created_at TEXT NOT NULL, PRIMARY KEY(profile, op));"
     "CREATE TABLE recommendations(id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,"
     " run_ids TEXT NOT NULL, json TEXT NOT NULL);",
+    /* 1 -> 2: steps becomes a plain rowid table indexed on run_id. Rows arrive in time order, not
+       key order, and the composite WITHOUT ROWID key made every insert a B-tree seek; appends to
+       a rowid table are sequential. Readers sort (replica, seq_no) per run. Same columns. */
+    "CREATE TABLE steps_v2(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    " replica INTEGER NOT NULL, seq_no INTEGER NOT NULL, t_start REAL, t_end REAL, n_seqs INTEGER, n_tokens INTEGER,"
+    " n_prefill_tokens INTEGER, n_decode_seqs INTEGER, n_padded_tokens INTEGER, kv_used_blocks INTEGER,"
+    " kv_reserved_slots INTEGER, kv_used_slots INTEGER, kv_naive_slots INTEGER, n_preempted INTEGER);"
+    "INSERT INTO steps_v2 SELECT * FROM steps ORDER BY run_id, replica, seq_no;"
+    "DROP TABLE steps;"
+    "ALTER TABLE steps_v2 RENAME TO steps;"
+    "CREATE INDEX steps_run ON steps(run_id);",
 };
 
 static int set_err(an_store_t *st, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -173,7 +189,8 @@ static int prepare(an_store_t *st, const char *sql, sqlite3_stmt **out)
     return SL_OK;
 }
 
-int an_store_open(const char *path, an_store_t **out)
+/* Opens path; existing: the file must already be a sluice store (never created or migrated). */
+static int store_open(const char *path, bool existing, an_store_t **out)
 {
     an_store_t *st = sl_calloc(1, sizeof *st);
     *out = st;
@@ -182,12 +199,26 @@ int an_store_open(const char *path, an_store_t **out)
     st->path = sl_strdup(path);
     if (!st->path)
         return set_err(st, SL_ENOMEM, "out of memory");
-    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
+    struct stat sb;
+    if (existing && stat(path, &sb) != 0)
+        return set_err(st, SL_ENOTFOUND, "%s: no such file", path);
+    if (existing && sb.st_size == 0)
+        return set_err(st, SL_EDB, "%s: empty database (no sluice runs)", path);
+    int flags = SQLITE_OPEN_READWRITE | (existing ? 0 : SQLITE_OPEN_CREATE);
+    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK)
         return set_err(st, SL_EDB, "%s: cannot open: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
     sqlite3_busy_timeout(st->db, 5000);
-    int rc = migrate(st);
-    if (rc)
+    int rc;
+    if (existing) {
+        int64_t v;
+        if ((rc = read_version(st, &v)) != SL_OK)
+            return rc;
+        if (v == 0)
+            return set_err(st, SL_EDB, "%s: empty database (no sluice runs)", path);
+        st->schema = (int)v;
+    } else if ((rc = migrate(st)) != SL_OK) {
         return rc;
+    }
     if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
                      " PRAGMA cache_size=-65536", NULL,
                      NULL, NULL) != SQLITE_OK)
@@ -200,6 +231,19 @@ int an_store_open(const char *path, an_store_t **out)
         (rc = prepare(st, "INSERT INTO summaries VALUES(?1,?2,?3)", &st->ins_summary)))
         return rc;
     return SL_OK;
+}
+
+int an_store_open(const char *path, an_store_t **out) { return store_open(path, false, out); }
+
+int an_store_open_existing(const char *path, an_store_t **out, char *err, size_t errlen)
+{
+    int rc = store_open(path, true, out);
+    if (rc != SL_OK) {
+        snprintf(err, errlen, "%s", *out ? an_store_errmsg(*out) : sl_strerror(rc));
+        an_store_close(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 void an_store_close(an_store_t *st)
@@ -717,5 +761,30 @@ int an_reco_save(an_store_t *st, const int64_t *run_ids, size_t n, const char *j
     sl_free(ids);
     if (!rc)
         *id = sqlite3_last_insert_rowid(st->db);
+    return rc;
+}
+
+int an_reco_get(an_store_t *st, int64_t id, int64_t *got_id, char **json)
+{
+    *json = NULL;
+    sqlite3_stmt *s;
+    const char *sql = id > 0 ? "SELECT id, json FROM recommendations WHERE id = ?1"
+                             : "SELECT id, json FROM recommendations ORDER BY id DESC LIMIT 1";
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "cannot read the recommendations");
+    sqlite3_bind_int64(s, 1, id);
+    int step = sqlite3_step(s), rc;
+    if (step == SQLITE_ROW) {
+        *got_id = sqlite3_column_int64(s, 0);
+        *json = sl_strdup((const char *)sqlite3_column_text(s, 1));
+        rc = *json ? SL_OK : set_err(st, SL_ENOMEM, "out of memory");
+    } else if (step == SQLITE_DONE) {
+        rc = id > 0 ? set_err(st, SL_ENOTFOUND, "%s: no recommendation %lld (sluice tune stores them)", st->path,
+                              (long long)id)
+                    : set_err(st, SL_ENOTFOUND, "%s: no recommendation yet (run sluice tune first)", st->path);
+    } else {
+        rc = db_err(st, "cannot read the recommendations");
+    }
+    sqlite3_finalize(s);
     return rc;
 }

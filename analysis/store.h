@@ -4,8 +4,9 @@
  * File: SQLite in WAL mode, busy timeout 5 s. Table schema_version(version) holds the schema;
  * opening migrates an older store forward, refuses a newer one ("sluice.db has schema 7, this
  * sluice understands up to 1") and refuses a file that is not SQLite or not a sluice store.
- * Schema (v1): runs, requests, steps, summaries(run_id, key, value), calibration,
- * recommendations; store.c's migration[] lists the columns.
+ * Schema (v2): runs, requests, steps, summaries(run_id, key, value), calibration,
+ * recommendations; store.c's migration[] lists the columns, docs/FORMATS.md explains them and
+ * the version history (v2: steps is a rowid table with an index on run_id).
  *
  * Run lifecycle (one run open per store handle at a time):
  *
@@ -30,7 +31,7 @@
 
 #include "analysis/metrics.h"
 
-#define AN_SCHEMA_VERSION 1
+#define AN_SCHEMA_VERSION 2
 
 typedef struct an_store an_store_t;
 
@@ -67,6 +68,12 @@ typedef struct an_run {
  * *out is NULL only with SL_ENOMEM. Errors: SL_EDB (cannot open; not an SQLite database; not a
  * sluice store; newer schema; migration failed, the file then unchanged). */
 int an_store_open(const char *path, an_store_t **out);
+/* Opens a store that must already exist and be a sluice store, for readers: never creates or
+ * migrates it (an older schema is read as it is). A missing file, an empty file or a foreign or
+ * non-SQLite file gives SL_ENOTFOUND / SL_EDB with "sluice.db: no such file" / "x.db: empty
+ * database (no sluice runs)" / "x.db: an SQLite database but not a sluice run store ..." in err,
+ * the file untouched, *out NULL. On success *out is open (an_store_close it). */
+int an_store_open_existing(const char *path, an_store_t **out, char *err, size_t errlen);
 /* Closes the store. A run still open is failed first ("store closed while the run was open").
  * NULL is a no-op. */
 void an_store_close(an_store_t *st);
@@ -120,5 +127,10 @@ int an_calib_load(an_store_t *st, const char *profile, const char *op, char **pa
 /* Records a recommendation (JSON) derived from n runs; *id gets its id. SL_ESTATE while a run is
  * open, SL_EDB, SL_ENOMEM. */
 int an_reco_save(an_store_t *st, const int64_t *run_ids, size_t n, const char *json, int64_t *id);
+
+/* Recommendation id (0 = the latest) as JSON, sl_malloc'd into *json (sl_free it), its id into
+ * *got_id. SL_ENOTFOUND ("sluice.db: no recommendation 7 (sluice tune stores them)"), SL_EDB,
+ * SL_ENOMEM; *json NULL on error. */
+int an_reco_get(an_store_t *st, int64_t id, int64_t *got_id, char **json);
 
 #endif

@@ -67,7 +67,8 @@ static int plan_eval(void *ctx, int replicas, double rate, sim_plan_point_t *out
     }
     sim_t *sim = sim_create(&cfg, c->calib, err, errlen);
     int rc = sim ? SL_OK : SL_EINVAL;
-    cli_collect_t col = {.keep_steps = false};
+    cli_collect_t col;
+    cli_collect_init(&col, false, false);
     sim_sink_t sink = cli_collect_sink(&col);
     sim_totals_t tot;
     an_summary_t sum;
@@ -123,7 +124,7 @@ static int write_outputs(const char *dir, option_t *opt, int n, double rate, con
     bool chart = an_chart_available();
     an_series_t s[MAX_OPTIONS];
     double x[MAX_OPTIONS][SIM_PLAN_MAX_POINTS], y[MAX_OPTIONS][SIM_PLAN_MAX_POINTS];
-    char names[MAX_OPTIONS][48];
+    char names[MAX_OPTIONS][sizeof opt[0].gpu + 32]; /* "<gpu> tp<int> (1 replica)" always fits */
     for (int i = 0; i < n; i++) {
         qsort(opt[i].curve.pt, (size_t)opt[i].curve.n, sizeof opt[i].curve.pt[0], cmp_rate);
         for (int k = 0; k < opt[i].curve.n; k++)
@@ -137,7 +138,10 @@ static int write_outputs(const char *dir, option_t *opt, int n, double rate, con
     if (rc != SL_OK)
         return rc;
     char path[4200];
-    snprintf(path, sizeof path, "%s/plan.md", dir);
+    if (snprintf(path, sizeof path, "%s/plan.md", dir) >= (int)sizeof path) {
+        snprintf(err, errlen, "-o: folder name too long (%zu characters)", strlen(dir));
+        return SL_EINVAL;
+    }
     FILE *f = fopen(path, "w");
     if (!f) {
         snprintf(err, errlen, "%.900s: cannot write", path);
@@ -166,7 +170,7 @@ static int write_outputs(const char *dir, option_t *opt, int n, double rate, con
 
 int cmd_plan(int argc, char **argv)
 {
-    const char *cmd = argv[0], *model = "llama2-7b", *gpus = "a100-80gb,h100-sxm", *tps = "1", *slo_s = NULL,
+    const char *cmd = argv[0], *model, *gpus = "a100-80gb,h100-sxm", *tps = "1", *slo_s = NULL,
                *prices_path = NULL, *dir = "plan", *calib_dir = SIM_CALIB_DEFAULT_DIR;
     cli_workload_t w = {.n = 1000, .rate_scale = 1};
     double rate = 0;
@@ -192,7 +196,7 @@ int cmd_plan(int argc, char **argv)
             return cli_fail(cmd, "unknown option or missing value: '%s'", a);
         }
         i++;
-        const char **s = !strcmp(a, "--model") ? &model : !strcmp(a, "--gpus") ? &gpus : !strcmp(a, "--tp") ? &tps
+        const char **s = !strcmp(a, "--gpus") ? &gpus : !strcmp(a, "--tp") ? &tps
                        : !strcmp(a, "--slo") ? &slo_s : !strcmp(a, "--prices") ? &prices_path
                        : !strcmp(a, "-o") ? &dir : !strcmp(a, "--trace") ? &w.trace
                        : !strcmp(a, "--preset") ? &w.preset : !strcmp(a, "--calib-dir") ? &calib_dir : NULL;
@@ -228,8 +232,8 @@ int cmd_plan(int argc, char **argv)
     int ng = split_list(gpus, gl, MAX_OPTIONS), nt = split_list(tps, tl, 8);
     if (ng * nt > MAX_OPTIONS || ng == 0 || nt == 0)
         return cli_fail(cmd, "between 1 and %d GPU x TP options, got %d x %d", MAX_OPTIONS, ng, nt);
-    if (sched_model_shape_builtin(model, &base.model) != SL_OK)
-        return cli_fail(cmd, "unknown model '%s' (accepted: %s)", model, sched_model_shape_names());
+    base.model = base.sched.model; /* --model is the scheduler's model knob (sched_opts), as in sim */
+    model = base.model.name;
     base.sched.max_sequence_length = base.model.max_context;
     option_t *opt = calloc((size_t)(ng * nt), sizeof *opt);
     if (!opt)

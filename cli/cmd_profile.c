@@ -1,8 +1,365 @@
-/* cmd_profile.c — `sluice profile`. Not built yet: the command says so and exits 2. */
+/* cmd_profile.c — `sluice profile`: time the engine's own forward pass on this machine at the step
+ * shapes the scheduler produces, fit the simulator's step-time model (sim/profile.h) and store it
+ * in the run store under a name `sluice sim --gpu NAME` and `sluice validate --profile NAME` load.
+ *
+ * What is measured (medians of repeats: at least 3, up to 9 while under 0.3 s per shape):
+ *   1. the engine loop's time outside the forward pass: a burst of short requests through the
+ *      real engine (cli/engine_run.h), per step (start of the next step - start of this one -
+ *      forward time), against the rows sampled: the host terms;
+ *   2. forward passes through the backend interface (eng_backend_create + forward over hand-built
+ *      batches with real, disjoint block tables in a pool of the engine's size): one prompt chunk of
+ *      M = 1, 2, 4 .. max_num_batched_tokens tokens (a logits row, and none for a few M, as a
+ *      non-final chunk), chunks after a cached context, decode batches of 1 .. max_num_seqs
+ *      sequences at contexts 16 .. max_sequence_length, several prompt chunks at once, and mixed
+ *      prefill + decode steps; shapes whose KV does not fit the engine's pool are skipped.
+ * The fit and its median error are printed; the profile records host, CPU model, backend, threads
+ * and the model shape so that a stale one is refused.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+#include "cli/engine_run.h"
+#include "cli/profile_db.h"
+#include "cli/sched_opts.h"
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "sched/status.h"
+#include "sim/profile.h"
+
+#define CMD "profile"
+#define MAX_POINTS 128
+#define MAX_SEQS 256
+
+static const char usage[] =
+    "usage: sluice profile -m MODEL [--backend cpu|cuda] [--threads N] [-o NAME] [--db FILE]\n"
+    "                      [scheduler knobs: --max-num-seqs N --max-num-batched-tokens N --max-seq-len N ...]\n"
+    "  times the engine's forward pass at the step shapes the scheduler produces (up to the knobs'\n"
+    "  limits: engine defaults unless given), fits the simulator's step-time model and stores it\n"
+    "  defaults: --backend cpu, --threads all cores, -o MODEL-BACKEND-tTHREADS, --db sluice.db\n";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ---- host overhead: the engine loop around the forward pass --------------------------------- */
+
+/* A burst of short requests with staggered output lengths, all arriving at once: the batch
+ * shrinks one by one, so steps cover 1 .. n sampled rows. */
+static int measure_host(const cli_engine_opts_t *eo, sim_profile_t *p, sched_config_t *used, char *err, size_t errlen)
+{
+    cli_engine_run_t r = {0};
+    sluice_engine *e = cli_engine_open(eo, &r, err, errlen);
+    if (!e)
+        return SL_EINVAL;
+    *used = *eng_engine_sched_config(e);
+    wl_trace_t *tr = wl_trace_create();
+    int n = used->max_num_seqs < 32 ? used->max_num_seqs : 32, rc = tr ? SL_OK : SL_ENOMEM;
+    int plen = used->max_sequence_length / 4 < 8 ? used->max_sequence_length / 4 : 8;
+    for (int i = 0; i < n && rc == SL_OK; i++) {
+        wl_request_t q = {.arrival = 0, .prompt_len = plen > 1 ? plen : 1, .output_len = 2 + 2 * (i + 1),
+                          .prefix_group = -1};
+        if (q.prompt_len + q.output_len > used->max_sequence_length)
+            q.output_len = used->max_sequence_length - q.prompt_len;
+        rc = wl_trace_append(tr, &q);
+    }
+    if (rc == SL_OK)
+        rc = cli_engine_replay(e, eo, tr, 0, &r, err, errlen);
+    else
+        snprintf(err, errlen, "out of memory");
+    double *ov = sl_malloc(sizeof *ov * (r.n_step + 1));
+    int *rows = sl_malloc(sizeof *rows * (r.n_step + 1)), k = 0;
+    if (rc == SL_OK && (!ov || !rows)) {
+        snprintf(err, errlen, "out of memory");
+        rc = SL_ENOMEM;
+    }
+    for (size_t i = 0; rc == SL_OK && i + 1 < r.n_step; i++) {
+        double o = r.step[i + 1].t_start - r.step[i].t_start - r.forward_s[i];
+        if (o >= 0)
+            ov[k] = o, rows[k++] = r.n_sampled[i];
+    }
+    if (rc == SL_OK)
+        rc = sim_profile_fit_host(p, ov, rows, k, err, (int)errlen);
+    sl_free(ov);
+    sl_free(rows);
+    wl_trace_free(tr);
+    sluice_engine_free(e);
+    cli_engine_run_free(&r);
+    return rc;
+}
+
+/* ---- forward passes through the backend ----------------------------------------------------- */
+
+typedef struct bench {
+    eng_backend_t *be;
+    int block_size, num_blocks, vocab;
+    int32_t *tokens, *blocks;  /* scratch: token ids, block tables (disjoint ranges of the pool) */
+    float *logits;
+    eng_batch_seq_t seqs[MAX_SEQS];
+    sim_profile_point_t pts[MAX_POINTS];
+    int n_pts;
+} bench_t;
+
+/* One shape: n_pre prompt chunks of q tokens after ctx_pre cached ones (logits row each when
+ * pre_rows), n_dec decode sequences at context ctx_dec. Times it (median) and keeps the point.
+ * Skipped (SL_OK, no point) when its KV does not fit the pool. */
+static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec, char *err,
+                 size_t errlen)
+{
+    int n = n_pre + n_dec, tok = 0, blk = 0;
+    if (n < 1 || n > MAX_SEQS || b->n_pts >= MAX_POINTS)
+        return SL_OK;
+    int need = n_pre * ((ctx_pre + q + b->block_size - 1) / b->block_size) +
+               n_dec * ((ctx_dec + 1 + b->block_size - 1) / b->block_size);
+    if (need > b->num_blocks)
+        return SL_OK;
+    sim_profile_point_t pt = {.m = n_pre * q + n_dec, .rows = (pre_rows ? n_pre : 0) + n_dec, .n_dec = n_dec};
+    for (int i = 0; i < n; i++) {
+        bool pre = i < n_pre;
+        int len = pre ? q : 1, pos = pre ? ctx_pre : ctx_dec;
+        int nb = (pos + len + b->block_size - 1) / b->block_size;
+        for (int k = 0; k < len; k++)
+            b->tokens[tok + k] = (int32_t)((7919u * (unsigned)(tok + k + 1) + 13u * (unsigned)i) % (unsigned)b->vocab);
+        for (int k = 0; k < nb; k++)
+            b->blocks[blk + k] = blk + k;
+        b->seqs[i] = (eng_batch_seq_t){.tokens = b->tokens + tok, .n_tokens = len, .pos = pos,
+                                       .block_table = b->blocks + blk, .n_blocks = nb,
+                                       .logits = pre ? (pre_rows ? 1 : 0) : 1};
+        tok += len, blk += nb;
+        if (pre)
+            pt.pre_work += (double)q * (ctx_pre + (q + 1) / 2.0);
+        else
+            pt.dec_kv += ctx_dec + 1;
+    }
+    eng_batch_t batch = {.n_seqs = n, .seqs = b->seqs};
+    double t[9], spent = 0;
+    int reps = 0;
+    while (reps < 3 || (reps < 9 && spent < 0.3)) {
+        int rows = 0;
+        double t0 = now_s();
+        int rc = b->be->ops->forward(b->be, &batch, b->logits, &rows);
+        t[reps] = now_s() - t0;
+        if (rc != SL_OK) {
+            snprintf(err, errlen, "%s forward (%d prompt x %d at %d, %d decode at %d): %s", b->be->ops->name, n_pre,
+                     q, ctx_pre, n_dec, ctx_dec, b->be->ops->errmsg(b->be));
+            return rc;
+        }
+        spent += t[reps++];
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    pt.t = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    b->pts[b->n_pts++] = pt;
+    return SL_OK;
+}
+
+/* The grid (see the file comment). T = max_num_batched_tokens, S = max_num_seqs, C = max seq len. */
+static int measure_forward(bench_t *b, const sim_profile_t *p, int T, int S, int C, char *err, size_t errlen)
+{
+    int rc = SL_OK;
+    /* one prompt chunk at context 0, with and without a logits row; and the same M split into
+     * chunks of 32 tokens, whose attention is small: dense(M) apart from prefill attention */
+    for (int i = 0; i < p->n_knots && rc == SL_OK; i++) {
+        int m = (int)p->knot[i], n = (m + 31) / 32;
+        if (m <= C)
+            rc = shape(b, 1, m, 0, true, 0, 0, err, errlen);
+        if (rc == SL_OK && i % 3 == 2 && m <= C)
+            rc = shape(b, 1, m, 0, false, 0, 0, err, errlen);
+        if (rc == SL_OK && n > 1 && m % n == 0 && n <= S)
+            rc = shape(b, n, m / n, 0, i % 2 == 0, 0, 0, err, errlen);
+    }
+    /* chunks after a cached context: prefill attention */
+    int qs[] = {16, 128, 512}, fr[] = {4, 2, 1};
+    for (int i = 0; i < 3 && rc == SL_OK; i++)
+        for (int j = 0; j < 3 && rc == SL_OK; j++) {
+            int q = qs[i] < T ? qs[i] : T, ctx = C / fr[j] - q;
+            if (ctx > 0)
+                rc = shape(b, 1, q, ctx, j != 1, 0, 0, err, errlen);
+        }
+    /* decode batches: decode attention and the LM head at rows = batch */
+    int ctxs[] = {16, C / 4, C / 2 - 1, C - 1};
+    for (int bs = 1; rc == SL_OK; bs = bs * 2 > S && bs < S ? S : bs * 2) {
+        for (int j = 0; j < 4 && rc == SL_OK; j++)
+            if (ctxs[j] >= 1 && ctxs[j] < C)
+                rc = shape(b, 0, 0, 0, false, bs, ctxs[j], err, errlen);
+        if (bs >= S)
+            break;
+    }
+    /* several prompt chunks at once, and mixed prefill + decode steps */
+    int multi[][2] = {{4, 32}, {8, 64}, {16, 16}};
+    for (int i = 0; i < 3 && rc == SL_OK; i++)
+        if (multi[i][0] <= S && multi[i][0] * multi[i][1] <= T)
+            rc = shape(b, multi[i][0], multi[i][1], 0, true, 0, 0, err, errlen);
+    int mix[][3] = {{64, 4, 4}, {256, 16, 4}, {256, 4, 2}, {T / 2, S / 2, 2}};
+    for (int i = 0; i < 4 && rc == SL_OK; i++) {
+        int q = mix[i][0] < T - mix[i][1] ? mix[i][0] : T - mix[i][1], nd = mix[i][1] < S - 1 ? mix[i][1] : S - 1;
+        if (q >= 1 && nd >= 1)
+            rc = shape(b, 1, q, 0, true, nd, C / mix[i][2] - 1, err, errlen);
+    }
+    return rc;
+}
+
+/* ---- the command ---------------------------------------------------------------------------- */
+
+typedef struct opts {
+    const char *name, *db;
+    cli_engine_opts_t eng;
+} opts_t;
+
+static int parse(int argc, char **argv, opts_t *o)
+{
+    sluice_engine_params ep = sluice_engine_default_params();
+    *o = (opts_t){.db = "sluice.db", .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char err[512];
+        int rc = sched_opts_parse_arg(&o->eng.sched, argc, argv, &i, err, sizeof err);
+        if (rc < 0)
+            return cli_fail(CMD, "%s", err);
+        if (rc > 0)
+            continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage, stdout);
+            return -1;
+        }
+        const char **s = !strcmp(a, "-m") || !strcmp(a, "--model") ? &o->eng.model
+                         : !strcmp(a, "--backend")                 ? &o->eng.backend
+                         : !strcmp(a, "-o") || !strcmp(a, "--name") ? &o->name
+                         : !strcmp(a, "--db")                      ? &o->db
+                                                                   : NULL;
+        if (s && v) {
+            *s = v, i++;
+        } else if (!strcmp(a, "--threads") && v) {
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (end == v || *end || t < 1 || t > 1024)
+                return cli_fail(CMD, "--threads: expected 1..1024, got '%s'", v);
+            o->eng.threads = (int)t, i++;
+        } else {
+            fputs(usage, stderr);
+            return cli_fail(CMD, "unknown option or missing value: '%s'", a);
+        }
+    }
+    if (!o->eng.model)
+        return cli_fail(CMD, "-m MODEL is required");
+    if (o->eng.threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        o->eng.threads = n > 0 ? (int)n : 1; /* what the CPU backend takes for 0 */
+    }
+    return 0;
+}
 
 int cmd_profile(int argc, char **argv)
 {
-    (void)argc;
-    return cli_fail(argv[0], "not supported yet in this build");
+    opts_t o;
+    int rc = parse(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    char err[1024];
+    double t0 = now_s();
+    sim_profile_t p;
+    memset(&p, 0, sizeof p);
+    if (o.name)
+        snprintf(p.name, sizeof p.name, "%s", o.name);
+    else
+        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, p.name, sizeof p.name);
+    snprintf(p.backend, sizeof p.backend, "%s", o.eng.backend);
+    snprintf(p.model_path, sizeof p.model_path, "%s", o.eng.model);
+    p.threads = o.eng.threads;
+    cli_machine_id(p.host, sizeof p.host, p.cpu, sizeof p.cpu);
+    time_t now = time(NULL);
+    strftime(p.created, sizeof p.created, "%Y-%m-%d %H:%M:%S", gmtime(&now));
+
+    /* 1. the engine loop, and the engine's own sizing of everything */
+    sched_config_t sc;
+    if ((rc = measure_host(&o.eng, &p, &sc, err, sizeof err)) != SL_OK)
+        return cli_fail(CMD, "%s", err);
+    p.model = sc.model;
+    p.max_seq_len = sc.max_sequence_length;
+    int T = sc.max_num_batched_tokens < sc.max_sequence_length ? sc.max_num_batched_tokens : sc.max_sequence_length;
+    int S = sc.max_num_seqs < MAX_SEQS ? sc.max_num_seqs : MAX_SEQS, C = sc.max_sequence_length;
+    if (sim_profile_set_knots(&p, T, S, S * C) != SL_OK)
+        return cli_fail(CMD, "max_num_batched_tokens %d / max_num_seqs %d: out of the profile's range", T, S);
+
+    /* 2. forward passes on a backend of the engine's kind, with a pool of the engine's size */
+    eng_model_t *model = eng_model_load(o.eng.model, err, sizeof err);
+    if (!model)
+        return cli_fail(CMD, "%s", err);
+    eng_backend_params_t bp = eng_backend_params_default();
+    bp.n_threads = o.eng.threads;
+    bench_t *b = sl_calloc(1, sizeof *b);
+    eng_backend_t *be = b ? eng_backend_create(o.eng.backend, model, &bp, err, sizeof err) : NULL;
+    int status = 0;
+    if (!be) {
+        status = cli_fail(CMD, "%s", b ? err : "out of memory");
+        goto out;
+    }
+    p.kv_budget_bytes = be->ops->kv_budget_bytes(be);
+    *b = (bench_t){.be = be, .block_size = sc.block_size, .num_blocks = sc.num_blocks, .vocab = model->cfg.vocab};
+    b->tokens = sl_malloc(sizeof(int32_t) * (size_t)(T + S));
+    b->blocks = sl_malloc(sizeof(int32_t) * (size_t)sc.num_blocks);
+    b->logits = sl_malloc(sizeof(float) * (size_t)S * (size_t)b->vocab);
+    if (!b->tokens || !b->blocks || !b->logits) {
+        status = cli_fail(CMD, "out of memory");
+        goto out;
+    }
+    if (be->ops->kv_alloc(be, sc.num_blocks, sc.block_size) != SL_OK) {
+        status = cli_fail(CMD, "%s: KV pool of %d blocks: %s", be->ops->name, sc.num_blocks, be->ops->errmsg(be));
+        goto out;
+    }
+    if ((rc = measure_forward(b, &p, T, S, C, err, sizeof err)) != SL_OK ||
+        (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK) {
+        status = cli_fail(CMD, "%s", err);
+        goto out;
+    }
+    if (cli_profile_save(o.db, &p, err, sizeof err) != SL_OK) {
+        status = cli_fail(CMD, "%s", err);
+        goto out;
+    }
+    printf("sluice profile: %s (%s) on %s, %d threads, host %s, CPU %s\n", p.model.name, o.eng.model, p.backend,
+           p.threads, p.host, p.cpu);
+    printf("  %d forward shapes timed; fit median error %.1f%%\n", b->n_pts, 100 * p.fit_err);
+    printf("  host per step %.3f ms + %.1f us per sampled row\n", 1e3 * p.host_s, 1e6 * p.host_row);
+    printf("  attention: prefill %.3g ns per q*kv pair; decode by KV tokens read:\n   ", 1e9 * p.pre);
+    for (int i = 0; i < p.n_dec_knots; i++)
+        printf(" %.0f: %.3f ms", p.dec_knot[i], 1e3 * p.dec[i]);
+    printf("\n  %8s %12s %12s\n", "M/rows", "dense ms", "LM head ms");
+    for (int i = 0; i < p.n_knots; i++) {
+        printf("  %8.0f %12.3f", p.knot[i], 1e3 * p.dense[i]);
+        if (i < p.n_lm_knots)
+            printf(" %12.3f", 1e3 * p.lm[i]);
+        printf("\n");
+    }
+    printf("  %-9s %6s %5s %10s %10s %10s %7s\n", "shape", "M", "rows", "ctx work", "meas ms", "fit ms", "err");
+    for (int i = 0; i < b->n_pts; i++) {
+        const sim_profile_point_t *q = &b->pts[i];
+        double f = sim_profile_forward(&p, q);
+        printf("  %-9s %6d %5d %10.0f %10.3f %10.3f %+6.1f%%\n",
+               q->n_dec && q->m > q->n_dec ? "mixed" : q->n_dec ? "decode" : "prefill", q->m, q->rows,
+               q->pre_work + q->dec_kv, 1e3 * q->t, 1e3 * f, 100 * (f - q->t) / q->t);
+    }
+    printf("stored as engine profile '%s' in %s (%.1f s)\n", p.name, o.db, now_s() - t0);
+out:
+    if (b) {
+        sl_free(b->tokens);
+        sl_free(b->blocks);
+        sl_free(b->logits);
+    }
+    sl_free(b);
+    if (be)
+        eng_backend_free(be);
+    eng_model_free(model);
+    return status;
 }

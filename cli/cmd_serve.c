@@ -3,19 +3,42 @@
  * model, serves until SIGINT or SIGTERM, then stops accepting, lets in-flight requests finish
  * within --shutdown-timeout (aborting the rest) and exits 0.
  *
+ * Scheduler settings: every knob of the sched_knob table is a flag (cli/sched_opts.h), and
+ * --config FILE applies a JSON file of them. --settings-from DB [--recommendation ID] first applies
+ * a stored recommendation (analysis/recommend.h; ID 0 or absent = the latest); the flags and
+ * --config files given on the command line are applied after it, so they override it. The
+ * recommendation's max_sequence_length is not taken (it describes the workload it was tuned on):
+ * the served model's context applies unless --max-sequence-length is given.
+ *
+ * Run record (--db FILE or --record): the served traffic is recorded as a "real" run in the store
+ * (analysis/store.h) at shutdown: one request record per finished generation request and one
+ * step record per engine step, each kept up to a bound (--record-max requests, 8x as many steps;
+ * the first ones are kept, the rest counted as dropped and reported).
+ *
  * Signals: SIGINT and SIGTERM are blocked before any thread starts (so every thread inherits the
- * mask) and the main thread takes them with sigwait(): no handler, no global flag. */
+ * mask) and the main thread takes them with sigwait(): no handler, no global flag.
+ *
+ * Exit codes: 0 after a clean shutdown; 2 for bad options, a missing or foreign settings store, an
+ * unknown recommendation, a model that fails to load, or a run that cannot be recorded. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/recommend.h"
+#include "analysis/store.h"
 #include "cli/cli.h"
+#include "cli/engine_run.h"
+#include "cli/sched_opts.h"
 #include "engine/engine.h"
 #include "engine/http/server.h"
+#include "sched/status.h"
+
+#define CMD "serve"
+#define STEPS_PER_REQUEST 8 /* step records kept per request record */
 
 static const char usage[] =
-    "usage: sluice serve -m MODEL [options]\n"
+    "usage: sluice serve -m MODEL [options] [scheduler flags]\n"
     "  -m, --model PATH            GGUF file or synthetic:SHAPE\n"
     "  --host ADDR                 IPv4 address to bind (default 127.0.0.1)\n"
     "  --port N                    TCP port; 0 = any free port (default 8080)\n"
@@ -23,21 +46,126 @@ static const char usage[] =
     "  --chat-template chatml|llama2  template for models without one sluice can render\n"
     "  --backend cpu|cuda          (default cpu)\n"
     "  --threads N                 cpu threads (default: all cores)\n"
-    "  --max-queue N               waiting requests before 429 (default 4096)\n"
+    "  --kv-memory-mb MB           KV pool cap (default: enough for max_num_seqs full sequences)\n"
     "  --max-body BYTES            request body limit before 413 (default 1048576)\n"
     "  --max-connections N         concurrent connections (default 512)\n"
     "  --shutdown-timeout S        seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
-    "  scheduler: --strategy naive|bucketed|memory_aware|continuous, --max-num-seqs N,\n"
-    "             --max-num-batched-tokens N, --max-model-len N, --block-size N,\n"
-    "             --kv-memory-mb MB, --no-prefix-caching\n"
-    "  --settings-from DB [--recommendation ID]   (not supported yet)\n";
+    "  --settings-from DB          start from a stored recommendation (sluice tune); flags override it\n"
+    "  --recommendation ID         which one (default 0: the latest)\n"
+    "  --db FILE                   record the served run (mode real) in FILE at shutdown\n"
+    "  --record                    record it in sluice.db (the default --db)\n"
+    "  --record-max N              request records kept (default 20000; 8x as many steps)\n"
+    "  --config FILE               scheduler settings from a JSON object of knob names\n"
+    "scheduler flags (--NAME VALUE or --NAME=VALUE; queue full = max_waiting_requests -> 429):\n";
+
+/* The served run's records, written by the engine thread (request results through the server's
+ * hook, steps through on_step) and read by the main thread only after the engine thread is joined
+ * (sluice_engine_shutdown), so they need no lock. Bounded: the first max_req / max_step records
+ * are kept, the rest counted. */
+typedef struct serve_rec {
+    an_request_rec_t *req;
+    an_step_rec_t *step;
+    size_t n_req, cap_req, max_req, dropped_req;
+    size_t n_step, cap_step, max_step, dropped_step;
+    bool oom;
+} serve_rec_t;
+
+/* Makes room for one more record in *p (n used, *cap allocated, at most max); false when the
+ * bound is reached or memory is short (then *oom). */
+static bool rec_room(void **p, size_t n, size_t *cap, size_t max, size_t sz, bool *oom)
+{
+    if (n < *cap)
+        return true;
+    if (n >= max)
+        return false;
+    size_t c = *cap ? 2 * *cap : 1024;
+    if (c > max)
+        c = max;
+    void *q = sl_realloc(*p, c * sz);
+    if (!q) {
+        *oom = true;
+        return false;
+    }
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+static void rec_result(const sluice_result *r, void *user)
+{
+    serve_rec_t *rec = user;
+    if (!rec_room((void **)&rec->req, rec->n_req, &rec->cap_req, rec->max_req, sizeof *rec->req, &rec->oom)) {
+        rec->dropped_req++;
+        return;
+    }
+    const sluice_sample *s = r->n_samples > 0 ? &r->samples[0] : NULL;
+    rec->req[rec->n_req] = (an_request_rec_t){
+        .req_id = (int64_t)rec->n_req, .replica = 0, .priority = 0,
+        .arrival = r->t_arrival, .first_scheduled = r->t_first_scheduled,
+        .first_token = r->t_first_token, .finished = r->t_finish,
+        .prompt_len = r->n_prompt_ids, .output_len = s ? s->n_ids : 0,
+        .cached_prompt_len = r->n_cached_prompt_tokens, .preemptions = r->preemptions,
+        .finish_reason = r->status == SLUICE_OK && s ? (int)s->finish_reason : (int)SLUICE_FINISH_ABORT,
+    };
+    rec->n_req++;
+}
+
+static void rec_step(const sluice_step_info *i, void *user)
+{
+    serve_rec_t *rec = user;
+    if (!rec_room((void **)&rec->step, rec->n_step, &rec->cap_step, rec->max_step, sizeof *rec->step, &rec->oom)) {
+        rec->dropped_step++;
+        return;
+    }
+    rec->step[rec->n_step++] = (an_step_rec_t){
+        .replica = 0, .seq_no = (int64_t)i->seq_no, .t_start = i->t_start, .t_end = i->t_end,
+        .n_seqs = i->n_seqs, .n_tokens = i->n_tokens, .n_prefill_tokens = i->n_prefill_tokens,
+        .n_decode_seqs = i->n_decode_seqs, .n_padded_tokens = i->n_padded_tokens,
+        .kv_used_blocks = i->kv_blocks_used, .kv_reserved_slots = i->kv_reserved_slots,
+        .kv_used_slots = i->kv_used_slots, .kv_naive_slots = i->kv_naive_slots,
+        .n_preempted = i->n_preempted,
+    };
+}
+
+/* Writes the run to db (after the engine thread is joined). 0, or 2 with the reason printed. */
+static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine *e, const char *model, int threads)
+{
+    if (rec->n_req == 0) {
+        fprintf(stderr, "sluice serve: no request finished: nothing recorded in %s\n", db);
+        return 0;
+    }
+    cli_engine_run_t run = {.req = rec->req, .n_req = rec->n_req, .step = rec->step, .n_step = rec->n_step,
+                            .oom = rec->oom};
+    an_summary_t sum;
+    if (cli_engine_summary(e, &run, &sum) != SL_OK)
+        return cli_fail(CMD, "out of memory collecting the run records: nothing recorded in %s", db);
+    cli_engine_opts_t o = {.model = model, .threads = threads, .sched = *eng_engine_sched_config(e)};
+    an_store_t *st = NULL;
+    int64_t run_id = 0;
+    int rc = an_store_open(db, &st);
+    if (rc == SL_OK)
+        rc = cli_engine_record(st, e, &o, "serve", 0, &run, &sum, &run_id);
+    if (rc != SL_OK) {
+        cli_fail(CMD, "%s: %s", db, st ? an_store_errmsg(st) : sl_strerror(rc));
+        an_store_close(st);
+        return 2;
+    }
+    an_store_close(st);
+    fprintf(stderr, "sluice serve: recorded run %lld in %s (%zu requests, %zu steps", (long long)run_id, db,
+            rec->n_req, rec->n_step);
+    if (rec->dropped_req || rec->dropped_step)
+        fprintf(stderr, "; %zu requests and %zu steps beyond --record-max not kept", rec->dropped_req,
+                rec->dropped_step);
+    fprintf(stderr, ")\n");
+    return 0;
+}
 
 static int num_arg(const char *flag, const char *v, double lo, double hi, double *out)
 {
     char *end = NULL;
     double x = v ? strtod(v, &end) : 0;
     if (!v || end == v || *end || x < lo || x > hi) {
-        cli_fail("serve", "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
+        cli_fail(CMD, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
         return 0;
     }
     *out = x;
@@ -54,90 +182,150 @@ static const char *default_model_name(const char *path, char *buf, size_t cap)
     return buf;
 }
 
-int cmd_serve(int argc, char **argv)
+typedef struct serve_opts {
+    sluice_engine_params ep;
+    srv_config_t sc;
+    double shutdown_s;
+    const char *settings_db;
+    int64_t reco_id;
+    const char *db;
+    size_t record_max;
+} serve_opts_t;
+
+/* One pass over the arguments. Serve's own options go into *o; scheduler flags and --config files
+ * are applied onto *cfg. Returns 1 after --help, 0 when all is well, 2 after printing an error. */
+static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cfg)
 {
-    sluice_engine_params ep = sluice_engine_default_params();
-    srv_config_t sc = srv_config_default();
-    double shutdown_s = 10, x;
-    const char *settings_db = NULL;
+    double x;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool takes_value = strcmp(a, "--no-prefix-caching") != 0 && strcmp(a, "-h") != 0 && strcmp(a, "--help") != 0;
-        if (takes_value && !v) return cli_fail("serve", "%s needs a value", a);
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
-            return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            ep.model = v;
+            sched_opts_print_help(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--record")) {
+            if (!o->db) o->db = "sluice.db";
+            continue;
+        }
+        static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",
+                                             "--chat-template", "--backend", "--threads", "--kv-memory-mb",
+                                             "--max-body", "--max-connections", "--shutdown-timeout",
+                                             "--settings-from", "--recommendation", "--db", "--record-max"};
+        bool ours = false;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0] && !ours; k++) ours = !strcmp(a, valued[k]);
+        if (!ours) {
+            char err[512];
+            int rc = sched_opts_parse_arg(cfg, argc, argv, &i, err, (int)sizeof err);
+            if (rc < 0) return cli_fail(CMD, "%s", err);
+            if (rc == 0) {
+                fputs(usage, stderr);
+                return cli_fail(CMD, "unknown option '%s' (sluice serve --help lists them)", a);
+            }
+            continue;
+        }
+        if (!v) return cli_fail(CMD, "%s needs a value", a);
+        i++;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            o->ep.model = v;
         } else if (!strcmp(a, "--host")) {
-            sc.host = v;
+            o->sc.host = v;
         } else if (!strcmp(a, "--port")) {
             if (!num_arg(a, v, 0, 65535, &x)) return 2;
-            sc.port = (int)x;
+            o->sc.port = (int)x;
         } else if (!strcmp(a, "--served-model-name")) {
-            sc.model_name = v;
+            o->sc.model_name = v;
         } else if (!strcmp(a, "--chat-template")) {
-            sc.chat_template = v;
+            o->sc.chat_template = v;
         } else if (!strcmp(a, "--backend")) {
-            ep.backend = v;
+            o->ep.backend = v;
         } else if (!strcmp(a, "--threads")) {
             if (!num_arg(a, v, 0, 4096, &x)) return 2;
-            ep.n_threads = (int)x;
-        } else if (!strcmp(a, "--max-queue")) {
-            if (!num_arg(a, v, 1, 1 << 24, &x)) return 2;
-            ep.max_waiting_requests = (int)x;
-        } else if (!strcmp(a, "--max-body")) {
-            if (!num_arg(a, v, 64, 1 << 30, &x)) return 2;
-            sc.max_body = (size_t)x;
-        } else if (!strcmp(a, "--max-connections")) {
-            if (!num_arg(a, v, 1, 65536, &x)) return 2;
-            sc.max_connections = (int)x;
-        } else if (!strcmp(a, "--shutdown-timeout")) {
-            if (!num_arg(a, v, 0, 3600, &x)) return 2;
-            shutdown_s = x;
-        } else if (!strcmp(a, "--strategy")) {
-            static const char *const names[] = {"naive", "bucketed", "memory_aware", "continuous"};
-            int k = 0;
-            while (k < 4 && strcmp(v, names[k]) != 0) k++;
-            if (k == 4) return cli_fail("serve", "--strategy: expected naive, bucketed, memory_aware or continuous, got '%s'", v);
-            ep.strategy = (sluice_strategy)k;
-        } else if (!strcmp(a, "--max-num-seqs")) {
-            if (!num_arg(a, v, 1, 65536, &x)) return 2;
-            ep.max_num_seqs = ep.max_batch_size = (int)x;
-        } else if (!strcmp(a, "--max-num-batched-tokens")) {
-            if (!num_arg(a, v, 1, 1 << 24, &x)) return 2;
-            ep.max_num_batched_tokens = (int)x;
-        } else if (!strcmp(a, "--max-model-len")) {
-            if (!num_arg(a, v, 1, 1 << 24, &x)) return 2;
-            ep.max_sequence_length = (int)x;
-        } else if (!strcmp(a, "--block-size")) {
-            if (!num_arg(a, v, 1, 1024, &x)) return 2;
-            ep.block_size = (int)x;
+            o->ep.n_threads = (int)x;
         } else if (!strcmp(a, "--kv-memory-mb")) {
             if (!num_arg(a, v, 0, 1 << 24, &x)) return 2;
-            ep.kv_memory_mb = x;
-        } else if (!strcmp(a, "--no-prefix-caching")) {
-            ep.enable_prefix_caching = false;
-            continue;
+            o->ep.kv_memory_mb = x;
+        } else if (!strcmp(a, "--max-body")) {
+            if (!num_arg(a, v, 64, 1 << 30, &x)) return 2;
+            o->sc.max_body = (size_t)x;
+        } else if (!strcmp(a, "--max-connections")) {
+            if (!num_arg(a, v, 1, 65536, &x)) return 2;
+            o->sc.max_connections = (int)x;
+        } else if (!strcmp(a, "--shutdown-timeout")) {
+            if (!num_arg(a, v, 0, 3600, &x)) return 2;
+            o->shutdown_s = x;
         } else if (!strcmp(a, "--settings-from")) {
-            settings_db = v;
+            o->settings_db = v;
         } else if (!strcmp(a, "--recommendation")) {
-            if (!num_arg(a, v, 0, 1e15, &x)) return 2;
-        } else {
-            fputs(usage, stderr);
-            return cli_fail("serve", "unknown option '%s'", a);
+            if (!num_arg(a, v, 0, 9e15, &x)) return 2;
+            if (x != (double)(int64_t)x) return cli_fail(CMD, "--recommendation: expected an integer id, got '%s'", v);
+            o->reco_id = (int64_t)x;
+        } else if (!strcmp(a, "--db")) {
+            o->db = v;
+        } else if (!strcmp(a, "--record-max")) {
+            if (!num_arg(a, v, 1, 1e8, &x)) return 2;
+            o->record_max = (size_t)x;
         }
-        i++; /* the value */
     }
-    if (settings_db)
-        return cli_fail("serve", "--settings-from %s: not supported yet (needs the analysis module's recommendations); "
-                                 "pass the scheduler flags instead", settings_db);
-    if (!ep.model) {
+    return 0;
+}
+
+/* Applies the recommendation onto *cfg and prints what changed. 0, or 2 with the reason printed. */
+static int apply_recommendation(const serve_opts_t *o, sched_config_t *cfg)
+{
+    sched_config_t before = *cfg, c = *cfg;
+    if (c.max_sequence_length <= 0) /* "from the model": any valid length lets the settings validate */
+        c.max_sequence_length = sched_config_default().max_sequence_length;
+    char err[512];
+    if (an_reco_load_settings(o->settings_db, o->reco_id, &c, err, sizeof err) != SL_OK)
+        return cli_fail(CMD, "--settings-from: %s", err);
+    c.max_sequence_length = before.max_sequence_length;
+    *cfg = c;
+    char which[64];
+    if (o->reco_id > 0)
+        snprintf(which, sizeof which, "recommendation %lld", (long long)o->reco_id);
+    else
+        snprintf(which, sizeof which, "the latest recommendation");
+    fprintf(stderr, "sluice serve: applied %s from %s: strategy %s", which, o->settings_db,
+            sched_strategy_name(cfg->strategy));
+    for (int i = 0; i < sched_knob_count(); i++) {
+        const sched_knob_t *k = sched_knob_at(i);
+        char was[64], now[64];
+        if (k->type == SCHED_KNOB_STRATEGY || sched_config_get(&before, k->name, was, sizeof was) != SL_OK ||
+            sched_config_get(cfg, k->name, now, sizeof now) != SL_OK)
+            continue;
+        if (strcmp(was, now) != 0) fprintf(stderr, ", %s=%s", k->name, now);
+    }
+    fprintf(stderr, " (flags on the command line override these)\n");
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_opts_t o = {.ep = sluice_engine_default_params(), .sc = srv_config_default(), .shutdown_s = 10,
+                      .record_max = 20000};
+    /* pass 1: serve's options, and the scheduler flags checked on a scratch config */
+    sched_config_t cfg = eng_sched_config_from_params(&o.ep), scratch = cfg;
+    int rc = parse_args(argc, argv, &o, &scratch);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!o.ep.model) {
         fputs(usage, stderr);
-        return cli_fail("serve", "-m MODEL is required");
+        return cli_fail(CMD, "-m MODEL is required");
     }
+    if (o.reco_id > 0 && !o.settings_db) return cli_fail(CMD, "--recommendation needs --settings-from DB");
+    /* the recommendation, then pass 2: the command line's scheduler flags over it */
+    if (o.settings_db && apply_recommendation(&o, &cfg)) return 2;
+    if ((rc = parse_args(argc, argv, &o, &cfg))) return rc;
+    o.ep.gpu_memory_utilization = cfg.gpu_memory_utilization;
     char name[256];
-    if (!sc.model_name) sc.model_name = default_model_name(ep.model, name, sizeof name);
+    if (!o.sc.model_name) o.sc.model_name = default_model_name(o.ep.model, name, sizeof name);
+    serve_rec_t rec = {.max_req = o.record_max, .max_step = o.record_max * STEPS_PER_REQUEST};
+    if (o.db) {
+        o.sc.on_result = rec_result;
+        o.sc.result_user = &rec;
+        o.ep.on_step = rec_step;
+        o.ep.step_user = &rec;
+    }
 
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
@@ -146,29 +334,35 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* before any thread exists */
 
     char err[512];
-    srv_t *srv = srv_create(&sc, err, sizeof err);
-    if (!srv) return cli_fail("serve", "%s", err);
-    fprintf(stderr, "sluice serve: loading %s (listening on http://%s:%d, /health is 503 until ready)\n", ep.model, sc.host,
-            srv_port(srv));
-    sluice_engine *e = sluice_engine_create(&ep, err, sizeof err);
+    srv_t *srv = srv_create(&o.sc, err, sizeof err);
+    if (!srv) return cli_fail(CMD, "%s", err);
+    fprintf(stderr, "sluice serve: loading %s (listening on http://%s:%d, /health is 503 until ready)\n", o.ep.model,
+            o.sc.host, srv_port(srv));
+    sluice_engine *e = eng_engine_create(&o.ep, &cfg, err, sizeof err);
     if (!e) {
         srv_free(srv);
-        return cli_fail("serve", "%s", err);
+        return cli_fail(CMD, "%s", err);
     }
     if (srv_attach(srv, e, err, sizeof err) != 0) {
         srv_free(srv);
         sluice_engine_free(e);
-        return cli_fail("serve", "%s", err);
+        return cli_fail(CMD, "%s", err);
     }
-    fprintf(stderr, "sluice serve: ready: model '%s' on http://%s:%d\n", sc.model_name, sc.host, srv_port(srv));
+    const sched_config_t *eff = eng_engine_sched_config(e);
+    fprintf(stderr, "sluice serve: ready: model '%s' on http://%s:%d (%s, max_num_seqs %d, max_sequence_length %d, "
+            "%d KV blocks)\n", o.sc.model_name, o.sc.host, srv_port(srv), sched_strategy_name(eff->strategy),
+            eff->max_num_seqs, eff->max_sequence_length, eff->num_blocks);
 
     int sig = 0;
     sigwait(&stop_signals, &sig);
     fprintf(stderr, "sluice serve: %s: stopping (in-flight requests get %.0f s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-            shutdown_s);
-    int aborted = srv_shutdown(srv, shutdown_s);
+            o.shutdown_s);
+    int aborted = srv_shutdown(srv, o.shutdown_s); /* joins the engine thread */
     srv_free(srv);
-    sluice_engine_free(e);
     fprintf(stderr, "sluice serve: stopped (%d request%s aborted)\n", aborted, aborted == 1 ? "" : "s");
-    return 0;
+    int status = o.db ? rec_write(&rec, o.db, e, o.ep.model, o.ep.n_threads) : 0;
+    sluice_engine_free(e);
+    sl_free(rec.req);
+    sl_free(rec.step);
+    return status;
 }

@@ -12,6 +12,7 @@
 #include "cli/sched_opts.h"
 #include "cli/sim_run.h"
 #include "sched/status.h"
+#include "sim/adapt.h"
 #include "sim/calib.h"
 #include "sim/sim.h"
 #include "workloads/trace.h"
@@ -23,12 +24,15 @@ static void usage(FILE *out)
         "                  [--model NAME] [--gpu NAME|FILE] [--strategy NAME] [--replicas N] [--tp N]\n"
         "                  [--router round_robin|least_outstanding|least_kv] [scheduler options]\n"
         "                  [--config FILE] [--slo ttft_p99=1s,tpot_p99=100ms] [--seed S] [--db FILE]\n"
-        "                  [--no-record] [--calib-dir DIR] [--json]\n"
+        "                  [--no-record] [--calib-dir DIR] [--json] [--adaptive]\n"
         "defaults: --trace " CLI_DEFAULT_TRACE " if present, else --preset chat; --model llama2-7b;\n"
         "          --gpu a100-80gb; --strategy continuous; --db ./sluice.db; --max-sequence-length:\n"
         "          the model's context (longer requests are rejected and counted); --num-blocks: what\n"
         "          fits the GPU's memory after the weights\n"
-        "--gpu NAME that is not built in: a profile file, else a profile `sluice calibrate` stored in --db\n");
+        "--gpu NAME that is not built in: a profile file, else a profile `sluice calibrate` stored in --db\n"
+        "--adaptive: a controller per replica adjusts max_num_batched_tokens (continuous) or\n"
+        "          batch_timeout_ms (static) between steps toward the --slo ttft_p99 / tpot_p99 targets\n"
+        "          (default 1s / 100ms); the recorded config is the starting one; each change is printed\n");
 }
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -39,7 +43,7 @@ typedef struct opts {
     double rate, rate_scale;
     int replicas, tp;
     uint64_t seed;
-    bool json, no_record;
+    bool json, no_record, adaptive;
 } opts_t;
 
 static bool num_arg(const char *s, double *out)
@@ -103,17 +107,54 @@ static void print_json(const an_summary_t *s, double wall, int64_t run_id)
     printf("}\n");
 }
 
-static int record(const opts_t *o, const sim_config_t *cfg, const char *workload, uint64_t hash,
-                  const cli_collect_t *c, const an_summary_t *sum, int64_t *run_id, const char *cmd)
+/* ---- the adaptive controller's change log ---------------------------------------------------- */
+
+typedef struct change_log {
+    sim_adapt_change_t *c;
+    size_t n, cap;
+    bool oom; /* a change could not be kept (the count stays right) */
+    size_t total;
+} change_log_t;
+
+static void log_change(void *ctx, const sim_adapt_change_t *c)
 {
-    an_store_t *st = NULL;
-    int rc = an_store_open(o->db, &st);
-    if (rc == SL_OK)
-        rc = cli_sim_record(st, cfg, o->calib_dir, workload, hash, o->seed, c, true, sum, run_id);
-    if (rc != SL_OK)
-        cli_fail(cmd, "%s: %s", o->db, st ? an_store_errmsg(st) : sl_strerror(rc));
-    an_store_close(st);
-    return rc;
+    change_log_t *l = ctx;
+    l->total++;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 32;
+        sim_adapt_change_t *p = sl_realloc(l->c, cap * sizeof *p);
+        if (!p) {
+            l->oom = true;
+            return;
+        }
+        l->c = p, l->cap = cap;
+    }
+    l->c[l->n++] = *c;
+}
+
+/* The SLO's p99 TTFT / TPOT limits become the controller's targets (defaults otherwise). */
+static void adapt_targets(const an_slo_t *slo, sim_adapt_opts_t *ao)
+{
+    for (int k = 0; k < slo->n; k++) {
+        if (slo->term[k].percentile != 99)
+            continue;
+        if (slo->term[k].metric == AN_SLO_TTFT)
+            ao->ttft_target = slo->term[k].limit;
+        else if (slo->term[k].metric == AN_SLO_TPOT)
+            ao->tpot_target = slo->term[k].limit;
+    }
+}
+
+static void print_changes(const change_log_t *l, int replicas)
+{
+    printf("adaptive: %zu change%s over %d replica%s\n", l->total, l->total == 1 ? "" : "s", replicas,
+           replicas == 1 ? "" : "s");
+    size_t show = l->n <= 20 ? l->n : 20;
+    for (size_t i = 0; i < show; i++)
+        printf("  t=%9.2f s  replica %d  %s %g -> %g  (%s)\n", l->c[i].t, l->c[i].id, l->c[i].knob,
+               l->c[i].old_value, l->c[i].new_value, l->c[i].reason);
+    if (l->total > show)
+        printf("  ... %zu more%s\n", l->total - show, l->oom ? " (some not kept: out of memory)" : "");
 }
 
 /* A built-in profile or a profile file (sim_hw_resolve), else a profile `sluice calibrate` stored
@@ -132,7 +173,11 @@ static int resolve_gpu(const char *name, const char *db, sim_hw_t *hw, char *err
             snprintf(err, errlen, "profile '%s' stored in %s: %s", name, db, why);
     } else if (rc == SL_ENOTFOUND) { /* err still says what is built in */
         size_t k = strlen(err);
-        snprintf(err + k, (size_t)errlen - k, "; none stored under that name in %s (sluice calibrate --gpu FILE)", db);
+        if (k + 1 < (size_t)errlen &&
+            snprintf(err + k, (size_t)errlen - k, "; none stored under that name in %s (sluice calibrate --gpu FILE)",
+                     db) >= errlen - (int)k)
+            snprintf(err, (size_t)errlen, "no GPU profile '%.64s' built in, as a file or stored in the run store",
+                     name);
     } else {
         snprintf(err, errlen, "%s: %s", db, st ? an_store_errmsg(st) : sl_strerror(rc));
     }
@@ -168,6 +213,8 @@ int cmd_sim(int argc, char **argv)
             o.json = true;
         } else if (!strcmp(a, "--no-record")) {
             o.no_record = true;
+        } else if (!strcmp(a, "--adaptive")) {
+            o.adaptive = true;
         } else if (!v) {
             usage(stderr);
             return cli_fail(cmd, "unknown option or missing value: '%s'", a);
@@ -244,37 +291,77 @@ int cmd_sim(int argc, char **argv)
         wl_trace_free(tr);
         return cli_fail(cmd, "%s", err);
     }
-    cli_collect_t col = {.keep_steps = true, .progress = isatty(2), .t0 = cli_wall_now()};
+    /* recording: the run opens first so steps stream into it as they happen */
+    sim_config_t used = cfg;
+    used.sched.num_blocks = sim_num_blocks(sim);
+    an_store_t *st = NULL;
+    int64_t run_id = 0;
+    cli_collect_t col;
+    cli_collect_init(&col, false, isatty(2));
+    if (!o.no_record) {
+        rc = an_store_open(o.db, &st);
+        if (rc == SL_OK)
+            rc = cli_sim_record_begin(st, &used, o.calib_dir, workload, wl_trace_hash(tr), o.seed, &run_id);
+        if (rc != SL_OK) {
+            cli_fail(cmd, "%s: %s", o.db, st ? an_store_errmsg(st) : sl_strerror(rc));
+            an_store_close(st);
+            sim_free(sim);
+            wl_trace_free(tr);
+            return 2;
+        }
+        cli_collect_stream(&col, st, run_id);
+    }
     sim_sink_t sink = cli_collect_sink(&col);
+    change_log_t changes = {0};
+    sim_adaptive_t *ad = NULL;
+    if (o.adaptive) {
+        sim_adapt_opts_t ao;
+        sim_adapt_opts_default(&ao, &cfg.sched);
+        adapt_targets(&slo, &ao);
+        ao.log = log_change, ao.log_ctx = &changes;
+        if (!(ad = sim_adaptive_create(&ao, cfg.replicas, err, sizeof err)))
+            rc = SL_ENOMEM;
+        else {
+            sink = sim_adaptive_sink(ad, &sink);
+            sim_hook_t hook = sim_adaptive_hook(ad);
+            sim_set_hook(sim, &hook);
+        }
+    }
     sim_totals_t tot;
     double t0 = cli_wall_now();
-    rc = sim_run(sim, tr, &sink, &tot, err, sizeof err);
+    if (rc == SL_OK)
+        rc = sim_run(sim, tr, &sink, &tot, err, sizeof err);
     double wall = cli_wall_now() - t0;
     if (col.progress && wall >= 1.0)
         fprintf(stderr, "\r%*s\r", 80, "");
     int exit_code = 0;
+    an_summary_t sum;
     if (rc != SL_OK) {
         exit_code = cli_fail(cmd, "simulation stopped: %s", err);
-    } else {
-        an_summary_t sum;
-        if (cli_sim_summary(&col, &tot, &cfg, &slo, &sum) != SL_OK) {
-            exit_code = cli_fail(cmd, "out of memory computing the summary");
-        } else {
-            int64_t run_id = 0;
-            sim_config_t used = cfg;
-            used.sched.num_blocks = tot.num_blocks;
-            if (!o.no_record && record(&o, &used, workload, wl_trace_hash(tr), &col, &sum, &run_id, cmd) != SL_OK)
-                exit_code = 2;
-            char slo_text[256] = "";
-            an_slo_format(&slo, slo_text, sizeof slo_text);
-            if (o.json)
-                print_json(&sum, wall, run_id);
-            else
-                print_summary(&sum, &tot, wall, workload, &used, &slo, slo_text);
-            if (!o.json && run_id > 0)
-                printf("recorded as run %lld in %s\n", (long long)run_id, o.db);
-        }
+    } else if (cli_sim_summary(&col, &tot, &cfg, &slo, &sum) != SL_OK) {
+        exit_code = cli_fail(cmd, "out of memory computing the summary");
+        rc = SL_ENOMEM;
+        snprintf(err, sizeof err, "out of memory computing the summary");
     }
+    if (st && cli_sim_record_finish(st, run_id, &col, false, &sum, rc, err) != SL_OK && rc == SL_OK) {
+        exit_code = cli_fail(cmd, "%s: %s", o.db, an_store_errmsg(st));
+        run_id = 0;
+    }
+    if (rc == SL_OK) {
+        char slo_text[256] = "";
+        an_slo_format(&slo, slo_text, sizeof slo_text);
+        if (o.json)
+            print_json(&sum, wall, run_id);
+        else
+            print_summary(&sum, &tot, wall, workload, &used, &slo, slo_text);
+        if (!o.json && ad)
+            print_changes(&changes, cfg.replicas);
+        if (!o.json && run_id > 0 && exit_code == 0)
+            printf("recorded as run %lld in %s\n", (long long)run_id, o.db);
+    }
+    an_store_close(st);
+    sim_adaptive_free(ad);
+    sl_free(changes.c);
     cli_collect_free(&col);
     sim_free(sim);
     wl_trace_free(tr);

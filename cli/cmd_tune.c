@@ -32,7 +32,7 @@ static void usage(FILE *out)
 
 typedef struct opts {
     cli_workload_t w;
-    const char *model, *gpu, *slo, *db, *calib_dir, *strategies;
+    const char *model, *gpu, *slo, *db, *calib_dir, *strategies; /* model: cfg.model's name */
     int budget, jobs, replicas, tp;
     bool from_runs, record_steps;
 } opts_t;
@@ -63,7 +63,8 @@ static int tune_eval(void *ctx, int worker, const sched_config_t *sc, sim_tune_s
     sim_t *sim = sim_create(&cfg, c->calib, err, errlen);
     if (!sim)
         return SL_EINVAL;
-    cli_collect_t col = {.keep_steps = true};
+    cli_collect_t col;
+    cli_collect_init(&col, c->record_steps, false); /* step metrics come from the folded steps */
     sim_sink_t sink = cli_collect_sink(&col);
     sim_totals_t tot;
     char serr[512];
@@ -98,10 +99,11 @@ static void print_row(int rank, const sim_tune_entry_t *e, double base_goodput)
 {
     char knobs[256], ratio[32] = "-";
     sim_tune_knobs_text(&e->cfg, knobs, sizeof knobs);
-    if (base_goodput > 0)
-        snprintf(ratio, sizeof ratio, "%.2fx", e->score.goodput / base_goodput);
-    else if (e->score.goodput > 0)
-        snprintf(ratio, sizeof ratio, "inf");
+    double x = base_goodput > 0 ? e->score.goodput / base_goodput : e->score.goodput > 0 ? INFINITY : NAN;
+    if (x < 1e6) /* fits: at most 6 digits before the point */
+        snprintf(ratio, sizeof ratio, "%.2fx", x);
+    else if (x >= 1e6)
+        snprintf(ratio, sizeof ratio, "%s", isinf(x) ? "inf" : ">1e6x");
     printf("%4d  %-12s %-46s %8.3f %8.3f %9.3f %9.4f  %-4s %7s  %-8s run %lld\n", rank,
            sched_strategy_name(e->cfg.strategy), knobs, e->score.goodput, e->score.throughput, e->score.ttft_p99,
            e->score.tpot_p99, e->score.slo_met ? "yes" : "no", ratio, e->phase, (long long)e->score.run_id);
@@ -182,7 +184,7 @@ static int parse(int argc, char **argv, opts_t *o, sim_config_t *cfg, char *err,
             return 2;
         }
         const char **s = !strcmp(a, "--trace") ? &o->w.trace : !strcmp(a, "--preset") ? &o->w.preset
-                       : !strcmp(a, "--model") ? &o->model : !strcmp(a, "--gpu") ? &o->gpu
+                       : !strcmp(a, "--gpu") ? &o->gpu
                        : !strcmp(a, "--slo") ? &o->slo : !strcmp(a, "--db") ? &o->db
                        : !strcmp(a, "--calib-dir") ? &o->calib_dir : !strcmp(a, "--strategies") ? &o->strategies
                        : NULL;
@@ -238,7 +240,7 @@ static int parse_strategies(const char *list, bool on[4], char *err, int errlen)
 int cmd_tune(int argc, char **argv)
 {
     const char *cmd = argv[0];
-    opts_t o = {.model = "llama2-7b", .gpu = "a100-80gb", .db = "sluice.db", .calib_dir = SIM_CALIB_DEFAULT_DIR,
+    opts_t o = {.gpu = "a100-80gb", .db = "sluice.db", .calib_dir = SIM_CALIB_DEFAULT_DIR,
                 .budget = 50, .jobs = 2, .replicas = 1, .tp = 1, .w = {.rate_scale = 1}};
     sim_config_t cfg;
     char err[1024];
@@ -254,6 +256,10 @@ int cmd_tune(int argc, char **argv)
         usage(stderr);
         return cli_fail(cmd, "%s", err);
     }
+    /* --model is the scheduler's model knob (sched_opts): the simulator prices that model too, and
+       recommendations are looked up for it */
+    cfg.model = cfg.sched.model;
+    o.model = cfg.model.name;
     if (!o.slo)
         return cli_fail(cmd, "--slo is required (e.g. --slo ttft_p99=1s,tpot_p99=100ms)");
     an_slo_t slo = {0};
@@ -270,8 +276,6 @@ int cmd_tune(int argc, char **argv)
     }
 
     sim_tune_opts_t to;
-    if (sched_model_shape_builtin(o.model, &cfg.model) != SL_OK)
-        return cli_fail(cmd, "unknown model '%s' (accepted: %s)", o.model, sched_model_shape_names());
     if (cfg.sched.max_sequence_length == 0)
         cfg.sched.max_sequence_length = cfg.model.max_context;
     if (sim_hw_resolve(o.gpu, &cfg.hw, err, sizeof err) != SL_OK)

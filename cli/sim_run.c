@@ -79,22 +79,36 @@ static int on_done(void *ctx, int replica, const sched_done_t *d)
     return SL_OK;
 }
 
+/* Writes the pending batch of streamed steps to the store. */
+static int flush_steps(cli_collect_t *c)
+{
+    int rc = c->n_step ? an_run_add_steps(c->st, c->run_id, c->step, c->n_step) : SL_OK;
+    c->n_step = 0;
+    if (rc != SL_OK && c->stream_rc == SL_OK)
+        c->stream_rc = rc;
+    return rc;
+}
+
 static int on_step(void *ctx, const sim_step_info_t *in)
 {
     cli_collect_t *c = ctx;
-    if (!c->keep_steps)
-        return SL_OK;
-    if (grow((void **)&c->step, &c->cap_step, c->n_step + 1, sizeof *c->step))
-        return SL_ENOMEM;
     const sched_step_t *s = in->step;
-    c->step[c->n_step++] = (an_step_rec_t){
+    an_step_rec_t rec = {
         .replica = in->replica, .seq_no = (int64_t)s->seq_no, .t_start = in->t_start, .t_end = in->t_end,
         .n_seqs = s->n_seqs, .n_tokens = s->n_tokens, .n_prefill_tokens = s->n_prefill_tokens,
         .n_decode_seqs = s->n_decode_seqs, .n_padded_tokens = s->n_padded_tokens,
         .kv_used_blocks = in->stats->used_blocks, .kv_reserved_slots = in->stats->kv_reserved_slots,
         .kv_used_slots = in->stats->kv_used_slots, .kv_naive_slots = in->stats->kv_naive_slots,
         .n_preempted = s->n_preempted};
-    return SL_OK;
+    if (c->steps.n == 0) /* every replica has the same pool */
+        an_step_accum_init(&c->steps, in->stats->num_blocks);
+    an_step_accum_add(&c->steps, &rec);
+    if (!c->keep_steps && !c->st)
+        return SL_OK;
+    if (grow((void **)&c->step, &c->cap_step, c->n_step + 1, sizeof *c->step))
+        return SL_ENOMEM;
+    c->step[c->n_step++] = rec;
+    return c->st && c->n_step == CLI_STEP_BATCH ? flush_steps(c) : SL_OK;
 }
 
 double cli_wall_now(void)
@@ -113,6 +127,17 @@ static void on_progress(void *ctx, double now, uint64_t done, uint64_t total)
     fprintf(stderr, "\r[%.*s%*s] %llu/%llu requests, t=%.0f s", fill,
             "########################################", w - fill, "", (unsigned long long)done,
             (unsigned long long)total, now);
+}
+
+void cli_collect_init(cli_collect_t *c, bool keep_steps, bool progress)
+{
+    *c = (cli_collect_t){.keep_steps = keep_steps, .progress = progress, .t0 = cli_wall_now()};
+    an_step_accum_init(&c->steps, 0);
+}
+
+void cli_collect_stream(cli_collect_t *c, an_store_t *st, int64_t run_id)
+{
+    c->st = st, c->run_id = run_id;
 }
 
 sim_sink_t cli_collect_sink(cli_collect_t *c)
@@ -137,9 +162,9 @@ int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_c
     an_metrics_opts_default(&mo);
     if (slo)
         mo.slo = *slo;
-    mo.n_replicas = cfg->replicas, mo.kv_blocks_per_replica = tot->num_blocks;
+    mo.n_replicas = cfg->replicas;
     an_summary_init(out);
-    int rc = an_metrics_compute(c->req, c->n_req, c->step, c->n_step, &mo, out);
+    int rc = an_metrics_compute_accum(c->req, c->n_req, &c->steps, &mo, out);
     if (rc == SL_OK)
         out->mfu = out->duration > 0 ? tot->flops / (out->duration * cfg->replicas * tot->peak_flops) : NAN;
     return rc;
@@ -156,29 +181,47 @@ bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *b
             k += (size_t)snprintf(buf + k, len - k, kn->type == SCHED_KNOB_STRATEGY ? ", \"%s\": \"%s\"" : ", \"%s\": %s",
                                   kn->name, v);
     }
-    if (k < len)
-        k += (size_t)snprintf(buf + k, len - k, "}");
-    return k < len;
+    if (k + 1 >= len)
+        return false;
+    buf[k] = '}', buf[k + 1] = 0;
+    return true;
+}
+
+int cli_sim_record_begin(an_store_t *st, const sim_config_t *cfg, const char *calib_dir, const char *workload,
+                         uint64_t hash, uint64_t seed, int64_t *run_id)
+{
+    char json[8192];
+    if (!cli_sim_config_json(cfg, calib_dir, json, sizeof json)) /* only a very long --calib-dir */
+        snprintf(json, sizeof json, "{\"error\": \"configuration too long to record\"}");
+    an_run_info_t info = {.mode = "sim", .hardware = cfg->hw.name, .model = cfg->model.name,
+                          .strategy = sched_strategy_name(cfg->sched.strategy), .config_json = json,
+                          .workload_name = workload, .workload_hash = hash, .seed = seed};
+    return an_run_begin(st, &info, run_id);
+}
+
+int cli_sim_record_finish(an_store_t *st, int64_t run_id, const cli_collect_t *c, bool with_steps,
+                          const an_summary_t *sum, int run_rc, const char *run_err)
+{
+    if (run_rc != SL_OK) {
+        an_run_fail(st, run_id, run_err);
+        return run_rc;
+    }
+    int rc = SL_OK;
+    for (size_t i = 0; rc == SL_OK && i < c->n_req; i += CLI_STEP_BATCH)
+        rc = an_run_add_requests(st, run_id, c->req + i, c->n_req - i < CLI_STEP_BATCH ? c->n_req - i : CLI_STEP_BATCH);
+    /* kept steps, or the last streamed batch */
+    for (size_t i = 0; rc == SL_OK && (with_steps || c->st) && i < c->n_step; i += CLI_STEP_BATCH)
+        rc = an_run_add_steps(st, run_id, c->step + i, c->n_step - i < CLI_STEP_BATCH ? c->n_step - i : CLI_STEP_BATCH);
+    if (rc == SL_OK)
+        return an_run_finish(st, run_id, sum);
+    an_run_fail(st, run_id, an_store_errmsg(st));
+    return rc;
 }
 
 int cli_sim_record(an_store_t *st, const sim_config_t *cfg, const char *calib_dir, const char *workload,
                    uint64_t hash, uint64_t seed, const cli_collect_t *c, bool with_steps, const an_summary_t *sum,
                    int64_t *run_id)
 {
-    char json[4096];
-    cli_sim_config_json(cfg, calib_dir, json, sizeof json);
-    an_run_info_t info = {.mode = "sim", .hardware = cfg->hw.name, .model = cfg->model.name,
-                          .strategy = sched_strategy_name(cfg->sched.strategy), .config_json = json,
-                          .workload_name = workload, .workload_hash = hash, .seed = seed};
-    int rc = an_run_begin(st, &info, run_id);
-    if (rc != SL_OK)
-        return rc;
-    for (size_t i = 0; rc == SL_OK && i < c->n_req; i += 8192)
-        rc = an_run_add_requests(st, *run_id, c->req + i, c->n_req - i < 8192 ? c->n_req - i : 8192);
-    for (size_t i = 0; rc == SL_OK && with_steps && i < c->n_step; i += 8192)
-        rc = an_run_add_steps(st, *run_id, c->step + i, c->n_step - i < 8192 ? c->n_step - i : 8192);
-    if (rc == SL_OK)
-        return an_run_finish(st, *run_id, sum);
-    an_run_fail(st, *run_id, an_store_errmsg(st));
-    return rc;
+    int rc = cli_sim_record_begin(st, cfg, calib_dir, workload, hash, seed, run_id);
+    return rc == SL_OK ? cli_sim_record_finish(st, *run_id, c, with_steps, sum, SL_OK, NULL) : rc;
 }

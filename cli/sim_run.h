@@ -38,18 +38,32 @@ int cli_workload_load(const cli_workload_t *w, wl_trace_t *tr, char *name, size_
  * they cannot be read. Free with sim_calib_free. */
 sim_calib_t *cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw);
 
-/* Collects a run's request and step records from the simulator's sink. */
+/* Collects a run's records from the simulator's sink. Requests are kept (the latency
+ * percentiles need them all: ~72 B each). Steps are folded into `steps` as they arrive (the step
+ * metrics need only sums) and otherwise kept only when asked: in memory (keep_steps, for a caller
+ * that records them after the run) or streamed to an open run of a store in batches of
+ * CLI_STEP_BATCH rows (cli_collect_stream), so memory does not grow with the step count. */
+enum { CLI_STEP_BATCH = 8192 };
 typedef struct cli_collect {
     an_request_rec_t *req;
     size_t n_req, cap_req;
-    an_step_rec_t *step;
+    an_step_accum_t steps; /* every step, folded (set up by cli_collect_init) */
+    an_step_rec_t *step;   /* kept steps (keep_steps) or the pending batch (streaming) */
     size_t n_step, cap_step;
-    bool keep_steps; /* false: steps are not kept (summaries then lack step metrics) */
+    bool keep_steps; /* keep every step in step[] */
     bool progress;   /* draw a progress bar on stderr after a second of wall time */
     double t0;       /* wall seconds at start (cli_wall_now) */
+    an_store_t *st;  /* streaming: steps go to run run_id of st (cli_collect_stream) */
+    int64_t run_id;
+    int stream_rc;   /* the first store error while streaming (the run then stops) */
 } cli_collect_t;
 
-/* A sink writing into c (c zeroed by the caller, keep_steps / progress set). Cannot fail. */
+/* Zeroes c and sets it up (KV blocks per replica, for kv_util, come with the first step).
+ * Cannot fail. */
+void cli_collect_init(cli_collect_t *c, bool keep_steps, bool progress);
+/* Streams steps to the open run run_id of st from now on (keep_steps must be false). */
+void cli_collect_stream(cli_collect_t *c, an_store_t *st, int64_t run_id);
+/* A sink writing into c. Cannot fail. */
 sim_sink_t cli_collect_sink(cli_collect_t *c);
 /* Frees the records and zeroes the counts. */
 void cli_collect_free(cli_collect_t *c);
@@ -57,7 +71,8 @@ void cli_collect_free(cli_collect_t *c);
 /* Monotonic wall seconds. */
 double cli_wall_now(void);
 
-/* Summary of a finished run: metrics under slo, KV utilisation from tot, MFU. SL_ENOMEM only. */
+/* Summary of a finished run: metrics under slo (step metrics from the folded steps), MFU from
+ * tot. SL_ENOMEM only. */
 int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_config_t *cfg, const an_slo_t *slo,
                     an_summary_t *out);
 
@@ -65,9 +80,17 @@ int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_c
  * calib_dir) into buf. Returns false when buf is too small. */
 bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len);
 
-/* Records one run (mode sim) in st, one transaction: info row, requests, steps (when with_steps),
- * summary. On error
- * the run is recorded as failed, the status returned and an_store_errmsg(st) says why. */
+/* Recording in two halves, so steps can stream into the run while it is simulated:
+ * cli_sim_record_begin opens run *run_id (mode sim) with cfg (give it the planned num_blocks:
+ * sim_num_blocks); cli_sim_record_finish writes the requests, the kept steps (when with_steps) and the
+ * summary and commits, or, when run_rc != SL_OK (the simulation failed) or a write fails, records
+ * the run as failed with run_err / the store's error. Both return the status; an_store_errmsg(st)
+ * says why. */
+int cli_sim_record_begin(an_store_t *st, const sim_config_t *cfg, const char *calib_dir, const char *workload,
+                         uint64_t hash, uint64_t seed, int64_t *run_id);
+int cli_sim_record_finish(an_store_t *st, int64_t run_id, const cli_collect_t *c, bool with_steps,
+                          const an_summary_t *sum, int run_rc, const char *run_err);
+/* Both halves after the run (for callers that simulate first: tune). */
 int cli_sim_record(an_store_t *st, const sim_config_t *cfg, const char *calib_dir, const char *workload,
                    uint64_t hash, uint64_t seed, const cli_collect_t *c, bool with_steps, const an_summary_t *sum,
                    int64_t *run_id);

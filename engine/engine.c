@@ -23,7 +23,7 @@
  *          STEP: copy tokens and block tables into the batch; unlock
  *        forward (padding of static strategies is counted in the step, never computed)
  *        sample each sampled row with its sample's own sampler (per-request params and PRNG),
- *        detokenize the new token, scan stop strings, decide EOS / STOP
+ *        select the row's top_logprobs alternatives when the request asks for them, detokenize the new token, scan stop strings, decide EOS / STOP
  *        lock; commit; fork parallel samples after their first token; drain done records
  *        unlock; token callbacks, completion callbacks, on_step; (loop)
  *
@@ -93,6 +93,8 @@ typedef struct eng_sample {
     int32_t *toks;            /* (n_prompt + cap) prompt then generated ids */
     int n_out;                /* generated ids (toks + n_prompt) */
     double *times;            /* (cap) time of each generated token */
+    float *lps;               /* (cap) log-probability of each generated token */
+    sluice_top_logprob *tops; /* (cap * req->n_top) most likely tokens at each position, or NULL */
     char *text;               /* decoded text, NUL-terminated (stop string cut at the end) */
     size_t text_len, text_cap;
     size_t emitted;           /* bytes of text already passed to on_token */
@@ -107,6 +109,7 @@ struct eng_req {
     sluice_sample *out;       /* (n) the result's samples */
     eng_sample_t *samples;    /* (best_of) */
     int n, best_of;
+    int n_top;                /* top_logprobs per position */
     int n_prompt;
     int max_new;              /* generated tokens at most per sample */
     int n_done;               /* samples in SAMPLE_DONE */
@@ -385,22 +388,12 @@ static int size_kv(sluice_engine *e, const sluice_engine_params *p, char *err, s
     return SL_OK;
 }
 
+static void req_free(eng_req_t *r);
+
 static void engine_destroy(sluice_engine *e)
 {
-    for (int i = 0; i < e->n_reqs; i++) {
-        eng_req_t *r = e->reqs[i];
-        for (int k = 0; k < r->best_of; k++) {
-            sl_free(r->samples[k].toks);
-            sl_free(r->samples[k].times);
-            sl_free(r->samples[k].text);
-        }
-        for (int k = 0; k < r->n_stop; k++)
-            sl_free(r->stop[k]);
-        sl_free(r->stop);
-        sl_free(r->samples);
-        sl_free(r->out);
-        sl_free(r);
-    }
+    for (int i = 0; i < e->n_reqs; i++)
+        req_free(e->reqs[i]);
     sl_free(e->reqs);
     sched_free(e->sched);
     if (e->backend)
@@ -614,6 +607,8 @@ static void req_free(eng_req_t *r)
         for (int k = 0; k < r->best_of; k++) {
             sl_free(r->samples[k].toks);
             sl_free(r->samples[k].times);
+            sl_free(r->samples[k].lps);
+            sl_free(r->samples[k].tops);
             sl_free(r->samples[k].text);
         }
     for (int k = 0; k < r->n_stop; k++)
@@ -626,14 +621,17 @@ static void req_free(eng_req_t *r)
 
 void sluice_result_free(sluice_result *res) { req_free((eng_req_t *)res); }
 
-/* Allocates sample k's buffers: room for the prompt and max_new outputs. */
-static int sample_alloc(eng_sample_t *s, int n_prompt, int max_new)
+/* Allocates a sample's buffers: room for the prompt and max_new outputs (with n_top alternatives
+ * each). */
+static int sample_alloc(eng_sample_t *s, int n_prompt, int max_new, int n_top)
 {
     s->toks = sl_malloc(sizeof(int32_t) * (size_t)(n_prompt + max_new));
     s->times = sl_malloc(sizeof(double) * (size_t)max_new);
+    s->lps = sl_malloc(sizeof(float) * (size_t)max_new);
+    s->tops = n_top ? sl_malloc(sizeof(sluice_top_logprob) * (size_t)max_new * (size_t)n_top) : NULL;
     s->text_cap = 64;
     s->text = sl_malloc(s->text_cap);
-    if (!s->toks || !s->times || !s->text)
+    if (!s->toks || !s->times || !s->lps || (n_top && !s->tops) || !s->text)
         return SL_ENOMEM;
     s->text[0] = '\0';
     return SL_OK;
@@ -694,7 +692,7 @@ static int req_build(sluice_engine *e, const sluice_request_params *p, eng_req_t
 {
     int best_of = p->best_of > 0 ? p->best_of : p->n;
     if (p->n < 1 || best_of < p->n || best_of > 64 || p->n_stop < 0 || (p->n_stop > 0 && !p->stop) ||
-        p->max_tokens < 0) {
+        p->max_tokens < 0 || p->top_logprobs < 0 || p->top_logprobs > SLUICE_MAX_TOP_LOGPROBS) {
         return SL_EINVAL;
     }
     eng_req_t *r = sl_calloc(1, sizeof *r);
@@ -715,6 +713,7 @@ static int req_build(sluice_engine *e, const sluice_request_params *p, eng_req_t
     }
     r->n = p->n;
     r->best_of = best_of;
+    r->n_top = p->top_logprobs;
     r->ignore_eos = p->ignore_eos;
     r->on_token = best_of > p->n ? NULL : p->on_token;
     r->on_done = p->on_done;
@@ -744,7 +743,7 @@ static int req_build(sluice_engine *e, const sluice_request_params *p, eng_req_t
         eng_sample_t *s = &r->samples[k];
         s->req = r;
         s->index = k;
-        if (sample_alloc(s, r->n_prompt, r->max_new) != SL_OK)
+        if (sample_alloc(s, r->n_prompt, r->max_new, r->n_top) != SL_OK)
             goto oom;
         eng_sampler_params_t skp = sp;
         skp.seed = sp.seed + (uint64_t)k * 0x9E3779B97F4A7C15ull;
@@ -823,7 +822,8 @@ int sluice_submit(sluice_engine *e, const sluice_request_params *params, sluice_
         case SL_EINVAL:
             snprintf(e->errmsg, sizeof e->errmsg,
                      "invalid request: needs a prompt (text or ids in 0..%d), n >= 1, "
-                     "n <= best_of <= 64, max_tokens >= 0, non-NULL stop strings", e->vocab - 1);
+                     "n <= best_of <= 64, max_tokens >= 0, top_logprobs 0..%d, non-NULL stop strings",
+                     e->vocab - 1, SLUICE_MAX_TOP_LOGPROBS);
             break;
         default:
             snprintf(e->errmsg, sizeof e->errmsg, "submit: %s", sl_strerror(rc));
@@ -995,6 +995,7 @@ static sched_finish_reason_t sample_accept(sluice_engine *e, eng_sample_t *s, in
     const eng_tokenizer_t *t = e->model->tok;
     s->toks[r->n_prompt + s->n_out] = tok;
     s->times[s->n_out] = now;
+    s->lps[s->n_out] = logprob;
     s->n_out++;
     s->logprob_sum += logprob;
     sched_finish_reason_t fin = SCHED_FINISH_NONE;
@@ -1034,6 +1035,9 @@ static void sample_copy(eng_sample_t *c, const eng_sample_t *p, int n_prompt)
 {
     memcpy(c->toks, p->toks, sizeof(int32_t) * (size_t)(n_prompt + p->n_out));
     memcpy(c->times, p->times, sizeof(double) * (size_t)p->n_out);
+    memcpy(c->lps, p->lps, sizeof(float) * (size_t)p->n_out);
+    if (c->tops)
+        memcpy(c->tops, p->tops, sizeof *c->tops * (size_t)p->n_out * (size_t)c->req->n_top);
     c->n_out = p->n_out;
     c->text_len = 0;
     c->text[0] = '\0';
@@ -1094,6 +1098,9 @@ static void req_finish(sluice_engine *e, eng_req_t *r, double now)
             .logprob_sum = s->logprob_sum,
             .finish_reason = (sluice_finish_reason)s->finish,
             .token_times = s->times,
+            .logprobs = s->lps,
+            .top_logprobs = s->tops,
+            .n_top = r->n_top,
         };
         aborted |= s->finish == SCHED_FINISH_ABORT;
     }
@@ -1164,6 +1171,10 @@ static void run_callbacks(sluice_engine *e)
         if (atomic_load(&r->canceled))
             continue;
         eng_sample_t *s = &r->samples[ev->index];
+        const sluice_top_logprob *top = s->tops ? s->tops + (size_t)(ev->n_generated - 1) * (size_t)r->n_top : NULL;
+        int n_top = 0;
+        while (top && n_top < r->n_top && top[n_top].token >= 0)
+            n_top++;
         sluice_token tk = {
             .id = r->res.id,
             .index = ev->index,
@@ -1173,6 +1184,8 @@ static void run_callbacks(sluice_engine *e)
             .piece_len = ev->len,
             .n_generated = ev->n_generated,
             .t = ev->t,
+            .top = top,
+            .n_top = n_top,
         };
         if (!r->on_token(&tk, r->res.user))
             sluice_cancel(e, r->res.id);
@@ -1199,6 +1212,39 @@ static void run_callbacks(sluice_engine *e)
     }
     pthread_cond_broadcast(&e->done_cv);
     pthread_mutex_unlock(&e->mu);
+}
+
+/* The n most likely tokens of a raw logits row with their log-softmax values into out[0..n), most
+ * likely first (ties: lower id first); entries beyond the finite logits get token -1 and -INFINITY.
+ * Three passes over the row (maximum, normaliser, then an insertion into the n best so far): a
+ * partial selection, the row is never sorted. */
+static void top_logprobs(const float *row, int vocab, int n, sluice_top_logprob *out)
+{
+    for (int k = 0; k < n; k++)
+        out[k] = (sluice_top_logprob){-1, -INFINITY};
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (isfinite(row[i]) && row[i] > mx)
+            mx = row[i];
+    if (!isfinite(mx))
+        return;
+    double sum = 0;
+    for (int i = 0; i < vocab; i++)
+        if (isfinite(row[i]))
+            sum += exp((double)row[i] - (double)mx);
+    double lse = (double)mx + log(sum);
+    int m = 0; /* out[0..m) holds the best raw logits so far, descending */
+    for (int i = 0; i < vocab; i++) {
+        float x = row[i];
+        if (!isfinite(x) || (m == n && x <= out[n - 1].logprob))
+            continue;
+        int j = m < n ? m++ : n - 1;
+        for (; j > 0 && out[j - 1].logprob < x; j--)
+            out[j] = out[j - 1];
+        out[j] = (sluice_top_logprob){i, x};
+    }
+    for (int k = 0; k < m; k++)
+        out[k].logprob = (float)((double)out[k].logprob - lse);
 }
 
 /* Reallocates *p to bytes; SL_ENOMEM leaves it unaltered. */
@@ -1331,6 +1377,8 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
             if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok,
                                    &lp) != SL_OK)
                 tok = 0; /* no finite logit: keep the sequence well-formed; the text shows it */
+            if (s->tops)
+                top_logprobs(lg, e->vocab, s->req->n_top, s->tops + (size_t)s->n_out * (size_t)s->req->n_top);
             fin = sample_accept(e, s, tok, lp, now);
         }
         e->out_toks[i] = tok;

@@ -204,6 +204,16 @@ typedef enum sluice_finish_reason {
 /* "none", "eos", "stop", "length", "abort", "error". Cannot fail. */
 const char *sluice_finish_reason_name(sluice_finish_reason r);
 
+/* The most likely tokens at one position (logprobs): ids with their log-probabilities under the
+ * model's raw distribution (log-softmax of the unmodified logits, temperature 1), most likely
+ * first (ties: lower id first). */
+typedef struct sluice_top_logprob {
+    int32_t token;
+    float logprob;
+} sluice_top_logprob;
+
+#define SLUICE_MAX_TOP_LOGPROBS 20
+
 /* One generated token, passed to on_token. piece: the new text, possibly empty while a multi-byte
  * character or a possible stop string is held back; text is released as soon as it cannot be part
  * of a stop string. Valid during the call only. */
@@ -216,6 +226,10 @@ typedef struct sluice_token {
     size_t piece_len;
     int n_generated;        /* tokens generated so far by this sample, this one included */
     double t;               /* when it was sampled */
+    const sluice_top_logprob *top; /* the request's top_logprobs most likely tokens at this position
+                                      (the sampled one among them only if it ranks), or NULL */
+    int n_top;              /* entries in top: the request's top_logprobs (fewer only when fewer
+                               tokens have a finite logit) */
 } sluice_token;
 
 /* Return false to cancel the request (e.g. the client went away). */
@@ -230,6 +244,11 @@ typedef struct sluice_sample {
     double logprob_sum;         /* sum of the tokens' logprobs */
     sluice_finish_reason finish_reason;
     const double *token_times;  /* n_ids times, one per token (inter-token latency) */
+    const float *logprobs;      /* n_ids: each token's log-probability (as sluice_token.logprob) */
+    const sluice_top_logprob *top_logprobs; /* n_ids * n_top: row i = token i's alternatives, as
+                                               sluice_token.top (unused tail entries: token -1,
+                                               logprob -INFINITY); NULL when n_top is 0 */
+    int n_top;                  /* the request's top_logprobs */
 } sluice_sample;
 
 typedef struct sluice_result {
@@ -286,6 +305,11 @@ typedef struct sluice_request_params {
                                     is freed after on_done returns; sluice_wait gives SLUICE_ENOTFOUND).
                                     default NULL */
     void *user;                  /* passed to both callbacks and kept in the result */
+
+    /* logprobs */
+    int top_logprobs;            /* 0..SLUICE_MAX_TOP_LOGPROBS most likely tokens reported per position
+                                    (sluice_token.top, sluice_sample.top_logprobs); computed from the raw
+                                    logits on the engine thread. default 0 */
 } sluice_request_params;
 
 #define SLUICE_SEED_RANDOM UINT64_MAX

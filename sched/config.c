@@ -73,39 +73,39 @@ typedef struct knob_entry {
 
 #define F(field) offsetof(sched_config_t, field)
 static const knob_entry_t knobs[] = {
-    {{"strategy", SCHED_KNOB_STRATEGY, "", 0, 3, "naive | bucketed | memory_aware | continuous"}, F(strategy)},
-    {{"max_batch_size", SCHED_KNOB_INT, "requests", 1, 65536, "static strategies: members per batch"},
+    {{"strategy", SCHED_KNOB_STRATEGY, "", 0, 3, "naive | bucketed | memory_aware | continuous", false}, F(strategy)},
+    {{"max_batch_size", SCHED_KNOB_INT, "requests", 1, 65536, "static strategies: members per batch", false},
      F(max_batch_size)},
-    {{"max_sequence_length", SCHED_KNOB_INT, "tokens", 1, 1048576, "prompt + output tokens per request"},
+    {{"max_sequence_length", SCHED_KNOB_INT, "tokens", 1, 1048576, "prompt + output tokens per request", false},
      F(max_sequence_length)},
     {{"batch_timeout_ms", SCHED_KNOB_DOUBLE, "ms", 0, 3600000,
-      "static strategies: oldest waiter's longest wait before a partial batch runs"},
+      "static strategies: oldest waiter's longest wait before a partial batch runs", true},
      F(batch_timeout_ms)},
-    {{"bucket_size", SCHED_KNOB_INT, "tokens", 1, 1048576, "bucketed: prompt-length bucket width"}, F(bucket_size)},
-    {{"memory_limit_mb", SCHED_KNOB_DOUBLE, "MiB", 1, 16777216, "memory_aware: KV + activation budget of one batch"},
+    {{"bucket_size", SCHED_KNOB_INT, "tokens", 1, 1048576, "bucketed: prompt-length bucket width", false}, F(bucket_size)},
+    {{"memory_limit_mb", SCHED_KNOB_DOUBLE, "MiB", 1, 16777216, "memory_aware: KV + activation budget of one batch", false},
      F(memory_limit_mb)},
     {{"max_total_tokens", SCHED_KNOB_INT64, "tokens", 1, 1099511627776.0,
-      "memory_aware: sum of prompt + max new tokens per batch"},
+      "memory_aware: sum of prompt + max new tokens per batch", false},
      F(max_total_tokens)},
-    {{"block_size", SCHED_KNOB_INT, "tokens", 1, 4096, "KV tokens per block"}, F(block_size)},
-    {{"num_blocks", SCHED_KNOB_INT, "blocks", 1, 16777216, "KV pool size"}, F(num_blocks)},
-    {{"max_num_batched_tokens", SCHED_KNOB_INT, "tokens", 1, 1048576, "continuous: token budget per step"},
+    {{"block_size", SCHED_KNOB_INT, "tokens", 1, 4096, "KV tokens per block", false}, F(block_size)},
+    {{"num_blocks", SCHED_KNOB_INT, "blocks", 1, 16777216, "KV pool size", false}, F(num_blocks)},
+    {{"max_num_batched_tokens", SCHED_KNOB_INT, "tokens", 1, 1048576, "continuous: token budget per step", true},
      F(max_num_batched_tokens)},
-    {{"max_num_seqs", SCHED_KNOB_INT, "requests", 1, 65536, "continuous: running sequences at most"},
+    {{"max_num_seqs", SCHED_KNOB_INT, "requests", 1, 65536, "continuous: running sequences at most", false},
      F(max_num_seqs)},
-    {{"max_waiting_requests", SCHED_KNOB_INT, "requests", 0, 2147483647.0, "queue bound (0 = unbounded)"},
+    {{"max_waiting_requests", SCHED_KNOB_INT, "requests", 0, 2147483647.0, "queue bound (0 = unbounded)", false},
      F(max_waiting_requests)},
     {{"max_waiting_tokens", SCHED_KNOB_INT64, "tokens", 0, 1099511627776.0,
-      "queue bound on waiting prompt tokens (0 = unbounded)"},
+      "queue bound on waiting prompt tokens (0 = unbounded)", false},
      F(max_waiting_tokens)},
-    {{"enable_prefix_caching", SCHED_KNOB_BOOL, "", 0, 1, "reuse cached full KV blocks across requests"},
+    {{"enable_prefix_caching", SCHED_KNOB_BOOL, "", 0, 1, "reuse cached full KV blocks across requests", false},
      F(enable_prefix_caching)},
-    {{"enable_chunked_prefill", SCHED_KNOB_BOOL, "", 0, 1, "continuous: split prompts over steps"},
+    {{"enable_chunked_prefill", SCHED_KNOB_BOOL, "", 0, 1, "continuous: split prompts over steps", false},
      F(enable_chunked_prefill)},
-    {{"num_speculative_tokens", SCHED_KNOB_INT, "tokens", 0, 16, "continuous: draft tokens per decode (0 = off)"},
+    {{"num_speculative_tokens", SCHED_KNOB_INT, "tokens", 0, 16, "continuous: draft tokens per decode (0 = off)", false},
      F(num_speculative_tokens)},
-    {{"model", SCHED_KNOB_MODEL, "", 0, 0, "memory_aware: estimator shape (a built-in model name)"}, F(model)},
-    {{"gpu_memory_utilization", SCHED_KNOB_DOUBLE, "fraction", 0.01, 1, "engine: usable share of device memory"},
+    {{"model", SCHED_KNOB_MODEL, "", 0, 0, "memory_aware: estimator shape (a built-in model name)", false}, F(model)},
+    {{"gpu_memory_utilization", SCHED_KNOB_DOUBLE, "fraction", 0.01, 1, "engine: usable share of device memory", false},
      F(gpu_memory_utilization)},
 };
 #undef F
@@ -230,6 +230,24 @@ int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ch
     return SL_EINVAL;
 }
 
+/* The shortest %g text that reads back as v exactly (0.9 -> "0.9", not "0.90000000000000002"):
+ * the least precision 1..17 that round-trips (17 always does for a finite double), raised to the
+ * number of integer digits so whole numbers print plainly (50, 3600000; not 5e+01). snprintf's count. */
+static int shortest_double(char *buf, int buflen, double v)
+{
+    char tmp[40];
+    int prec = 1;
+    for (; prec < 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    int int_digits = isfinite(v) && fabs(v) >= 1 ? (int)floor(log10(fabs(v))) + 1 : 0;
+    if (prec < int_digits)
+        prec = int_digits < 17 ? int_digits : 17;
+    return snprintf(buf, (size_t)buflen, "%.*g", prec, v);
+}
+
 int sched_config_get(const sched_config_t *cfg, const char *key, char *buf, int buflen)
 {
     const knob_entry_t *e = find_entry(key);
@@ -241,7 +259,7 @@ int sched_config_get(const sched_config_t *cfg, const char *key, char *buf, int 
     case SCHED_KNOB_STRATEGY: n = snprintf(buf, (size_t)buflen, "%s", sched_strategy_name(*(const sched_strategy_t *)field)); break;
     case SCHED_KNOB_MODEL: n = snprintf(buf, (size_t)buflen, "%s", ((const sched_model_shape_t *)field)->name); break;
     case SCHED_KNOB_BOOL: n = snprintf(buf, (size_t)buflen, "%s", *(const bool *)field ? "true" : "false"); break;
-    case SCHED_KNOB_DOUBLE: n = snprintf(buf, (size_t)buflen, "%.17g", *(const double *)field); break;
+    case SCHED_KNOB_DOUBLE: n = shortest_double(buf, buflen, *(const double *)field); break;
     case SCHED_KNOB_INT: n = snprintf(buf, (size_t)buflen, "%d", *(const int *)field); break;
     case SCHED_KNOB_INT64: n = snprintf(buf, (size_t)buflen, "%lld", (long long)*(const int64_t *)field); break;
     }
@@ -289,4 +307,36 @@ int sched_config_validate(const sched_config_t *cfg, char *err, int errlen)
         return SL_EINVAL;
     }
     return SL_OK;
+}
+
+static bool model_equal(const sched_model_shape_t *a, const sched_model_shape_t *b)
+{
+    return !strcmp(a->name, b->name) && a->n_layers == b->n_layers && a->hidden == b->hidden &&
+           a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim &&
+           a->intermediate == b->intermediate && a->vocab == b->vocab && a->max_context == b->max_context &&
+           a->tied_embeddings == b->tied_embeddings && a->bytes_per_weight == b->bytes_per_weight &&
+           a->bytes_per_kv == b->bytes_per_kv;
+}
+
+const char *sched_config_fixed_change(const sched_config_t *a, const sched_config_t *b)
+{
+    for (int i = 0; i < N_KNOBS; i++) {
+        const knob_entry_t *e = &knobs[i];
+        if (e->k.live)
+            continue;
+        const char *fa = (const char *)a + e->off, *fb = (const char *)b + e->off;
+        bool same;
+        switch (e->k.type) {
+        case SCHED_KNOB_STRATEGY: same = *(const sched_strategy_t *)fa == *(const sched_strategy_t *)fb; break;
+        case SCHED_KNOB_INT: same = *(const int *)fa == *(const int *)fb; break;
+        case SCHED_KNOB_INT64: same = *(const int64_t *)fa == *(const int64_t *)fb; break;
+        case SCHED_KNOB_DOUBLE: same = *(const double *)fa == *(const double *)fb; break;
+        case SCHED_KNOB_BOOL: same = *(const bool *)fa == *(const bool *)fb; break;
+        case SCHED_KNOB_MODEL:
+        default: same = model_equal((const sched_model_shape_t *)fa, (const sched_model_shape_t *)fb); break;
+        }
+        if (!same)
+            return e->k.name;
+    }
+    return NULL;
 }

@@ -124,6 +124,23 @@ void sched_free(sched_t *s)
 
 const sched_config_t *sched_config(const sched_t *s) { return &s->cfg; }
 
+int sched_update_config(sched_t *s, const sched_config_t *cfg, char *err, int errlen)
+{
+    if (s->in_flight) {
+        SETERR("cannot change the configuration while a step is in flight (between steps only)");
+        return SL_ESTATE;
+    }
+    if (sched_config_validate(cfg, err, errlen) != SL_OK)
+        return SL_EINVAL;
+    const char *fixed = sched_config_fixed_change(&s->cfg, cfg);
+    if (fixed) {
+        SETERR("%s: cannot change on a running scheduler (live: batch_timeout_ms, max_num_batched_tokens)", fixed);
+        return SL_EINVAL;
+    }
+    s->cfg = *cfg; /* batcher_plan reads both live knobs from s->cfg at every plan */
+    return SL_OK;
+}
+
 /* ---- done records ----------------------------------------------------------------------------- */
 
 /* Room for a done record for every live request plus one more. SL_ENOMEM (ring unchanged). */

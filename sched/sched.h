@@ -97,6 +97,7 @@ typedef struct sched_knob {
     const char *unit;       /* "tokens", "ms", "MiB", "blocks", "" */
     double min, max;        /* accepted range, inclusive (numeric knobs; 0..1 for BOOL) */
     const char *help;       /* one line */
+    bool live;              /* sched_update_config() may change it on a running scheduler */
 } sched_knob_t;
 
 /* Number of knobs, and knob i (0 <= i < count; NULL outside). The default of a knob is
@@ -115,6 +116,10 @@ int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ch
  * SL_OK, SL_ENOTFOUND for an unknown key, SL_EINVAL when buf is too small (buf then holds a
  * truncated value). */
 int sched_config_get(const sched_config_t *cfg, const char *key, char *buf, int buflen);
+
+/* The name of the first knob that is not `live` and differs between a and b (the model compared
+ * field by field), or NULL when only live knobs differ. Cannot fail. */
+const char *sched_config_fixed_change(const sched_config_t *a, const sched_config_t *b);
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
@@ -214,6 +219,17 @@ sched_t *sched_create(const sched_config_t *cfg, char *err, int errlen);
 void sched_free(sched_t *s);
 
 const sched_config_t *sched_config(const sched_t *s);
+
+/* Changes a live scheduler's configuration between steps (the adaptive controller's lever). Only
+ * the knobs marked `live` may differ from the current configuration: batch_timeout_ms and
+ * max_num_batched_tokens. The new values apply from the next sched_plan(): a waiting static
+ * batch's deadline is recomputed from the new timeout, the next step's token budget is the new
+ * budget; nothing already planned or running is undone.
+ * Errors (the scheduler then unchanged): SL_ESTATE while a step is in flight (between steps only);
+ * SL_EINVAL when cfg fails sched_config_validate() or changes another field, with err naming it
+ * ("max_num_seqs: cannot change on a running scheduler (live: batch_timeout_ms,
+ * max_num_batched_tokens)"). */
+int sched_update_config(sched_t *s, const sched_config_t *cfg, char *err, int errlen);
 
 /* Queues a request. Returns SL_OK; SL_EINVAL (bad fields, duplicate live id); SL_ETOO_LONG
  * (prompt_len + max_new_tokens over max_sequence_length, or more blocks than the whole pool);

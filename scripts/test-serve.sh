@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test-serve.sh — the serving integration tests: starts `sluice serve` with stories260K on a free
 # loopback port, runs tests/serve/test_http_api.py (stdlib HTTP: endpoints, streaming, errors,
-# disconnects, 429, SIGTERM) and tests/serve/test_openai_client.py (the official `openai` client;
+# disconnects, 429, SIGTERM, penalties, top logprobs, best_of), tests/serve/test_settings.py
+# (--settings-from a `sluice tune` recommendation, flags over it, the recorded run; bad store / id
+# exit 2; these start their own servers) and tests/serve/test_openai_client.py (the official `openai` client;
 # prints SKIPPED when the package is missing) against it, then stops it with SIGTERM and checks
 # that it exits 0.
 #
@@ -36,6 +38,7 @@ echo "test-serve: sluice serve (pid $pid) on 127.0.0.1:$port"
 
 failed=()
 python3 tests/serve/test_http_api.py || failed+=(test_http_api)
+python3 tests/serve/test_settings.py || failed+=(test_settings)
 if python3 -c 'import openai' 2>/dev/null; then
     python3 tests/serve/test_openai_client.py || failed+=(test_openai_client)
 else

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "sched/status.h"
+#include "sim/profile.h"
 
 enum { SIM_COST_TABLE_M = 8192 };
 
@@ -21,6 +22,7 @@ enum { SIM_COST_TABLE_M = 8192 };
 enum { KERNELS_PER_LAYER = 11, KERNELS_PER_STEP = 4 /* embedding, final norm, LM head, sampler */ };
 
 struct sim_cost {
+    sim_profile_t *prof;          /* non-NULL: every step is priced by the engine profile */
     sched_model_shape_t m;
     sim_hw_t hw;
     int tp;
@@ -172,10 +174,27 @@ sim_cost_t *sim_cost_create(const sched_model_shape_t *m, const sim_hw_t *hw, in
     return c;
 }
 
+sim_cost_t *sim_cost_create_profile(const sim_profile_t *p, char *err, int errlen)
+{
+    sim_cost_t *c = sl_calloc(1, sizeof *c);
+    if (c && !(c->prof = sl_malloc(sizeof *c->prof))) {
+        sl_free(c);
+        c = NULL;
+    }
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    *c->prof = *p;
+    c->m = p->model, c->tp = 1;
+    return c;
+}
+
 void sim_cost_free(sim_cost_t *c)
 {
     if (!c)
         return;
+    sl_free(c->prof);
     sl_free(c->tab_m);
     for (int op = 0; op < SIM_N_OPS; op++)
         sl_free(c->tab_t[op]);
@@ -198,6 +217,8 @@ double sim_cost_peak_flops(const sim_cost_t *c) { return c->hw.peak_flops * c->t
 
 double sim_cost_step(const sim_cost_t *c, const sched_step_t *step, sim_cost_parts_t *parts)
 {
+    if (c->prof)
+        return sim_profile_step(c->prof, step, parts);
     const sim_attn_fit_t *a = &c->attn;
     int m = step->n_tokens + step->n_padded_tokens, rows = 0, n_pre = 0, n_dec = 0;
     double pre_flops = 0, pre_q = 0, useful_attn_flops = 0, kv_sum = 0, kv_max = 0;

@@ -38,6 +38,11 @@ typedef struct sim_cost_parts {
  * invalid profile, out of memory). */
 sim_cost_t *sim_cost_create(const sched_model_shape_t *m, const sim_hw_t *hw, int tp,
                             const sim_calib_t *calib, char *err, int errlen);
+/* A cost model that prices every step from a measured engine profile (sim/profile.h:
+ * sim_profile_step) instead of GPU tables; the profile is copied. sim_cost_dense, sim_cost_lm_head
+ * and sim_cost_peak_flops are GPU-model figures and read 0 on it. NULL + err on out of memory. */
+struct sim_profile;
+sim_cost_t *sim_cost_create_profile(const struct sim_profile *p, char *err, int errlen);
 void sim_cost_free(sim_cost_t *c);
 
 /* Prices one step. parts may be NULL. Cannot fail. */

@@ -51,6 +51,7 @@ struct sim {
     int prompt_cap;
     sched_done_t done[256];
     uint64_t rr;
+    sim_hook_t hook;           /* between_steps NULL: none */
 };
 
 static const char *const router_names[] = {"round_robin", "least_outstanding", "least_kv"};
@@ -160,7 +161,14 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
     s->cfg = *cfg;
     sched_config_t sc = cfg->sched;
     sc.model = cfg->model;
-    if (cfg->plan_kv) {
+    if (cfg->plan_kv && cfg->profile) {
+        char why[256];
+        if (sim_profile_num_blocks(cfg->profile, &sc, 0, &sc.num_blocks, why, sizeof why) != SL_OK) {
+            snprintf(err, errlen, "engine profile %s: %s", cfg->profile->name, why);
+            sim_free(s);
+            return NULL;
+        }
+    } else if (cfg->plan_kv) {
         sched_mem_plan_t plan;
         int64_t dev = cfg->hw.mem_bytes * cfg->tp; /* the replica's memory; weights split over tp */
         int rc = sched_mem_plan(&cfg->model, dev, cfg->hw.gpu_mem_util, sc.block_size,
@@ -195,7 +203,8 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
             sim_free(s);
             return NULL;
         }
-        r->cost = sim_cost_create(&cfg->model, &cfg->hw, cfg->tp, calib, why, sizeof why);
+        r->cost = cfg->profile ? sim_cost_create_profile(cfg->profile, why, sizeof why)
+                               : sim_cost_create(&cfg->model, &cfg->hw, cfg->tp, calib, why, sizeof why);
         if (!r->cost) {
             snprintf(err, errlen, "cost model: %s", why);
             sim_free(s);
@@ -203,6 +212,13 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
         }
     }
     return s;
+}
+
+int sim_num_blocks(const sim_t *s) { return s->num_blocks; }
+
+void sim_set_hook(sim_t *s, const sim_hook_t *hook)
+{
+    s->hook = hook && hook->between_steps ? *hook : (sim_hook_t){0};
 }
 
 /* ---- tokens for prefix groups ------------------------------------------------------------- */
@@ -344,15 +360,17 @@ static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_t
         return rc;
     }
     r->busy = false;
-    if (sink && sink->on_step) {
-        sched_stats_t stats;
+    bool on_step = sink && sink->on_step, hook = s->hook.between_steps != NULL;
+    sched_stats_t stats;
+    shape.seqs = NULL, shape.copies = NULL; /* freed by the commit */
+    sim_step_info_t info = {ri, r->step_start, now, &shape, &stats, &r->parts};
+    if (on_step || hook)
         sched_get_stats(r->sched, &stats);
-        shape.seqs = NULL, shape.copies = NULL; /* freed by the commit */
-        sim_step_info_t info = {ri, r->step_start, now, &shape, &stats, &r->parts};
-        if ((rc = sink->on_step(sink->ctx, &info)))
-            return rc;
-    }
-    return drain(s, ri, sink, tot);
+    if (on_step && (rc = sink->on_step(sink->ctx, &info)))
+        return rc;
+    if ((rc = drain(s, ri, sink, tot)) != SL_OK || !hook)
+        return rc;
+    return s->hook.between_steps(s->hook.ctx, &info, r->sched); /* before the replica plans again */
 }
 
 static int arrival(sim_t *s, const wl_trace_t *tr, size_t i, double now, const sim_sink_t *sink,
@@ -423,6 +441,6 @@ int sim_run(sim_t *s, const wl_trace_t *tr, const sim_sink_t *sink, sim_totals_t
             sink->on_progress(sink->ctx, now, tot->done, tr->n);
     }
     if (rc != SL_OK && !err[0])
-        snprintf(err, errlen, "stopped by the record sink: %s", sl_strerror(rc));
+        snprintf(err, errlen, "stopped by the record sink or step hook: %s", sl_strerror(rc));
     return rc;
 }

@@ -26,6 +26,7 @@
 #include "sim/calib.h"
 #include "sim/cost.h"
 #include "sim/hw.h"
+#include "sim/profile.h"
 #include "workloads/trace.h"
 
 typedef enum sim_router {
@@ -47,6 +48,10 @@ typedef struct sim_config {
     sim_router_t router;       /* default round robin */
     bool plan_kv;              /* num_blocks from sched_mem_plan(model / tp, hw memory). default true */
     uint64_t seed;             /* token synthesis for prefix groups. default 0 */
+    const sim_profile_t *profile; /* non-NULL: steps priced by this measured engine profile (read
+                                     during sim_create only) and, with plan_kv, KV blocks sized as
+                                     the engine sizes its pool; hw then only names the run.
+                                     default NULL */
 } sim_config_t;
 
 /* Defaults above. SL_ENOTFOUND only if the built-in llama2-7b shape is missing. */
@@ -87,6 +92,24 @@ typedef struct sim sim_t;
  * 72.0 GiB usable"). */
 sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, int errlen);
 void sim_free(sim_t *s);
+
+/* Between-steps hook: called on a replica after each step's commit (after the sink's on_step and
+ * the on_done calls of the requests that step finished) and before the replica plans again, with
+ * its scheduler: the one point where a running simulation may change a scheduler's live knobs
+ * (sched_update_config; the adaptive controller, sim/adapt.h). info is what on_step got. A
+ * non-zero return stops the run with that status. */
+typedef struct sim_hook {
+    void *ctx;
+    int (*between_steps)(void *ctx, const sim_step_info_t *info, sched_t *sched);
+} sim_hook_t;
+
+/* Installs a copy of hook for later sim_run calls (NULL, or between_steps NULL: none). Without a
+ * hook a run is exactly as before. Cannot fail. */
+void sim_set_hook(sim_t *s, const sim_hook_t *hook);
+
+/* KV blocks per replica as planned by sim_create (what sim_totals_t.num_blocks will say). Cannot
+ * fail. */
+int sim_num_blocks(const sim_t *s);
 
 /* Runs the whole trace. Returns SL_OK, a sink's status, or a scheduler error (SL_ESTATE ...) with
  * the detail in err. *totals is filled in every case. */

@@ -1,8 +1,9 @@
 // cuda_attn.cu — paged attention kernels of the CUDA backend: split-K rows (decode, and prefill
 // when the flash kernel does not apply) with their reduce, and a flash-style causal prefill on
-// tensor cores (WMMA, fp16 in, fp32 accumulate). K/V are always read from the pool through the
-// block tables, so chunked prefill on top of existing context needs nothing special. Launchers are
-// declared in cuda_backend.h; plan arrays (meta) as described there.
+// tensor cores: FA2-style on mma.sync with register-resident S/P/O (the default), or the first
+// WMMA kernel with shared-memory S/P/O (ENG_CUDA_PREFILL_OLD). K/V are always read from the pool
+// through the block tables, so chunked prefill on top of existing context needs nothing special.
+// Launchers are declared in cuda_backend.h; plan arrays (meta) as described there.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -304,6 +305,243 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+// ---- FA2 prefill (the default; SLUICE_CUDA_PREFILL_ATTN=old selects the kernel above) -----------
+// grid (tiles, n_heads), 4 warps, 2 blocks per SM; a tile is up to 64 queries of one sequence,
+// warp w owns query rows 16w..16w+15. Q is loaded once (cp.async) and kept as mma.sync A fragments
+// in registers. K/V tiles of 64 keys are gathered through the block table with cp.async into
+// double-buffered shared memory (rows padded by 16 bytes: ldmatrix is conflict-free), the next
+// tile in flight while the current one is used. S = Q K^T and O += P V run on mma.sync m16n8k16
+// (fp16 in, fp32 accumulate); S, the online softmax (exp2 with log2(e) folded into the scale),
+// P (fp16, reused in place as A fragments) and O stay in registers. Causal: key tiles past the
+// tile's last query are never loaded, a warp skips tiles wholly after its last query, and only
+// tiles that cross a warp's first query are masked. Tiles run longest first.
+constexpr int F2_KT = 64;  // keys per K/V tile
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8x8 fp16 matrices; lane l gives the row address of matrix l / 8. TRANS: transposed.
+template <bool TRANS>
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const __half *p) {
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_u32(p)));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(smem_u32(p)));
+}
+
+// d (16x8 fp32) += a (16x16 fp16, row) * b (16x8 fp16, col)
+__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+template <int HD>
+struct fa2_smem {
+    static constexpr int LD = HD + 8;      // halves per shared row (16-byte pad)
+    static constexpr int TILE = 64 * LD;   // halves per 64-row tile
+    static constexpr size_t bytes = (size_t)5 * TILE * sizeof(__half);  // Q, K[2], V[2]
+};
+
+template <int HD>
+__global__ void __launch_bounds__(128, 2)
+    attn_fa2_kernel(__half *att, const __half *qkv, const __half *kc, const __half *vc,
+                    const int32_t *meta, int off_tiles, int off_bt, int n_heads, int n_kv, int bs,
+                    float scale_log2) {
+    static_assert(FBQ == 64, "4 warps x 16 query rows");
+    constexpr int LD = fa2_smem<HD>::LD, TILE = fa2_smem<HD>::TILE, VPR = HD / 8;
+    constexpr int NST = F2_KT / 8;  // 8-key n-tiles of S
+    constexpr int NDT = HD / 8;     // 8-wide n-tiles of O
+    constexpr int KQ = HD / 16;     // 16-wide k-chunks of Q
+    extern __shared__ __align__(128) unsigned char smem[];
+    __half *Qs = (__half *)smem, *Ks = Qs + TILE, *Vs = Ks + 2 * TILE;
+
+    const int32_t *e = meta + off_tiles + 4 * (gridDim.x - 1 - blockIdx.x);  // longest first
+    const int t0 = e[0], nq = e[1], pos0 = e[2];
+    const int32_t *bt = meta + off_bt + e[3];
+    const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
+    const int64_t stride = (int64_t)(n_heads + 2 * n_kv) * HD;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int n_keys = pos0 + nq, n_kt = (n_keys + F2_KT - 1) / F2_KT;
+
+    for (int i = tid; i < FBQ * VPR; i += blockDim.x) {
+        const int row = i / VPR, c = i % VPR;
+        __half *dst = Qs + row * LD + c * 8;
+        if (row < nq)
+            cp_async16(dst, qkv + (int64_t)(t0 + row) * stride + (int64_t)h * HD + c * 8);
+        else
+            *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+    // keys past n_keys are zeroed (P is 0 there; V must not hold NaN from stale shared memory)
+    auto load_kv = [&](int kt) {
+        __half *kd = Ks + (kt & 1) * TILE, *vd = Vs + (kt & 1) * TILE;
+        for (int i = tid; i < F2_KT * VPR; i += blockDim.x) {
+            const int row = i / VPR, c = i % VPR, key = kt * F2_KT + row;
+            __half *kdst = kd + row * LD + c * 8, *vdst = vd + row * LD + c * 8;
+            if (key < n_keys) {
+                const int64_t idx =
+                    (((int64_t)bt[key / bs] * n_kv + kvh) * bs + key % bs) * HD + c * 8;
+                cp_async16(kdst, kc + idx);
+                cp_async16(vdst, vc + idx);
+            } else {
+                *(uint4 *)kdst = make_uint4(0, 0, 0, 0);
+                *(uint4 *)vdst = make_uint4(0, 0, 0, 0);
+            }
+        }
+    };
+    load_kv(0);
+    cp_async_commit();
+
+    const int g = lane >> 2, t = lane & 3;
+    const int qr = warp * 16 + g;                  // tile rows qr (c0, c1) and qr + 8 (c2, c3)
+    const int qpos0 = pos0 + qr, qpos1 = qpos0 + 8;
+    const int warp_first = pos0 + warp * 16, warp_last = warp_first + 15;
+    const bool warp_live = warp * 16 < nq;
+    uint32_t qf[KQ][4];
+    float o[NDT][4];
+#pragma unroll
+    for (int d = 0; d < NDT; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+    for (int kt = 0; kt < n_kt; kt++) {
+        if (kt + 1 < n_kt) {
+            load_kv(kt + 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (kt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KQ; kk++)
+                ldsm_x4<false>(qf[kk], Qs + (warp * 16 + (lane & 15)) * LD + kk * 16 +
+                                           (lane >> 4) * 8);
+        }
+        const int k0 = kt * F2_KT;
+        if (warp_live && k0 <= warp_last) {  // warp-uniform
+            const __half *kb = Ks + (kt & 1) * TILE, *vb = Vs + (kt & 1) * TILE;
+            float s[NST][4];
+#pragma unroll
+            for (int n = 0; n < NST; n++)
+                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KQ; kk += 2)
+#pragma unroll
+                for (int n = 0; n < NST; n++) {
+                    uint32_t b[4];  // b[0..1]: d chunk kk, b[2..3]: chunk kk + 1
+                    ldsm_x4<false>(b, kb + (n * 8 + (lane & 7)) * LD + kk * 16 + (lane >> 3) * 8);
+                    mma16816(s[n], qf[kk], b[0], b[1]);
+                    mma16816(s[n], qf[kk + 1], b[2], b[3]);
+                }
+            const bool mask = k0 + F2_KT - 1 > warp_first;
+            float mx0 = m0, mx1 = m1;
+#pragma unroll
+            for (int n = 0; n < NST; n++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const int kp = k0 + n * 8 + 2 * t + j;
+                    float v0 = s[n][j] * scale_log2, v1 = s[n][2 + j] * scale_log2;
+                    if (mask && kp > qpos0)
+                        v0 = -INFINITY;
+                    if (mask && kp > qpos1)
+                        v1 = -INFINITY;
+                    s[n][j] = v0;
+                    s[n][2 + j] = v1;
+                    mx0 = fmaxf(mx0, v0);
+                    mx1 = fmaxf(mx1, v1);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            // key 0 is in tile 0 and visible to every row, so mx0, mx1 are finite from tile 0 on
+            const float c0 = exp2f(m0 - mx0), c1 = exp2f(m1 - mx1);
+            m0 = mx0;
+            m1 = mx1;
+            uint32_t pf[NST / 2][4];  // P as A fragments: 16 keys per k-chunk
+            float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+            for (int n = 0; n < NST; n++) {
+                const float p00 = exp2f(s[n][0] - m0), p01 = exp2f(s[n][1] - m0);
+                const float p10 = exp2f(s[n][2] - m1), p11 = exp2f(s[n][3] - m1);
+                sum0 += p00 + p01;
+                sum1 += p10 + p11;
+                pf[n / 2][(n & 1) * 2] = pack_h2(p00, p01);
+                pf[n / 2][(n & 1) * 2 + 1] = pack_h2(p10, p11);
+            }
+            l0 = l0 * c0 + sum0;  // this lane's columns; the quad is summed at the end
+            l1 = l1 * c1 + sum1;
+#pragma unroll
+            for (int d = 0; d < NDT; d++) {
+                o[d][0] *= c0;
+                o[d][1] *= c0;
+                o[d][2] *= c1;
+                o[d][3] *= c1;
+            }
+#pragma unroll
+            for (int kc2 = 0; kc2 < NST / 2; kc2++)
+#pragma unroll
+                for (int d = 0; d < NDT; d += 2) {
+                    uint32_t b[4];  // b[0..1]: d tile d, b[2..3]: d tile d + 1
+                    ldsm_x4<true>(b, vb + (kc2 * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
+                                         d * 8 + (lane >> 4) * 8);
+                    mma16816(o[d], pf[kc2], b[0], b[1]);
+                    mma16816(o[d + 1], pf[kc2], b[2], b[3]);
+                }
+        }
+        __syncthreads();  // the buffer just read is the next prefetch's target
+    }
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int64_t ostride = (int64_t)n_heads * HD;
+    __half *out = att + (int64_t)t0 * ostride + (int64_t)h * HD + 2 * t;
+    if (qr < nq) {
+        const float inv = 1.0f / l0;
+#pragma unroll
+        for (int d = 0; d < NDT; d++)
+            *(__half2 *)(out + qr * ostride + d * 8) =
+                __floats2half2_rn(o[d][0] * inv, o[d][1] * inv);
+    }
+    if (qr + 8 < nq) {
+        const float inv = 1.0f / l1;
+#pragma unroll
+        for (int d = 0; d < NDT; d++)
+            *(__half2 *)(out + (qr + 8) * ostride + d * 8) =
+                __floats2half2_rn(o[d][2] * inv, o[d][3] * inv);
+    }
+}
+
 template <int HD, int G>
 cudaError_t launch_rows(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                         const int32_t *meta, int off_row_tok, int off_row_bt, int off_row_nk,
@@ -325,14 +563,22 @@ cudaError_t launch_rows(__half *att, const __half *qkv, const __half *kc, const 
 template <int HD>
 cudaError_t launch_flash(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                          const int32_t *meta, int off_tiles, int off_bt, int NT, int n_heads,
-                         int n_kv, int block_size, cudaStream_t s) {
-    const size_t bytes = flash_smem<HD>::bytes;
-    cudaError_t e = cudaFuncSetAttribute(attn_flash_kernel<HD>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+                         int n_kv, int block_size, int impl, cudaStream_t s) {
+    const bool old = impl == ENG_CUDA_PREFILL_OLD;
+    const size_t bytes = old ? flash_smem<HD>::bytes : fa2_smem<HD>::bytes;
+    const void *fn = old ? (const void *)attn_flash_kernel<HD> : (const void *)attn_fa2_kernel<HD>;
+    cudaError_t e =
+        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess)
         return e;
-    attn_flash_kernel<HD><<<dim3(NT, n_heads), 128, bytes, s>>>(
-        att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size, rsqrtf((float)HD));
+    const float scale = rsqrtf((float)HD);
+    if (old)
+        attn_flash_kernel<HD><<<dim3(NT, n_heads), 128, bytes, s>>>(
+            att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size, scale);
+    else
+        attn_fa2_kernel<HD><<<dim3(NT, n_heads), 128, bytes, s>>>(
+            att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
+            scale * 1.4426950408889634f);
     return cudaGetLastError();
 }
 
@@ -376,17 +622,17 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
 int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
-                               eng_cuda_stream_t s) {
+                               int impl, eng_cuda_stream_t s) {
     if (NT <= 0)
         return (int)cudaSuccess;
     if (head_dim == 64)
         return (int)launch_flash<64>((__half *)att, (const __half *)qkv, (const __half *)kc,
                                      (const __half *)vc, meta, off_tiles, off_bt, NT, n_heads,
-                                     n_kv, block_size, s);
+                                     n_kv, block_size, impl, s);
     if (head_dim == 128)
         return (int)launch_flash<128>((__half *)att, (const __half *)qkv, (const __half *)kc,
                                       (const __half *)vc, meta, off_tiles, off_bt, NT, n_heads,
-                                      n_kv, block_size, s);
+                                      n_kv, block_size, impl, s);
     return (int)cudaErrorInvalidValue;
 }
 

@@ -70,6 +70,8 @@ typedef struct cuda_ctx {
     eng_model_config_t cfg;
     eng_cuda_sizes_t sizes;
     int qkv_dim, flash;
+    int prefill_attn;     /* ENG_CUDA_PREFILL_FA2 or _OLD */
+    int vec;              /* 1: 16-byte RMSNorm / RoPE + KV / SiLU kernels; 0: scalar ones */
     cudaStream_t stream;
     cublasHandle_t blas;
     /* device memory */
@@ -376,16 +378,16 @@ static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int spl
         const cuda_layer_t *L = &c->layers[l];
         uint16_t *kc = c->kv + (int64_t)(2 * l) * c->pool_elems, *vc = kc + c->pool_elems;
         LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->attn_norm, c->xn, NULL, T, dim,
-                                                      g->norm_eps, c->stream));
+                                                      g->norm_eps, c->vec, c->stream));
         TRY(project(c, ENG_CUDA_P_QKV, l, T));
         LAUNCH(c, PROF_OTHER,
                eng_cuda_launch_rope_kv(c->qkv, meta + p->off_pos, meta + p->off_slot, kc, vc, T,
                                        g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                       g->rope_theta, c->stream));
+                                       g->rope_theta, c->vec, c->stream));
         LAUNCH(c, PROF_ATTN,
                eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles, p->off_bt,
                                           p->n_tiles, g->n_heads, g->n_kv_heads, g->head_dim,
-                                          c->block_size, c->stream));
+                                          c->block_size, c->prefill_attn, c->stream));
         LAUNCH(c, PROF_ATTN,
                eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
                                          p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
@@ -393,9 +395,9 @@ static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int spl
                                          part, splits, c->partial, c->stream));
         TRY(project(c, ENG_CUDA_P_O, l, T));
         LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->ffn_norm, c->xn, NULL, T, dim,
-                                                      g->norm_eps, c->stream));
+                                                      g->norm_eps, c->vec, c->stream));
         TRY(project(c, ENG_CUDA_P_GU, l, T));
-        LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, T, ffn, c->stream));
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, T, ffn, c->vec, c->stream));
         TRY(project(c, ENG_CUDA_P_DOWN, l, T));
     }
     return SL_OK;
@@ -406,7 +408,7 @@ static int run_head(cuda_ctx_t *c, const eng_cuda_plan_t *p, int r0, int n, int 
     const eng_model_config_t *g = &c->cfg;
     LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, c->out_norm, c->xn,
                                                   c->meta + p->off_out + r0, n, g->dim,
-                                                  g->norm_eps, c->stream));
+                                                  g->norm_eps, c->vec, c->stream));
     TRY(project(c, ENG_CUDA_P_HEAD, 0, n));
     if (greedy)
         LAUNCH(c, PROF_OTHER, eng_cuda_launch_argmax(c->ids, c->logits, n, g->vocab, c->stream));
@@ -743,6 +745,46 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
     }
 }
 
+/* The prefill attention kernel and the elementwise path from SLUICE_CUDA_PREFILL_ATTN=fa2|old and
+ * SLUICE_CUDA_ELTWISE=vec|scalar (unset or empty: fa2, vec); which < 0 sets both, 0 only the
+ * attention kernel, 1 only the elementwise path. */
+static int paths_from_env(cuda_ctx_t *c, int which) {
+    const char *pa = getenv("SLUICE_CUDA_PREFILL_ATTN"), *ew = getenv("SLUICE_CUDA_ELTWISE");
+    if (which <= 0) {
+        if (pa && *pa && strcmp(pa, "fa2") != 0 && strcmp(pa, "old") != 0)
+            return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_PREFILL_ATTN=%s (fa2 or old)", pa);
+        c->prefill_attn =
+            pa && strcmp(pa, "old") == 0 ? ENG_CUDA_PREFILL_OLD : ENG_CUDA_PREFILL_FA2;
+    }
+    if (which != 0) {
+        if (ew && *ew && strcmp(ew, "vec") != 0 && strcmp(ew, "scalar") != 0)
+            return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_ELTWISE=%s (vec or scalar)", ew);
+        c->vec = !(ew && strcmp(ew, "scalar") == 0);
+    }
+    return SL_OK;
+}
+
+int eng_cuda_set_prefill_attn(eng_backend_t *b, int impl) {
+    cuda_ctx_t *c = b->ctx;
+    if (impl < 0)
+        return paths_from_env(c, 0);
+    if (impl != ENG_CUDA_PREFILL_FA2 && impl != ENG_CUDA_PREFILL_OLD)
+        return fail(c, SL_EINVAL, "cuda: prefill attention kernel %d", impl);
+    c->prefill_attn = impl;
+    return SL_OK;
+}
+
+int eng_cuda_set_eltwise(eng_backend_t *b, int vec) {
+    cuda_ctx_t *c = b->ctx;
+    if (vec > 1)
+        return fail(c, SL_EINVAL, "cuda: elementwise path %d", vec);
+    destroy_graphs(c); /* decode graphs bake the kernels in */
+    if (vec < 0)
+        return paths_from_env(c, 1);
+    c->vec = vec;
+    return SL_OK;
+}
+
 /* ---- profiling ---------------------------------------------------------------------------------- */
 
 int eng_cuda_profile_step(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens,
@@ -839,6 +881,7 @@ static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
                                                         : -1;
     if (mode < 0)
         return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_GEMV=%s (auto, cublas or gemv)", gm);
+    TRY(paths_from_env(c, -1));
     return choose_gemv(c, mode);
 }
 

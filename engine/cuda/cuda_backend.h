@@ -142,16 +142,19 @@ int eng_cuda_launch_f32_to_f16(uint16_t *dst, const float *src, int64_t n, eng_c
 /* x[t][:] = embd[tokens[t]][:] as fp32, t < T. */
 int eng_cuda_launch_embed(float *x, const uint16_t *embd, const int32_t *tokens, int T, int dim,
                           eng_cuda_stream_t s);
-/* For r < n: out[r] = rmsnorm(x[rows ? rows[r] : r]) * w. */
+/* For r < n: out[r] = rmsnorm(x[rows ? rows[r] : r]) * w. vec (here, in rope_kv and silu_mul): 1
+ * uses 16-byte accesses where the shape allows (dims % 8 == 0), 0 the scalar kernels
+ * (SLUICE_CUDA_ELTWISE=scalar). */
 int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const int32_t *rows,
-                            int n, int dim, float eps, eng_cuda_stream_t s);
+                            int n, int dim, float eps, int vec, eng_cuda_stream_t s);
 /* RoPE (adjacent pairs, theta) on the Q and K heads of each qkv row in place, then K and V of
  * token t into the pool at slot[t] (skipped when slot[t] < 0). kc, vc: this layer's pools. */
 int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
                             uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
-                            int block_size, float theta, eng_cuda_stream_t s);
+                            int block_size, float theta, int vec, eng_cuda_stream_t s);
 /* h[t][i] = silu(gu[t][i]) * gu[t][ffn + i]. */
-int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, eng_cuda_stream_t s);
+int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, int vec,
+                             eng_cuda_stream_t s);
 /* ids[r] = argmax of logits row r (lowest index on ties). */
 int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int vocab,
                            eng_cuda_stream_t s);
@@ -170,12 +173,16 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
                               int off_row_bt, int off_row_nk, int off_bt, int R, int n_heads,
                               int n_kv, int head_dim, int block_size, int part, int splits,
                               float *partial, eng_cuda_stream_t s);
+/* Prefill attention kernels: FA2 (mma.sync, register-resident S/P/O, cp.async double-buffered
+ * K/V; the default) or OLD (the first WMMA kernel, S/P/O through shared memory). The environment
+ * variable SLUICE_CUDA_PREFILL_ATTN=fa2|old picks one at create; eng_cuda_set_prefill_attn too. */
+enum { ENG_CUDA_PREFILL_FA2, ENG_CUDA_PREFILL_OLD };
 /* Flash-style causal prefill attention over the tiles of a plan, K/V read from the pool through
- * the block tables: grid (NT, n_heads). head_dim in {64, 128}. */
+ * the block tables: grid (NT, n_heads). head_dim in {64, 128}; impl ENG_CUDA_PREFILL_*. */
 int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
-                               eng_cuda_stream_t s);
+                               int impl, eng_cuda_stream_t s);
 /* Y (M x n_out) = X (M x n_in) W^T, W (n_out x n_in) and X fp16, fp32 accumulation; mode 0: Y
  * fp16 =, 1: Y fp32 +=, 2: Y fp32 =. Needs eng_cuda_gemv_supported (M <= ENG_CUDA_GEMV_MAX_M,
  * n_in % 8 == 0, W and X 16-byte aligned), else cudaErrorInvalidValue. */
@@ -203,6 +210,14 @@ int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode);
 /* One line per projection: the choice per M bucket and the timings that made it ("qkv 12288x4096:
  * M1 gemv 35.1 us (cublas 37.9) ..."); empty before a choice was made. */
 void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
+
+/* Sets the prefill attention kernel (ENG_CUDA_PREFILL_FA2 or _OLD; < 0: as the environment says)
+ * of a created backend. SL_OK, or SL_EINVAL with the reason in errmsg. (Decode graphs never run the
+ * prefill kernel: they are kept.) */
+int eng_cuda_set_prefill_attn(eng_backend_t *b, int impl);
+/* Sets the elementwise path: 1 the 16-byte kernels, 0 the scalar ones, < 0 as the environment
+ * says (SLUICE_CUDA_ELTWISE); drops the decode graphs on a change. SL_OK or SL_EINVAL. */
+int eng_cuda_set_eltwise(eng_backend_t *b, int vec);
 
 /* Device time of one step, split by kind, from events recorded between the launches of an eager
  * (never graphed) run of the batch: projections (cuBLAS or GEMV, LM head included), attention

@@ -1,6 +1,7 @@
 // cuda_kernels.cu — the CUDA backend's elementwise kernels: synthetic weights, fp32->fp16,
-// embedding gather, RMSNorm (its residual add is fused into the projections' epilogue), RoPE fused with the KV write, SiLU*mul,
-// greedy argmax, copy-on-write block copies. Launchers are declared in cuda_backend.h; each
+// embedding gather, RMSNorm (its residual add is fused into the projections' epilogue), RoPE fused
+// with the KV write, SiLU*mul (these three with 16-byte accesses where the shape allows; vec = 0
+// forces the scalar path), greedy argmax, copy-on-write block copies. Launchers are declared in cuda_backend.h; each
 // enqueues on the given stream and returns cudaGetLastError() without synchronising.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -58,33 +59,98 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
     return v;
 }
 
-// One block per output row; blockDim a multiple of 32. (The residual add happens before, in the
-// epilogue of the o / down projections: beta = 1 onto the fp32 residual.)
+// V-element accesses: V = 8 is one 16-byte access of fp16 (two of fp32); V = 1 or 2 is the
+// scalar path the launchers fall back to (shapes not a multiple of 8, or vec == 0).
+template <int V>
+struct hvec;
+template <>
+struct hvec<1> {
+    using T = __half;
+};
+template <>
+struct hvec<2> {
+    using T = __half2;
+};
+template <>
+struct hvec<8> {
+    using T = uint4;
+};
+
+template <int V>
+__device__ __forceinline__ void load_h(const __half *p, float *f) {
+    const typename hvec<V>::T v = *(const typename hvec<V>::T *)p;
+    const __half *h = (const __half *)&v;
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        f[i] = __half2float(h[i]);
+}
+
+template <int V>
+__device__ __forceinline__ void store_h(__half *p, const float *f) {
+    typename hvec<V>::T v;
+    __half *h = (__half *)&v;
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        h[i] = __float2half_rn(f[i]);
+    *(typename hvec<V>::T *)p = v;
+}
+
+template <int V>
+__device__ __forceinline__ void load_f(const float *p, float *f) {
+    if constexpr (V % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < V; i += 4)
+            *(float4 *)(f + i) = *(const float4 *)(p + i);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            f[i] = p[i];
+    }
+}
+
+// One block per output row; blockDim a multiple of 32; dim % V == 0. (The residual add happens
+// before, in the epilogue of the o / down projections: beta = 1 onto the fp32 residual.)
+template <int V>
 __global__ void rmsnorm(const float *x, const float *w, __half *out, const int32_t *rows, int dim,
                         float eps) {
     __shared__ float sh[32];
     const int r = blockIdx.x;
     const float *xr = x + (int64_t)(rows ? rows[r] : r) * dim;
+    __half *orow = out + (int64_t)r * dim;
     float ss = 0.0f;
-    for (int d = threadIdx.x; d < dim; d += blockDim.x)
-        ss += xr[d] * xr[d];
+    for (int d = threadIdx.x * V; d < dim; d += blockDim.x * V) {
+        float v[V];
+        load_f<V>(xr + d, v);
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            ss += v[i] * v[i];
+    }
     const float inv = rsqrtf(block_sum(ss, sh) / (float)dim + eps);
-    for (int d = threadIdx.x; d < dim; d += blockDim.x)
-        out[(int64_t)r * dim + d] = __float2half_rn(xr[d] * inv * w[d]);
+    for (int d = threadIdx.x * V; d < dim; d += blockDim.x * V) {
+        float v[V], wv[V];
+        load_f<V>(xr + d, v);  // the row is in L1 from the first pass
+        load_f<V>(w + d, wv);
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            v[i] = v[i] * inv * wv[i];
+        store_h<V>(orow + d, v);
+    }
 }
 
 // One block per token. Pairs (2i, 2i+1) of every Q and K head rotate by pos * theta^(-2i/hd).
 // The angle, its cosine and sine are computed in double and rounded to float once per (token, i),
-// exactly as engine/cpu/ops.c eng_cpu_rope_table does, into a shared table all heads use.
+// exactly as engine/cpu/ops.c eng_cpu_rope_table does, into a shared table all heads use. Each
+// thread takes V elements (V / 2 pairs) of a head at a time; hd % V == 0, V even.
+template <int V>
 __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __half *kc,
                         __half *vc, int n_heads, int n_kv, int hd, int bs, float theta) {
     extern __shared__ float cs[];  // cos[hd/2], sin[hd/2]
-    int t = blockIdx.x;
-    int stride = (n_heads + 2 * n_kv) * hd;
+    const int t = blockIdx.x;
+    const int stride = (n_heads + 2 * n_kv) * hd;
     __half *row = qkv + (int64_t)t * stride;
-    int sl = slot[t];
-    int64_t blk = sl >= 0 ? sl / bs : 0, off = sl >= 0 ? sl % bs : 0;
-    int half_hd = hd / 2;
+    const int sl = slot[t];
+    const int64_t blk = sl >= 0 ? sl / bs : 0, off = sl >= 0 ? sl % bs : 0;
+    const int half_hd = hd / 2;
     for (int k = threadIdx.x; k < half_hd; k += blockDim.x) {
         double angle = (double)pos[t] * pow((double)theta, -2.0 * k / hd);
         double s, c;
@@ -93,38 +159,47 @@ __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __
         cs[half_hd + k] = (float)s;
     }
     __syncthreads();
-    int n_pairs = (n_heads + n_kv) * half_hd;
-    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        int head = i / half_hd, k = i % half_hd;
-        float c = cs[k], s = cs[half_hd + k];
-        __half *e = row + head * hd + 2 * k;
-        float a = __half2float(e[0]), b = __half2float(e[1]);
-        __half ra = __float2half_rn(a * c - b * s), rb = __float2half_rn(a * s + b * c);
-        e[0] = ra;
-        e[1] = rb;
-        if (head >= n_heads && sl >= 0) {
-            __half *dst = kc + ((blk * n_kv + (head - n_heads)) * bs + off) * hd + 2 * k;
-            dst[0] = ra;
-            dst[1] = rb;
+    const int per_head = hd / V, n_chunks = (n_heads + n_kv) * per_head;
+    for (int i = threadIdx.x; i < n_chunks; i += blockDim.x) {
+        const int head = i / per_head, e0 = (i % per_head) * V;
+        __half *e = row + head * hd + e0;
+        float f[V];
+        load_h<V>(e, f);
+#pragma unroll
+        for (int j = 0; j < V; j += 2) {
+            const int k = (e0 + j) / 2;
+            const float c = cs[k], s = cs[half_hd + k], a = f[j], b = f[j + 1];
+            f[j] = a * c - b * s;
+            f[j + 1] = a * s + b * c;
         }
+        store_h<V>(e, f);
+        if (head >= n_heads && sl >= 0)
+            store_h<V>(kc + ((blk * n_kv + (head - n_heads)) * bs + off) * hd + e0, f);
     }
     if (sl < 0)
         return;
     const __half *v = row + (n_heads + n_kv) * hd;
-    for (int i = threadIdx.x; i < n_kv * hd; i += blockDim.x) {
-        int h = i / hd, d = i % hd;
-        vc[((blk * n_kv + h) * bs + off) * hd + d] = v[i];
+    for (int i = threadIdx.x * V; i < n_kv * hd; i += blockDim.x * V) {
+        const int h = i / hd, d = i % hd;
+        *(typename hvec<V>::T *)(vc + ((blk * n_kv + h) * bs + off) * hd + d) =
+            *(const typename hvec<V>::T *)(v + i);
     }
 }
 
-__global__ void silu_mul(__half *h, const __half *gu, int ffn, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t t = i / ffn, j = i % ffn;
-        float g = __half2float(gu[t * 2 * ffn + j]);
-        float u = __half2float(gu[t * 2 * ffn + ffn + j]);
-        h[i] = __float2half_rn(g / (1.0f + __expf(-g)) * u);
-    }
+// grid (ceil(ffn / V / 256), T), 256 threads; ffn % V == 0.
+template <int V>
+__global__ void silu_mul(__half *h, const __half *gu, int ffn) {
+    const int j = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (j >= ffn)
+        return;
+    const int64_t t = blockIdx.y;
+    float g[V], u[V];
+    load_h<V>(gu + t * 2 * ffn + j, g);
+    load_h<V>(gu + t * 2 * ffn + ffn + j, u);
+#pragma unroll
+    for (int i = 0; i < V; i++)
+        g[i] = g[i] / (1.0f + __expf(-g[i])) * u[i];
+    store_h<V>(h + t * ffn + j, g);
 }
 
 // One block of 1024 threads per row.
@@ -215,24 +290,40 @@ int eng_cuda_launch_embed(float *x, const uint16_t *embd, const int32_t *tokens,
 }
 
 int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const int32_t *rows,
-                            int n, int dim, float eps, eng_cuda_stream_t s) {
-    int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
-    rmsnorm<<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
+                            int n, int dim, float eps, int vec, eng_cuda_stream_t s) {
+    if (vec && dim % 8 == 0) {
+        const int threads = dim / 8 >= 1024 ? 1024 : ((dim / 8 + 31) / 32) * 32;
+        rmsnorm<8><<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
+    } else {
+        const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+        rmsnorm<1><<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
+    }
     return (int)cudaGetLastError();
 }
 
 int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
                             uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
-                            int block_size, float theta, eng_cuda_stream_t s) {
-    rope_kv<<<T, 256, (size_t)head_dim * sizeof(float), s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc, n_heads, n_kv,
-                              head_dim, block_size, theta);
+                            int block_size, float theta, int vec, eng_cuda_stream_t s) {
+    const size_t sh = (size_t)head_dim * sizeof(float);
+    if (vec && head_dim % 8 == 0)
+        rope_kv<8><<<T, 256, sh, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc,
+                                      n_heads, n_kv, head_dim, block_size, theta);
+    else
+        rope_kv<2><<<T, 256, sh, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc,
+                                      n_heads, n_kv, head_dim, block_size, theta);
     return (int)cudaGetLastError();
 }
 
-int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn,
+int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, int vec,
                              eng_cuda_stream_t s) {
-    int64_t n = (int64_t)T * ffn;
-    silu_mul<<<grid_for(n, 256), 256, 0, s>>>((__half *)h, (const __half *)gu, ffn, n);
+    if (T <= 0)
+        return (int)cudaSuccess;
+    if (vec && ffn % 8 == 0)
+        silu_mul<8><<<dim3((ffn / 8 + 255) / 256, T), 256, 0, s>>>((__half *)h,
+                                                                   (const __half *)gu, ffn);
+    else
+        silu_mul<1><<<dim3((ffn + 255) / 256, T), 256, 0, s>>>((__half *)h, (const __half *)gu,
+                                                              ffn);
     return (int)cudaGetLastError();
 }
 

@@ -72,8 +72,9 @@ int srv_json_error(srv_buf_t *b, const srv_error_t *e)
 
 /* ---- logprobs ---------------------------------------------------------------------------- */
 
-/* Completions: {tokens, token_logprobs, top_logprobs, text_offset}. The engine reports the
- * sampled token's log-probability only, so each top_logprobs entry holds that token alone. */
+/* Completions: {tokens, token_logprobs, top_logprobs, text_offset}. Each top_logprobs entry maps
+ * the alternatives' texts to their logprobs (first one wins when two tokens share a text) and
+ * always holds the sampled token too, so it has up to logprobs + 1 keys, as OpenAI's. */
 static cJSON *completion_logprobs(const srv_choice_t *c, bool *ok)
 {
     cJSON *lp = cJSON_CreateObject();
@@ -84,35 +85,48 @@ static cJSON *completion_logprobs(const srv_choice_t *c, bool *ok)
     size_t offset = c->text_offset;
     for (int i = 0; i < c->n_lps && *ok; i++) {
         const srv_token_lp_t *t = &c->lps[i];
-        cJSON *tok = add(tokens, NULL, text_item(t->piece, t->piece_len), ok);
+        add(tokens, NULL, text_item(t->piece, t->piece_len), ok);
         add(values, NULL, cJSON_CreateNumber(t->logprob), ok);
         cJSON *top = add(tops, NULL, cJSON_CreateObject(), ok);
-        if (c->logprobs > 0 && tok) add(top, tok->valuestring, cJSON_CreateNumber(t->logprob), ok);
+        for (int k = 0; k <= t->n_top && *ok; k++) {
+            const srv_token_lp_t *a = k < t->n_top ? &t->top[k] : t; /* the sampled token last */
+            cJSON *key = text_item(a->piece, a->piece_len);
+            if (!key) {
+                *ok = false;
+                break;
+            }
+            if (!cJSON_GetObjectItemCaseSensitive(top, key->valuestring))
+                add(top, key->valuestring, cJSON_CreateNumber(a->logprob), ok);
+            cJSON_Delete(key);
+        }
         add(offsets, NULL, cJSON_CreateNumber((double)offset), ok);
         offset += t->piece_len;
     }
     return lp;
 }
 
-/* Chat: {content: [{token, logprob, bytes, top_logprobs: [...]}]}. */
+/* {token, logprob, bytes} of one token into obj. */
+static void chat_token(cJSON *obj, const srv_token_lp_t *t, bool *ok)
+{
+    add(obj, "token", text_item(t->piece, t->piece_len), ok);
+    add(obj, "logprob", cJSON_CreateNumber(t->logprob), ok);
+    cJSON *bytes = add(obj, "bytes", cJSON_CreateArray(), ok);
+    for (size_t k = 0; k < t->piece_len && *ok; k++)
+        add(bytes, NULL, cJSON_CreateNumber((unsigned char)t->piece[k]), ok);
+}
+
+/* Chat: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}, ...]}]}. */
 static cJSON *chat_logprobs(const srv_choice_t *c, bool *ok)
 {
     cJSON *lp = cJSON_CreateObject();
     cJSON *content = add(lp, "content", cJSON_CreateArray(), ok);
     for (int i = 0; i < c->n_lps && *ok; i++) {
         const srv_token_lp_t *t = &c->lps[i];
-        int levels = c->logprobs > 0 ? 2 : 1; /* the entry, then its one top alternative */
         cJSON *entry = add(content, NULL, cJSON_CreateObject(), ok);
-        for (int level = 0; level < levels && *ok; level++) {
-            cJSON *e = level == 0 ? entry : add(add(entry, "top_logprobs", cJSON_CreateArray(), ok), NULL,
-                                                cJSON_CreateObject(), ok);
-            add(e, "token", text_item(t->piece, t->piece_len), ok);
-            add(e, "logprob", cJSON_CreateNumber(t->logprob), ok);
-            cJSON *bytes = add(e, "bytes", cJSON_CreateArray(), ok);
-            for (size_t k = 0; k < t->piece_len && *ok; k++)
-                add(bytes, NULL, cJSON_CreateNumber((unsigned char)t->piece[k]), ok);
-        }
-        if (levels == 1) add(entry, "top_logprobs", cJSON_CreateArray(), ok);
+        chat_token(entry, t, ok);
+        cJSON *top = add(entry, "top_logprobs", cJSON_CreateArray(), ok);
+        for (int k = 0; k < t->n_top && *ok; k++)
+            chat_token(add(top, NULL, cJSON_CreateObject(), ok), &t->top[k], ok);
     }
     return lp;
 }

@@ -26,11 +26,13 @@
 #include "engine/http/openai_req.h"
 #include "engine/http/sse.h"
 
-/* One sampled token, for logprobs. */
+/* One token for logprobs: a sampled one with its most likely alternatives, or one alternative. */
 typedef struct srv_token_lp {
     const char *piece; /* the token's bytes (may be an incomplete UTF-8 sequence) */
     size_t piece_len;
     float logprob;
+    const struct srv_token_lp *top; /* alternatives, most likely first (their own top unused) */
+    int n_top;
 } srv_token_lp_t;
 
 typedef struct srv_choice {
@@ -38,7 +40,9 @@ typedef struct srv_choice {
     const char *text;          /* chunk: the new text (delta); response: the whole text */
     size_t text_len;
     const char *finish_reason; /* "stop", "length", "abort", "error", or NULL (still running) */
-    int logprobs;              /* -1: "logprobs": null; else top alternatives asked for */
+    int logprobs;              /* -1: "logprobs": null; else top alternatives asked for (each
+                                  token's top[0..n_top) are written; completions' top_logprobs
+                                  dict also always holds the sampled token, as OpenAI's does) */
     const srv_token_lp_t *lps; /* the tokens of this text, when logprobs >= 0 */
     int n_lps;
     size_t text_offset;        /* completions: byte offset of this text in the whole output */

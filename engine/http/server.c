@@ -92,6 +92,8 @@ srv_config_t srv_config_default(void)
         .model_name = NULL,
         .chat_template = NULL,
         .default_max_tokens = 16,
+        .on_result = NULL,
+        .result_user = NULL,
     };
     return c;
 }
@@ -103,6 +105,7 @@ typedef struct job_choice {
     size_t sent;            /* streaming: bytes of text sent (completions' text_offset) */
     int32_t *lp_ids;        /* logprobs: sampled tokens and their log-probabilities */
     float *lp_vals;
+    sluice_top_logprob *lp_tops; /* (cap_lp * job n_top) each token's alternatives (token -1: none) */
     int n_lp, cap_lp, lp_sent;
     char *text;             /* non-streaming: the final text, from the result */
     size_t text_len;
@@ -126,6 +129,7 @@ typedef struct srv_job {
     int status;             /* the result's status */
     int completion_tokens;
     int n_choices;
+    int n_top;              /* alternatives per logprobs entry (0 without logprobs) */
     job_choice_t *choices;
     srv_buf_t out;          /* streaming: SSE bytes ready to send */
 } srv_job_t;
@@ -152,6 +156,7 @@ static srv_job_t *job_create(srv_t *s, struct MHD_Connection *conn, srv_request_
     j->req = *req; /* moved */
     memset(req, 0, sizeof *req);
     j->n_choices = j->req.n;
+    j->n_top = j->req.logprobs > 0 ? j->req.logprobs : 0;
     for (int i = 0; i < j->n_choices; i++) j->choices[i].pending = srv_buf_make(0);
     j->out = srv_buf_make(0);
     snprintf(j->id, sizeof j->id, "%s-%llx%08llx", j->req.endpoint == SRV_EP_CHAT ? "chatcmpl" : "cmpl",
@@ -172,6 +177,7 @@ static void job_release(srv_job_t *j)
         srv_buf_free(&c->pending);
         sl_free(c->lp_ids);
         sl_free(c->lp_vals);
+        sl_free(c->lp_tops);
         sl_free(c->text);
     }
     sl_free(j->choices);
@@ -196,8 +202,9 @@ static void job_cancel(srv_job_t *j)
     srv_metrics_reject(j->srv->metrics, SRV_REJECT_DISCONNECT);
 }
 
-/* Appends one logprob entry to a choice. */
-static int choice_push_lp(job_choice_t *c, int32_t id, float lp)
+/* Appends one logprob entry to a choice: the token, its logprob and its alternatives top[0..n)
+ * (n <= stride; the row's tail is marked unused). */
+static int choice_push_lp(job_choice_t *c, int stride, int32_t id, float lp, const sluice_top_logprob *top, int n)
 {
     if (c->n_lp == c->cap_lp) {
         int cap = c->cap_lp ? 2 * c->cap_lp : 64;
@@ -207,8 +214,15 @@ static int choice_push_lp(job_choice_t *c, int32_t id, float lp)
         float *vals = sl_realloc(c->lp_vals, (size_t)cap * sizeof *vals);
         if (!vals) return SL_ENOMEM;
         c->lp_vals = vals;
+        if (stride) {
+            sluice_top_logprob *tops = sl_realloc(c->lp_tops, (size_t)cap * (size_t)stride * sizeof *tops);
+            if (!tops) return SL_ENOMEM;
+            c->lp_tops = tops;
+        }
         c->cap_lp = cap;
     }
+    sluice_top_logprob *row = c->lp_tops ? c->lp_tops + (size_t)c->n_lp * (size_t)stride : NULL;
+    for (int k = 0; k < stride; k++) row[k] = k < n && top ? top[k] : (sluice_top_logprob){-1, 0};
     c->lp_ids[c->n_lp] = id;
     c->lp_vals[c->n_lp++] = lp;
     return SL_OK;
@@ -223,7 +237,8 @@ static bool on_token(const sluice_token *t, void *user)
         job_choice_t *c = &j->choices[t->index];
         int rc = SL_OK;
         if (j->req.stream && t->piece_len) rc = srv_buf_append(&c->pending, t->piece, t->piece_len);
-        if (!rc && j->req.logprobs >= 0) rc = choice_push_lp(c, t->token, t->logprob);
+        if (!rc && j->req.stream && j->req.logprobs >= 0)
+            rc = choice_push_lp(c, j->n_top, t->token, t->logprob, t->top, t->n_top);
         if (rc) j->failed = true;
     }
     bool keep = !j->canceled && !j->failed;
@@ -237,6 +252,7 @@ static void on_done(const sluice_result *r, void *user)
 {
     srv_job_t *j = user;
     srv_metrics_observe(j->srv->metrics, r);
+    if (j->srv->cfg.on_result) j->srv->cfg.on_result(r, j->srv->cfg.result_user);
     pthread_mutex_lock(&j->lock);
     j->status = r->status;
     j->n_prompt = r->n_prompt_ids;
@@ -254,6 +270,12 @@ static void on_done(const sluice_result *r, void *user)
             memcpy(c->text, smp->text, smp->text_len);
             c->text[smp->text_len] = '\0';
             c->text_len = smp->text_len;
+            /* logprobs from the result: with best_of > n no token was streamed */
+            for (int k = 0; j->req.logprobs >= 0 && k < smp->n_ids; k++)
+                if (choice_push_lp(c, j->n_top, smp->ids[k], smp->logprobs[k],
+                                   smp->top_logprobs ? smp->top_logprobs + (size_t)k * (size_t)smp->n_top : NULL,
+                                   smp->n_top < j->n_top ? smp->n_top : j->n_top))
+                    j->failed = true;
         }
     }
     j->done = true;
@@ -430,36 +452,67 @@ static int prompt_ids(const srv_t *s, srv_request_t *req, int32_t **ids, int *n,
 
 /* ==== generation ============================================================================== */
 
-/* Fills lps[0..to-from) for a choice's logprob entries [from, to); pieces go into scratch. */
-static int build_lps(const srv_t *s, const job_choice_t *c, int from, int to, srv_token_lp_t **out, srv_buf_t *scratch)
+/* A choice's logprob entries [from, to) as response.h wants them: lps[0..n) with their
+ * alternatives after them in the same array, the token texts in text. */
+typedef struct lp_view {
+    srv_token_lp_t *lps;
+    int n;
+    srv_buf_t text;
+} lp_view_t;
+
+static void lp_view_free(lp_view_t *v)
 {
-    *out = NULL;
+    sl_free(v->lps);
+    srv_buf_free(&v->text);
+    memset(v, 0, sizeof *v);
+}
+
+/* Appends id's text to v->text; *len gets its length. */
+static int lp_piece(const srv_t *s, lp_view_t *v, int32_t id, size_t *len)
+{
+    char piece[128];
+    int n = s->tok ? eng_tok_piece(s->tok, id, 0, piece, (int)sizeof piece) : 0;
+    if (n < 0) n = 0;
+    if (n > (int)sizeof piece) n = (int)sizeof piece;
+    *len = (size_t)n;
+    return srv_buf_append(&v->text, piece, (size_t)n);
+}
+
+static int lp_view_build(const srv_t *s, const job_choice_t *c, int stride, int from, int to, lp_view_t *v)
+{
+    memset(v, 0, sizeof *v);
+    v->text = srv_buf_make(0);
     if (to <= from) return SL_OK;
-    srv_token_lp_t *lps = sl_calloc((size_t)(to - from), sizeof *lps);
-    if (!lps) return SL_ENOMEM;
-    size_t *offs = sl_malloc((size_t)(to - from) * sizeof *offs);
-    if (!offs) {
-        sl_free(lps);
-        return SL_ENOMEM;
-    }
-    for (int i = from; i < to; i++) {
-        char piece[128];
-        int len = s->tok ? eng_tok_piece(s->tok, c->lp_ids[i], 0, piece, (int)sizeof piece) : 0;
-        if (len < 0) len = 0;
-        if (len > (int)sizeof piece) len = (int)sizeof piece;
-        offs[i - from] = scratch->len;
-        if (srv_buf_append(scratch, piece, (size_t)len)) {
-            sl_free(offs);
-            sl_free(lps);
-            return SL_ENOMEM;
+    int n = to - from, total = n * (1 + stride);
+    v->lps = sl_calloc((size_t)total, sizeof *v->lps);
+    if (!v->lps) return SL_ENOMEM;
+    v->n = n;
+    srv_token_lp_t *alts = v->lps + n;
+    for (int i = 0; i < n; i++) {
+        srv_token_lp_t *t = &v->lps[i];
+        if (lp_piece(s, v, c->lp_ids[from + i], &t->piece_len)) goto oom;
+        t->logprob = c->lp_vals[from + i];
+        t->top = alts + (size_t)i * (size_t)stride;
+        for (int k = 0; k < stride; k++) {
+            const sluice_top_logprob *a = &c->lp_tops[(size_t)(from + i) * (size_t)stride + (size_t)k];
+            if (a->token < 0) break;
+            if (lp_piece(s, v, a->token, &alts[i * stride + k].piece_len)) goto oom;
+            alts[i * stride + k].logprob = a->logprob;
+            t->n_top++;
         }
-        lps[i - from].piece_len = (size_t)len;
-        lps[i - from].logprob = c->lp_vals[i];
     }
-    for (int i = 0; i < to - from; i++) lps[i].piece = scratch->data ? scratch->data + offs[i] : "";
-    sl_free(offs);
-    *out = lps;
+    /* the text is final: point every entry (mains, then alternatives, in append order) into it */
+    size_t at = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = -1; k < v->lps[i].n_top; k++) {
+            srv_token_lp_t *t = k < 0 ? &v->lps[i] : &alts[i * stride + k];
+            t->piece = v->text.data ? v->text.data + at : "";
+            at += t->piece_len;
+        }
     return SL_OK;
+oom:
+    lp_view_free(v);
+    return SL_ENOMEM;
 }
 
 /* Streaming: turns what the engine delivered into SSE events in j->out. Caller holds j->lock. */
@@ -468,7 +521,7 @@ static int stream_pump(srv_job_t *j)
     const srv_t *s = j->srv;
     bool chat = j->req.endpoint == SRV_EP_CHAT, all_closed = true;
     int rc = SL_OK;
-    srv_buf_t json = srv_buf_make(0), scratch = srv_buf_make(0);
+    srv_buf_t json = srv_buf_make(0);
     for (int i = 0; i < j->n_choices && !rc; i++) {
         job_choice_t *c = &j->choices[i];
         srv_choice_t ch = {.index = i, .text = "", .logprobs = j->req.logprobs, .text_offset = c->sent};
@@ -483,18 +536,17 @@ static int stream_pump(srv_job_t *j)
             all_closed &= c->closed;
             continue;
         }
-        srv_token_lp_t *lps = NULL;
-        if (j->req.logprobs >= 0) rc = build_lps(s, c, c->lp_sent, c->n_lp, &lps, &scratch);
+        lp_view_t lv = {0};
+        if (j->req.logprobs >= 0) rc = lp_view_build(s, c, j->n_top, c->lp_sent, c->n_lp, &lv);
         ch.text = c->pending.data ? c->pending.data : "";
         ch.text_len = c->pending.len;
-        ch.lps = lps;
-        ch.n_lps = c->n_lp - c->lp_sent;
+        ch.lps = lv.lps;
+        ch.n_lps = lv.n;
         ch.finish_reason = finish ? finish_name(c->finish) : NULL;
         if (!rc) rc = srv_json_chunk(&json, &j->meta, &ch, false, NULL);
         if (!rc) rc = srv_sse_event(&j->out, json.data);
-        sl_free(lps);
+        lp_view_free(&lv);
         srv_buf_truncate(&json, 0);
-        srv_buf_truncate(&scratch, 0);
         if (rc) break;
         c->sent += c->pending.len;
         srv_buf_truncate(&c->pending, 0);
@@ -512,7 +564,6 @@ static int stream_pump(srv_job_t *j)
         j->ended = !rc;
     }
     srv_buf_free(&json);
-    srv_buf_free(&scratch);
     return rc;
 }
 
@@ -571,31 +622,21 @@ static enum MHD_Result finish_blocking(srv_t *s, struct MHD_Connection *conn, sr
 
     /* the job is done: the engine no longer touches it, so no lock is needed below */
     srv_choice_t *choices = sl_calloc((size_t)j->n_choices, sizeof *choices);
-    srv_buf_t scratch = srv_buf_make(0), body = srv_buf_make(0);
-    int rc = choices ? SL_OK : SL_ENOMEM;
+    lp_view_t *views = sl_calloc((size_t)j->n_choices, sizeof *views);
+    srv_buf_t body = srv_buf_make(0);
+    int rc = choices && views ? SL_OK : SL_ENOMEM;
     for (int i = 0; i < j->n_choices && !rc; i++) {
         job_choice_t *c = &j->choices[i];
+        if (j->req.logprobs >= 0) rc = lp_view_build(s, c, j->n_top, 0, c->n_lp, &views[i]);
         choices[i] = (srv_choice_t){.index = i, .text = c->text, .text_len = c->text_len,
-                                    .finish_reason = finish_name(c->finish), .logprobs = j->req.logprobs};
-        if (j->req.logprobs >= 0) {
-            srv_token_lp_t *lps = NULL;
-            rc = build_lps(s, c, 0, c->n_lp, &lps, &scratch);
-            choices[i].lps = lps;
-            choices[i].n_lps = c->n_lp;
-        }
+                                    .finish_reason = finish_name(c->finish), .logprobs = j->req.logprobs,
+                                    .lps = views[i].lps, .n_lps = views[i].n};
     }
-    /* the scratch buffer may have moved while growing: rebuild pointers once it is final */
-    size_t at = 0;
-    for (int i = 0; i < j->n_choices && !rc; i++)
-        for (int k = 0; k < choices[i].n_lps; k++) {
-            ((srv_token_lp_t *)choices[i].lps)[k].piece = scratch.data ? scratch.data + at : "";
-            at += choices[i].lps[k].piece_len;
-        }
     srv_usage_t u = {j->n_prompt, j->completion_tokens};
     if (!rc) rc = srv_json_response(&body, &j->meta, choices, j->n_choices, &u);
-    for (int i = 0; choices && i < j->n_choices; i++) sl_free((void *)choices[i].lps);
+    for (int i = 0; views && i < j->n_choices; i++) lp_view_free(&views[i]);
+    sl_free(views);
     sl_free(choices);
-    srv_buf_free(&scratch);
     if (rc) {
         srv_buf_free(&body);
         return respond_oom(s, conn);
@@ -603,19 +644,9 @@ static enum MHD_Result finish_blocking(srv_t *s, struct MHD_Connection *conn, sr
     return respond_buf(conn, MHD_HTTP_OK, JSON_TYPE, &body);
 }
 
-/* Checks what the engine cannot do and the context length; resolves max_tokens. */
+/* Checks the context length; resolves max_tokens. */
 static int check_generation(const srv_t *s, srv_request_t *req, int n_prompt, srv_error_t *err)
 {
-    if (req->frequency_penalty != 0 || req->presence_penalty != 0) {
-        srv_error_set(err, 400, "invalid_request_error", "unsupported", req->frequency_penalty != 0 ? "frequency_penalty" : "presence_penalty",
-                      "frequency_penalty and presence_penalty are not supported by this server yet (only 0)");
-        return SL_EUNSUPPORTED;
-    }
-    if (req->logprobs >= 0 && req->best_of > req->n) {
-        srv_error_set(err, 400, "invalid_request_error", "unsupported", "logprobs",
-                      "logprobs cannot be combined with best_of > n");
-        return SL_EUNSUPPORTED;
-    }
     int room = s->max_seq_len - n_prompt;
     if (req->max_tokens == 0 && room >= 1)
         req->max_tokens = req->endpoint == SRV_EP_CHAT || room < s->cfg.default_max_tokens ? room : s->cfg.default_max_tokens;
@@ -668,6 +699,9 @@ static sluice_request_params request_params(srv_job_t *j)
     p.top_p = (float)q->top_p;
     p.min_p = (float)q->min_p;
     p.repeat_penalty = (float)q->repetition_penalty;
+    p.frequency_penalty = (float)q->frequency_penalty;
+    p.presence_penalty = (float)q->presence_penalty;
+    p.top_logprobs = q->logprobs > 0 ? q->logprobs : 0;
     p.seed = q->has_seed ? q->seed : SLUICE_SEED_RANDOM;
     p.stop = (const char *const *)q->stop;
     p.n_stop = q->n_stop;

@@ -39,6 +39,10 @@ typedef struct srv_config {
                                    sluice can render; NULL = chat fails with a 400 then. default NULL */
     int default_max_tokens;     /* /v1/completions without max_tokens (chat: the rest of the
                                    context). default 16 */
+    sluice_done_cb on_result;   /* called with every generation request's result (finished,
+                                   canceled or failed), on the engine thread, after the server's
+                                   own bookkeeping; NULL = none (run records). default NULL */
+    void *result_user;          /* passed to on_result */
 } srv_config_t;
 
 /* The documented defaults (model_name NULL: set it). Cannot fail. */

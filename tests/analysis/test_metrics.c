@@ -119,6 +119,30 @@ static void test_metrics_steps_give_kv_waste_utilisation_and_busy_fraction(void 
     assert_near(s.busy_frac, 0.25);
 }
 
+static void test_step_accumulator_matches_the_arrays_bit_for_bit(void **state)
+{
+    an_metrics_opts_t o;
+    an_metrics_opts_default(&o);
+    o.kv_blocks_per_replica = 40;
+    an_summary_t whole, folded;
+    assert_int_equal(an_metrics_compute(reqs, 5, steps, 3, &o, &whole), SL_OK);
+    an_step_accum_t acc;
+    an_step_accum_init(&acc, 40);
+    for (int i = 0; i < 3; i++)
+        an_step_accum_add(&acc, &steps[i]);
+    assert_int_equal(acc.n, 3);
+    assert_int_equal(an_metrics_compute_accum(reqs, 5, &acc, &o, &folded), SL_OK);
+    for (size_t i = 0; i < an_summary_field_count(); i++) {
+        const an_summary_field_t *f = an_summary_field_at(i);
+        double a = *(const double *)((const char *)&whole + f->offset);
+        double b = *(const double *)((const char *)&folded + f->offset);
+        assert_true(memcmp(&a, &b, sizeof a) == 0); /* NaN and all */
+    }
+    /* no steps: the step fields stay NaN */
+    assert_int_equal(an_metrics_compute_accum(reqs, 5, NULL, &o, &folded), SL_OK);
+    assert_true(isnan(folded.n_steps) && isnan(folded.kv_waste) && !isnan(folded.ttft_p99));
+}
+
 static void test_metrics_empty_input_gives_nan_not_a_crash(void **state)
 {
     an_summary_t s;
@@ -180,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_metrics_empty_input_gives_nan_not_a_crash),
         cmocka_unit_test(test_metrics_summary_fields_are_named_and_ordered),
         cmocka_unit_test(test_slo_parser_units_and_errors),
+        cmocka_unit_test(test_step_accumulator_matches_the_arrays_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

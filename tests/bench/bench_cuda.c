@@ -182,6 +182,56 @@ static int gemv_vs_cublas(out_t *o, eng_backend_t *cuda, const eng_batch_t *b, i
     return rc;
 }
 
+/* Prefill through the FA2 attention kernel vs the old WMMA one, and the 16-byte elementwise
+ * kernels vs the scalar ones: two sequences (300 and 150 tokens), then chunks of 212 and 100 on
+ * top of them (a 64-query tile straddling cached context), logits of every chunk token compared
+ * (within 5e-3 relative). The env-selected paths are restored after. -1 on error. */
+static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const int32_t *bt,
+                       int max_blocks, int vocab, const char *label) {
+    enum { NA = 300, NB = 150, CA = 212, CB = 100 };
+    const size_t n = (size_t)(CA + CB) * vocab;
+    float *ref = malloc(n * 4), *got = malloc(n * 4);
+    int rc = -1;
+    const struct {
+        const char *what;
+        int attn, scalar;
+    } v[3] = {{"fa2+vec", ENG_CUDA_PREFILL_FA2, 0},
+              {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0},
+              {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1}};
+    for (int k = 0; k < 3 && ref && got; k++) {
+        if (eng_cuda_set_prefill_attn(cuda, v[k].attn) != SL_OK ||
+            eng_cuda_set_eltwise(cuda, !v[k].scalar) != SL_OK)
+            goto out;
+        eng_batch_seq_t q[2] = {{toks, NA, 0, bt, max_blocks, 1},
+                                {toks + 7, NB, 0, bt + max_blocks, max_blocks, 0}};
+        eng_batch_t b = {2, q, 0, NULL, NULL};
+        int rows = 0;
+        float *dst = k == 0 ? ref : got;
+        if (cuda->ops->forward(cuda, &b, dst, &rows) != SL_OK)
+            goto out;
+        q[0] = (eng_batch_seq_t){toks + NA, CA, NA, bt, max_blocks, 2};
+        q[1] = (eng_batch_seq_t){toks + 11, CB, NB, bt + max_blocks, max_blocks, 2};
+        if (cuda->ops->forward(cuda, &b, dst, &rows) != SL_OK || rows != CA + CB)
+            goto out;
+        if (k > 0) {
+            cmp_t c = {0, 0, 0};
+            compare_rows(got, ref, NULL, rows, vocab, &c);
+            char name[96];
+            snprintf(name, sizeof name, "%s vs fa2+vec %.24s rel err", v[k].what, label);
+            report(o, name, c.max_err, "", 5e-3, "<=");
+        }
+    }
+    rc = 0;
+out:
+    if (rc != 0)
+        fprintf(stderr, "paths_agree: %s\n", cuda->ops->errmsg(cuda));
+    eng_cuda_set_prefill_attn(cuda, -1);
+    eng_cuda_set_eltwise(cuda, -1);
+    free(ref);
+    free(got);
+    return rc;
+}
+
 /* A copy of m whose weights are all F32 (quantised types dequantised); free with free_f32_copy. */
 static int to_f32(eng_tensor_t *t) {
     if (!t->data || t->type == ENG_T_F32)
@@ -300,7 +350,9 @@ static int run_check(out_t *o, const char *path) {
     eng_cuda_gemv_report(cuda, gr, sizeof gr);
     printf("%s", gr);
     seqstate_t s[NSEQ];
-    const int prompt[NSEQ] = {7, 20, 40};
+    /* C spans two 64-query tiles and two 64-key tiles of the prefill kernel; its chunk attends
+     * 84 cached keys (a tile boundary inside the context) */
+    const int prompt[NSEQ] = {7, 20, 100}, c_first = prompt[2] - 16;
     uint64_t x = 0x1234567;
     for (int i = 0; i < NSEQ; i++) {
         for (int j = 0; j < MAXTOK / BS + 1; j++)
@@ -313,10 +365,11 @@ static int run_check(out_t *o, const char *path) {
     }
     cmp_t ref = {0, 0, 0}, info = {0, 0, 0};
     int compared = 0;
-    /* step 1: A and B whole, C's first 24 tokens without logits; step 2: C's last 16 (chunked) */
+    /* step 1: A and B whole, C's first c_first tokens without logits; step 2: C's last 16
+     * (chunked) */
     eng_batch_seq_t q[NSEQ];
     for (int i = 0; i < NSEQ; i++)
-        q[i] = (eng_batch_seq_t){s[i].toks, i == 2 ? 24 : s[i].n, 0, s[i].bt, MAXTOK / BS + 1,
+        q[i] = (eng_batch_seq_t){s[i].toks, i == 2 ? c_first : s[i].n, 0, s[i].bt, MAXTOK / BS + 1,
                                  i == 2 ? 0 : 2};
     eng_batch_t b = {NSEQ, q, 0, NULL, NULL};
     int rows = both(cpu, cpu_q, cuda, &b, lc, lq, lg, ids, vocab, &ref, &info), next[NSEQ];
@@ -325,7 +378,7 @@ static int run_check(out_t *o, const char *path) {
     compared += rows;
     next[0] = argmax(lc + (size_t)(prompt[0] - 1) * vocab, vocab); /* last rows of A and B */
     next[1] = argmax(lc + (size_t)(prompt[0] + prompt[1] - 1) * vocab, vocab);
-    q[0] = (eng_batch_seq_t){s[2].toks + 24, 16, 24, s[2].bt, MAXTOK / BS + 1, 1};
+    q[0] = (eng_batch_seq_t){s[2].toks + c_first, 16, c_first, s[2].bt, MAXTOK / BS + 1, 1};
     b.n_seqs = 1;
     if ((rows = both(cpu, cpu_q, cuda, &b, lc, lq, lg, ids, vocab, &ref, &info)) < 0)
         goto out;
@@ -573,6 +626,9 @@ static int run_perf(out_t *o, const char *shape) {
     char gr[2048];
     eng_cuda_gemv_report(b, gr, sizeof gr);
     printf("%s", gr);
+    set_tables(&p, 2, 512);
+    if (paths_agree(o, b, p.toks, p.bt, p.max_blocks, p.vocab, shape) != 0)
+        goto out;
 
     double v;
     if ((v = decode_step_s(&p, 1, 128, 30)) < 0)

@@ -101,6 +101,12 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     assert_true(rel(a, b, V) < 1e-2);
     run(e, toks, 90, 40, b); /* chunked flash prefill on cached context */
     assert_true(rel(a, b, V) < 1e-2);
+    assert_int_equal(eng_cuda_set_prefill_attn(e, 5), SL_EINVAL);
+    assert_int_equal(eng_cuda_set_eltwise(e, 2), SL_EINVAL);
+    assert_int_equal(eng_cuda_set_prefill_attn(e, ENG_CUDA_PREFILL_OLD), SL_OK);
+    assert_int_equal(eng_cuda_set_eltwise(e, 0), SL_OK);
+    run(e, toks, 90, 40, b); /* the old prefill kernel and the scalar elementwise kernels */
+    assert_true(rel(a, b, V) < 1e-2);
     free(a);
     free(b);
     eng_backend_free(g);

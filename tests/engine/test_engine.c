@@ -1,9 +1,12 @@
 /* test_engine.c — the serving loop through the public API (include/sluice.h) on stories260K:
  * greedy tokens equal llama.cpp's fixtures alone and batched under every strategy, cancel frees
  * every block, the queue bound and the context bound give their codes, seeded sampling repeats,
- * parallel samples share prompt blocks, shutdown with requests in flight returns in time. */
+ * parallel samples share prompt blocks, shutdown with requests in flight returns in time,
+ * presence/frequency penalties change greedy output, top_logprobs are the raw row's best tokens
+ * (streamed and in the result, also with best_of > n). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -453,6 +456,162 @@ static void test_engine_create_reports_a_bad_model(void **state)
     assert_non_null(strstr(err, "model"));
 }
 
+/* ---- penalties and logprobs ---- */
+
+/* Runs r to completion on e and returns the result (the caller frees it). */
+static sluice_result *run_one(sluice_engine *e, const sluice_request_params *r)
+{
+    sluice_request_id id;
+    sluice_result *res = NULL;
+    assert_int_equal(sluice_submit(e, r, &id), SLUICE_OK);
+    assert_int_equal(sluice_wait(e, id, 60, &res), SLUICE_OK);
+    assert_int_equal(res->status, SLUICE_OK);
+    return res;
+}
+
+static bool ids_differ(const sluice_sample *a, const sluice_sample *b)
+{
+    if (a->n_ids != b->n_ids)
+        return true;
+    for (int i = 0; i < a->n_ids; i++)
+        if (a->ids[i] != b->ids[i])
+            return true;
+    return false;
+}
+
+/* Greedy output with a strong presence penalty (and, separately, a frequency penalty) differs from
+ * plain greedy; penalties of 0 give plain greedy back. */
+static void test_engine_presence_and_frequency_penalties_change_greedy(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    sluice_request_params r = greedy("Once upon a time", 48);
+    r.ignore_eos = true;
+    sluice_result *plain = run_one(e, &r);
+    r.presence_penalty = 2.0f;
+    sluice_result *pres = run_one(e, &r);
+    r.presence_penalty = 0;
+    r.frequency_penalty = 2.0f;
+    sluice_result *freq = run_one(e, &r);
+    r.frequency_penalty = 0;
+    sluice_result *again = run_one(e, &r);
+    assert_true(ids_differ(&plain->samples[0], &pres->samples[0]));
+    assert_true(ids_differ(&plain->samples[0], &freq->samples[0]));
+    assert_false(ids_differ(&plain->samples[0], &again->samples[0]));
+    /* a presence penalty of 2 lowers every repeat: fewer distinct-token repeats than plain greedy */
+    int rep_plain = 0, rep_pres = 0;
+    for (int i = 1; i < plain->samples[0].n_ids; i++)
+        for (int k = 0; k < i; k++) {
+            rep_plain += plain->samples[0].ids[k] == plain->samples[0].ids[i];
+            rep_pres += pres->samples[0].ids[k] == pres->samples[0].ids[i];
+        }
+    assert_true(rep_pres < rep_plain);
+    sluice_result_free(plain);
+    sluice_result_free(pres);
+    sluice_result_free(freq);
+    sluice_result_free(again);
+    sluice_engine_free(e);
+}
+
+typedef struct top_check {
+    int tokens;
+    int bad;          /* streamed tokens whose alternatives broke a rule */
+} top_check_t;
+
+/* The rules for one position's alternatives: n of them, sorted, <= 0, and (greedy) the sampled
+ * token first with its own logprob. */
+static int top_rules_broken(int32_t token, float logprob, const sluice_top_logprob *top, int n_top, int want)
+{
+    if (!top || n_top != want || top[0].token != token || fabsf(top[0].logprob - logprob) > 1e-3f)
+        return 1;
+    for (int k = 0; k < n_top; k++)
+        if (!(top[k].logprob <= 0) || (k > 0 && top[k].logprob > top[k - 1].logprob) ||
+            (k > 0 && top[k].token == top[k - 1].token))
+            return 1;
+    return 0;
+}
+
+static bool check_top(const sluice_token *t, void *user)
+{
+    top_check_t *c = user;
+    c->tokens++;
+    c->bad += top_rules_broken(t->token, t->logprob, t->top, t->n_top, 5);
+    return true;
+}
+
+static void test_engine_top_logprobs_greedy_token_is_the_top_alternative(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    sluice_request_params r = greedy("Once upon a time", 24);
+    r.ignore_eos = true;
+    r.top_logprobs = 5;
+    top_check_t c = {0};
+    r.on_token = check_top;
+    r.user = &c;
+    sluice_result *res = run_one(e, &r);
+    const sluice_sample *s = &res->samples[0];
+    assert_int_equal(c.tokens, 24);
+    assert_int_equal(c.bad, 0);
+    assert_int_equal(s->n_top, 5);
+    assert_non_null(s->top_logprobs);
+    double sum = 0;
+    for (int i = 0; i < s->n_ids; i++) {
+        assert_int_equal(top_rules_broken(s->ids[i], s->logprobs[i], s->top_logprobs + (size_t)i * 5, 5, 5), 0);
+        sum += s->logprobs[i];
+    }
+    assert_true(fabs(sum - s->logprob_sum) < 1e-3);
+    sluice_result_free(res);
+
+    r.top_logprobs = SLUICE_MAX_TOP_LOGPROBS + 1;
+    sluice_request_id id;
+    assert_int_equal(sluice_submit(e, &r, &id), SLUICE_EINVAL);
+    sluice_engine_free(e);
+}
+
+/* best_of > n streams nothing, but the result carries every returned token's logprob and
+ * alternatives, the first token's copied into the forked samples. */
+static void test_engine_best_of_result_carries_logprobs(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt = "Once upon a time";
+    r.max_tokens = 12;
+    r.temperature = 1.0f;
+    r.seed = 7;
+    r.ignore_eos = true;
+    r.n = 2;
+    r.best_of = 4;
+    r.top_logprobs = 3;
+    sluice_result *res = run_one(e, &r);
+    assert_int_equal(res->n_samples, 2);
+    for (int k = 0; k < 2; k++) {
+        const sluice_sample *s = &res->samples[k];
+        assert_int_equal(s->n_ids, 12);
+        assert_int_equal(s->n_top, 3);
+        double sum = 0;
+        for (int i = 0; i < s->n_ids; i++) {
+            const sluice_top_logprob *top = s->top_logprobs + (size_t)i * 3;
+            assert_true(s->logprobs[i] <= 0);
+            assert_true(top[0].logprob >= top[1].logprob && top[1].logprob >= top[2].logprob);
+            assert_true(s->logprobs[i] <= top[0].logprob + 1e-4f); /* nothing beats the top one */
+            sum += s->logprobs[i];
+        }
+        assert_true(fabs(sum - s->logprob_sum) < 1e-3);
+    }
+    /* ranked by mean logprob, best first */
+    assert_true(res->samples[0].logprob_sum >= res->samples[1].logprob_sum - 1e-6);
+    sluice_result_free(res);
+    sluice_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +628,9 @@ int main(void)
         cmocka_unit_test(test_engine_seeded_sampling_is_reproducible),
         cmocka_unit_test(test_engine_parallel_samples_share_prompt_blocks),
         cmocka_unit_test(test_engine_shutdown_aborts_in_flight_within_deadline),
+        cmocka_unit_test(test_engine_presence_and_frequency_penalties_change_greedy),
+        cmocka_unit_test(test_engine_top_logprobs_greedy_token_is_the_top_alternative),
+        cmocka_unit_test(test_engine_best_of_result_carries_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

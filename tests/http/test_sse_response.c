@@ -87,12 +87,36 @@ static void test_completion_logprobs_shape(void **state)
 {
     (void)state;
     srv_buf_t b = srv_buf_make(0);
-    srv_token_lp_t lps[2] = {{" a", 2, -0.5f}, {"b", 1, -1.0f}};
+    /* token 0: its alternatives hold it first; token 1 was sampled below its alternatives, and two
+     * of them share a text (the first, more likely one is kept) */
+    srv_token_lp_t alts[4] = {{.piece = " a", .piece_len = 2, .logprob = -0.5f},
+                              {.piece = "c", .piece_len = 1, .logprob = -0.25f},
+                              {.piece = "d", .piece_len = 1, .logprob = -0.5f},
+                              {.piece = "d", .piece_len = 1, .logprob = -0.75f}};
+    srv_token_lp_t lps[2] = {{.piece = " a", .piece_len = 2, .logprob = -0.5f, .top = &alts[0], .n_top = 1},
+                             {.piece = "b", .piece_len = 1, .logprob = -1.0f, .top = &alts[1], .n_top = 3}};
     srv_choice_t c = {.index = 0, .text = " ab", .text_len = 3, .finish_reason = "stop", .logprobs = 1, .lps = lps, .n_lps = 2};
     srv_usage_t u = {1, 2};
     assert_int_equal(srv_json_response(&b, &completion_meta, &c, 1, &u), SL_OK);
     assert_non_null(strstr(b.data, "\"logprobs\":{\"tokens\":[\" a\",\"b\"],\"token_logprobs\":[-0.5,-1],"
-                                   "\"top_logprobs\":[{\" a\":-0.5},{\"b\":-1}],\"text_offset\":[0,2]}"));
+                                   "\"top_logprobs\":[{\" a\":-0.5},{\"c\":-0.25,\"d\":-0.5,\"b\":-1}],"
+                                   "\"text_offset\":[0,2]}"));
+    srv_buf_free(&b);
+}
+
+static void test_chat_logprobs_shape(void **state)
+{
+    (void)state;
+    srv_buf_t b = srv_buf_make(0);
+    srv_token_lp_t alts[2] = {{.piece = "Hi", .piece_len = 2, .logprob = -0.5f},
+                              {.piece = "Yo", .piece_len = 2, .logprob = -1.5f}};
+    srv_token_lp_t lp = {.piece = "Hi", .piece_len = 2, .logprob = -0.5f, .top = alts, .n_top = 2};
+    srv_choice_t c = {.index = 0, .text = "Hi", .text_len = 2, .finish_reason = "stop", .logprobs = 2, .lps = &lp, .n_lps = 1};
+    srv_usage_t u = {1, 1};
+    assert_int_equal(srv_json_response(&b, &chat_meta, &c, 1, &u), SL_OK);
+    assert_non_null(strstr(b.data, "\"logprobs\":{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":[72,105],"
+                                   "\"top_logprobs\":[{\"token\":\"Hi\",\"logprob\":-0.5,\"bytes\":[72,105]},"
+                                   "{\"token\":\"Yo\",\"logprob\":-1.5,\"bytes\":[89,111]}]}]}"));
     srv_buf_free(&b);
 }
 
@@ -160,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_error_shape),
         cmocka_unit_test(test_completion_response_shape),
         cmocka_unit_test(test_completion_logprobs_shape),
+        cmocka_unit_test(test_chat_logprobs_shape),
         cmocka_unit_test(test_chat_response_and_chunks),
         cmocka_unit_test(test_completion_chunk_shape),
         cmocka_unit_test(test_models_and_tokens),

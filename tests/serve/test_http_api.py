@@ -107,6 +107,64 @@ class Endpoints(unittest.TestCase):
         self.assertTrue(all(x <= 0 for x in lp["token_logprobs"]))
         self.assertEqual(len(lp["top_logprobs"]), len(lp["tokens"]))
 
+    def test_penalties_are_accepted_and_change_greedy_output(self):
+        _, _, plain = completion(max_tokens=40)
+        status, _, pres = completion(max_tokens=40, presence_penalty=2.0)
+        self.assertEqual(status, 200, pres)
+        self.assertNotEqual(pres["choices"][0]["text"], plain["choices"][0]["text"])
+        status, _, freq = completion(max_tokens=40, frequency_penalty=-1.5)
+        self.assertEqual(status, 200, freq)
+        status, headers, r = completion(presence_penalty=2.5)
+        assert_error(self, status, headers, r, "invalid_value", param="presence_penalty")
+
+    def test_completion_top_logprobs(self):
+        status, _, r = completion(logprobs=3, max_tokens=6)
+        self.assertEqual(status, 200, r)
+        lp = r["choices"][0]["logprobs"]
+        self.assertEqual(len(lp["tokens"]), 6)
+        text = r["choices"][0]["text"]
+        self.assertEqual(lp["text_offset"][0], 0)
+        for tok, val, top, off in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], lp["text_offset"]):
+            self.assertTrue(3 <= len(top) <= 4, top)                  # the 3 best, plus the sampled one
+            self.assertTrue(all(v <= 0 for v in top.values()))
+            self.assertEqual(max(top, key=top.get), tok)             # greedy: the sampled token is the best
+            self.assertAlmostEqual(top[tok], val, places=4)
+            self.assertEqual(text[off:off + len(tok)], tok)
+
+    def test_chat_top_logprobs(self):
+        status, _, r = post_json(PORT, "/v1/chat/completions", {
+            "model": MODEL, "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 4,
+            "messages": [{"role": "user", "content": "Hello"}]})
+        self.assertEqual(status, 200, r)
+        content = r["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), r["usage"]["completion_tokens"])
+        for entry in content:
+            top = entry["top_logprobs"]
+            self.assertEqual(len(top), 4)
+            self.assertEqual(top[0]["token"], entry["token"])
+            self.assertAlmostEqual(top[0]["logprob"], entry["logprob"], places=4)
+            vals = [t["logprob"] for t in top]
+            self.assertEqual(vals, sorted(vals, reverse=True))
+            self.assertTrue(all(v <= 0 for v in vals))
+            self.assertEqual(bytes(entry["bytes"]).decode("utf-8", "replace"), entry["token"])
+
+    def test_best_of_with_logprobs(self):
+        status, _, r = completion(n=2, best_of=4, logprobs=2, temperature=1.0, seed=5, max_tokens=6)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(len(r["choices"]), 2)
+        means = []
+        for c in r["choices"]:
+            lp = c["logprobs"]
+            self.assertEqual(len(lp["tokens"]), 6)
+            self.assertEqual(len(lp["top_logprobs"]), 6)
+            self.assertTrue(all(x <= 0 for x in lp["token_logprobs"]))
+            means.append(sum(lp["token_logprobs"]) / 6)
+        self.assertGreaterEqual(means[0] + 1e-6, means[1])           # ranked by mean logprob
+        conn, resp = open_stream(PORT, "/v1/completions", {
+            "model": MODEL, "prompt": "Once", "n": 1, "best_of": 2, "logprobs": 1, "stream": True})
+        self.assertEqual(resp.status, 400)                           # streaming cannot rank: as OpenAI
+        conn.close()
+
     def test_stop_string_is_cut(self):
         _, _, full = completion(max_tokens=30)
         text = full["choices"][0]["text"]
@@ -279,7 +337,7 @@ class Disconnect(unittest.TestCase):
 
 class Overload(unittest.TestCase):
     def test_tiny_queue_answers_429_with_retry_after(self):
-        srv = Server("--max-queue", "1", "--max-num-seqs", "1", "--threads", "1")
+        srv = Server("--max-waiting-requests", "1", "--max-num-seqs", "1", "--threads", "1")
         try:
             results = []
 

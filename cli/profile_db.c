@@ -1,0 +1,81 @@
+/* profile_db.c — engine profiles in the run store (contract in profile_db.h). */
+#include "cli/profile_db.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis/store.h"
+#include "sched/status.h"
+
+void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen)
+{
+    if (gethostname(host, hostlen) != 0 || !host[0])
+        snprintf(host, hostlen, "unknown");
+    host[hostlen - 1] = 0;
+    snprintf(cpu, cpulen, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        const char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon)
+            continue;
+        colon++;
+        while (*colon == ' ' || *colon == '\t')
+            colon++;
+        snprintf(cpu, cpulen, "%s", colon);
+        cpu[strcspn(cpu, "\n")] = 0;
+        break;
+    }
+    if (f)
+        fclose(f);
+}
+
+void cli_profile_default_name(const char *model, const char *backend, int threads, char *out, size_t n)
+{
+    const char *base = strrchr(model, '/');
+    base = base ? base + 1 : model;
+    const char *dot = strstr(base, ".gguf");
+    int len = dot ? (int)(dot - base) : (int)strlen(base);
+    snprintf(out, n, "%.*s-%.15s-t%d", len < 40 ? len : 40, base, backend, threads);
+}
+
+int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen)
+{
+    char json[8192];
+    if (!sim_profile_to_json(p, json, sizeof json)) {
+        snprintf(err, errlen, "profile %s: JSON over %zu bytes", p->name, sizeof json);
+        return SL_EINVAL;
+    }
+    an_store_t *st = NULL;
+    int rc = an_store_open(db, &st);
+    if (rc == SL_OK)
+        rc = an_calib_save(st, p->name, CLI_PROFILE_OP, json);
+    if (rc != SL_OK)
+        snprintf(err, errlen, "%s: %s", db, st ? an_store_errmsg(st) : sl_strerror(rc));
+    an_store_close(st);
+    return rc;
+}
+
+int cli_profile_load(const char *db, const char *name, sim_profile_t *p, char *err, size_t errlen)
+{
+    if (access(db, R_OK) != 0) {
+        snprintf(err, errlen, "no engine profile '%s': %s does not exist (make one with sluice profile -o %s)",
+                 name, db, name);
+        return SL_ENOTFOUND;
+    }
+    an_store_t *st = NULL;
+    char *json = NULL, why[256];
+    int rc = an_store_open(db, &st);
+    if (rc == SL_OK)
+        rc = an_calib_load(st, name, CLI_PROFILE_OP, &json);
+    if (rc == SL_ENOTFOUND)
+        snprintf(err, errlen, "no engine profile '%s' in %s (make one with sluice profile -o %s)", name, db, name);
+    else if (rc != SL_OK)
+        snprintf(err, errlen, "%s: %s", db, st ? an_store_errmsg(st) : sl_strerror(rc));
+    else if ((rc = sim_profile_from_json(json, p, why, sizeof why)) != SL_OK)
+        snprintf(err, errlen, "profile '%s' in %s: %s", name, db, why);
+    sl_free(json);
+    an_store_close(st);
+    return rc;
+}

@@ -1,0 +1,31 @@
+/* profile_db.h — engine profiles (sim/profile.h) in the run store, and this machine's identity.
+ *
+ * A profile is stored in the store's calibration table under (profile = its name, op =
+ * CLI_PROFILE_OP) as sim_profile_to_json text; saving again replaces it. The machine identity (host
+ * name and CPU model) is what sim_profile_check compares, so a profile measured elsewhere is
+ * refused.
+ */
+#ifndef SLUICE_CLI_PROFILE_DB_H
+#define SLUICE_CLI_PROFILE_DB_H
+
+#include <stddef.h>
+
+#include "sim/profile.h"
+
+#define CLI_PROFILE_OP "engine_profile"
+
+/* Host name (gethostname) and CPU model (/proc/cpuinfo "model name", else "unknown"). Cannot fail. */
+void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen);
+
+/* The name `sluice profile` gives when -o is not given: "STEM-BACKEND-tTHREADS" (STEM: the
+ * model file's name without .gguf). Cannot fail (truncates). */
+void cli_profile_default_name(const char *model, const char *backend, int threads, char *out, size_t n);
+
+/* Saves p under p->name in the store at db. SL_EDB (and others) with the reason in err. */
+int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen);
+
+/* Loads the profile called name from db. SL_ENOTFOUND when db has none of that name (err says so,
+ * and how to make one), SL_EFORMAT when the stored text is bad, SL_EDB. */
+int cli_profile_load(const char *db, const char *name, sim_profile_t *p, char *err, size_t errlen);
+
+#endif

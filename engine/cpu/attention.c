@@ -1,0 +1,57 @@
+/* attention.c — K/V stores into the paged pool and one query's causal attention (attention.h).
+ *
+ * Two passes over the context, block by block: scores q.k (kept in `scores`), then the softmax
+ * weights applied to V. The context of one query is at most a few thousand positions, so the
+ * scores fit in cache and a one-pass (online softmax) form would buy little here.
+ */
+#include "engine/cpu/attention.h"
+
+#include <string.h>
+
+void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
+                      int layer, int pos, const float *krow, const float *vrow)
+{
+    int block = block_table[pos / kv->block_size], slot = pos % kv->block_size, hd = kv->head_dim;
+    for (int h = 0; h < kv->n_kv_heads; h++) {
+        void *kd = eng_cpu_kv_row(kv, block, layer, 0, h, slot);
+        void *vd = eng_cpu_kv_row(kv, block, layer, 1, h, slot);
+        if (kv->f16) {
+            k->to_f16(krow + h * hd, kd, hd);
+            k->to_f16(vrow + h * hd, vd, hd);
+        } else {
+            memcpy(kd, krow + h * hd, (size_t)hd * sizeof(float));
+            memcpy(vd, vrow + h * hd, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
+void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
+                    int layer, int head, const float *q, int n_ctx, float scale, float *scores,
+                    float *out)
+{
+    const int bs = kv->block_size, hd = kv->head_dim;
+    float max = -3.0e38f;
+    for (int p0 = 0; p0 < n_ctx; p0 += bs) {
+        int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+        const char *krow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 0, head, 0);
+        for (int i = 0; i < n; i++) {
+            float s = kv->f16 ? k->dot_f16(q, (const uint16_t *)krow + (size_t)i * hd, hd)
+                              : k->dot_f32(q, (const float *)krow + (size_t)i * hd, hd);
+            s *= scale;
+            scores[p0 + i] = s;
+            max = s > max ? s : max;
+        }
+    }
+    float inv = 1.0f / k->exp_sum(scores, n_ctx, max);
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int p0 = 0; p0 < n_ctx; p0 += bs) {
+        int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+        const char *vrow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 1, head, 0);
+        for (int i = 0; i < n; i++) {
+            if (kv->f16)
+                k->axpy_f16(scores[p0 + i] * inv, (const uint16_t *)vrow + (size_t)i * hd, out, hd);
+            else
+                k->axpy_f32(scores[p0 + i] * inv, (const float *)vrow + (size_t)i * hd, out, hd);
+        }
+    }
+}

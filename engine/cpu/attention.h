@@ -1,0 +1,45 @@
+/* attention.h — the paged KV pool's layout and causal attention of one query over it.
+ *
+ * The pool is num_blocks blocks of block_size token slots. A block holds every layer's K and V
+ * for its tokens, so a copy-on-write copy is one memcpy of block_bytes:
+ *   block (n_layers, 2 [K, V], n_kv_heads, block_size, head_dim)   elements F32 or F16
+ * A sequence's position p lives in block block_table[p / block_size], slot p % block_size.
+ */
+#ifndef SLUICE_ENGINE_CPU_ATTENTION_H
+#define SLUICE_ENGINE_CPU_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/cpu/kernels.h"
+
+typedef struct eng_cpu_kv {
+    void *data;         /* (num_blocks, n_layers, 2, n_kv_heads, block_size, head_dim) */
+    int num_blocks;
+    int block_size;
+    int n_layers, n_kv_heads, head_dim;
+    int f16;            /* 1: elements are F16, 0: F32 */
+    size_t block_bytes;
+} eng_cpu_kv_t;
+
+/* Address of the K (kv = 0) or V (kv = 1) row of one position slot. Cannot fail. */
+static inline void *eng_cpu_kv_row(const eng_cpu_kv_t *kv, int block, int layer, int which, int head,
+                                   int slot)
+{
+    size_t idx = ((((size_t)block * kv->n_layers + layer) * 2 + which) * kv->n_kv_heads + head) *
+                     kv->block_size + slot;
+    return (char *)kv->data + idx * kv->head_dim * (kv->f16 ? 2 : 4);
+}
+
+/* Stores one token's K and V rows (n_kv_heads * head_dim floats each) at position pos of a
+ * sequence with this block table. Cannot fail (the caller validated the table). */
+void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
+                      int layer, int pos, const float *krow, const float *vrow);
+
+/* out (head_dim) = softmax(q . K[0..n_ctx) * scale) . V[0..n_ctx) for kv head `head` of `layer`
+ * of a sequence. scores is scratch of n_ctx floats. Cannot fail. */
+void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
+                    int layer, int head, const float *q, int n_ctx, float scale, float *scores,
+                    float *out);
+
+#endif

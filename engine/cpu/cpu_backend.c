@@ -1,0 +1,553 @@
+/* cpu_backend.c — the CPU backend: a Llama-family forward pass over a paged KV pool, with the
+ * weights used in place (GGUF views) and every heavy operation spread over a persistent pool.
+ *
+ * Design notes:
+ * 1. One step = one parallel region (threadpool.h). All tokens of all sequences of the batch go
+ *    through each projection together (one matrix product with M = tokens in the step), so each
+ *    weight row is read once per step whatever the batch; attention then runs per sequence, per
+ *    head, per tile of query tokens, causal over the sequence's context in the pool. Barriers
+ *    separate the operations; rows and attention tasks are claimed dynamically.
+ * 2. Matrix inputs are quantised to 8-bit blocks once per operation when any weight reading them
+ *    is quantised (kernels.h); float weights read the float rows directly.
+ * 3. The step writes the K/V of its tokens into the pool before any attention reads it, so a
+ *    prefill chunk sees its own earlier tokens and the sequence's cached context alike.
+ * 4. Only the rows asked for (the last token, or every token, per sequence) go through the final
+ *    norm and the LM head, written straight into the caller's logits.
+ * 5. Workspace grows to the largest step seen and is kept; the KV pool is allocated by kv_alloc.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/backend.h"
+#include "engine/cpu/attention.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/ops.h"
+#include "engine/cpu/threadpool.h"
+#include "engine/quant.h"
+#include "sched/status.h"
+
+#define ENG_CPU_CHUNK_ROWS 16 /* weight rows per claimed matrix-product chunk */
+#define ENG_CPU_ATT_QTILE 8   /* query tokens per claimed attention task */
+#define ENG_CPU_ALIGN 64
+
+typedef struct eng_cpu_ctx {
+    const eng_model_t *m;
+    const eng_cpu_kernels_t *k;
+    eng_cpu_pool_t *pool;
+    eng_cpu_kv_t kv;              /* data NULL until kv_alloc */
+    int kmax;                     /* widest matrix input: max(dim, ffn, n_heads * head_dim) */
+    /* workspace for cap_tok tokens, cap_seq sequences and cap_ctx positions (one allocation) */
+    void *ws;
+    int cap_tok, cap_seq, cap_ctx;
+    float *x;                     /* (cap_tok, dim) residual stream */
+    float *xn;                    /* (cap_tok, max(dim, qdim)) normalised rows / attention output */
+    float *q;                     /* (cap_tok, n_heads * head_dim) */
+    float *kb, *vb;               /* (cap_tok, n_kv_heads * head_dim) */
+    float *hg, *hu;               /* (cap_tok, ffn) gate and up */
+    void *xq;                     /* (cap_tok, eng_cpu_q8_row_bytes(kmax)) the current input, quantised */
+    float *rope;                  /* (cap_tok, head_dim) cos / sin table per token */
+    float *scores;                /* (n_threads, cap_ctx) attention scratch */
+    int32_t *tok_seq;             /* (cap_tok) sequence of each token */
+    int32_t *rows;                /* (cap_tok) tokens whose logits are returned */
+    int32_t *seq_first;           /* (cap_seq + 1) first token of each sequence */
+    int32_t *task_first;          /* (cap_seq + 1) first attention tile of each sequence */
+    float *glogits;               /* (cap_glogits, vocab) forward_greedy's rows */
+    int cap_glogits;
+    char err[256];
+} eng_cpu_ctx_t;
+
+/* one step, shared by the threads of its region */
+typedef struct eng_cpu_step {
+    eng_cpu_ctx_t *c;
+    const eng_batch_t *batch;
+    int n_tok, n_rows;
+    float *logits;                /* (n_rows, vocab) */
+} eng_cpu_step_t;
+
+/* one matrix product of a group sharing an input */
+typedef struct eng_cpu_mm {
+    const eng_tensor_t *w;
+    float *out;                   /* (n_tok, w->ne[1]) */
+    int accumulate;
+} eng_cpu_mm_t;
+
+static void *aligned_alloc64(size_t n)
+{
+    char *p = sl_malloc(n + ENG_CPU_ALIGN + sizeof(void *));
+    if (!p)
+        return NULL;
+    uintptr_t a = ((uintptr_t)p + sizeof(void *) + ENG_CPU_ALIGN - 1) & ~(uintptr_t)(ENG_CPU_ALIGN - 1);
+    ((void **)a)[-1] = p;
+    return (void *)a;
+}
+
+static void aligned_free(void *a)
+{
+    if (a)
+        sl_free(((void **)a)[-1]);
+}
+
+static size_t round64(size_t n)
+{
+    return (n + ENG_CPU_ALIGN - 1) & ~(size_t)(ENG_CPU_ALIGN - 1);
+}
+
+/* ---- the forward pass, run by every thread of the pool ------------------------------------- */
+
+/* Products of one input with 1..3 weights: rows claimed in chunks across all of them. */
+static void mm_group(eng_cpu_ctx_t *c, const eng_cpu_mm_t *mm, int n_mm, const float *xf, int n_tok)
+{
+    int chunks[3], total = 0;
+    for (int i = 0; i < n_mm; i++) {
+        chunks[i] = (int)((mm[i].w->ne[1] + ENG_CPU_CHUNK_ROWS - 1) / ENG_CPU_CHUNK_ROWS);
+        total += chunks[i];
+    }
+    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
+        int i = 0;
+        while (ci >= chunks[i])
+            ci -= chunks[i++];
+        const eng_tensor_t *w = mm[i].w;
+        int rows = (int)w->ne[1], kk = (int)w->ne[0], quant = eng_cpu_type_quantized(w->type);
+        eng_cpu_gemm_t g = {
+            .type = w->type,
+            .w = w->data,
+            .w_stride = eng_type_row_bytes(w->type, kk),
+            .x = quant ? (const void *)c->xq : (const void *)xf,
+            .x_stride = quant ? eng_cpu_q8_row_bytes(c->kmax) : (size_t)kk * sizeof(float),
+            .n_tok = n_tok,
+            .k = kk,
+            .out = mm[i].out,
+            .ldo = (size_t)rows,
+            .accumulate = mm[i].accumulate,
+        };
+        int r0 = ci * ENG_CPU_CHUNK_ROWS, r1 = r0 + ENG_CPU_CHUNK_ROWS < rows ? r0 + ENG_CPU_CHUNK_ROWS : rows;
+        c->k->gemm(&g, r0, r1);
+    }
+    eng_cpu_pool_barrier(c->pool);
+}
+
+/* Quantises row t (n floats) of a matrix input when any weight of its group needs it. */
+static void prep_row(eng_cpu_ctx_t *c, const eng_cpu_mm_t *mm, int n_mm, const float *row, int t, int n)
+{
+    for (int i = 0; i < n_mm; i++) {
+        if (eng_cpu_type_quantized(mm[i].w->type)) {
+            c->k->quantize_q8(row, (char *)c->xq + (size_t)t * eng_cpu_q8_row_bytes(c->kmax), n);
+            return;
+        }
+    }
+}
+
+static void attention_tasks(eng_cpu_step_t *st, int layer, int ith)
+{
+    eng_cpu_ctx_t *c = st->c;
+    const eng_model_config_t *cfg = &c->m->cfg;
+    const eng_batch_t *b = st->batch;
+    const int hd = cfg->head_dim, nh = cfg->n_heads, group = cfg->n_heads / cfg->n_kv_heads;
+    const int qdim = nh * hd, n_tasks = c->task_first[b->n_seqs] * nh;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)ith * c->cap_ctx;
+    int s = 0;
+    for (int task; (task = eng_cpu_pool_claim(c->pool)) < n_tasks;) {
+        int head = task % nh, tile = task / nh;
+        while (tile >= c->task_first[s + 1])
+            s++;
+        while (tile < c->task_first[s])
+            s--;
+        const eng_batch_seq_t *sq = &b->seqs[s];
+        int i0 = (tile - c->task_first[s]) * ENG_CPU_ATT_QTILE;
+        int i1 = i0 + ENG_CPU_ATT_QTILE < sq->n_tokens ? i0 + ENG_CPU_ATT_QTILE : sq->n_tokens;
+        for (int i = i0; i < i1; i++) {
+            size_t t = (size_t)c->seq_first[s] + i;
+            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, head / group, c->q + t * qdim + head * hd,
+                           sq->pos + i + 1, scale, scores, c->xn + t * qdim + head * hd);
+        }
+    }
+    eng_cpu_pool_barrier(c->pool);
+}
+
+static void step_main(void *arg, int ith, int nth)
+{
+    eng_cpu_step_t *st = arg;
+    eng_cpu_ctx_t *c = st->c;
+    const eng_model_t *m = c->m;
+    const eng_model_config_t *cfg = &m->cfg;
+    const eng_batch_t *b = st->batch;
+    const int dim = cfg->dim, hd = cfg->head_dim, ffn = cfg->ffn_dim;
+    const int qdim = cfg->n_heads * hd, kvdim = cfg->n_kv_heads * hd;
+    int lo, hi;
+    eng_cpu_split(st->n_tok, ith, nth, &lo, &hi);
+
+    for (int i = ith; i < b->n_copies; i += nth)
+        memcpy((char *)c->kv.data + (size_t)b->copy_dst[i] * c->kv.block_bytes,
+               (const char *)c->kv.data + (size_t)b->copy_src[i] * c->kv.block_bytes, c->kv.block_bytes);
+    for (int t = lo; t < hi; t++) {
+        const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
+        int i = t - c->seq_first[c->tok_seq[t]];
+        eng_dequantize_row(m->tok_embd.type,
+                           (const char *)m->tok_embd.data + (size_t)sq->tokens[i] * eng_type_row_bytes(m->tok_embd.type, dim),
+                           c->x + (size_t)t * dim, dim);
+        eng_cpu_rope_table(sq->pos + i, hd, cfg->rope_theta, c->rope + (size_t)t * hd);
+    }
+    eng_cpu_pool_barrier(c->pool);
+
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const eng_layer_t *L = &m->layers[l];
+        const eng_cpu_mm_t qkv[3] = {{&L->wq, c->q, 0}, {&L->wk, c->kb, 0}, {&L->wv, c->vb, 0}};
+        const eng_cpu_mm_t wo = {&L->wo, c->x, 1};
+        const eng_cpu_mm_t gu[2] = {{&L->w_gate, c->hg, 0}, {&L->w_up, c->hu, 0}};
+        const eng_cpu_mm_t down = {&L->w_down, c->x, 1};
+
+        for (int t = lo; t < hi; t++) {
+            float *xn = c->xn + (size_t)t * dim;
+            eng_cpu_rmsnorm(c->x + (size_t)t * dim, L->attn_norm.data, xn, dim, cfg->norm_eps);
+            prep_row(c, qkv, 3, xn, t, dim);
+        }
+        eng_cpu_pool_barrier(c->pool);
+        mm_group(c, qkv, 3, c->xn, st->n_tok);
+
+        for (int t = lo; t < hi; t++) {
+            const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
+            float *kt = c->kb + (size_t)t * kvdim;
+            eng_cpu_rope(c->q + (size_t)t * qdim, cfg->n_heads, hd, c->rope + (size_t)t * hd);
+            eng_cpu_rope(kt, cfg->n_kv_heads, hd, c->rope + (size_t)t * hd);
+            eng_cpu_kv_store(c->k, &c->kv, sq->block_table, l, sq->pos + t - c->seq_first[c->tok_seq[t]], kt,
+                             c->vb + (size_t)t * kvdim);
+        }
+        eng_cpu_pool_barrier(c->pool);
+        attention_tasks(st, l, ith); /* -> xn as (n_tok, qdim) */
+
+        for (int t = lo; t < hi; t++)
+            prep_row(c, &wo, 1, c->xn + (size_t)t * qdim, t, qdim);
+        eng_cpu_pool_barrier(c->pool);
+        mm_group(c, &wo, 1, c->xn, st->n_tok);
+
+        for (int t = lo; t < hi; t++) {
+            float *xn = c->xn + (size_t)t * dim;
+            eng_cpu_rmsnorm(c->x + (size_t)t * dim, L->ffn_norm.data, xn, dim, cfg->norm_eps);
+            prep_row(c, gu, 2, xn, t, dim);
+        }
+        eng_cpu_pool_barrier(c->pool);
+        mm_group(c, gu, 2, c->xn, st->n_tok);
+
+        for (int t = lo; t < hi; t++) {
+            float *h = c->hg + (size_t)t * ffn;
+            c->k->silu_mul(h, c->hu + (size_t)t * ffn, ffn);
+            prep_row(c, &down, 1, h, t, ffn);
+        }
+        eng_cpu_pool_barrier(c->pool);
+        mm_group(c, &down, 1, c->hg, st->n_tok);
+    }
+
+    const eng_cpu_mm_t head = {&m->output, st->logits, 0};
+    eng_cpu_split(st->n_rows, ith, nth, &lo, &hi);
+    for (int r = lo; r < hi; r++) {
+        float *xn = c->xn + (size_t)r * dim;
+        eng_cpu_rmsnorm(c->x + (size_t)c->rows[r] * dim, m->out_norm.data, xn, dim, cfg->norm_eps);
+        prep_row(c, &head, 1, xn, r, dim);
+    }
+    eng_cpu_pool_barrier(c->pool);
+    if (st->n_rows > 0)
+        mm_group(c, &head, 1, c->xn, st->n_rows);
+}
+
+/* ---- backend interface ---------------------------------------------------------------------- */
+
+static int fail(eng_cpu_ctx_t *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(eng_cpu_ctx_t *c, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Grows the workspace to n_tok tokens, n_seq sequences and n_ctx positions. On SL_ENOMEM the
+ * old workspace is kept. */
+static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
+{
+    if (n_tok <= c->cap_tok && n_seq <= c->cap_seq && n_ctx <= c->cap_ctx)
+        return SL_OK;
+    const eng_model_config_t *cfg = &c->m->cfg;
+    int T = n_tok > c->cap_tok ? n_tok : c->cap_tok, S = n_seq > c->cap_seq ? n_seq : c->cap_seq;
+    int C = n_ctx > c->cap_ctx ? n_ctx : c->cap_ctx, nth = eng_cpu_pool_size(c->pool);
+    int qdim = cfg->n_heads * cfg->head_dim, kvdim = cfg->n_kv_heads * cfg->head_dim;
+    int xnw = cfg->dim > qdim ? cfg->dim : qdim;
+    size_t sizes[] = {
+        (size_t)T * cfg->dim * 4, (size_t)T * xnw * 4, (size_t)T * qdim * 4, (size_t)T * kvdim * 4,
+        (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
+        (size_t)T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
+        (size_t)nth * C * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        total += round64(sizes[i]);
+    char *ws = aligned_alloc64(total);
+    if (!ws)
+        return fail(c, SL_ENOMEM, "cpu: out of memory for a step of %d tokens (%zu bytes of workspace)",
+                    n_tok, total);
+    aligned_free(c->ws);
+    c->ws = ws;
+    void **ptrs[] = {
+        (void **)&c->x, (void **)&c->xn, (void **)&c->q, (void **)&c->kb, (void **)&c->vb,
+        (void **)&c->hg, (void **)&c->hu, (void **)&c->xq, (void **)&c->rope, (void **)&c->scores,
+        (void **)&c->tok_seq, (void **)&c->rows, (void **)&c->seq_first, (void **)&c->task_first,
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *ptrs[i] = ws;
+        ws += round64(sizes[i]);
+    }
+    c->cap_tok = T;
+    c->cap_seq = S;
+    c->cap_ctx = C;
+    return SL_OK;
+}
+
+/* Checks a batch against the model and the pool; counts its tokens and logits rows. */
+static int check_batch(eng_cpu_ctx_t *c, const eng_batch_t *b, int *n_tok, int *n_rows, int *max_ctx)
+{
+    if (!c->kv.data)
+        return fail(c, SL_ESTATE, "cpu: forward before kv_alloc");
+    if (b->n_seqs < 0 || (b->n_seqs > 0 && !b->seqs) || b->n_copies < 0)
+        return fail(c, SL_EINVAL, "cpu: malformed batch (n_seqs %d, n_copies %d)", b->n_seqs, b->n_copies);
+    for (int i = 0; i < b->n_copies; i++) {
+        if (b->copy_src[i] < 0 || b->copy_src[i] >= c->kv.num_blocks || b->copy_dst[i] < 0 ||
+            b->copy_dst[i] >= c->kv.num_blocks)
+            return fail(c, SL_EINVAL, "cpu: block copy %d: %d -> %d outside the pool of %d blocks", i,
+                        b->copy_src[i], b->copy_dst[i], c->kv.num_blocks);
+    }
+    int64_t toks = 0, rows = 0, ctx = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const eng_batch_seq_t *sq = &b->seqs[s];
+        int64_t end = (int64_t)sq->pos + sq->n_tokens;
+        if (sq->n_tokens < 0 || sq->pos < 0 || (sq->n_tokens > 0 && !sq->tokens) || sq->logits < 0 ||
+            sq->logits > 2)
+            return fail(c, SL_EINVAL, "cpu: sequence %d: bad n_tokens %d, pos %d or logits %d", s,
+                        sq->n_tokens, sq->pos, sq->logits);
+        if ((int64_t)sq->n_blocks * c->kv.block_size < end || !sq->block_table)
+            return fail(c, SL_EINVAL, "cpu: sequence %d: %d blocks of %d cannot hold %lld positions", s,
+                        sq->n_blocks, c->kv.block_size, (long long)end);
+        for (int i = 0; i < (int)((end + c->kv.block_size - 1) / c->kv.block_size); i++)
+            if (sq->block_table[i] < 0 || sq->block_table[i] >= c->kv.num_blocks)
+                return fail(c, SL_EINVAL, "cpu: sequence %d: block %d outside the pool of %d blocks", s,
+                            sq->block_table[i], c->kv.num_blocks);
+        for (int i = 0; i < sq->n_tokens; i++)
+            if (sq->tokens[i] < 0 || sq->tokens[i] >= c->m->cfg.vocab)
+                return fail(c, SL_EINVAL, "cpu: sequence %d: token %d outside the vocabulary of %d", s,
+                            sq->tokens[i], c->m->cfg.vocab);
+        toks += sq->n_tokens;
+        rows += sq->n_tokens == 0 ? 0 : sq->logits == 2 ? sq->n_tokens : sq->logits;
+        ctx = end > ctx ? end : ctx;
+    }
+    if (toks > (1 << 24))
+        return fail(c, SL_EINVAL, "cpu: step of %lld tokens is too large", (long long)toks);
+    *n_tok = (int)toks;
+    *n_rows = (int)rows;
+    *max_ctx = (int)ctx;
+    return SL_OK;
+}
+
+static int cpu_forward(eng_backend_t *be, const eng_batch_t *b, float *logits, int *n_rows)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    int n_tok = 0, rows = 0, max_ctx = 0;
+    int rc = check_batch(c, b, &n_tok, &rows, &max_ctx);
+    if (rc == SL_OK)
+        rc = ensure_workspace(c, n_tok, b->n_seqs, max_ctx);
+    if (rc != SL_OK)
+        return rc;
+    int t = 0, r = 0, tiles = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const eng_batch_seq_t *sq = &b->seqs[s];
+        c->seq_first[s] = t;
+        c->task_first[s] = tiles;
+        tiles += (sq->n_tokens + ENG_CPU_ATT_QTILE - 1) / ENG_CPU_ATT_QTILE;
+        for (int i = 0; i < sq->n_tokens; i++, t++) {
+            c->tok_seq[t] = s;
+            if (sq->logits == 2 || (sq->logits == 1 && i == sq->n_tokens - 1))
+                c->rows[r++] = t;
+        }
+    }
+    c->seq_first[b->n_seqs] = t;
+    c->task_first[b->n_seqs] = tiles;
+    eng_cpu_step_t st = {.c = c, .batch = b, .n_tok = n_tok, .n_rows = rows, .logits = logits};
+    if (n_tok > 0 || b->n_copies > 0)
+        eng_cpu_pool_run(c->pool, step_main, &st);
+    *n_rows = rows;
+    return SL_OK;
+}
+
+static int cpu_forward_greedy(eng_backend_t *be, const eng_batch_t *b, int32_t *tokens, int *n_rows)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    const int vocab = c->m->cfg.vocab;
+    int rows = 0;
+    for (int s = 0; s < b->n_seqs; s++)
+        rows += b->seqs[s].logits == 2 ? b->seqs[s].n_tokens : b->seqs[s].logits > 0 && b->seqs[s].n_tokens > 0;
+    if (rows > c->cap_glogits) {
+        float *g = aligned_alloc64((size_t)rows * vocab * sizeof(float));
+        if (!g)
+            return fail(c, SL_ENOMEM, "cpu: out of memory for %d logits rows", rows);
+        aligned_free(c->glogits);
+        c->glogits = g;
+        c->cap_glogits = rows;
+    }
+    int rc = cpu_forward(be, b, c->glogits, n_rows);
+    if (rc != SL_OK)
+        return rc;
+    for (int r = 0; r < *n_rows; r++) {
+        const float *row = c->glogits + (size_t)r * vocab;
+        int best = 0;
+        for (int i = 1; i < vocab; i++)
+            best = row[i] > row[best] ? i : best;
+        tokens[r] = best;
+    }
+    return SL_OK;
+}
+
+static int64_t cpu_kv_budget_bytes(eng_backend_t *be)
+{
+    long pages = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? (int64_t)pages * psize : 0;
+}
+
+static int cpu_kv_alloc(eng_backend_t *be, int num_blocks, int block_size)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    if (num_blocks <= 0 || block_size <= 0)
+        return fail(c, SL_EINVAL, "cpu: kv_alloc: %d blocks of %d tokens", num_blocks, block_size);
+    eng_cpu_kv_t kv = c->kv;
+    kv.block_size = block_size;
+    kv.num_blocks = num_blocks;
+    kv.block_bytes = (size_t)kv.n_layers * 2 * kv.n_kv_heads * block_size * kv.head_dim * (kv.f16 ? 2 : 4);
+    aligned_free(c->kv.data);
+    c->kv.data = NULL;
+    kv.data = aligned_alloc64(kv.block_bytes * num_blocks);
+    if (!kv.data)
+        return fail(c, SL_ENOMEM, "cpu: out of memory for a KV pool of %d blocks (%zu bytes)", num_blocks,
+                    kv.block_bytes * num_blocks);
+    c->kv = kv;
+    return SL_OK;
+}
+
+static const char *cpu_errmsg(eng_backend_t *be)
+{
+    return ((eng_cpu_ctx_t *)be->ctx)->err;
+}
+
+static void cpu_free(eng_backend_t *be)
+{
+    if (!be)
+        return;
+    eng_cpu_ctx_t *c = be->ctx;
+    if (c) {
+        eng_cpu_pool_free(c->pool);
+        aligned_free(c->kv.data);
+        aligned_free(c->ws);
+        aligned_free(c->glogits);
+        sl_free(c);
+    }
+    sl_free(be);
+}
+
+static const eng_backend_ops_t cpu_ops = {
+    .version = ENG_BACKEND_VERSION,
+    .name = "cpu",
+    .kv_budget_bytes = cpu_kv_budget_bytes,
+    .kv_alloc = cpu_kv_alloc,
+    .forward = cpu_forward,
+    .forward_greedy = cpu_forward_greedy,
+    .errmsg = cpu_errmsg,
+    .free = cpu_free,
+};
+
+/* A weight the forward multiplies: present, of a supported type, ne = {n_in, n_out}. */
+static int check_weight(const eng_tensor_t *t, const char *what, int layer, int64_t n_in, int64_t n_out,
+                        char *err, int errlen)
+{
+    if (!t->data || t->ne[0] != n_in || t->ne[1] != n_out || !eng_cpu_type_supported(t->type) ||
+        eng_type_row_bytes(t->type, n_in) == 0 || n_in > ENG_CPU_UNPACK_BYTES) {
+        snprintf(err, errlen, "cpu: layer %d: %s: missing, of type %s or shape %lldx%lld (want %lldx%lld)",
+                 layer, what, eng_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
+                 (long long)n_in, (long long)n_out);
+        return 0;
+    }
+    return 1;
+}
+
+static int check_model(const eng_model_t *m, char *err, int errlen)
+{
+    const eng_model_config_t *cfg = &m->cfg;
+    if (cfg->n_layers <= 0 || cfg->dim <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
+        cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 != 0 ||
+        cfg->ffn_dim <= 0 || cfg->vocab <= 0 || !m->layers || !m->out_norm.data) {
+        snprintf(err, errlen, "cpu: unsupported model shape (layers %d, dim %d, heads %d/%d, head_dim %d)",
+                 cfg->n_layers, cfg->dim, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+        return 0;
+    }
+    int64_t dim = cfg->dim, qdim = (int64_t)cfg->n_heads * cfg->head_dim;
+    int64_t kvdim = (int64_t)cfg->n_kv_heads * cfg->head_dim, ffn = cfg->ffn_dim;
+    if (!check_weight(&m->tok_embd, "token_embd", -1, dim, cfg->vocab, err, errlen) ||
+        !check_weight(&m->output, "output", -1, dim, cfg->vocab, err, errlen))
+        return 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const eng_layer_t *L = &m->layers[l];
+        if (!L->attn_norm.data || !L->ffn_norm.data) {
+            snprintf(err, errlen, "cpu: layer %d: missing norm weights", l);
+            return 0;
+        }
+        if (!check_weight(&L->wq, "attn_q", l, dim, qdim, err, errlen) ||
+            !check_weight(&L->wk, "attn_k", l, dim, kvdim, err, errlen) ||
+            !check_weight(&L->wv, "attn_v", l, dim, kvdim, err, errlen) ||
+            !check_weight(&L->wo, "attn_output", l, qdim, dim, err, errlen) ||
+            !check_weight(&L->w_gate, "ffn_gate", l, dim, ffn, err, errlen) ||
+            !check_weight(&L->w_up, "ffn_up", l, dim, ffn, err, errlen) ||
+            !check_weight(&L->w_down, "ffn_down", l, ffn, dim, err, errlen))
+            return 0;
+    }
+    return 1;
+}
+
+eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backend_params_t *params,
+                                      char *err, int errlen)
+{
+    eng_backend_params_t p = params ? *params : eng_backend_params_default();
+    if (!check_model(model, err, errlen))
+        return NULL;
+    eng_backend_t *be = sl_calloc(1, sizeof *be);
+    eng_cpu_ctx_t *c = sl_calloc(1, sizeof *c);
+    if (!be || !c) {
+        sl_free(be);
+        sl_free(c);
+        snprintf(err, errlen, "cpu: out of memory");
+        return NULL;
+    }
+    be->ops = &cpu_ops;
+    be->model = model;
+    be->ctx = c;
+    const eng_model_config_t *cfg = &model->cfg;
+    c->m = model;
+    c->k = eng_cpu_kernels_get(eng_cpu_isa_detect());
+    int qdim = cfg->n_heads * cfg->head_dim;
+    c->kmax = cfg->dim > cfg->ffn_dim ? cfg->dim : cfg->ffn_dim;
+    c->kmax = c->kmax > qdim ? c->kmax : qdim;
+    c->kmax = (c->kmax + ENG_CPU_QK - 1) / ENG_CPU_QK * ENG_CPU_QK;
+    c->kv = (eng_cpu_kv_t){.n_layers = cfg->n_layers, .n_kv_heads = cfg->n_kv_heads,
+                           .head_dim = cfg->head_dim, .f16 = p.kv_f16 != 0};
+    if (eng_cpu_pool_create(p.n_threads, &c->pool) != SL_OK) {
+        snprintf(err, errlen, "cpu: cannot start %d threads", p.n_threads);
+        cpu_free(be);
+        return NULL;
+    }
+    return be;
+}
+
+/* The instruction set the backend's kernels use ("avx2", ...), for logs and benchmarks. */
+const char *eng_cpu_backend_isa(const eng_backend_t *be)
+{
+    return ((const eng_cpu_ctx_t *)be->ctx)->k->name;
+}

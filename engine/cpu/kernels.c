@@ -1,0 +1,239 @@
+/* kernels.c — the portable scalar kernels and the run-time choice of instruction set.
+ *
+ * The scalar products compute exactly what the SIMD ones compute (integer block dots, the same
+ * activation quantisation with round-half-to-even), so they are both the fallback on CPUs without
+ * AVX2 and a second opinion in the tests.
+ */
+#include "engine/cpu/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "engine/model.h"
+#include "engine/quant.h"
+
+int eng_cpu_type_supported(int type)
+{
+    switch (type) {
+    case ENG_T_F32: case ENG_T_F16: case ENG_T_BF16:
+    case ENG_T_Q8_0: case ENG_T_Q4_0: case ENG_T_Q4_1: case ENG_T_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int eng_cpu_type_quantized(int type)
+{
+    return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K;
+}
+
+eng_cpu_isa_t eng_cpu_isa_detect(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        return ENG_CPU_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return ENG_CPU_ISA_AVX2;
+#endif
+    return ENG_CPU_ISA_SCALAR;
+}
+
+const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa)
+{
+    if (isa < 0 || isa >= ENG_CPU_ISA_COUNT || isa > eng_cpu_isa_detect())
+        return NULL;
+    switch (isa) {
+#if defined(__x86_64__)
+    case ENG_CPU_ISA_AVX512: return &eng_cpu_kernels_avx512;
+    case ENG_CPU_ISA_AVX2: return &eng_cpu_kernels_avx2;
+#endif
+    case ENG_CPU_ISA_SCALAR: return &eng_cpu_kernels_scalar;
+    default: return NULL;
+    }
+}
+
+/* ---- scalar kernels ----------------------------------------------------------------------- */
+
+static void quantize_q8_scalar(const float *x, void *row, int k)
+{
+    int8_t *qs = row;
+    float *d = eng_cpu_q8_d(row, k), *s = eng_cpu_q8_s(row, k);
+    for (int b = 0; b < k / ENG_CPU_QK; b++, x += ENG_CPU_QK) {
+        float amax = 0.0f;
+        for (int i = 0; i < ENG_CPU_QK; i++)
+            amax = fmaxf(amax, fabsf(x[i]));
+        float db = amax / 127.0f, id = db > 0.0f ? 1.0f / db : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < ENG_CPU_QK; i++) {
+            qs[b * ENG_CPU_QK + i] = (int8_t)nearbyintf(x[i] * id);
+            sum += qs[b * ENG_CPU_QK + i];
+        }
+        d[b] = db;
+        s[b] = db * (float)sum;
+    }
+}
+
+static float load_float(int type, const void *w, int i)
+{
+    switch (type) {
+    case ENG_T_F16: return eng_f16_to_f32(((const uint16_t *)w)[i]);
+    case ENG_T_BF16: return eng_bf16_to_f32(((const uint16_t *)w)[i]);
+    default: return ((const float *)w)[i];
+    }
+}
+
+/* dot of one weight row of a 32-block type (Q4_0, Q4_1, Q8_0) with one q8 activation row */
+static float dot_q32_scalar(int type, const uint8_t *w, const void *x, int k)
+{
+    const int nb = k / ENG_CPU_QK;
+    const int8_t *xq = x;
+    const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int isum = 0;
+        float dw, mw = 0.0f;
+        if (type == ENG_T_Q8_0) {
+            const eng_block_q8_0 *blk = (const eng_block_q8_0 *)w + b;
+            dw = eng_f16_to_f32(blk->d);
+            for (int i = 0; i < 32; i++)
+                isum += blk->qs[i] * xq[b * 32 + i];
+        } else {
+            const uint8_t *qs;
+            if (type == ENG_T_Q4_0) {
+                const eng_block_q4_0 *blk = (const eng_block_q4_0 *)w + b;
+                dw = eng_f16_to_f32(blk->d);
+                mw = -8.0f * dw;
+                qs = blk->qs;
+            } else {
+                const eng_block_q4_1 *blk = (const eng_block_q4_1 *)w + b;
+                dw = eng_f16_to_f32(blk->d);
+                mw = eng_f16_to_f32(blk->m);
+                qs = blk->qs;
+            }
+            for (int i = 0; i < 16; i++)
+                isum += (qs[i] & 15) * xq[b * 32 + i] + (qs[i] >> 4) * xq[b * 32 + i + 16];
+        }
+        sum += dw * xd[b] * (float)isum + mw * xs[b];
+    }
+    return sum;
+}
+
+static float dot_q6_K_scalar(const eng_block_q6_K *w, const void *x, int k)
+{
+    const int nsb = k / ENG_QK_K;
+    const int8_t *xq = x;
+    const float *xd = eng_cpu_q8_d(x, k);
+    float sum = 0.0f;
+    for (int sb = 0; sb < nsb; sb++, w++) {
+        float d = eng_f16_to_f32(w->d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w->ql + 64 * h, *qh = w->qh + 32 * h;
+            const int8_t *sc = w->scales + 8 * h;
+            for (int g = 0; g < 4; g++) {
+                const int blk = sb * 8 + h * 4 + g;
+                int isum = 0;
+                for (int half = 0; half < 2; half++) {
+                    int sub = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++) {
+                        int lo = (g & 1) ? ql[l + 32] : ql[l];
+                        lo = (g & 2) ? lo >> 4 : lo & 15;
+                        int q = (lo | ((qh[l] >> (2 * g)) & 3) << 4) - 32;
+                        sub += q * xq[blk * 32 + l];
+                    }
+                    isum += sc[2 * g + half] * sub;
+                }
+                sum += d * xd[blk] * (float)isum;
+            }
+        }
+    }
+    return sum;
+}
+
+static void gemm_scalar(const eng_cpu_gemm_t *g, int r0, int r1)
+{
+    for (int t = 0; t < g->n_tok; t++) {
+        const void *x = (const char *)g->x + (size_t)t * g->x_stride;
+        for (int r = r0; r < r1; r++) {
+            const void *w = (const char *)g->w + (size_t)r * g->w_stride;
+            float v = 0.0f;
+            if (g->type == ENG_T_Q6_K) {
+                v = dot_q6_K_scalar(w, x, g->k);
+            } else if (eng_cpu_type_quantized(g->type)) {
+                v = dot_q32_scalar(g->type, w, x, g->k);
+            } else {
+                for (int i = 0; i < g->k; i++)
+                    v += load_float(g->type, w, i) * ((const float *)x)[i];
+            }
+            float *o = &g->out[(size_t)t * g->ldo + r];
+            *o = g->accumulate ? *o + v : v;
+        }
+    }
+}
+
+static float dot_f32_scalar(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static float dot_f16_scalar(const float *a, const uint16_t *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * eng_f16_to_f32(b[i]);
+    return s;
+}
+
+static void axpy_f32_scalar(float a, const float *x, float *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void axpy_f16_scalar(float a, const uint16_t *x, float *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * eng_f16_to_f32(x[i]);
+}
+
+static void to_f16_scalar(const float *x, uint16_t *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = eng_f32_to_f16(x[i]);
+}
+
+static float exp_sum_scalar(float *x, int n, float max)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        s += x[i];
+    }
+    return s;
+}
+
+static void silu_mul_scalar(float *g, const float *u, int n)
+{
+    for (int i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+const eng_cpu_kernels_t eng_cpu_kernels_scalar = {
+    .isa = ENG_CPU_ISA_SCALAR,
+    .name = "scalar",
+    .quantize_q8 = quantize_q8_scalar,
+    .gemm = gemm_scalar,
+    .dot_f32 = dot_f32_scalar,
+    .dot_f16 = dot_f16_scalar,
+    .axpy_f32 = axpy_f32_scalar,
+    .axpy_f16 = axpy_f16_scalar,
+    .to_f16 = to_f16_scalar,
+    .exp_sum = exp_sum_scalar,
+    .silu_mul = silu_mul_scalar,
+};

@@ -1,0 +1,109 @@
+/* kernels.h — the CPU compute kernels: matrix products over weights in their GGUF format, the
+ * 8-bit activation format the quantised products read, and the vector helpers attention and the
+ * FFN need. One table of functions per instruction set, chosen at run time.
+ *
+ * Matrix products: weights stay as the file stores them (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K).
+ * For the quantised types the activation rows are first quantised to 8-bit blocks (32 int8
+ * values, a float scale and the scaled block sum, like ggml's q8_1), then every block product
+ * is an integer dot: Q4_0 and Q4_1 weights are unsigned nibbles times signed activations, with
+ * the offset (-8 d for Q4_0, m for Q4_1) applied once per block through the block sum; Q8_0 is
+ * signed times signed; Q6_K applies its 16-element scales to integer partial sums. Float weights
+ * multiply float activations.
+ *
+ * Weights are unpacked once per group of rows into a small int8 buffer (with their scales as
+ * float vectors) that then serves every token of the step: prompt processing reads and unpacks
+ * each weight block once, whatever the number of tokens.
+ *
+ * Instruction sets: scalar (portable, always present), AVX2+FMA+F16C, AVX-512 (F, BW, VL, VNNI;
+ * compiled on x86-64, chosen only when the CPU reports it). All give the same results up to float
+ * summation order.
+ */
+#ifndef SLUICE_ENGINE_CPU_KERNELS_H
+#define SLUICE_ENGINE_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENG_CPU_QK 32 /* activation block: elements sharing one scale */
+/* Longest row (k) the Q4_0 / Q4_1 / Q8_0 products take: they unpack whole rows on the stack. */
+#define ENG_CPU_UNPACK_BYTES 65536
+
+/* A quantised activation row of k elements (k a multiple of 32), structure of arrays so that the
+ * scales of 8 blocks load as one vector:
+ *   int8 qs[k]            value i = d[i / 32] * qs[i]
+ *   float d[k / 32]       block scales
+ *   float s[k / 32]       d * sum(qs of the block): for Q4_0's offset and Q4_1's minimum      */
+static inline size_t eng_cpu_q8_row_bytes(int k)
+{
+    return (size_t)k + 2 * sizeof(float) * (size_t)(k / ENG_CPU_QK);
+}
+static inline float *eng_cpu_q8_d(const void *row, int k)
+{
+    return (float *)((char *)row + k);
+}
+static inline float *eng_cpu_q8_s(const void *row, int k)
+{
+    return (float *)((char *)row + k) + k / ENG_CPU_QK;
+}
+
+typedef enum eng_cpu_isa {
+    ENG_CPU_ISA_SCALAR = 0,
+    ENG_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    ENG_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL + VNNI, on top of AVX2 */
+    ENG_CPU_ISA_COUNT
+} eng_cpu_isa_t;
+
+/* A matrix product: out[t * ldo + r] = dot(weight row r, activation row t) (or += when
+ * accumulate), for the rows a call names and tokens 0..n_tok-1. */
+typedef struct eng_cpu_gemm {
+    int type;           /* eng_type_t of the weight */
+    const void *w;      /* weight row 0; rows of k elements in `type` */
+    size_t w_stride;    /* bytes per weight row */
+    const void *x;      /* activations: float (n_tok, k), or q8 rows (n_tok, eng_cpu_q8_row_bytes(k)) */
+    size_t x_stride;    /* bytes between two tokens' activation rows */
+    int n_tok;
+    int k;              /* elements per row; a multiple of the type's block size */
+    float *out;         /* (n_tok, ldo) */
+    size_t ldo;
+    int accumulate;     /* 1: add to out (residual connections) */
+} eng_cpu_gemm_t;
+
+typedef struct eng_cpu_kernels {
+    eng_cpu_isa_t isa;
+    const char *name;   /* "scalar", "avx2", "avx512" */
+    /* row = q8(x): one activation row of k elements (k a multiple of 32). */
+    void (*quantize_q8)(const float *x, void *row, int k);
+    /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(); for
+     * Q4_0 / Q4_1 / Q8_0, g->k <= ENG_CPU_UNPACK_BYTES. */
+    void (*gemm)(const eng_cpu_gemm_t *g, int r0, int r1);
+    /* Dot products of a float vector with a float / F16 vector of n elements. */
+    float (*dot_f32)(const float *a, const float *b, int n);
+    float (*dot_f16)(const float *a, const uint16_t *b, int n);
+    /* y += a * x for a float / F16 x of n elements. */
+    void (*axpy_f32)(float a, const float *x, float *y, int n);
+    void (*axpy_f16)(float a, const uint16_t *x, float *y, int n);
+    /* y = f16(x), n elements. */
+    void (*to_f16)(const float *x, uint16_t *y, int n);
+    /* x[i] = exp(x[i] - max) in place; returns the sum. */
+    float (*exp_sum)(float *x, int n, float max);
+    /* g[i] = silu(g[i]) * u[i]. */
+    void (*silu_mul)(float *g, const float *u, int n);
+} eng_cpu_kernels_t;
+
+/* The best instruction set this CPU runs. Cannot fail. */
+eng_cpu_isa_t eng_cpu_isa_detect(void);
+/* The kernels of an instruction set; NULL when it is not compiled in or this CPU lacks it. */
+const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa);
+/* 1 when the kernels multiply weights of this type. */
+int eng_cpu_type_supported(int type);
+/* 1 when products with this weight type read q8 activation rows, 0 for float ones. */
+int eng_cpu_type_quantized(int type);
+
+/* Kernel tables of each instruction set (kernels_*.c); use eng_cpu_kernels_get(). */
+extern const eng_cpu_kernels_t eng_cpu_kernels_scalar;
+#if defined(__x86_64__)
+extern const eng_cpu_kernels_t eng_cpu_kernels_avx2;
+extern const eng_cpu_kernels_t eng_cpu_kernels_avx512;
+#endif
+
+#endif

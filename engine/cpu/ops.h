@@ -1,0 +1,20 @@
+/* ops.h — the row operations of the Llama forward that are not matrix products: RMSNorm and
+ * rotary position embeddings. Scalar C (they are a small share of the work); none allocate and
+ * none can fail.
+ */
+#ifndef SLUICE_ENGINE_CPU_OPS_H
+#define SLUICE_ENGINE_CPU_OPS_H
+
+/* y = x / sqrt(mean(x^2) + eps) * w over n elements (sum of squares in double, as ggml does).
+ * y may equal x. */
+void eng_cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps);
+
+/* Rotation table of one position: cs[i] = cos(pos * theta^(-2i/head_dim)), cs[head_dim/2 + i] =
+ * the sine, for i < head_dim / 2. cs holds head_dim floats. */
+void eng_cpu_rope_table(int pos, int head_dim, float theta, float *cs);
+
+/* Rotates n_heads heads of head_dim floats in place by a table from eng_cpu_rope_table, in
+ * ggml's "normal" mode (the llama layout of GGUF files): adjacent pairs (x[2i], x[2i+1]). */
+void eng_cpu_rope(float *x, int n_heads, int head_dim, const float *cs);
+
+#endif

@@ -1,0 +1,259 @@
+/* test_cpu_kernels.c — every CPU kernel, on every instruction set this machine runs, against a
+ * plain scalar reference: weights dequantised by quant.h, a float dot. Random inputs, odd sizes.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/cpu/kernels.h"
+#include "engine/model.h"
+#include "engine/quant.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (2.0 / 16777216.0) - 1.0);
+}
+
+static void fill(float *x, int n, float scale)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = frand() * scale;
+}
+
+/* n_rows rows of k elements of type, from random floats (Q6_K: random bytes, finite scale). */
+static uint8_t *make_weights(int type, int n_rows, int k)
+{
+    size_t rb = eng_type_row_bytes(type, k);
+    uint8_t *w = malloc(rb * n_rows);
+    float *row = malloc(sizeof(float) * k);
+    for (int r = 0; r < n_rows; r++) {
+        if (type == ENG_T_Q6_K) {
+            eng_block_q6_K *b = (eng_block_q6_K *)(w + rb * r);
+            for (int s = 0; s < k / ENG_QK_K; s++) {
+                for (size_t i = 0; i < sizeof b[s]; i++)
+                    ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
+                b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
+            }
+        } else {
+            fill(row, k, 1.0f);
+            assert_int_equal(eng_quantize_row(type, row, w + rb * r, k), 0);
+        }
+    }
+    free(row);
+    return w;
+}
+
+static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
+                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K};
+
+/* One product of every type on every instruction set against the reference; rows, tokens and
+ * (for float types) k odd so every tile remainder runs. */
+static void check_gemm(int type, int n_rows, int n_tok, int k, int accumulate)
+{
+    uint8_t *w = make_weights(type, n_rows, k);
+    size_t rb = eng_type_row_bytes(type, k);
+    float *x = malloc(sizeof(float) * n_tok * k), *xr = malloc(sizeof(float) * n_tok * k);
+    const size_t qrow = eng_cpu_q8_row_bytes(k);
+    char *xq = malloc(qrow * n_tok);
+    float *wr = malloc(sizeof(float) * k);
+    float *ref = malloc(sizeof(float) * n_tok * n_rows), *out = malloc(sizeof(float) * n_tok * n_rows);
+    float *mag = malloc(sizeof(float) * n_tok * n_rows);
+    fill(x, n_tok * k, 2.0f);
+    int quant = eng_cpu_type_quantized(type);
+    /* the reference reads the activations the kernel reads: the q8 blocks, dequantised */
+    if (quant) {
+        for (int t = 0; t < n_tok; t++) {
+            const char *row = xq + qrow * t;
+            eng_cpu_kernels_scalar.quantize_q8(x + t * k, xq + qrow * t, k);
+            for (int i = 0; i < k; i++)
+                xr[t * k + i] = eng_cpu_q8_d(row, k)[i / 32] * ((const int8_t *)row)[i];
+        }
+    } else {
+        memcpy(xr, x, sizeof(float) * n_tok * k);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        assert_int_equal(eng_dequantize_row(type, w + rb * r, wr, k), 0);
+        for (int t = 0; t < n_tok; t++) {
+            double s = 0, a = 0;
+            for (int i = 0; i < k; i++) {
+                s += (double)wr[i] * xr[t * k + i];
+                a += fabs((double)wr[i] * xr[t * k + i]);
+            }
+            ref[t * n_rows + r] = (float)s + (accumulate ? 1.0f : 0.0f);
+            mag[t * n_rows + r] = (float)a;
+        }
+    }
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        for (int t = 0; quant && t < n_tok; t++)
+            kt->quantize_q8(x + t * k, xq + qrow * t, k);
+        eng_cpu_gemm_t g = {
+            .type = type, .w = w, .w_stride = rb, .x = quant ? (const void *)xq : (const void *)x,
+            .x_stride = quant ? qrow : sizeof(float) * k,
+            .n_tok = n_tok, .k = k, .out = out, .ldo = n_rows, .accumulate = accumulate,
+        };
+        for (int i = 0; i < n_tok * n_rows; i++)
+            out[i] = 1.0f;
+        /* two calls over a split of the rows, as the backend's threads make them */
+        kt->gemm(&g, 0, n_rows / 3);
+        kt->gemm(&g, n_rows / 3, n_rows);
+        for (int i = 0; i < n_tok * n_rows; i++) {
+            float tol = 1e-5f * mag[i] + 1e-5f;
+            if (fabsf(out[i] - ref[i]) > tol)
+                fail_msg("%s %s rows %d tok %d k %d: out[%d] = %g, reference %g", kt->name,
+                         eng_type_name(type), n_rows, n_tok, k, i, out[i], ref[i]);
+        }
+    }
+    free(w); free(x); free(xr); free(xq); free(wr); free(ref); free(out); free(mag);
+}
+
+static void test_gemm_matches_dequantised_reference_for_every_type(void **state)
+{
+    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) {
+        int type = all_types[i], block = eng_type_block_elems(type);
+        int k = block == 1 ? 77 : block == 32 ? 608 : 512; /* 19 blocks: a group of 8 and a tail */
+        check_gemm(type, 13, 5, k, 0);
+        check_gemm(type, 9, 1, k, 1);
+        check_gemm(type, 1, 3, block == 1 ? 8 : block == 32 ? 64 : k, 0);
+        check_gemm(type, 37, 2, block == 1 ? 1 : block == 32 ? 2048 : 1024, 0); /* several row groups */
+    }
+}
+
+static void test_quantised_gemm_is_close_to_float_product(void **state)
+{
+    /* the 8-bit activations cost well under 1% of a Q8_0 product's magnitude */
+    const int n_rows = 6, k = 256;
+    uint8_t *w = make_weights(ENG_T_Q8_0, n_rows, k);
+    float x[k], wr[k], out[n_rows];
+    char xq[eng_cpu_q8_row_bytes(256)];
+    fill(x, k, 1.0f);
+    const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(eng_cpu_isa_detect());
+    kt->quantize_q8(x, xq, k);
+    eng_cpu_gemm_t g = {.type = ENG_T_Q8_0, .w = w, .w_stride = eng_type_row_bytes(ENG_T_Q8_0, k), .x = xq,
+                        .x_stride = sizeof xq, .n_tok = 1, .k = k, .out = out, .ldo = n_rows};
+    kt->gemm(&g, 0, n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        eng_dequantize_row(ENG_T_Q8_0, w + g.w_stride * r, wr, k);
+        double s = 0, a = 0;
+        for (int i = 0; i < k; i++) {
+            s += (double)wr[i] * x[i];
+            a += fabs((double)wr[i] * x[i]);
+        }
+        assert_true(fabs(out[r] - s) < 0.01 * a);
+    }
+    free(w);
+}
+
+static void test_activation_quantisation_is_identical_across_isas(void **state)
+{
+    const int n = 32 * 7;
+    float x[n];
+    fill(x, n, 3.0f);
+    x[5] = 0.0f;
+    memset(x + 64, 0, sizeof(float) * 32); /* an all-zero block: d = 0, no division by zero */
+    char ref[eng_cpu_q8_row_bytes(n)], got[eng_cpu_q8_row_bytes(n)];
+    eng_cpu_kernels_scalar.quantize_q8(x, ref, n);
+    const float *d = eng_cpu_q8_d(ref, n), *s = eng_cpu_q8_s(ref, n);
+    assert_true(d[2] == 0.0f && s[2] == 0.0f);
+    for (int b = 0; b < n / 32; b++) {
+        int sum = 0;
+        for (int i = 0; i < 32; i++)
+            sum += ((const int8_t *)ref)[b * 32 + i];
+        assert_true(fabsf(s[b] - d[b] * sum) <= 1e-6f * fabsf(s[b]) + 1e-12f);
+    }
+    for (int isa = 1; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        kt->quantize_q8(x, got, n);
+        assert_memory_equal(ref, got, sizeof ref);
+    }
+}
+
+static void test_vector_helpers_match_scalar_math(void **state)
+{
+    const int n = 67;
+    float a[n], b[n], y0[n], y1[n], e[n], g[n], u[n];
+    uint16_t h[n], h2[n];
+    fill(a, n, 1.0f);
+    fill(b, n, 1.0f);
+    fill(u, n, 2.0f);
+    for (int i = 0; i < n; i++)
+        h[i] = eng_f32_to_f16(b[i]);
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        double d32 = 0, d16 = 0;
+        for (int i = 0; i < n; i++) {
+            d32 += (double)a[i] * b[i];
+            d16 += (double)a[i] * eng_f16_to_f32(h[i]);
+        }
+        assert_true(fabs(kt->dot_f32(a, b, n) - d32) < 1e-5);
+        assert_true(fabs(kt->dot_f16(a, h, n) - d16) < 1e-5);
+        memcpy(y0, b, sizeof y0);
+        memcpy(y1, b, sizeof y1);
+        kt->axpy_f32(0.5f, a, y0, n);
+        kt->axpy_f16(0.5f, h, y1, n);
+        for (int i = 0; i < n; i++) {
+            assert_true(fabsf(y0[i] - (b[i] + 0.5f * a[i])) < 1e-6f);
+            assert_true(fabsf(y1[i] - (b[i] + 0.5f * eng_f16_to_f32(h[i]))) < 1e-6f);
+        }
+        kt->to_f16(b, h2, n);
+        assert_memory_equal(h, h2, sizeof h);
+        for (int i = 0; i < n; i++)
+            e[i] = a[i] * 30.0f;
+        e[3] = -200.0f; /* underflows to 0, not to garbage */
+        float sum = kt->exp_sum(e, n, 30.0f), ref = 0.0f;
+        for (int i = 0; i < n; i++) {
+            float want = i == 3 ? 0.0f : expf(a[i] * 30.0f - 30.0f);
+            assert_true(fabsf(e[i] - want) <= 2e-6f * want + 1e-30f);
+            ref += want;
+        }
+        assert_true(fabsf(sum - ref) <= 1e-5f * ref);
+        for (int i = 0; i < n; i++)
+            g[i] = a[i] * 8.0f;
+        kt->silu_mul(g, u, n);
+        for (int i = 0; i < n; i++) {
+            float x = a[i] * 8.0f, want = x / (1.0f + expf(-x)) * u[i];
+            assert_true(fabsf(g[i] - want) <= 1e-5f * fabsf(want) + 1e-7f);
+        }
+    }
+}
+
+static void test_isa_detection_names_an_available_table(void **state)
+{
+    eng_cpu_isa_t isa = eng_cpu_isa_detect();
+    assert_non_null(eng_cpu_kernels_get(isa));
+    assert_non_null(eng_cpu_kernels_get(ENG_CPU_ISA_SCALAR));
+    assert_int_equal(eng_cpu_kernels_get(isa)->isa, isa);
+    assert_null(eng_cpu_kernels_get(ENG_CPU_ISA_COUNT));
+    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++)
+        assert_true(eng_cpu_type_supported(all_types[i]));
+    assert_false(eng_cpu_type_supported(7));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_matches_dequantised_reference_for_every_type),
+        cmocka_unit_test(test_quantised_gemm_is_close_to_float_product),
+        cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
+        cmocka_unit_test(test_vector_helpers_match_scalar_math),
+        cmocka_unit_test(test_isa_detection_names_an_available_table),
+    };
+    return cmocka_run_group_tests_name("cpu_kernels", tests, NULL, NULL);
+}

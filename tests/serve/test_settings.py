@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""test_settings.py - `sluice serve --settings-from DB [--recommendation ID]` and the run record:
+a recommendation stored by `sluice tune` is applied and printed, a flag on the command line
+overrides it, a missing store or an unknown id exits 2 with a message, and with --db the served
+requests are recorded as a real run at shutdown (seen in `sluice runs`). Standard library only."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_util import BIN, MODEL, Server, post_json  # noqa: E402
+
+
+def run(*args):
+    p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
+class Settings(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.db = os.path.join(cls.tmp.name, "t.db")
+        rc, out = run("tune", "--slo", "ttft_p99=1s", "--preset", "chat", "--limit", "50", "--budget", "6", "--strategies", "continuous,naive",
+                      "--db", cls.db)
+        if rc != 0:
+            raise unittest.SkipTest("sluice tune could not store a recommendation:\n" + out)
+        m = re.search(r"stored as recommendation (\d+)", out)
+        cls.reco = int(m.group(1))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_recommendation_applied_flag_overrides_and_run_recorded(self):
+        srv = Server("--settings-from", self.db, "--recommendation", str(self.reco), "--max-num-seqs", "3",
+                     "--db", self.db, "--threads", "1")
+        log = "".join(srv.log)
+        self.assertRegex(log, r"applied recommendation %d from .*: strategy \w+" % self.reco)
+        self.assertIn("max_num_seqs 3,", log)  # the flag wins over the recommendation
+        for _ in range(3):
+            status, _, r = post_json(srv.port, "/v1/completions", {"prompt": "Once", "max_tokens": 4})
+            self.assertEqual(status, 200, r)
+        self.assertEqual(srv.stop(), 0)
+        m = re.search(r"recorded run (\d+) in .* \((\d+) requests", "".join(srv.log))
+        self.assertIsNotNone(m, "".join(srv.log))
+        self.assertEqual(int(m.group(2)), 3)
+        rc, out = run("runs", "--db", self.db)
+        self.assertEqual(rc, 0, out)
+        row = [line for line in out.splitlines() if line.startswith(m.group(1) + " ")]
+        self.assertTrue(row and " real " in row[0] and " serve " in row[0], out)
+
+    def test_bad_store_or_id_exits_2(self):
+        rc, out = run("serve", "-m", MODEL, "--settings-from", self.db, "--recommendation", "99999")
+        self.assertEqual(rc, 2)
+        self.assertIn("no recommendation 99999", out)
+        rc, out = run("serve", "-m", MODEL, "--settings-from", os.path.join(self.tmp.name, "absent.db"))
+        self.assertEqual(rc, 2)
+        self.assertIn("no such file", out)
+        rc, out = run("serve", "-m", MODEL, "--recommendation", "1")
+        self.assertEqual(rc, 2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
