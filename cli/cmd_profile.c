@@ -3,9 +3,9 @@
  * in the run store under a name `sluice sim --gpu NAME` and `sluice validate --profile NAME` load.
  *
  * What is measured (medians of repeats: at least 3, up to 9 while under 0.3 s per shape):
- *   1. the engine loop's time outside the forward pass: a burst of short requests through the
- *      real engine (cli/engine_run.h), per step (start of the next step - start of this one -
- *      forward time), against the rows sampled: the host terms;
+ *   1. the engine loop: a burst of short requests through the real engine (cli/engine_run.h);
+ *      per step, the start of the next step - its start - the forward time the fit in 2 predicts
+ *      for its shape, against the rows sampled, gives the host terms;
  *   2. forward passes through the backend interface (eng_backend_create + forward over hand-built
  *      batches with real, disjoint block tables in a pool of the engine's size): one prompt chunk of
  *      M = 1, 2, 4 .. max_num_batched_tokens tokens (a logits row, and none for a few M, as a
@@ -57,47 +57,60 @@ static int cmp_double(const void *a, const void *b)
 
 /* ---- host overhead: the engine loop around the forward pass --------------------------------- */
 
-/* A burst of short requests with staggered output lengths, all arriving at once: the batch
- * shrinks one by one, so steps cover 1 .. n sampled rows. */
-static int measure_host(const cli_engine_opts_t *eo, sim_profile_t *p, sched_config_t *used, char *err, size_t errlen)
+/* A burst of short requests (prompt plen) with staggered output lengths, all arriving at once: the
+ * batch shrinks one by one, so steps cover 1 .. n sampled rows. The engine's own config (KV pool,
+ * context, model shape) goes to *used; the step records stay in r for fit_host. */
+static int run_burst(const cli_engine_opts_t *eo, cli_engine_run_t *r, sched_config_t *used, int *plen, char *err,
+                     size_t errlen)
 {
-    cli_engine_run_t r = {0};
-    sluice_engine *e = cli_engine_open(eo, &r, err, errlen);
+    sluice_engine *e = cli_engine_open(eo, r, err, errlen);
     if (!e)
         return SL_EINVAL;
     *used = *eng_engine_sched_config(e);
     wl_trace_t *tr = wl_trace_create();
     int n = used->max_num_seqs < 32 ? used->max_num_seqs : 32, rc = tr ? SL_OK : SL_ENOMEM;
-    int plen = used->max_sequence_length / 4 < 8 ? used->max_sequence_length / 4 : 8;
+    *plen = used->max_sequence_length / 4 < 8 ? used->max_sequence_length / 4 : 8;
     for (int i = 0; i < n && rc == SL_OK; i++) {
-        wl_request_t q = {.arrival = 0, .prompt_len = plen > 1 ? plen : 1, .output_len = 2 + 2 * (i + 1),
+        wl_request_t q = {.arrival = 0, .prompt_len = *plen > 1 ? *plen : 1, .output_len = 2 + 2 * (i + 1),
                           .prefix_group = -1};
         if (q.prompt_len + q.output_len > used->max_sequence_length)
             q.output_len = used->max_sequence_length - q.prompt_len;
         rc = wl_trace_append(tr, &q);
     }
     if (rc == SL_OK)
-        rc = cli_engine_replay(e, eo, tr, 0, &r, err, errlen);
+        rc = cli_engine_replay(e, eo, tr, 0, r, err, errlen);
     else
         snprintf(err, errlen, "out of memory");
-    double *ov = sl_malloc(sizeof *ov * (r.n_step + 1));
-    int *rows = sl_malloc(sizeof *rows * (r.n_step + 1)), k = 0;
-    if (rc == SL_OK && (!ov || !rows)) {
-        snprintf(err, errlen, "out of memory");
-        rc = SL_ENOMEM;
-    }
-    for (size_t i = 0; rc == SL_OK && i + 1 < r.n_step; i++) {
-        double o = r.step[i + 1].t_start - r.step[i].t_start - r.forward_s[i];
-        if (o >= 0)
-            ov[k] = o, rows[k++] = r.n_sampled[i];
-    }
-    if (rc == SL_OK)
-        rc = sim_profile_fit_host(p, ov, rows, k, err, (int)errlen);
-    sl_free(ov);
-    sl_free(rows);
     wl_trace_free(tr);
     sluice_engine_free(e);
-    cli_engine_run_free(&r);
+    return rc;
+}
+
+/* The host terms: per step of the burst, the time to the next step's start beyond the forward
+ * the profile predicts for its shape (so whatever the serving loop adds, outside the forward or
+ * inside it, e.g. workers woken per step, lands here), against the rows sampled. Contexts are not
+ * in the step records; in the burst every sequence started together, so a decode sequence at
+ * step k holds about plen + k tokens. */
+static int fit_host(sim_profile_t *p, const cli_engine_run_t *r, int plen, char *err, size_t errlen)
+{
+    double *ov = sl_malloc(sizeof *ov * (r->n_step + 1));
+    int *rows = sl_malloc(sizeof *rows * (r->n_step + 1)), k = 0;
+    if (!ov || !rows) {
+        sl_free(ov), sl_free(rows);
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    for (size_t i = 0; i + 1 < r->n_step; i++) {
+        const an_step_rec_t *s = &r->step[i];
+        sim_profile_point_t pt = {.m = s->n_tokens, .rows = r->n_sampled[i], .n_dec = s->n_decode_seqs,
+                                  .pre_work = s->n_prefill_tokens * (plen + 1) / 2.0,
+                                  .dec_kv = (double)s->n_decode_seqs * (plen + (double)i)};
+        double o = r->step[i + 1].t_start - s->t_start - sim_profile_forward(p, &pt);
+        ov[k] = fmax(0, o), rows[k++] = r->n_sampled[i];
+    }
+    int rc = sim_profile_fit_host(p, ov, rows, k, err, (int)errlen);
+    sl_free(ov);
+    sl_free(rows);
     return rc;
 }
 
@@ -284,24 +297,33 @@ int cmd_profile(int argc, char **argv)
 
     /* 1. the engine loop, and the engine's own sizing of everything */
     sched_config_t sc;
-    if ((rc = measure_host(&o.eng, &p, &sc, err, sizeof err)) != SL_OK)
-        return cli_fail(CMD, "%s", err);
+    cli_engine_run_t burst = {0};
+    eng_model_t *model = NULL;
+    bench_t *b = NULL;
+    eng_backend_t *be = NULL;
+    int plen = 1, status = 0;
+    if ((rc = run_burst(&o.eng, &burst, &sc, &plen, err, sizeof err)) != SL_OK) {
+        status = cli_fail(CMD, "%s", err);
+        goto out;
+    }
     p.model = sc.model;
     p.max_seq_len = sc.max_sequence_length;
     int T = sc.max_num_batched_tokens < sc.max_sequence_length ? sc.max_num_batched_tokens : sc.max_sequence_length;
     int S = sc.max_num_seqs < MAX_SEQS ? sc.max_num_seqs : MAX_SEQS, C = sc.max_sequence_length;
-    if (sim_profile_set_knots(&p, T, S, S * C) != SL_OK)
-        return cli_fail(CMD, "max_num_batched_tokens %d / max_num_seqs %d: out of the profile's range", T, S);
+    if (sim_profile_set_knots(&p, T, S, S * C) != SL_OK) {
+        status = cli_fail(CMD, "max_num_batched_tokens %d / max_num_seqs %d: out of the profile's range", T, S);
+        goto out;
+    }
 
     /* 2. forward passes on a backend of the engine's kind, with a pool of the engine's size */
-    eng_model_t *model = eng_model_load(o.eng.model, err, sizeof err);
-    if (!model)
-        return cli_fail(CMD, "%s", err);
+    if (!(model = eng_model_load(o.eng.model, err, sizeof err))) {
+        status = cli_fail(CMD, "%s", err);
+        goto out;
+    }
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = o.eng.threads;
-    bench_t *b = sl_calloc(1, sizeof *b);
-    eng_backend_t *be = b ? eng_backend_create(o.eng.backend, model, &bp, err, sizeof err) : NULL;
-    int status = 0;
+    b = sl_calloc(1, sizeof *b);
+    be = b ? eng_backend_create(o.eng.backend, model, &bp, err, sizeof err) : NULL;
     if (!be) {
         status = cli_fail(CMD, "%s", b ? err : "out of memory");
         goto out;
@@ -320,7 +342,8 @@ int cmd_profile(int argc, char **argv)
         goto out;
     }
     if ((rc = measure_forward(b, &p, T, S, C, err, sizeof err)) != SL_OK ||
-        (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK) {
+        (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK ||
+        (rc = fit_host(&p, &burst, plen, err, sizeof err)) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
@@ -352,6 +375,7 @@ int cmd_profile(int argc, char **argv)
     }
     printf("stored as engine profile '%s' in %s (%.1f s)\n", p.name, o.db, now_s() - t0);
 out:
+    cli_engine_run_free(&burst);
     if (b) {
         sl_free(b->tokens);
         sl_free(b->blocks);

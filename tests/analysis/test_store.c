@@ -235,7 +235,8 @@ static void test_store_refuses_a_newer_schema(void **state)
     sqlite3_close(db);
     assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
     char want[200];
-    snprintf(want, sizeof want, "%s has schema 7, this sluice understands up to 1 (use a newer sluice)", f->path);
+    snprintf(want, sizeof want, "%s has schema 7, this sluice understands up to %d (use a newer sluice)", f->path,
+             AN_SCHEMA_VERSION);
     assert_string_equal(an_store_errmsg(f->st), want);
 }
 
@@ -279,6 +280,107 @@ static void test_store_calibration_and_recommendations(void **state)
     int64_t ids[2] = {1, 2}, rid;
     assert_int_equal(an_reco_save(st, ids, 2, "{\"strategy\":\"continuous\"}", &rid), SL_OK);
     assert_int_equal(rid, 1);
+    assert_int_equal(an_reco_save(st, ids, 1, "{\"strategy\":\"naive\"}", &rid), SL_OK);
+    int64_t got;
+    assert_int_equal(an_reco_get(st, 0, &got, &json), SL_OK); /* the latest */
+    assert_int_equal(got, 2);
+    assert_string_equal(json, "{\"strategy\":\"naive\"}");
+    sl_free(json);
+    assert_int_equal(an_reco_get(st, 1, &got, &json), SL_OK);
+    assert_string_equal(json, "{\"strategy\":\"continuous\"}");
+    sl_free(json);
+    assert_int_equal(an_reco_get(st, 9, &got, &json), SL_ENOTFOUND);
+    assert_null(json);
+    assert_non_null(strstr(an_store_errmsg(st), "no recommendation 9"));
+}
+
+/* The v1 schema as sluice shipped it (store.c's migration[0]), with one run and its steps. */
+static void make_v1_store(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    const char *v1 =
+        "CREATE TABLE schema_version(version INTEGER NOT NULL); INSERT INTO schema_version VALUES(1);"
+        "CREATE TABLE runs(id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,"
+        " mode TEXT NOT NULL CHECK(mode IN ('sim','real')),"
+        " status TEXT NOT NULL CHECK(status IN ('running','ok','failed')), error TEXT,"
+        " hardware TEXT, model TEXT, strategy TEXT, config_json TEXT, workload_name TEXT,"
+        " workload_hash TEXT, seed INTEGER, code_revision TEXT, wall_seconds REAL);"
+        "CREATE TABLE requests(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " req_id INTEGER NOT NULL, replica INTEGER, priority INTEGER, arrival REAL, first_scheduled REAL,"
+        " first_token REAL, finished REAL, prompt_len INTEGER, output_len INTEGER,"
+        " cached_prompt_len INTEGER, preemptions INTEGER, finish_reason INTEGER,"
+        " PRIMARY KEY(run_id, req_id)) WITHOUT ROWID;"
+        "CREATE TABLE steps(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " replica INTEGER NOT NULL, seq_no INTEGER NOT NULL, t_start REAL, t_end REAL, n_seqs INTEGER,"
+        " n_tokens INTEGER, n_prefill_tokens INTEGER, n_decode_seqs INTEGER, n_padded_tokens INTEGER,"
+        " kv_used_blocks INTEGER, kv_reserved_slots INTEGER, kv_used_slots INTEGER, kv_naive_slots INTEGER,"
+        " n_preempted INTEGER, PRIMARY KEY(run_id, replica, seq_no)) WITHOUT ROWID;"
+        "CREATE TABLE summaries(run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " key TEXT NOT NULL, value REAL, PRIMARY KEY(run_id, key)) WITHOUT ROWID;"
+        "CREATE TABLE calibration(profile TEXT NOT NULL, op TEXT NOT NULL, params_json TEXT NOT NULL,"
+        " created_at TEXT NOT NULL, PRIMARY KEY(profile, op));"
+        "CREATE TABLE recommendations(id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,"
+        " run_ids TEXT NOT NULL, json TEXT NOT NULL);"
+        "INSERT INTO runs(created_at, mode, status, model) VALUES('2025-01-01 00:00:00', 'sim', 'ok', 'llama2-7b');"
+        "INSERT INTO steps VALUES(1, 1, 0, 0.0, 0.5, 2, 20, 16, 1, 0, 3, 48, 40, 100, 0);"
+        "INSERT INTO steps VALUES(1, 0, 1, 0.5, 0.6, 1, 1, 0, 1, 0, 2, 32, 21, 64, 0);"
+        "INSERT INTO steps VALUES(1, 0, 0, 0.0, 0.5, 1, 20, 20, 0, 0, 2, 32, 20, 64, 1);"
+        "INSERT INTO summaries VALUES(1, 'n_steps', 3);";
+    char *msg = NULL;
+    if (sqlite3_exec(db, v1, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("v1 fixture: %s", msg);
+    sqlite3_close(db);
+}
+
+static void test_store_migrates_a_v1_store_to_rowid_steps(void **state)
+{
+    fixture_t *f = *state;
+    make_v1_store(f->path);
+    /* readers do not migrate: the v1 store is read as it is */
+    char err[256];
+    an_store_t *ro;
+    assert_int_equal(an_store_open_existing(f->path, &ro, err, sizeof err), SL_OK);
+    assert_int_equal(an_store_schema_version(ro), 1);
+    an_step_rec_t *steps;
+    size_t n;
+    assert_int_equal(an_run_steps(ro, 1, &steps, &n), SL_OK);
+    assert_int_equal(n, 3);
+    sl_free(steps);
+    an_store_close(ro);
+    /* a writer migrates it, keeping every row */
+    an_store_t *st = open_ok(f);
+    assert_int_equal(an_store_schema_version(st), 2);
+    assert_int_equal(an_run_steps(st, 1, &steps, &n), SL_OK);
+    assert_int_equal(n, 3);
+    assert_true(steps[0].replica == 0 && steps[0].seq_no == 0 && steps[0].n_preempted == 1);
+    assert_true(steps[1].replica == 0 && steps[1].seq_no == 1 && steps[1].kv_used_slots == 21);
+    assert_true(steps[2].replica == 1 && steps[2].n_tokens == 20 && steps[2].kv_naive_slots == 100);
+    sl_free(steps);
+    an_run_t r;
+    assert_int_equal(an_run_get(st, 1, &r), SL_OK);
+    assert_true(r.has_summary && r.summary.n_steps == 3);
+    an_run_clear(&r);
+    an_store_close(st);
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE name = 'steps'", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_null(strstr((const char *)sqlite3_column_text(q, 0), "WITHOUT ROWID"));
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
+                                            "'steps_run' AND tbl_name = 'steps'", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 2);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
 }
 
 static void test_store_open_and_read_survive_every_failed_allocation(void **state)
@@ -353,6 +455,7 @@ int main(void)
         T(test_store_refuses_a_file_that_is_not_a_database),
         T(test_store_refuses_an_sqlite_database_of_another_program),
         T(test_store_calibration_and_recommendations),
+        T(test_store_migrates_a_v1_store_to_rowid_steps),
         T(test_store_open_and_read_survive_every_failed_allocation),
         T(test_store_writes_20k_requests_and_100k_steps_under_a_second),
     };
