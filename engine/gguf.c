@@ -546,31 +546,39 @@ const eng_gguf_tensor_t *eng_gguf_find_tensor(const eng_gguf_t *g, const char *n
     return i < 0 ? NULL : &g->tensors[i];
 }
 
-/* A scalar of numeric type t at p, as integer (*is_int) or double. */
-static int scalar(uint32_t t, const uint8_t *p, int64_t *i, uint64_t *u, double *f)
+/* A numeric value read by scalar(): signed in i, unsigned in u, and always as a double in f. */
+typedef struct scalar {
+    enum { SCALAR_NONE, SCALAR_SIGNED, SCALAR_UNSIGNED, SCALAR_FLOAT } kind;
+    int64_t i;
+    uint64_t u;
+    double f;
+} scalar_t;
+
+/* The scalar of type t at p; kind SCALAR_NONE when t is not a number (bool, string, array). */
+static scalar_t scalar(uint32_t t, const uint8_t *p)
 {
     union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
             float f32; uint64_t u64; int64_t i64; double f64; } v;
+    scalar_t s = {SCALAR_NONE, 0, 0, 0};
     size_t sz = vtype_size(t);
-    if (!sz || t == ENG_GGUF_BOOL) return 0;
+    if (!sz || t == ENG_GGUF_BOOL) return s;
     memcpy(&v, p, sz);
-    *u = 0;
-    *i = 0;
     switch (t) {
-    case ENG_GGUF_U8: *u = v.u8; break;
-    case ENG_GGUF_U16: *u = v.u16; break;
-    case ENG_GGUF_U32: *u = v.u32; break;
-    case ENG_GGUF_U64: *u = v.u64; break;
-    case ENG_GGUF_I8: *i = v.i8; break;
-    case ENG_GGUF_I16: *i = v.i16; break;
-    case ENG_GGUF_I32: *i = v.i32; break;
-    case ENG_GGUF_I64: *i = v.i64; break;
-    case ENG_GGUF_F32: *f = v.f32; return 3;
-    default: *f = v.f64; return 3;
+    case ENG_GGUF_U8: s.u = v.u8; break;
+    case ENG_GGUF_U16: s.u = v.u16; break;
+    case ENG_GGUF_U32: s.u = v.u32; break;
+    case ENG_GGUF_U64: s.u = v.u64; break;
+    case ENG_GGUF_I8: s.i = v.i8; break;
+    case ENG_GGUF_I16: s.i = v.i16; break;
+    case ENG_GGUF_I32: s.i = v.i32; break;
+    case ENG_GGUF_I64: s.i = v.i64; break;
+    case ENG_GGUF_F32: s.kind = SCALAR_FLOAT, s.f = v.f32; return s;
+    default: s.kind = SCALAR_FLOAT, s.f = v.f64; return s;
     }
     int is_unsigned = t == ENG_GGUF_U8 || t == ENG_GGUF_U16 || t == ENG_GGUF_U32 || t == ENG_GGUF_U64;
-    if (is_unsigned) *f = (double)*u; else *f = (double)*i;
-    return is_unsigned ? 2 : 1; /* 1 signed in *i, 2 unsigned in *u */
+    s.kind = is_unsigned ? SCALAR_UNSIGNED : SCALAR_SIGNED;
+    s.f = is_unsigned ? (double)s.u : (double)s.i;
+    return s;
 }
 
 static const kv_t *lookup(eng_gguf_t *g, const char *key)
@@ -590,12 +598,9 @@ int eng_gguf_get_i64(eng_gguf_t *g, const char *key, int64_t *out)
 {
     const kv_t *kv = lookup(g, key);
     if (!kv) return SL_ENOTFOUND;
-    int64_t i;
-    uint64_t u;
-    double f;
-    int k = scalar(kv->type, kv->val, &i, &u, &f);
-    if (k == 1) *out = i;
-    else if (k == 2 && u <= (uint64_t)INT64_MAX) *out = (int64_t)u;
+    scalar_t v = scalar(kv->type, kv->val);
+    if (v.kind == SCALAR_SIGNED) *out = v.i;
+    else if (v.kind == SCALAR_UNSIGNED && v.u <= (uint64_t)INT64_MAX) *out = (int64_t)v.u;
     else return mismatch(g, kv, "an integer");
     return SL_OK;
 }
@@ -604,12 +609,9 @@ int eng_gguf_get_u64(eng_gguf_t *g, const char *key, uint64_t *out)
 {
     const kv_t *kv = lookup(g, key);
     if (!kv) return SL_ENOTFOUND;
-    int64_t i;
-    uint64_t u;
-    double f;
-    int k = scalar(kv->type, kv->val, &i, &u, &f);
-    if (k == 2) *out = u;
-    else if (k == 1 && i >= 0) *out = (uint64_t)i;
+    scalar_t v = scalar(kv->type, kv->val);
+    if (v.kind == SCALAR_UNSIGNED) *out = v.u;
+    else if (v.kind == SCALAR_SIGNED && v.i >= 0) *out = (uint64_t)v.i;
     else return mismatch(g, kv, "a non-negative integer");
     return SL_OK;
 }
@@ -618,11 +620,9 @@ int eng_gguf_get_f64(eng_gguf_t *g, const char *key, double *out)
 {
     const kv_t *kv = lookup(g, key);
     if (!kv) return SL_ENOTFOUND;
-    int64_t i;
-    uint64_t u;
-    double f;
-    if (!scalar(kv->type, kv->val, &i, &u, &f)) return mismatch(g, kv, "a number");
-    *out = f;
+    scalar_t v = scalar(kv->type, kv->val);
+    if (v.kind == SCALAR_NONE) return mismatch(g, kv, "a number");
+    *out = v.f;
     return SL_OK;
 }
 
@@ -664,11 +664,7 @@ double eng_gguf_arr_num(const eng_gguf_arr_t *a, uint64_t i)
     size_t sz = vtype_size(a->elem);
     if (!sz || i >= a->n) return NAN;
     if (a->elem == ENG_GGUF_BOOL) return a->data[i] != 0;
-    int64_t iv;
-    uint64_t u;
-    double f;
-    scalar(a->elem, a->data + i * sz, &iv, &u, &f);
-    return f;
+    return scalar(a->elem, a->data + i * sz).f;
 }
 
 int eng_gguf_arr_strings(const eng_gguf_arr_t *a, eng_gguf_str_t *out)

@@ -59,20 +59,24 @@ static void sift_down(sheap_t *h, int i)
     heap_set(h, i, r);
 }
 
-int heap_reserve(sheap_t *h, int n)
+/* Grows a request-pointer array to hold at least n (doubling from 16); SL_ENOMEM leaves it as it
+ * was. The heaps and the running set share it. */
+static int reqs_reserve(sreq_t ***arr, int *cap, int n)
 {
-    if (n <= h->cap)
+    if (n <= *cap)
         return SL_OK;
-    int cap = h->cap ? h->cap : 16;
-    while (cap < n)
-        cap *= 2;
-    sreq_t **a = sl_realloc(h->a, (size_t)cap * sizeof *a);
+    int c = *cap ? *cap : 16;
+    while (c < n)
+        c *= 2;
+    sreq_t **a = sl_realloc(*arr, (size_t)c * sizeof *a);
     if (!a)
         return SL_ENOMEM;
-    h->a = a;
-    h->cap = cap;
+    *arr = a;
+    *cap = c;
     return SL_OK;
 }
+
+int heap_reserve(sheap_t *h, int n) { return reqs_reserve(&h->a, &h->cap, n); }
 
 void heap_push(sheap_t *h, sreq_t *r)
 {
@@ -134,20 +138,7 @@ void queue_remove(sched_t *s, sreq_t *r)
 
 /* ---- running set ---------------------------------------------------------------------------- */
 
-int running_reserve(sched_t *s, int n)
-{
-    if (n <= s->cap_running)
-        return SL_OK;
-    int cap = s->cap_running ? s->cap_running : 16;
-    while (cap < n)
-        cap *= 2;
-    sreq_t **a = sl_realloc(s->running, (size_t)cap * sizeof *a);
-    if (!a)
-        return SL_ENOMEM;
-    s->running = a;
-    s->cap_running = cap;
-    return SL_OK;
-}
+int running_reserve(sched_t *s, int n) { return reqs_reserve(&s->running, &s->cap_running, n); }
 
 /* First index whose request is not more urgent than r. */
 static int running_lower_bound(const sched_t *s, const sreq_t *r)

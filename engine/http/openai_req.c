@@ -76,6 +76,12 @@ static int value_error(srv_error_t *err, const char *param, const char *fmt, ...
     return SL_EINVAL;
 }
 
+static int missing_error(srv_error_t *err, const char *param)
+{
+    srv_error_set(err, 400, INVALID, "missing_field", param, "'%s' is a required property", param);
+    return SL_EINVAL;
+}
+
 static int nomem(srv_error_t *err)
 {
     srv_error_set(err, 500, "server_error", "out_of_memory", NULL, "out of memory");
@@ -193,10 +199,7 @@ static int parse_ids(const cJSON *arr, const char *param, const srv_limits_t *li
 static int parse_prompt(const cJSON *body, const srv_limits_t *lim, srv_request_t *r, srv_error_t *err)
 {
     const cJSON *v = field(body, "prompt");
-    if (!v) {
-        srv_error_set(err, 400, INVALID, "missing_field", "prompt", "'prompt' is a required property");
-        return SL_EINVAL;
-    }
+    if (!v) return missing_error(err, "prompt");
     if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 &&
         (cJSON_IsString(v->child) || cJSON_IsArray(v->child)))
         v = v->child; /* the batch form with a single prompt */
@@ -253,10 +256,7 @@ static int parse_content(const cJSON *c, const char *param, char **out, srv_erro
 static int parse_messages(const cJSON *body, const srv_limits_t *lim, srv_request_t *r, srv_error_t *err)
 {
     const cJSON *v = field(body, "messages");
-    if (!v) {
-        srv_error_set(err, 400, INVALID, "missing_field", "messages", "'messages' is a required property");
-        return SL_EINVAL;
-    }
+    if (!v) return missing_error(err, "messages");
     if (!cJSON_IsArray(v)) return type_error(err, "messages", "an array", v);
     int n = cJSON_GetArraySize(v);
     if (n == 0) return value_error(err, "messages", "must not be empty");
@@ -271,10 +271,7 @@ static int parse_messages(const cJSON *body, const srv_limits_t *lim, srv_reques
         if (!cJSON_IsObject(m)) return type_error(err, p, "an object", m);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(p, sizeof p, "messages[%d].role", i);
-        if (!role) {
-            srv_error_set(err, 400, INVALID, "missing_field", p, "'%s' is a required property", p);
-            return SL_EINVAL;
-        }
+        if (!role) return missing_error(err, p);
         if (!cJSON_IsString(role)) return type_error(err, p, "a string", role);
         if (!valid_role(role->valuestring))
             return value_error(err, p, "must be one of system, user, assistant, tool, developer; got '%.40s'",
@@ -283,10 +280,7 @@ static int parse_messages(const cJSON *body, const srv_limits_t *lim, srv_reques
         if (dup_string(role->valuestring, &out->role, err)) return SL_ENOMEM;
         snprintf(p, sizeof p, "messages[%d].content", i);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!content && strcmp(out->role, "assistant") != 0) {
-            srv_error_set(err, 400, INVALID, "missing_field", p, "'%s' is a required property", p);
-            return SL_EINVAL;
-        }
+        if (!content && strcmp(out->role, "assistant") != 0) return missing_error(err, p);
         int rc = parse_content(content, p, &out->content, err);
         if (rc) return rc;
     }
@@ -394,10 +388,7 @@ static int parse_fields(const cJSON *body, const srv_limits_t *lim, srv_request_
         return get_bool(body, "add_special_tokens", &r->add_special_tokens, err);
     case SRV_EP_DETOKENIZE: {
         const cJSON *t = field(body, "tokens");
-        if (!t) {
-            srv_error_set(err, 400, INVALID, "missing_field", "tokens", "'tokens' is a required property");
-            return SL_EINVAL;
-        }
+        if (!t) return missing_error(err, "tokens");
         if (!cJSON_IsArray(t)) return type_error(err, "tokens", "an array of token ids", t);
         return parse_ids(t, "tokens", lim, r, err);
     }

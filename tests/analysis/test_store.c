@@ -224,20 +224,36 @@ static void test_store_rejects_bad_mode_and_foreign_run_ids(void **state)
     assert_int_equal(an_run_add_requests(st, 5, r, 1), SL_ESTATE);
 }
 
+/* Runs sql on the SQLite file at path, behind the store's back. */
+static void exec_sql(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", path, msg);
+    sqlite3_close(db);
+}
+
+/* Opening f's file fails with SL_EDB and the message "<path><tail>". */
+static void assert_open_refused(fixture_t *f, const char *tail)
+{
+    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
+    char want[200];
+    snprintf(want, sizeof want, "%s%s", f->path, tail);
+    assert_string_equal(an_store_errmsg(f->st), want);
+}
+
 static void test_store_refuses_a_newer_schema(void **state)
 {
     fixture_t *f = *state;
     an_store_close(open_ok(f));
     f->st = NULL;
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 7", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
-    char want[200];
-    snprintf(want, sizeof want, "%s has schema 7, this sluice understands up to %d (use a newer sluice)", f->path,
+    exec_sql(f->path, "UPDATE schema_version SET version = 7");
+    char tail[120];
+    snprintf(tail, sizeof tail, " has schema 7, this sluice understands up to %d (use a newer sluice)",
              AN_SCHEMA_VERSION);
-    assert_string_equal(an_store_errmsg(f->st), want);
+    assert_open_refused(f, tail);
 }
 
 static void test_store_refuses_a_file_that_is_not_a_database(void **state)
@@ -247,23 +263,14 @@ static void test_store_refuses_a_file_that_is_not_a_database(void **state)
     assert_non_null(fp);
     fputs("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n0,1,1\n", fp);
     fclose(fp);
-    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
-    char want[200];
-    snprintf(want, sizeof want, "%s: not an SQLite database, so not a sluice run store", f->path);
-    assert_string_equal(an_store_errmsg(f->st), want);
+    assert_open_refused(f, ": not an SQLite database, so not a sluice run store");
 }
 
 static void test_store_refuses_an_sqlite_database_of_another_program(void **state)
 {
     fixture_t *f = *state;
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    assert_int_equal(an_store_open(f->path, &f->st), SL_EDB);
-    char want[200];
-    snprintf(want, sizeof want, "%s: an SQLite database but not a sluice run store (no schema_version table)", f->path);
-    assert_string_equal(an_store_errmsg(f->st), want);
+    exec_sql(f->path, "CREATE TABLE t(x)");
+    assert_open_refused(f, ": an SQLite database but not a sluice run store (no schema_version table)");
 }
 
 static void test_store_calibration_and_recommendations(void **state)
@@ -297,8 +304,6 @@ static void test_store_calibration_and_recommendations(void **state)
 /* The v1 schema as sluice shipped it (store.c's migration[0]), with one run and its steps. */
 static void make_v1_store(const char *path)
 {
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     const char *v1 =
         "CREATE TABLE schema_version(version INTEGER NOT NULL); INSERT INTO schema_version VALUES(1);"
         "CREATE TABLE runs(id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,"
@@ -327,10 +332,7 @@ static void make_v1_store(const char *path)
         "INSERT INTO steps VALUES(1, 0, 1, 0.5, 0.6, 1, 1, 0, 1, 0, 2, 32, 21, 64, 0);"
         "INSERT INTO steps VALUES(1, 0, 0, 0.0, 0.5, 1, 20, 20, 0, 0, 2, 32, 20, 64, 1);"
         "INSERT INTO summaries VALUES(1, 'n_steps', 3);";
-    char *msg = NULL;
-    if (sqlite3_exec(db, v1, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("v1 fixture: %s", msg);
-    sqlite3_close(db);
+    exec_sql(path, v1);
 }
 
 static void test_store_migrates_a_v1_store_to_rowid_steps(void **state)

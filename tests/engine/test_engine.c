@@ -97,6 +97,14 @@ static sluice_engine *create(const sluice_engine_params *p)
     return e;
 }
 
+/* The engine of small_params() as it is, which most tests want (skips when the model is absent). */
+static sluice_engine *create_small(void)
+{
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    return create(&p);
+}
+
 static sluice_request_params greedy(const char *prompt, int max_tokens)
 {
     sluice_request_params r = sluice_request_default_params();
@@ -215,9 +223,7 @@ static void assert_all_blocks_free(sluice_engine *e)
 static void test_engine_cancel_mid_stream_frees_every_block(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     counter_t c = {0};
     sluice_request_params r = greedy("Once upon a time", 400);
     r.ignore_eos = true;
@@ -243,9 +249,7 @@ static void test_engine_cancel_mid_stream_frees_every_block(void **state)
 static void test_engine_callback_false_cancels(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     counter_t c = {.stop_at = 5};
     sluice_request_params r = greedy("Lily wanted to", 200);
     r.ignore_eos = true;
@@ -310,6 +314,7 @@ static void test_engine_over_context_is_too_long(void **state)
 
 /* ---- sampling ---- */
 
+/* Runs r to completion on e and returns the result, whatever its status (the caller frees it). */
 static sluice_result *generate(sluice_engine *e, const sluice_request_params *r)
 {
     sluice_request_id id;
@@ -322,9 +327,7 @@ static sluice_result *generate(sluice_engine *e, const sluice_request_params *r)
 static void test_engine_seeded_sampling_is_reproducible(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     sluice_request_params r = sluice_request_default_params();
     r.prompt = "Once upon a time";
     r.max_tokens = 48;
@@ -416,9 +419,7 @@ static void on_done(const sluice_result *r, void *user)
 static void test_engine_shutdown_aborts_in_flight_within_deadline(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     done_log_t d = {0};
     sluice_request_params r = greedy("Once upon a time", 480);
     r.ignore_eos = true;
@@ -458,13 +459,10 @@ static void test_engine_create_reports_a_bad_model(void **state)
 
 /* ---- penalties and logprobs ---- */
 
-/* Runs r to completion on e and returns the result (the caller frees it). */
+/* generate(), and the request itself must have succeeded. */
 static sluice_result *run_one(sluice_engine *e, const sluice_request_params *r)
 {
-    sluice_request_id id;
-    sluice_result *res = NULL;
-    assert_int_equal(sluice_submit(e, r, &id), SLUICE_OK);
-    assert_int_equal(sluice_wait(e, id, 60, &res), SLUICE_OK);
+    sluice_result *res = generate(e, r);
     assert_int_equal(res->status, SLUICE_OK);
     return res;
 }
@@ -484,9 +482,7 @@ static bool ids_differ(const sluice_sample *a, const sluice_sample *b)
 static void test_engine_presence_and_frequency_penalties_change_greedy(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     sluice_request_params r = greedy("Once upon a time", 48);
     r.ignore_eos = true;
     sluice_result *plain = run_one(e, &r);
@@ -544,9 +540,7 @@ static bool check_top(const sluice_token *t, void *user)
 static void test_engine_top_logprobs_greedy_token_is_the_top_alternative(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     sluice_request_params r = greedy("Once upon a time", 24);
     r.ignore_eos = true;
     r.top_logprobs = 5;
@@ -578,9 +572,7 @@ static void test_engine_top_logprobs_greedy_token_is_the_top_alternative(void **
 static void test_engine_best_of_result_carries_logprobs(void **state)
 {
     (void)state;
-    REQUIRE_MODEL();
-    sluice_engine_params p = small_params();
-    sluice_engine *e = create(&p);
+    sluice_engine *e = create_small();
     sluice_request_params r = sluice_request_default_params();
     r.prompt = "Once upon a time";
     r.max_tokens = 12;
