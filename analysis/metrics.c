@@ -54,53 +54,41 @@ void an_metrics_opts_default(an_metrics_opts_t *opts)
 
 static const char *const slo_metric_name[] = {"ttft", "tpot", "e2e"};
 
-static int slo_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int slo_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return SL_EINVAL;
-}
-
 /* One term "ttft_p99=1s" in [s, e). */
 static int parse_term(const char *s, const char *e, an_slo_t *slo, char *err, size_t errlen)
 {
     int len = (int)(e - s);
     char term[128];
     if (len >= (int)sizeof term)
-        return slo_fail(err, errlen, "SLO term '%.40s...' is too long", s);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%.40s...' is too long", s);
     memcpy(term, s, (size_t)len);
     term[len] = '\0';
     const char *us = strchr(term, '_');
     const char *eq = strchr(term, '=');
     if (!us || !eq || us > eq)
-        return slo_fail(err, errlen, "SLO term '%s': expected METRIC_pPCT=VALUE (e.g. ttft_p99=1s)", term);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': expected METRIC_pPCT=VALUE (e.g. ttft_p99=1s)", term);
     int m = -1;
     for (int k = 0; k < 3; k++)
         if ((size_t)(us - term) == strlen(slo_metric_name[k]) && !strncmp(term, slo_metric_name[k], (size_t)(us - term)))
             m = k;
     if (m < 0)
-        return slo_fail(err, errlen, "SLO term '%s': unknown metric '%.*s' (accepted: ttft, tpot, e2e)", term,
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': unknown metric '%.*s' (accepted: ttft, tpot, e2e)", term,
                         (int)(us - term), term);
     char *end;
     double pct = us[1] == 'p' ? strtod(us + 2, &end) : NAN;
     if (us[1] != 'p' || end == us + 2 || end != eq || !(pct > 0 && pct <= 100))
-        return slo_fail(err, errlen, "SLO term '%s': expected a percentile p1..p100 after '%s_' (e.g. %s_p99)", term,
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': expected a percentile p1..p100 after '%s_' (e.g. %s_p99)", term,
                         slo_metric_name[m], slo_metric_name[m]);
     double v = strtod(eq + 1, &end);
     if (end == eq + 1 || !(v > 0) || !isfinite(v))
-        return slo_fail(err, errlen, "SLO term '%s': expected a limit > 0 with a unit (e.g. 500ms or 2s)", term);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': expected a limit > 0 with a unit (e.g. 500ms or 2s)", term);
     double scale = !strcmp(end, "s") ? 1 : !strcmp(end, "ms") ? 1e-3 : 0;
     if (!*end)
-        return slo_fail(err, errlen, "SLO term '%s': missing unit, use s or ms (e.g. %gms)", term, v);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': missing unit, use s or ms (e.g. %gms)", term, v);
     if (scale == 0)
-        return slo_fail(err, errlen, "SLO term '%s': unknown unit '%s', use s or ms", term, end);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO term '%s': unknown unit '%s', use s or ms", term, end);
     if (slo->n == AN_SLO_MAX_TERMS)
-        return slo_fail(err, errlen, "SLO: at most %d terms", AN_SLO_MAX_TERMS);
+        return sl_errf(err, errlen, SL_EINVAL, "SLO: at most %d terms", AN_SLO_MAX_TERMS);
     slo->term[slo->n].metric = (an_slo_metric_t)m;
     slo->term[slo->n].percentile = pct;
     slo->term[slo->n].limit = v * scale;
@@ -117,13 +105,13 @@ int an_slo_parse(const char *spec, an_slo_t *out, char *err, size_t errlen)
         if (!e)
             e = p + strlen(p);
         if (e == p)
-            return slo_fail(err, errlen, "SLO '%s': empty term (two commas, or a comma at an end)", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "SLO '%s': empty term (two commas, or a comma at an end)", spec);
         int rc = parse_term(p, e, &slo, err, errlen);
         if (rc)
             return rc;
         p = *e ? e + 1 : e;
         if (*e && !*p)
-            return slo_fail(err, errlen, "SLO '%s': empty term (two commas, or a comma at an end)", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "SLO '%s': empty term (two commas, or a comma at an end)", spec);
     }
     *out = slo;
     return SL_OK;

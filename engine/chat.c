@@ -7,17 +7,6 @@
 
 #include "sched/status.h"
 
-static int cerr(char *err, int errlen, int status, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, (size_t)errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
 /* The default system turn a ChatML template writes as a literal:
  * "<|im_start|>system" + newline (a real one or the two characters \n) + TEXT + "<|im_end|>". */
 static int default_system(const char *tmpl, char **out)
@@ -43,18 +32,18 @@ static int default_system(const char *tmpl, char **out)
 int eng_chat_parse(const char *template_text, eng_chat_template_t *out, char *err, int errlen)
 {
     memset(out, 0, sizeof *out);
-    if (!template_text) return cerr(err, errlen, SL_EINVAL, "model has no chat template");
+    if (!template_text) return sl_errf(err, errlen, SL_EINVAL, "model has no chat template");
     if (strstr(template_text, "<|im_start|>")) {
         out->kind = ENG_CHAT_CHATML;
         if (default_system(template_text, &out->default_system) != SL_OK)
-            return cerr(err, errlen, SL_ENOMEM, "out of memory");
+            return sl_errf(err, errlen, SL_ENOMEM, "out of memory");
         return SL_OK;
     }
     if (strstr(template_text, "[INST]")) {
         out->kind = ENG_CHAT_LLAMA2;
         return SL_OK;
     }
-    return cerr(err, errlen, SL_EUNSUPPORTED,
+    return sl_errf(err, errlen, SL_EUNSUPPORTED,
                 "chat template is not supported (neither ChatML nor Llama-2 [INST]): '%.60s%s'",
                 template_text, strlen(template_text) > 60 ? "..." : "");
 }
@@ -64,7 +53,7 @@ int eng_chat_builtin(const char *name, eng_chat_template_t *out, char *err, int 
     memset(out, 0, sizeof *out);
     if (strcmp(name, "chatml") == 0) out->kind = ENG_CHAT_CHATML;
     else if (strcmp(name, "llama2") == 0) out->kind = ENG_CHAT_LLAMA2;
-    else return cerr(err, errlen, SL_ENOTFOUND, "unknown chat template '%s' (chatml, llama2)", name);
+    else return sl_errf(err, errlen, SL_ENOTFOUND, "unknown chat template '%s' (chatml, llama2)", name);
     return SL_OK;
 }
 
@@ -126,7 +115,7 @@ static int render_llama2(sbuf_t *b, const eng_chat_msg_t *m, int n, char *err, i
     for (int turn = 0; i < n; i++, turn++) {
         const char *want = turn % 2 == 0 ? "user" : "assistant";
         if (strcmp(m[i].role, want) != 0)
-            return cerr(err, errlen, SL_EINVAL,
+            return sl_errf(err, errlen, SL_EINVAL,
                         "llama2 chat: message %d has role '%s', expected '%s' (user and assistant "
                         "alternate after an optional system message)", i, m[i].role, want);
         if (turn % 2 == 0) {
@@ -153,14 +142,14 @@ int eng_chat_render(const eng_chat_template_t *t, const eng_chat_msg_t *msgs, in
     *out = NULL;
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content)
-            return cerr(err, errlen, SL_EINVAL, "chat message %d has no %s", i,
+            return sl_errf(err, errlen, SL_EINVAL, "chat message %d has no %s", i,
                         msgs[i].role ? "content" : "role");
     sbuf_t b = {0};
     put(&b, "");
     int rc = SL_OK;
     if (t->kind == ENG_CHAT_CHATML) render_chatml(&b, t, msgs, n, add_generation_prompt);
     else rc = render_llama2(&b, msgs, n, err, errlen);
-    if (rc == SL_OK && b.oom) rc = cerr(err, errlen, SL_ENOMEM, "out of memory rendering the chat");
+    if (rc == SL_OK && b.oom) rc = sl_errf(err, errlen, SL_ENOMEM, "out of memory rendering the chat");
     if (rc != SL_OK) {
         sl_free(b.p);
         return rc;

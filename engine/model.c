@@ -69,17 +69,6 @@ size_t eng_type_row_bytes(int type, int64_t n)
 
 /* ---------------------------------------------------------------- helpers --------------------- */
 
-static int errf(char *err, int errlen, int status, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, (size_t)errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
 void eng_model_free(eng_model_t *m)
 {
     if (!m) return;
@@ -132,12 +121,12 @@ static int bind(const eng_gguf_tensor_t *t, const char *file, const char *name, 
     int n_dims = w->n_out ? 2 : 1;
     int64_t want[4] = {w->n_in, w->n_out ? w->n_out : 1, 1, 1};
     if (memcmp(t->ne, want, sizeof want) != 0)
-        return errf(err, errlen, SL_EFORMAT,
+        return sl_errf(err, errlen, SL_EFORMAT,
                     "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%d, %d, 1, 1]",
                     file, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                     (long long)t->ne[3], w->n_in, w->n_out ? w->n_out : 1);
     if (n_dims == 1 && t->type != ENG_T_F32)
-        return errf(err, errlen, SL_EUNSUPPORTED, "%s: norm tensor '%s' is %s, expected f32", file,
+        return sl_errf(err, errlen, SL_EUNSUPPORTED, "%s: norm tensor '%s' is %s, expected f32", file,
                     name, eng_type_name(t->type));
     *out = (eng_tensor_t){(eng_type_t)t->type, n_dims, {want[0], want[1], 1, 1}, t->data,
                           t->nbytes};
@@ -149,7 +138,7 @@ static int find_bind(eng_gguf_t *g, const char *name, const wspec_t *w, eng_tens
 {
     const eng_gguf_tensor_t *t = eng_gguf_find_tensor(g, name);
     if (!t)
-        return errf(err, errlen, SL_EFORMAT, "%s: tensor '%s' is missing", eng_gguf_name(g), name);
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: tensor '%s' is missing", eng_gguf_name(g), name);
     return bind(t, eng_gguf_name(g), name, w, out, err, errlen);
 }
 
@@ -164,10 +153,10 @@ static int hparam(eng_gguf_t *g, const char *key, int required, int def, int *ou
         return SL_OK;
     }
     if (rc == SL_ENOTFOUND)
-        return errf(err, errlen, SL_EFORMAT, "%s: metadata key '%s' is missing", eng_gguf_name(g), key);
-    if (rc != SL_OK) return errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: metadata key '%s' is missing", eng_gguf_name(g), key);
+    if (rc != SL_OK) return sl_errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
     if (v <= 0 || v > (1 << 30))
-        return errf(err, errlen, SL_EFORMAT, "%s: %s = %lld is out of range", eng_gguf_name(g), key,
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: %s = %lld is out of range", eng_gguf_name(g), key,
                     (long long)v);
     *out = (int)v;
     return SL_OK;
@@ -177,9 +166,9 @@ static int fparam(eng_gguf_t *g, const char *key, double def, float *out, char *
 {
     double v = def;
     int rc = eng_gguf_get_f64(g, key, &v);
-    if (rc != SL_OK && rc != SL_ENOTFOUND) return errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
+    if (rc != SL_OK && rc != SL_ENOTFOUND) return sl_errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
     if (!(v > 0) || !isfinite(v))
-        return errf(err, errlen, SL_EFORMAT, "%s: %s = %g is out of range", eng_gguf_name(g), key, v);
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: %s = %g is out of range", eng_gguf_name(g), key, v);
     *out = (float)v;
     return SL_OK;
 }
@@ -190,10 +179,10 @@ static int read_config(eng_gguf_t *g, eng_model_config_t *c, char *err, int errl
     eng_gguf_str_t s;
     int rc = eng_gguf_get_str(g, "general.architecture", &s);
     if (rc == SL_ENOTFOUND)
-        return errf(err, errlen, SL_EFORMAT, "%s: metadata key 'general.architecture' is missing", file);
-    if (rc != SL_OK) return errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: metadata key 'general.architecture' is missing", file);
+    if (rc != SL_OK) return sl_errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
     if (s.n != 5 || memcmp(s.p, "llama", 5) != 0)
-        return errf(err, errlen, SL_EUNSUPPORTED,
+        return sl_errf(err, errlen, SL_EUNSUPPORTED,
                     "%s: architecture '%.*s' is not supported (sluice runs 'llama')", file,
                     (int)(s.n > 64 ? 64 : s.n), s.p);
     snprintf(c->arch, sizeof c->arch, "llama");
@@ -211,7 +200,7 @@ static int read_config(eng_gguf_t *g, eng_model_config_t *c, char *err, int errl
         (rc = fparam(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &c->norm_eps, err, errlen)))
         return rc;
     if (c->n_heads % c->n_kv_heads != 0 || c->head_dim == 0)
-        return errf(err, errlen, SL_EFORMAT,
+        return sl_errf(err, errlen, SL_EFORMAT,
                     "%s: %d attention heads do not divide into %d KV heads of %d dimensions", file,
                     c->n_heads, c->n_kv_heads, c->head_dim);
     return SL_OK;
@@ -238,7 +227,7 @@ static int load_gguf(eng_model_t *m, const char *path, char *err, int errlen)
         return rc;
 
     if (!(m->layers = sl_calloc((size_t)c->n_layers, sizeof *m->layers)))
-        return errf(err, errlen, SL_ENOMEM, "%s: out of memory", path);
+        return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", path);
     wspec_t ls[9];
     int n = n_layer_specs(c, ls);
     for (int l = 0; l < c->n_layers; l++)
@@ -252,7 +241,7 @@ static int load_gguf(eng_model_t *m, const char *path, char *err, int errlen)
     eng_gguf_str_t tmpl;
     if (eng_gguf_get_str(g, "tokenizer.chat_template", &tmpl) == SL_OK) {
         if (!(m->chat_template = sl_malloc((size_t)tmpl.n + 1)))
-            return errf(err, errlen, SL_ENOMEM, "%s: out of memory", path);
+            return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", path);
         memcpy(m->chat_template, tmpl.p, (size_t)tmpl.n);
         m->chat_template[tmpl.n] = 0;
     }
@@ -287,13 +276,13 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
 {
     sched_model_shape_t s;
     if (sched_model_shape_builtin(shape, &s) != SL_OK) {
-        errf(err, errlen, SL_ENOTFOUND, "synthetic:%s: unknown shape (built-in shapes: %s)", shape,
+        sl_errf(err, errlen, SL_ENOTFOUND, "synthetic:%s: unknown shape (built-in shapes: %s)", shape,
              sched_model_shape_names());
         return NULL;
     }
     if (weight_type != ENG_T_F32 && weight_type != ENG_T_F16 && weight_type != ENG_T_BF16 &&
         weight_type != ENG_T_Q8_0 && weight_type != ENG_T_Q4_0 && weight_type != ENG_T_Q4_1) {
-        errf(err, errlen, SL_EUNSUPPORTED,
+        sl_errf(err, errlen, SL_EUNSUPPORTED,
              "synthetic:%s: weights of type %s cannot be generated (f32, f16, bf16, q8_0, q4_0, q4_1)",
              shape, eng_type_name(weight_type));
         return NULL;
@@ -327,7 +316,7 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
                 eng_type_t type = w->n_out ? weight_type : ENG_T_F32;
                 size_t rb = eng_type_row_bytes(type, w->n_in);
                 if (rb == 0) {
-                    errf(err, errlen, SL_EUNSUPPORTED,
+                    sl_errf(err, errlen, SL_EUNSUPPORTED,
                          "synthetic:%s: %s rows of %d elements are not a multiple of the %s block (%d)",
                          shape, w->suffix, w->n_in, eng_type_name(type), eng_type_block_elems(type));
                     eng_model_free(m);
@@ -354,7 +343,7 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
     return m;
 oom:
     eng_model_free(m);
-    errf(err, errlen, SL_ENOMEM, "synthetic:%s: out of memory for the weights", shape);
+    sl_errf(err, errlen, SL_ENOMEM, "synthetic:%s: out of memory for the weights", shape);
     return NULL;
 }
 
@@ -367,7 +356,7 @@ static int parse_synthetic(const char *spec, char *shape, size_t cap, eng_type_t
     const char *colon = strchr(spec, ':');
     size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
     if (n == 0 || n >= cap)
-        return errf(err, errlen, SL_EINVAL, "synthetic:%s: expected synthetic:SHAPE[:TYPE]", spec);
+        return sl_errf(err, errlen, SL_EINVAL, "synthetic:%s: expected synthetic:SHAPE[:TYPE]", spec);
     memcpy(shape, spec, n);
     shape[n] = 0;
     *type = ENG_T_F16;
@@ -377,7 +366,7 @@ static int parse_synthetic(const char *spec, char *shape, size_t cap, eng_type_t
             *type = (eng_type_t)t;
             return SL_OK;
         }
-    return errf(err, errlen, SL_EINVAL,
+    return sl_errf(err, errlen, SL_EINVAL,
                 "synthetic:%s: unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_1)", spec,
                 colon + 1);
 }
@@ -395,7 +384,7 @@ eng_model_t *eng_model_load(const char *path_or_synthetic, char *err, int errlen
     }
     eng_model_t *m = sl_calloc(1, sizeof *m);
     if (!m) {
-        errf(err, errlen, SL_ENOMEM, "%s: out of memory", path_or_synthetic);
+        sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", path_or_synthetic);
         return NULL;
     }
     if (load_gguf(m, path_or_synthetic, err, errlen) != SL_OK) {

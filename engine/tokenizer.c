@@ -361,17 +361,6 @@ struct eng_tokenizer {
     int add_bos, add_space_prefix, pre;
 };
 
-static int terr(char *err, int errlen, int status, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, (size_t)errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
 static uint64_t fnv(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
@@ -494,11 +483,11 @@ static int load_vocab(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     eng_gguf_arr_t toks, arr;
     int rc = eng_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks);
     if (rc == SL_ENOTFOUND)
-        return terr(err, errlen, rc, "%s: no tokenizer (metadata key 'tokenizer.ggml.tokens' is missing)", file);
+        return sl_errf(err, errlen, rc, "%s: no tokenizer (metadata key 'tokenizer.ggml.tokens' is missing)", file);
     if (rc != SL_OK || toks.elem != ENG_GGUF_STRING)
-        return terr(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.tokens is not an array of strings", file);
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.tokens is not an array of strings", file);
     if (toks.n == 0 || toks.n > (1u << 24))
-        return terr(err, errlen, SL_EFORMAT, "%s: vocabulary of %llu tokens (1 to 16M allowed)", file,
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: vocabulary of %llu tokens (1 to 16M allowed)", file,
                     (unsigned long long)toks.n);
     int n = t->n_vocab = (int)toks.n;
     eng_gguf_str_t *s = sl_malloc((size_t)n * sizeof *s);
@@ -510,14 +499,14 @@ static int load_vocab(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     t->vmask = vcap - 1;
     if (!s || !t->text_off || !t->type || !t->vslots) {
         sl_free(s);
-        return terr(err, errlen, SL_ENOMEM, "%s: out of memory for the vocabulary", file);
+        return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory for the vocabulary", file);
     }
     eng_gguf_arr_strings(&toks, s);
     size_t total = 0;
     for (int i = 0; i < n; i++) total += (size_t)s[i].n + 1;
     if (total > UINT32_MAX || !(t->text_arena = sl_malloc(total))) {
         sl_free(s);
-        return terr(err, errlen, SL_ENOMEM, "%s: out of memory for the vocabulary", file);
+        return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory for the vocabulary", file);
     }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -540,7 +529,7 @@ static int load_vocab(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     memset(t->type, ENG_TOKT_NORMAL, (size_t)n);
     if (eng_gguf_get_arr(g, "tokenizer.ggml.token_type", &arr) == SL_OK) {
         if (arr.n != (uint64_t)n)
-            return terr(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.token_type has %llu entries for %d tokens",
+            return sl_errf(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.token_type has %llu entries for %d tokens",
                         file, (unsigned long long)arr.n, n);
         for (int i = 0; i < n; i++) {
             double v = eng_gguf_arr_num(&arr, (uint64_t)i);
@@ -549,10 +538,10 @@ static int load_vocab(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     }
     if (t->kind == ENG_TOK_SPM && eng_gguf_get_arr(g, "tokenizer.ggml.scores", &arr) == SL_OK) {
         if (arr.n != (uint64_t)n)
-            return terr(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.scores has %llu entries for %d tokens",
+            return sl_errf(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.scores has %llu entries for %d tokens",
                         file, (unsigned long long)arr.n, n);
         if (!(t->score = sl_malloc((size_t)n * sizeof *t->score)))
-            return terr(err, errlen, SL_ENOMEM, "%s: out of memory", file);
+            return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", file);
         for (int i = 0; i < n; i++) t->score[i] = (float)eng_gguf_arr_num(&arr, (uint64_t)i);
     }
     return SL_OK;
@@ -565,14 +554,14 @@ static int load_merges(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     int rc = eng_gguf_get_arr(g, "tokenizer.ggml.merges", &arr);
     if (rc == SL_ENOTFOUND) arr.n = 0;
     else if (rc != SL_OK || arr.elem != ENG_GGUF_STRING)
-        return terr(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.merges is not an array of strings", file);
+        return sl_errf(err, errlen, SL_EFORMAT, "%s: tokenizer.ggml.merges is not an array of strings", file);
     size_t cap = 16;
     while (cap < arr.n * 2) cap *= 2;
     eng_gguf_str_t *s = arr.n ? sl_malloc(arr.n * sizeof *s) : NULL;
     t->merges = sl_malloc(cap * sizeof *t->merges);
     if ((arr.n && !s) || !t->merges) {
         sl_free(s);
-        return terr(err, errlen, SL_ENOMEM, "%s: out of memory for the merges", file);
+        return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory for the merges", file);
     }
     for (size_t i = 0; i < cap; i++) t->merges[i].rank = -1;
     t->mmask = cap - 1;
@@ -581,7 +570,7 @@ static int load_merges(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     for (uint64_t r = 0; r < arr.n; r++) {
         const char *sp = s[r].n > 1 ? memchr(s[r].p + 1, ' ', (size_t)s[r].n - 1) : NULL;
         if (!sp || s[r].n >= sizeof buf) {
-            terr(err, errlen, SL_EFORMAT, "%s: merge %llu ('%.*s') is not two tokens separated by a space",
+            sl_errf(err, errlen, SL_EFORMAT, "%s: merge %llu ('%.*s') is not two tokens separated by a space",
                  file, (unsigned long long)r, (int)(s[r].n > 64 ? 64 : s[r].n), s[r].p);
             sl_free(s);
             return SL_EFORMAT;
@@ -607,12 +596,12 @@ static int build(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     eng_gguf_str_t model;
     int rc = eng_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (rc == SL_ENOTFOUND)
-        return terr(err, errlen, rc, "%s: no tokenizer (metadata key 'tokenizer.ggml.model' is missing)", file);
-    if (rc != SL_OK) return terr(err, errlen, rc, "%s", eng_gguf_errmsg(g));
+        return sl_errf(err, errlen, rc, "%s: no tokenizer (metadata key 'tokenizer.ggml.model' is missing)", file);
+    if (rc != SL_OK) return sl_errf(err, errlen, rc, "%s", eng_gguf_errmsg(g));
     if (model.n == 5 && memcmp(model.p, "llama", 5) == 0) t->kind = ENG_TOK_SPM;
     else if (model.n == 4 && memcmp(model.p, "gpt2", 4) == 0) t->kind = ENG_TOK_BPE;
     else
-        return terr(err, errlen, SL_EUNSUPPORTED,
+        return sl_errf(err, errlen, SL_EUNSUPPORTED,
                     "%s: tokenizer model '%.*s' is not supported (sluice reads 'llama' and 'gpt2')", file,
                     (int)(model.n > 64 ? 64 : model.n), model.p);
     if ((rc = load_vocab(t, g, err, errlen)) != SL_OK) return rc;
@@ -651,7 +640,7 @@ static int build(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
 
     /* special tokens: control and user-defined, matched longest first */
     if (!(t->special = sl_malloc((size_t)n * sizeof *t->special)))
-        return terr(err, errlen, SL_ENOMEM, "%s: out of memory", file);
+        return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", file);
     for (int i = 0; i < n; i++)
         if ((t->type[i] == ENG_TOKT_CONTROL || t->type[i] == ENG_TOKT_USER_DEFINED) && tok_len(t, i) > 0)
             t->special[t->n_special++] = i;
@@ -662,7 +651,7 @@ static int build(eng_tokenizer_t *t, eng_gguf_t *g, char *err, int errlen)
     for (int i = 0; i < n; i++) total += tok_len(t, i);
     t->piece_off = sl_malloc(((size_t)n + 1) * sizeof *t->piece_off);
     t->piece_arena = sl_malloc(total + 3 * (size_t)n); /* only U+2585 outgrows its text */
-    if (!t->piece_off || !t->piece_arena) return terr(err, errlen, SL_ENOMEM, "%s: out of memory", file);
+    if (!t->piece_off || !t->piece_arena) return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", file);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         t->piece_off[i] = (uint32_t)off;
@@ -676,7 +665,7 @@ int eng_tok_from_gguf(eng_gguf_t *g, eng_tokenizer_t **out, char *err, int errle
 {
     *out = NULL;
     eng_tokenizer_t *t = sl_calloc(1, sizeof *t);
-    if (!t) return terr(err, errlen, SL_ENOMEM, "%s: out of memory", eng_gguf_name(g));
+    if (!t) return sl_errf(err, errlen, SL_ENOMEM, "%s: out of memory", eng_gguf_name(g));
     int rc = build(t, g, err, errlen);
     if (rc != SL_OK) {
         eng_tok_free(t);

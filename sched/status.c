@@ -1,6 +1,8 @@
 /* status.c — status code names and messages, and the allocator with fault injection. */
 #include "status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +28,17 @@ const char *sl_status_name(int status)
 #undef SL_STATUS_NAME
     }
     return "SL_UNKNOWN";
+}
+
+int sl_errf(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
 }
 
 /* Fault injection for tests: allocations left before one fails; negative = never. Atomic because

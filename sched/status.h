@@ -42,6 +42,10 @@ const char *sl_strerror(int status);
 /* The symbolic name ("SL_EINVAL") for a status code; "SL_UNKNOWN" outside the table. Cannot fail. */
 const char *sl_status_name(int status);
 
+/* Writes a printf-style message into err (when err != NULL and errlen > 0) and returns status:
+ * `return sl_errf(err, errlen, SL_EFORMAT, "%s:%d: ...", file, line);`. Cannot fail. */
+int sl_errf(char *err, size_t errlen, int status, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* ---- allocation ---------------------------------------------------------------------------
  * All of sluice allocates through these, so tests can fail the Nth allocation and prove that
  * every error path is clean (SQLite's test_malloc habit). They behave as malloc/calloc/realloc/

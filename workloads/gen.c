@@ -12,18 +12,6 @@
 
 #include "sched/status.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return SL_EINVAL;
-}
-
 void wl_gen_config_default(wl_gen_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -81,9 +69,9 @@ static int is_int(double v)
 static int copy_path(const char *spec, const char *path, size_t len, char *dst, char *err, size_t errlen)
 {
     if (len == 0)
-        return fail(err, errlen, "'%s': needs a trace FILE", spec);
+        return sl_errf(err, errlen, SL_EINVAL, "'%s': needs a trace FILE", spec);
     if (len >= WL_PATH_MAX)
-        return fail(err, errlen, "'%s': the file name is longer than %d bytes", spec, WL_PATH_MAX - 1);
+        return sl_errf(err, errlen, SL_EINVAL, "'%s': the file name is longer than %d bytes", spec, WL_PATH_MAX - 1);
     memcpy(dst, path, len);
     dst[len] = '\0';
     return SL_OK;
@@ -99,12 +87,12 @@ int wl_parse_arrival(const char *spec, wl_arrival_spec_t *out, char *err, size_t
     if (!strcmp(kind, "poisson") || !strcmp(kind, "constant")) {
         a.kind = kind[0] == 'p' ? WL_ARRIVAL_POISSON : WL_ARRIVAL_CONSTANT;
         if (parse_numbers(args, v, 1) || !(v[0] > 0))
-            return fail(err, errlen, "'%s': %s needs a RATE > 0 in requests/s (e.g. %s:5)", spec, kind, kind);
+            return sl_errf(err, errlen, SL_EINVAL, "'%s': %s needs a RATE > 0 in requests/s (e.g. %s:5)", spec, kind, kind);
         a.rate = v[0];
     } else if (!strcmp(kind, "gamma")) {
         a.kind = WL_ARRIVAL_GAMMA;
         if (parse_numbers(args, v, 2) || !(v[0] > 0) || !(v[1] > 0))
-            return fail(err, errlen, "'%s': gamma needs RATE,CV, both > 0 (e.g. gamma:5,2)", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "'%s': gamma needs RATE,CV, both > 0 (e.g. gamma:5,2)", spec);
         a.rate = v[0], a.cv = v[1];
     } else if (!strcmp(kind, "replay")) {
         a.kind = WL_ARRIVAL_REPLAY;
@@ -112,14 +100,14 @@ int wl_parse_arrival(const char *spec, wl_arrival_spec_t *out, char *err, size_t
         size_t plen = strlen(args);
         if (comma && !parse_numbers(comma + 1, v, 1)) {
             if (!(v[0] > 0))
-                return fail(err, errlen, "'%s': replay SCALE must be > 0 (2 = twice the rate)", spec);
+                return sl_errf(err, errlen, SL_EINVAL, "'%s': replay SCALE must be > 0 (2 = twice the rate)", spec);
             a.time_scale = v[0];
             plen = (size_t)(comma - args);
         }
         if (copy_path(spec, args, plen, a.path, err, errlen))
             return SL_EINVAL;
     } else
-        return fail(err, errlen, "'%s': unknown arrival process '%s' (%s)", spec, kind, accepted);
+        return sl_errf(err, errlen, SL_EINVAL, "'%s': unknown arrival process '%s' (%s)", spec, kind, accepted);
     *out = a;
     return SL_OK;
 }
@@ -134,24 +122,24 @@ int wl_parse_length(const char *spec, wl_length_spec_t *out, char *err, size_t e
     if (!strcmp(kind, "fixed")) {
         l.kind = WL_LEN_FIXED;
         if (parse_numbers(args, v, 1) || !is_int(v[0]) || v[0] < 1)
-            return fail(err, errlen, "'%s': fixed needs an integer N >= 1 (e.g. fixed:128)", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "'%s': fixed needs an integer N >= 1 (e.g. fixed:128)", spec);
         l.fixed = (int)v[0];
     } else if (!strcmp(kind, "uniform")) {
         l.kind = WL_LEN_UNIFORM;
         if (parse_numbers(args, v, 2) || !is_int(v[0]) || !is_int(v[1]) || v[0] < 1 || v[1] < v[0])
-            return fail(err, errlen, "'%s': uniform needs integers A,B with 1 <= A <= B (e.g. uniform:16,512)", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "'%s': uniform needs integers A,B with 1 <= A <= B (e.g. uniform:16,512)", spec);
         l.lo = (int)v[0], l.hi = (int)v[1];
     } else if (!strcmp(kind, "lognormal")) {
         l.kind = WL_LEN_LOGNORMAL;
         if (parse_numbers(args, v, 2) || !(v[0] > 0) || !(v[1] >= 0))
-            return fail(err, errlen,
+            return sl_errf(err, errlen, SL_EINVAL,
                         "'%s': lognormal needs MEAN,SD of the lengths, MEAN > 0, SD >= 0 (e.g. lognormal:1155,1100)",
                         spec);
         l.mean = v[0], l.sd = v[1];
     } else if (!strcmp(kind, "zipf")) {
         l.kind = WL_LEN_ZIPF;
         if (parse_numbers(args, v, 2) || !(v[0] > 0) || !is_int(v[1]) || v[1] < 1 || v[1] > 1e7)
-            return fail(err, errlen, "'%s': zipf needs S,MAX with S > 0 and an integer 1 <= MAX <= 10000000 (e.g. zipf:1.2,4096)",
+            return sl_errf(err, errlen, SL_EINVAL, "'%s': zipf needs S,MAX with S > 0 and an integer 1 <= MAX <= 10000000 (e.g. zipf:1.2,4096)",
                         spec);
         l.zipf_s = v[0], l.zipf_max = (int)v[1];
     } else if (!strcmp(kind, "resample")) {
@@ -159,7 +147,7 @@ int wl_parse_length(const char *spec, wl_length_spec_t *out, char *err, size_t e
         if (copy_path(spec, args, strlen(args), l.path, err, errlen))
             return SL_EINVAL;
     } else
-        return fail(err, errlen, "'%s': unknown length distribution '%s' (%s)", spec, kind, accepted);
+        return sl_errf(err, errlen, SL_EINVAL, "'%s': unknown length distribution '%s' (%s)", spec, kind, accepted);
     *out = l;
     return SL_OK;
 }
@@ -173,24 +161,24 @@ int wl_parse_priority_mix(const char *spec, wl_gen_config_t *cfg, char *err, siz
         char *end;
         long pr = strtol(p, &end, 10);
         if (end == p || *end != ':')
-            return fail(err, errlen, "priority mix '%s': expected PRIORITY:WEIGHT pairs separated by ',' (e.g. 0:0.8,1:0.2)",
+            return sl_errf(err, errlen, SL_EINVAL, "priority mix '%s': expected PRIORITY:WEIGHT pairs separated by ',' (e.g. 0:0.8,1:0.2)",
                         spec);
         if (n == WL_PRIORITY_MIX_MAX)
-            return fail(err, errlen, "priority mix '%s': at most %d priorities", spec, WL_PRIORITY_MIX_MAX);
+            return sl_errf(err, errlen, SL_EINVAL, "priority mix '%s': at most %d priorities", spec, WL_PRIORITY_MIX_MAX);
         p = end + 1;
         double w = strtod(p, &end);
         if (end == p || !(w > 0) || !isfinite(w) || (*end && *end != ','))
-            return fail(err, errlen, "priority mix '%s': weight of priority %ld must be a number > 0", spec, pr);
+            return sl_errf(err, errlen, SL_EINVAL, "priority mix '%s': weight of priority %ld must be a number > 0", spec, pr);
         for (int i = 0; i < n; i++)
             if (value[i] == (int)pr)
-                return fail(err, errlen, "priority mix '%s': priority %ld appears twice", spec, pr);
+                return sl_errf(err, errlen, SL_EINVAL, "priority mix '%s': priority %ld appears twice", spec, pr);
         value[n] = (int)pr, weight[n] = w, total += w, n++;
         p = *end ? end + 1 : end;
         if (*end && !*p)
-            return fail(err, errlen, "priority mix '%s': trailing ','", spec);
+            return sl_errf(err, errlen, SL_EINVAL, "priority mix '%s': trailing ','", spec);
     }
     if (n == 0)
-        return fail(err, errlen, "priority mix is empty (e.g. 0:0.8,1:0.2)");
+        return sl_errf(err, errlen, SL_EINVAL, "priority mix is empty (e.g. 0:0.8,1:0.2)");
     cfg->n_priorities = n;
     for (int i = 0; i < n; i++)
         cfg->priority_value[i] = value[i], cfg->priority_weight[i] = weight[i] / total;
@@ -214,7 +202,7 @@ int wl_parse_prefix_groups(const char *spec, wl_gen_config_t *cfg, char *err, si
         }
     }
     if (!ok)
-        return fail(err, errlen,
+        return sl_errf(err, errlen, SL_EINVAL,
                     "prefix groups '%s': expected GROUPS:LEN:FRAC with GROUPS >= 1, LEN >= 1 tokens, 0 < FRAC <= 1 "
                     "(e.g. 8:512:0.5)",
                     spec);
@@ -225,42 +213,42 @@ int wl_parse_prefix_groups(const char *spec, wl_gen_config_t *cfg, char *err, si
 int wl_gen_config_check(const wl_gen_config_t *cfg, char *err, size_t errlen)
 {
     if (cfg->n < 1)
-        return fail(err, errlen, "the number of requests must be >= 1");
+        return sl_errf(err, errlen, SL_EINVAL, "the number of requests must be >= 1");
     const wl_arrival_spec_t *a = &cfg->arrival;
     if ((unsigned)a->kind > WL_ARRIVAL_REPLAY)
-        return fail(err, errlen, "arrivals: unknown process kind %d", (int)a->kind);
+        return sl_errf(err, errlen, SL_EINVAL, "arrivals: unknown process kind %d", (int)a->kind);
     if ((a->kind == WL_ARRIVAL_REPLAY) ? !(a->time_scale > 0) || !a->path[0] : !(a->rate > 0) || !isfinite(a->rate))
-        return fail(err, errlen, "arrivals: %s", a->kind == WL_ARRIVAL_REPLAY ? "replay needs a file and a scale > 0" : "rate must be > 0");
+        return sl_errf(err, errlen, SL_EINVAL, "arrivals: %s", a->kind == WL_ARRIVAL_REPLAY ? "replay needs a file and a scale > 0" : "rate must be > 0");
     if (a->kind == WL_ARRIVAL_GAMMA && !(a->cv > 0))
-        return fail(err, errlen, "arrivals: gamma CV must be > 0");
+        return sl_errf(err, errlen, SL_EINVAL, "arrivals: gamma CV must be > 0");
     const wl_length_spec_t *ls[2] = {&cfg->prompt, &cfg->output};
     for (int k = 0; k < 2; k++) {
         const wl_length_spec_t *l = ls[k];
         const char *what = k ? "output" : "prompt";
         if ((unsigned)l->kind > WL_LEN_RESAMPLE)
-            return fail(err, errlen, "%s lengths: unknown distribution kind %d", what, (int)l->kind);
+            return sl_errf(err, errlen, SL_EINVAL, "%s lengths: unknown distribution kind %d", what, (int)l->kind);
         int ok = l->kind == WL_LEN_FIXED       ? l->fixed >= 1
                  : l->kind == WL_LEN_UNIFORM   ? l->lo >= 1 && l->hi >= l->lo
                  : l->kind == WL_LEN_LOGNORMAL ? l->mean > 0 && l->sd >= 0
                  : l->kind == WL_LEN_ZIPF      ? l->zipf_s > 0 && l->zipf_max >= 1 && l->zipf_max <= 10000000
                                                : l->path[0] != '\0';
         if (!ok)
-            return fail(err, errlen, "%s lengths: parameters out of range for %s", what,
+            return sl_errf(err, errlen, SL_EINVAL, "%s lengths: parameters out of range for %s", what,
                         (const char *[]){"fixed (N >= 1)", "uniform (1 <= A <= B)", "lognormal (MEAN > 0, SD >= 0)",
                                          "zipf (S > 0, 1 <= MAX <= 10000000)", "resample (a FILE)"}[l->kind]);
     }
     if (cfg->max_seq_len < 0 || cfg->max_seq_len == 1)
-        return fail(err, errlen, "max sequence length must be 0 (none) or >= 2, got %d", cfg->max_seq_len);
+        return sl_errf(err, errlen, SL_EINVAL, "max sequence length must be 0 (none) or >= 2, got %d", cfg->max_seq_len);
     if (cfg->n_priorities < 0 || cfg->n_priorities > WL_PRIORITY_MIX_MAX)
-        return fail(err, errlen, "priority mix: 0 to %d priorities", WL_PRIORITY_MIX_MAX);
+        return sl_errf(err, errlen, SL_EINVAL, "priority mix: 0 to %d priorities", WL_PRIORITY_MIX_MAX);
     for (int i = 0; i < cfg->n_priorities; i++)
         if (!(cfg->priority_weight[i] > 0))
-            return fail(err, errlen, "priority mix: weights must be > 0");
+            return sl_errf(err, errlen, SL_EINVAL, "priority mix: weights must be > 0");
     if (cfg->prefix_groups < 0 ||
         (cfg->prefix_groups > 0 && (cfg->prefix_len < 1 || !(cfg->prefix_frac > 0 && cfg->prefix_frac <= 1))))
-        return fail(err, errlen, "prefix groups: need GROUPS >= 1, LEN >= 1, 0 < FRAC <= 1");
+        return sl_errf(err, errlen, SL_EINVAL, "prefix groups: need GROUPS >= 1, LEN >= 1, 0 < FRAC <= 1");
     if (cfg->prefix_groups > 0 && cfg->max_seq_len > 0 && cfg->prefix_len >= cfg->max_seq_len - 1)
-        return fail(err, errlen, "prefix groups: prefix length %d leaves no room under the max sequence length %d",
+        return sl_errf(err, errlen, SL_EINVAL, "prefix groups: prefix length %d leaves no room under the max sequence length %d",
                     cfg->prefix_len, cfg->max_seq_len);
     return SL_OK;
 }
