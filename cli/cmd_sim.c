@@ -9,6 +9,7 @@
 #include "analysis/metrics.h"
 #include "analysis/store.h"
 #include "cli/cli.h"
+#include "cli/profile_db.h"
 #include "cli/sched_opts.h"
 #include "cli/sim_run.h"
 #include "sched/status.h"
@@ -256,8 +257,13 @@ int cmd_sim(int argc, char **argv)
     cfg.plan_kv = cfg.sched.num_blocks == 0;
     if (cfg.plan_kv)
         cfg.sched.num_blocks = sched_config_default().num_blocks; /* replaced by sim_create's plan */
-    if (resolve_gpu(o.gpu, o.db, &cfg.hw, err, sizeof err) != SL_OK)
-        return cli_fail(cmd, "--gpu: %s", err);
+    sim_profile_t eprof; /* --gpu may name an engine profile (`sluice profile`) in the store */
+    if (resolve_gpu(o.gpu, o.db, &cfg.hw, err, sizeof err) != SL_OK) {
+        char why[512];
+        if (cli_profile_load(o.db, o.gpu, &eprof, why, sizeof why) != SL_OK)
+            return cli_fail(cmd, "--gpu: %s", err);
+        cli_profile_sim_config(&eprof, &cfg);
+    }
     if (cfg.sched.gpu_memory_utilization == 0)
         cfg.sched.gpu_memory_utilization = cfg.hw.gpu_mem_util;
     cfg.hw.gpu_mem_util = cfg.sched.gpu_memory_utilization; /* what sim_create plans the KV pool with */

@@ -54,9 +54,22 @@ static int num(const char *flag, const char *v, double lo, double hi, double *ou
 {
     char *end = NULL;
     double x = v ? strtod(v, &end) : NAN;
-    if (!v || end == v || (*end && strcmp(end, "%")) || !(x >= lo && x <= hi))
+    if (!v || end == v || *end || !(x >= lo && x <= hi))
         return cli_fail(CMD, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
-    *out = *end == '%' ? x / 100 : x;
+    *out = x;
+    return 0;
+}
+
+/* "5%", "5" (percent) or "0.05" (a fraction, below 1). */
+static int tolerance(const char *v, double *out)
+{
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    bool pct = end && !strcmp(end, "%");
+    if (!v || end == v || (*end && !pct) || !(x > 0) || (pct || x >= 1 ? x / 100 : x) > 10)
+        return cli_fail(CMD, "--tolerance: expected a percentage such as 5%% (or a fraction such as 0.05), "
+                        "got '%s'", v ? v : "");
+    *out = pct || x >= 1 ? x / 100 : x;
     return 0;
 }
 
@@ -91,10 +104,8 @@ static int parse(int argc, char **argv, opts_t *o)
                 return cli_fail(CMD, "%s needs a value", a);
             *s = v, i++;
         } else if (!strcmp(a, "--tolerance")) {
-            if (num(a, v, 0, 10, &o->tolerance)) /* "5%" or 0.05 */
+            if (tolerance(v, &o->tolerance))
                 return 2;
-            if (!strchr(v, '%') && o->tolerance >= 1)
-                o->tolerance /= 100; /* a bare "5" means 5% */
             i++;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--threads")) {
             if (num(a, v, 1, 1e9, &x) || x != floor(x))
@@ -172,7 +183,6 @@ static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, uint64_t
     sim_t *sim = sim_create(cfg, NULL, err, sizeof err);
     if (!sim)
         return cli_fail(CMD, "simulator: %s", err);
-    col->keep_steps = true;
     sim_sink_t sink = cli_collect_sink(col);
     sim_totals_t tot;
     int rc = sim_run(sim, tr, &sink, &tot, err, sizeof err);
@@ -319,7 +329,8 @@ int cmd_validate(int argc, char **argv)
         return cli_fail(CMD, "%s", err);
 
     cli_engine_run_t r = {0};
-    cli_collect_t col = {0};
+    cli_collect_t col;
+    cli_collect_init(&col, true, false);
     wl_trace_t *tr = wl_trace_create();
     sluice_engine *e = tr ? cli_engine_open(&o.eng, &r, err, sizeof err) : NULL;
     int status = 0;

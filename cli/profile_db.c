@@ -79,3 +79,15 @@ int cli_profile_load(const char *db, const char *name, sim_profile_t *p, char *e
     an_store_close(st);
     return rc;
 }
+
+void cli_profile_sim_config(const sim_profile_t *p, sim_config_t *cfg)
+{
+    cfg->profile = p;
+    cfg->model = cfg->sched.model = p->model;
+    if (cfg->sched.max_sequence_length <= 0 || cfg->sched.max_sequence_length > p->max_seq_len)
+        cfg->sched.max_sequence_length = p->max_seq_len;
+    cfg->plan_kv = true;
+    memset(&cfg->hw, 0, sizeof cfg->hw);
+    snprintf(cfg->hw.name, sizeof cfg->hw.name, "%.31s", p->name);
+    cfg->hw.gpu_mem_util = 1;
+}

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "sim/profile.h"
+#include "sim/sim.h"
 
 #define CLI_PROFILE_OP "engine_profile"
 
@@ -27,5 +28,11 @@ int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t e
 /* Loads the profile called name from db. SL_ENOTFOUND when db has none of that name (err says so,
  * and how to make one), SL_EFORMAT when the stored text is bad, SL_EDB. */
 int cli_profile_load(const char *db, const char *name, sim_profile_t *p, char *err, size_t errlen);
+
+/* Points cfg at p (`sluice sim --gpu NAME` naming an engine profile): steps priced by p, the
+ * model is p's (cfg->model and cfg->sched.model), max_sequence_length at most the engine's, the
+ * KV pool sized as the engine sizes it (plan_kv), hw only names the run. p must outlive the
+ * simulator's creation. Cannot fail. */
+void cli_profile_sim_config(const sim_profile_t *p, sim_config_t *cfg);
 
 #endif

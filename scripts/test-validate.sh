@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# test-validate.sh — `sluice profile` + `sluice validate` end to end on stories260K: profiles the
+# engine on this machine, replays a short generated trace on the engine and in the simulator with
+# that profile, and prints both side by side (what it measured is in the output). Then the refusals:
+# a profile for another thread count (stale), a profile name that does not exist, a trace with a
+# request over the context (named), each exit 2. About 15 s (30 s with the retry).
+#
+# Settings, and why:
+#   --threads 1      the engine's thread pool synchronises its workers with spinning barriers; on a
+#                    2-core machine shared with other jobs, a descheduled worker stalls every
+#                    barrier for a time slice and a 2-thread run's step times swing 10-50x from one
+#                    minute to the next. One thread has no barrier to stall on.
+#   small knobs      max_sequence_length 512, max_num_batched_tokens 256, max_num_seqs 16: a
+#                    smaller profile grid (a few seconds) covering every step the trace produces.
+#   --tolerance 50%, one retry
+#                    this is a smoke test of the whole path, not the 5% target (GOALS.md: targets are
+#                    measured by commands, never by timed unit tests; docs/VALIDATION.md has the
+#                    measured errors). On the 2-core development VM shared with other builds the
+#                    machine's speed moves by 20-40% between the profile and the engine run a few
+#                    seconds later: over five runs of this script at load 2-4, TTFT p50 -15..+16%,
+#                    TTFT p90 -25..-5%, throughput within 0.5%, and TPOT p50 from +15% to -58% (a
+#                    0.3-0.6 ms figure, the first to move when another process takes a core).
+#                    50% with one retry (a fresh profile and run) passes there, and still fails a
+#                    model that is broken rather than noisy: wrong units, a missing term, a KV pool
+#                    of another size (preemptions), a clock mix-up move these figures 2x or more.
+#
+#   scripts/test-validate.sh                       uses build/sluice
+#   SLUICE_BIN=build-val/sluice scripts/test-validate.sh
+set -u
+cd "$(dirname "$0")/.." || exit 2
+BIN="${SLUICE_BIN:-build/sluice}"
+MODEL="${SLUICE_MODEL:-../shared/models/stories260K.gguf}"
+[ -x "$BIN" ] || { echo "test-validate: $BIN not built (make)" >&2; exit 2; }
+[ -f "$MODEL" ] || { echo "test-validate: SKIPPED: $MODEL is absent (../shared not mounted)"; exit 0; }
+
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+db="$dir/val.db"
+knobs=(--max-sequence-length 512 --max-num-batched-tokens 256 --max-num-seqs 16)
+fail=0
+check() { # NAME EXPECTED_RC ACTUAL_RC [OUTPUT_FILE PATTERN]
+    if [ "$3" -ne "$2" ] || { [ $# -ge 5 ] && ! grep -q -- "$5" "$4"; }; then
+        echo "test-validate: FAIL: $1 (exit $3, expected $2)"
+        [ $# -ge 4 ] && cat "$4"
+        fail=1
+    else
+        echo "test-validate: ok: $1"
+    fi
+}
+
+echo "=== load: $(uptime)"
+attempt() { # profile, then validate against it; the validate exit status
+    "$BIN" profile -m "$MODEL" --threads 1 -o ci-t1 --db "$db" "${knobs[@]}" >"$dir/profile.txt" 2>&1 || {
+        cat "$dir/profile.txt"; return 3; }
+    head -4 "$dir/profile.txt"
+    "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 40 --rate 4 --seed 3 \
+        --tolerance 50% --db "$db" "${knobs[@]}" >"$dir/validate.txt" 2>&1
+    local rc=$?
+    cat "$dir/validate.txt"
+    return $rc
+}
+attempt
+rc=$?
+if [ $rc -eq 1 ]; then
+    echo "test-validate: over tolerance once; profiling again and retrying (load: $(uptime))"
+    attempt
+    rc=$?
+fi
+check "profile + validate within 50% (stories260K, 40 requests at 4 req/s)" 0 $rc "$dir/validate.txt" "PASS"
+
+"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 2 --preset sharegpt -n 5 --db "$db" "${knobs[@]}" \
+    >"$dir/stale.txt" 2>&1
+check "a profile for another thread count is refused" 2 $? "$dir/stale.txt" "stale: measured with 1 threads"
+
+"$BIN" validate -m "$MODEL" --profile nosuch --threads 1 --preset sharegpt -n 5 --db "$db" >"$dir/none.txt" 2>&1
+check "a missing profile is refused" 2 $? "$dir/none.txt" "no engine profile 'nosuch'"
+
+printf 'arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,20,10\n0.1,500,100\n' >"$dir/long.csv"
+"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --trace "$dir/long.csv" --db "$db" "${knobs[@]}" \
+    >"$dir/long.txt" 2>&1
+check "a request over the context is refused and named" 2 $? "$dir/long.txt" "request 1: prompt 500 + output 100"
+
+[ $fail -eq 0 ] && echo "test-validate: PASSED" || echo "test-validate: FAILED"
+exit $fail

@@ -1,0 +1,268 @@
+/* test_profile.c — the measured-profile step-time model (sim/profile.h): knots, the fit recovering
+ * a known model, non-negative coefficients under noise, host terms, step pricing, KV sizing as
+ * the engine sizes it, staleness checks, JSON round trip, and the simulator running on a profile. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sched/status.h"
+#include "sim/profile.h"
+#include "sim/sim.h"
+#include "workloads/trace.h"
+
+/* A profile with knots for M <= 256, rows <= 16, decode KV <= 16 * 512, and a known model. */
+static sim_profile_t truth(void)
+{
+    sim_profile_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "t");
+    snprintf(p.backend, sizeof p.backend, "cpu");
+    snprintf(p.host, sizeof p.host, "h1");
+    snprintf(p.cpu, sizeof p.cpu, "cpu1");
+    p.threads = 2;
+    assert_int_equal(sched_model_shape_builtin("stories260k", &p.model), SL_OK);
+    assert_int_equal(sim_profile_set_knots(&p, 256, 16, 16 * 512), SL_OK);
+    for (int i = 0; i < p.n_knots; i++) /* small-M inefficiency: a floor, then linear */
+        p.dense[i] = 40e-6 + 20e-6 * p.knot[i];
+    for (int i = 0; i < p.n_lm_knots; i++)
+        p.lm[i] = 5e-6 + 2e-6 * p.lm_knot[i];
+    for (int i = 0; i < p.n_dec_knots; i++) /* faster per token while the KV stays in cache */
+        p.dec[i] = p.dec_knot[i] * (p.dec_knot[i] <= 1024 ? 1e-7 : 2e-7);
+    p.pre = 4e-9;
+    p.host_s = 30e-6, p.host_row = 2e-6;
+    return p;
+}
+
+/* Points like the profiler's grid, timed by the profile itself (times * (1 + noise_i)). */
+static int grid(const sim_profile_t *p, sim_profile_point_t *pts, double noise)
+{
+    int n = 0;
+    for (int i = 0; i < p->n_knots; i++) {
+        int m = (int)p->knot[i];
+        pts[n++] = (sim_profile_point_t){.m = m, .rows = 1, .pre_work = m * (m + 1) / 2.0};
+        pts[n++] = (sim_profile_point_t){.m = m, .rows = 0, .pre_work = m * (m + 1) / 2.0};
+        pts[n++] = (sim_profile_point_t){.m = m, .rows = 1, .pre_work = m * (200 + (m + 1) / 2.0)};
+    }
+    for (int b = 1; b <= 16; b *= 2)
+        for (int ctx = 16; ctx <= 512; ctx *= 4)
+            pts[n++] = (sim_profile_point_t){.m = b, .rows = b, .dec_kv = b * (ctx + 1.0), .n_dec = b};
+    pts[n++] = (sim_profile_point_t){.m = 64, .rows = 8, .pre_work = 8 * 8 * 4.5};
+    pts[n++] = (sim_profile_point_t){.m = 100, .rows = 5, .pre_work = 96 * 48.5, .dec_kv = 4 * 300, .n_dec = 4};
+    for (int i = 0; i < n; i++)
+        pts[i].t = sim_profile_forward(p, &pts[i]) * (1 + noise * ((i * 7919) % 11 - 5) / 5.0);
+    return n;
+}
+
+static void test_knots_are_geometric_and_end_at_the_maximum(void **state)
+{
+    sim_profile_t p = {0};
+    assert_int_equal(sim_profile_set_knots(&p, 2048, 64, 64 * 2048), SL_OK);
+    assert_int_equal(p.n_knots, 12);
+    assert_true(p.knot[0] == 1 && p.knot[1] == 2 && p.knot[11] == 2048);
+    assert_int_equal(p.n_lm_knots, 4); /* 1 4 16 64 */
+    assert_true(p.lm_knot[3] == 64);
+    assert_true(p.dec_knot[0] == 16 && p.dec_knot[p.n_dec_knots - 1] == 64 * 2048);
+    assert_int_equal(sim_profile_set_knots(&p, 1000, 48, 100), SL_OK);
+    assert_true(p.knot[p.n_knots - 1] == 1000 && p.knot[p.n_knots - 2] == 512);
+    assert_int_equal(sim_profile_set_knots(&p, 0, 4, 4), SL_EINVAL);
+}
+
+static void test_fit_recovers_a_known_model(void **state)
+{
+    sim_profile_t p = truth(), q = truth();
+    sim_profile_point_t pts[128];
+    int n = grid(&p, pts, 0);
+    memset(q.dense, 0, sizeof q.dense), memset(q.lm, 0, sizeof q.lm), memset(q.dec, 0, sizeof q.dec), q.pre = 0;
+    char err[256];
+    assert_int_equal(sim_profile_fit(&q, pts, n, err, sizeof err), SL_OK);
+    assert_true(q.fit_err < 1e-6);
+    for (int i = 0; i < n; i++)
+        assert_true(fabs(sim_profile_forward(&q, &pts[i]) - pts[i].t) <= 1e-6 * pts[i].t);
+    assert_true(fabs(q.pre - p.pre) < 1e-3 * p.pre);
+    for (int i = 0; i < p.n_knots; i++)
+        assert_true(fabs(q.dense[i] - p.dense[i]) < 1e-3 * p.dense[i]);
+}
+
+static void test_fit_under_noise_keeps_every_time_non_negative(void **state)
+{
+    sim_profile_t p = truth(), q = truth();
+    sim_profile_point_t pts[128];
+    int n = grid(&p, pts, 0.08);
+    char err[256];
+    assert_int_equal(sim_profile_fit(&q, pts, n, err, sizeof err), SL_OK);
+    assert_true(q.pre >= 0);
+    for (int i = 0; i < q.n_knots; i++)
+        assert_true(q.dense[i] >= 0);
+    for (int i = 0; i < q.n_lm_knots; i++)
+        assert_true(q.lm[i] >= 0);
+    for (int i = 0; i < q.n_dec_knots; i++)
+        assert_true(q.dec[i] >= 0);
+    assert_true(q.fit_err < 0.08);
+}
+
+static void test_fit_refuses_too_few_points(void **state)
+{
+    sim_profile_t p = truth();
+    sim_profile_point_t pts[3] = {{.m = 1, .rows = 1, .t = 1e-4}, {.m = 2, .rows = 1, .t = 2e-4},
+                                  {.m = 4, .rows = 0, .t = 3e-4}};
+    char err[256];
+    assert_int_equal(sim_profile_fit(&p, pts, 3, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "measured points"));
+}
+
+static void test_host_terms_fit_medians_by_rows(void **state)
+{
+    sim_profile_t p = truth();
+    double ov[60];
+    int rows[60];
+    for (int i = 0; i < 60; i++) {
+        rows[i] = 1 + i % 12;
+        ov[i] = 100e-6 + 5e-6 * rows[i];
+    }
+    ov[7] = 50e-3, ov[30] = 20e-3; /* the OS took the CPU away twice */
+    char err[256];
+    assert_int_equal(sim_profile_fit_host(&p, ov, rows, 60, err, sizeof err), SL_OK);
+    assert_true(fabs(p.host_s - 100e-6) < 1e-6);
+    assert_true(fabs(p.host_row - 5e-6) < 1e-7);
+    assert_int_equal(sim_profile_fit_host(&p, ov, rows, 2, err, sizeof err), SL_EINVAL);
+}
+
+static void test_step_price_is_the_sum_of_its_terms(void **state)
+{
+    sim_profile_t p = truth();
+    sched_seq_step_t seqs[3] = {
+        {.n_tokens = 40, .context_len = 100, .is_prefill = true, .sample = true},
+        {.n_tokens = 1, .context_len = 300, .sample = true},
+        {.n_tokens = 1, .context_len = 99, .sample = true},
+    };
+    sched_step_t st = {.n_seqs = 3, .seqs = seqs, .n_tokens = 42, .n_prefill_tokens = 40, .n_decode_seqs = 2};
+    sim_cost_parts_t parts;
+    double t = sim_profile_step(&p, &st, &parts);
+    sim_profile_point_t pt = {.m = 42, .rows = 3, .pre_work = 40 * (100 + 41 / 2.0), .dec_kv = 301 + 100};
+    double fwd = sim_profile_forward(&p, &pt);
+    assert_true(fabs(t - (fwd + p.host_s + 3 * p.host_row)) < 1e-12);
+    assert_true(fabs(parts.total - t) < 1e-15);
+    assert_true(fabs(parts.host - (p.host_s + 3 * p.host_row)) < 1e-15);
+    assert_true(fabs(parts.dense + parts.lm_head + parts.attention - fwd) < 1e-15);
+    assert_true(parts.attention > p.pre * pt.pre_work); /* the decode KV term is in it too */
+    /* the cost model hands a profile step to the same function */
+    char err[128];
+    sim_cost_t *c = sim_cost_create_profile(&p, err, sizeof err);
+    assert_non_null(c);
+    assert_true(sim_cost_step(c, &st, NULL) == t);
+    sim_cost_free(c);
+}
+
+static void test_kv_blocks_as_the_engine_sizes_them(void **state)
+{
+    sim_profile_t p = truth();
+    sched_config_t sc = sched_config_default();
+    sc.max_num_seqs = 8, sc.max_batch_size = 4, sc.max_sequence_length = 512, sc.block_size = 16;
+    int nb = 0;
+    char err[256];
+    p.kv_budget_bytes = 0; /* no cap: max(max_num_seqs, max_batch_size) full-length sequences */
+    assert_int_equal(sim_profile_num_blocks(&p, &sc, 0, &nb, err, sizeof err), SL_OK);
+    assert_int_equal(nb, 8 * 32);
+    int64_t per_block = sched_mem_kv_bytes_per_token(&p.model) * 16;
+    p.kv_budget_bytes = per_block * 100; /* the budget caps it */
+    assert_int_equal(sim_profile_num_blocks(&p, &sc, 0, &nb, err, sizeof err), SL_OK);
+    assert_int_equal(nb, 100);
+    assert_int_equal(sim_profile_num_blocks(&p, &sc, per_block * 10 / 1048576.0, &nb, err, sizeof err), SL_ENOMEM);
+    assert_non_null(strstr(err, "do not hold one"));
+}
+
+static void test_check_refuses_other_machines_and_stale_profiles(void **state)
+{
+    sim_profile_t p = truth();
+    sched_model_shape_t m = p.model;
+    char err[512];
+    assert_int_equal(sim_profile_check(&p, "h1", "cpu1", "cpu", 2, &m, err, sizeof err), SL_OK);
+    assert_int_equal(sim_profile_check(&p, "h2", "cpu1", "cpu", 2, &m, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "measured on host h1"));
+    assert_int_equal(sim_profile_check(&p, "h1", "cpu2", NULL, 0, NULL, err, sizeof err), SL_EINVAL);
+    assert_int_equal(sim_profile_check(&p, "h1", "cpu1", "cuda", 2, &m, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "backend cpu"));
+    assert_int_equal(sim_profile_check(&p, NULL, NULL, "cpu", 1, NULL, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "2 threads"));
+    m.n_layers++;
+    assert_int_equal(sim_profile_check(&p, NULL, NULL, NULL, 0, &m, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "layers"));
+    m = p.model, m.bytes_per_kv = p.model.bytes_per_kv + 2;
+    assert_int_equal(sim_profile_check(&p, NULL, NULL, NULL, 0, &m, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "bytes per KV element"));
+}
+
+static void test_json_round_trip(void **state)
+{
+    sim_profile_t p = truth(), q;
+    p.kv_budget_bytes = 123456789012LL, p.max_seq_len = 512, p.fit_err = 0.031;
+    snprintf(p.created, sizeof p.created, "2026-11-27 12:00:00");
+    snprintf(p.cpu, sizeof p.cpu, "AMD \"EPYC\"\\ 9B14"); /* quotes and backslashes are not kept */
+    char buf[8192], err[256];
+    assert_true(sim_profile_to_json(&p, buf, sizeof buf));
+    assert_int_equal(sim_profile_from_json(buf, &q, err, sizeof err), SL_OK);
+    assert_string_equal(q.cpu, "AMD _EPYC__ 9B14");
+    assert_string_equal(q.model.name, p.model.name);
+    assert_int_equal(q.n_knots, p.n_knots);
+    assert_int_equal(q.n_dec_knots, p.n_dec_knots);
+    assert_true(q.kv_budget_bytes == p.kv_budget_bytes && q.max_seq_len == 512 && q.threads == 2);
+    sim_profile_point_t pt = {.m = 77, .rows = 5, .pre_work = 3000, .dec_kv = 2000};
+    assert_true(fabs(sim_profile_forward(&q, &pt) - sim_profile_forward(&p, &pt)) < 1e-8 * sim_profile_forward(&p, &pt));
+    assert_false(sim_profile_to_json(&p, buf, 100));
+    assert_int_equal(sim_profile_from_json("[1]", &q, err, sizeof err), SL_EFORMAT);
+    assert_int_equal(sim_profile_from_json("{\"name\": \"x\"}", &q, err, sizeof err), SL_EFORMAT);
+    assert_non_null(strstr(err, "backend"));
+}
+
+static void test_simulator_runs_on_a_profile_deterministically(void **state)
+{
+    sim_profile_t p = truth();
+    p.kv_budget_bytes = 0;
+    wl_trace_t *tr = wl_trace_create();
+    for (int i = 0; i < 50; i++) {
+        wl_request_t r = {.arrival = i * 0.01, .prompt_len = 20 + i % 30, .output_len = 5 + i % 20, .prefix_group = -1};
+        assert_int_equal(wl_trace_append(tr, &r), SL_OK);
+    }
+    double end[2];
+    for (int k = 0; k < 2; k++) {
+        sim_config_t cfg;
+        assert_int_equal(sim_config_default(&cfg), SL_OK);
+        cfg.model = p.model;
+        cfg.sched.max_sequence_length = 512;
+        cfg.profile = &p;
+        char err[256];
+        sim_t *s = sim_create(&cfg, NULL, err, sizeof err);
+        assert_non_null(s);
+        sim_totals_t tot;
+        assert_int_equal(sim_run(s, tr, NULL, &tot, err, sizeof err), SL_OK);
+        assert_int_equal((int)tot.done, 50);
+        assert_int_equal(tot.num_blocks, cfg.sched.max_num_seqs * 32); /* the engine's sizing */
+        end[k] = tot.end_time;
+        sim_free(s);
+    }
+    assert_true(end[0] == end[1] && end[0] > 0.49);
+    wl_trace_free(tr);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_knots_are_geometric_and_end_at_the_maximum),
+        cmocka_unit_test(test_fit_recovers_a_known_model),
+        cmocka_unit_test(test_fit_under_noise_keeps_every_time_non_negative),
+        cmocka_unit_test(test_fit_refuses_too_few_points),
+        cmocka_unit_test(test_host_terms_fit_medians_by_rows),
+        cmocka_unit_test(test_step_price_is_the_sum_of_its_terms),
+        cmocka_unit_test(test_kv_blocks_as_the_engine_sizes_them),
+        cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
+        cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_simulator_runs_on_a_profile_deterministically),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
