@@ -129,6 +129,7 @@ $(BUILD)/examples/%: docs/examples/%.c $(call linklibs,engine)
 test: $(BUILD)/sluice $(TEST_BIN) examples
 	@scripts/run-tests.sh $(TEST_BIN)
 	@SLUICE_BIN=$(BUILD)/sluice scripts/test-serve.sh
+	@SLUICE_BIN=$(BUILD)/sluice scripts/test-validate.sh
 
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined OPT=-O1 test
