@@ -6,7 +6,8 @@
 #
 # llama.cpp comes from the llama-cpp-python sdist (PyPI), whose vendored llama.cpp is built with
 # cmake (Release, GGML_NATIVE=ON) into $SLUICE_PEER_DIR (default ~/.cache/sluice-peer), once; the
-# build takes minutes. Our side is tests/bench/bench_cpu.c linked against build-cpu/ (CUDA off).
+# build takes minutes. Our side is tests/bench/bench_cpu.c linked against $BUILD (default
+# build-cpu; CUDA off).
 # Both report the median of R runs. Run on a quiet machine: both engines spin threads on
 # barriers, so other load on the cores distorts both figures.
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS=2 P=512 N=128 R=5 BUILD_ONLY=0
 PEER_DIR=${SLUICE_PEER_DIR:-$HOME/.cache/sluice-peer}
+BUILD=${BUILD:-build-cpu}
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=$2; shift 2 ;;
@@ -48,11 +50,11 @@ build_peer
 [ "$BUILD_ONLY" = 1 ] && exit 0
 [ -f "$MODEL" ] || { echo "bench-cpu-peer: $MODEL not found (scripts/setup.sh installs SmolLM2)" >&2; exit 1; }
 
-make BUILD=build-cpu CUDA=0 -j2 build-cpu/libengine.a build-cpu/libsched.a >/dev/null
-cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -o build-cpu/bench_cpu tests/bench/bench_cpu.c \
-    build-cpu/libengine.a build-cpu/libsched.a -lm -lpthread
+make BUILD="$BUILD" CUDA=0 -j2 "$BUILD/libengine.a" "$BUILD/libsched.a" >/dev/null
+cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -o "$BUILD/bench_cpu" tests/bench/bench_cpu.c \
+    "$BUILD/libengine.a" "$BUILD/libsched.a" -lm -lpthread
 
-ours=$(build-cpu/bench_cpu "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R")
+ours=$("$BUILD/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R")
 echo "$ours"
 peer=$("$PEER_DIR/build/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -o csv 2>/dev/null)
 # llama-bench reports the mean; with -r R it also prints stddev. Take avg_ts per test.

@@ -470,7 +470,7 @@ static int check_weight(const eng_tensor_t *t, const char *what, int layer, int6
                         char *err, int errlen)
 {
     if (!t->data || t->ne[0] != n_in || t->ne[1] != n_out || !eng_cpu_type_supported(t->type) ||
-        eng_type_row_bytes(t->type, n_in) == 0 || n_in > ENG_CPU_UNPACK_BYTES) {
+        eng_type_row_bytes(t->type, n_in) == 0) {
         snprintf(err, errlen, "cpu: layer %d: %s: missing, of type %s or shape %lldx%lld (want %lldx%lld)",
                  layer, what, eng_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
                  (long long)n_in, (long long)n_out);

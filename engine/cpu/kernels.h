@@ -10,9 +10,10 @@
  * signed times signed; Q6_K applies its 16-element scales to integer partial sums. Float weights
  * multiply float activations.
  *
- * Weights are unpacked once per group of rows into a small int8 buffer (with their scales as
- * float vectors) that then serves every token of the step: prompt processing reads and unpacks
- * each weight block once, whatever the number of tokens.
+ * Q4_0 / Q4_1 / Q8_0 rows go in groups of 8 interleaved by 4 elements, so that integer sums of a
+ * block land one row per vector lane (no horizontal sums): decode reads them straight from the
+ * blocks; with more tokens a slice of the group is unpacked once into a small int8 buffer that
+ * serves every token of the step (see kernels_x86.h).
  *
  * Instruction sets: scalar (portable, always present), AVX2+FMA+F16C, AVX-512 (F, BW, VL, VNNI;
  * compiled on x86-64, chosen only when the CPU reports it). All give the same results up to float
@@ -25,8 +26,6 @@
 #include <stdint.h>
 
 #define ENG_CPU_QK 32 /* activation block: elements sharing one scale */
-/* Longest row (k) the Q4_0 / Q4_1 / Q8_0 products take: they unpack whole rows on the stack. */
-#define ENG_CPU_UNPACK_BYTES 65536
 
 /* A quantised activation row of k elements (k a multiple of 32), structure of arrays so that the
  * scales of 8 blocks load as one vector:
@@ -73,8 +72,7 @@ typedef struct eng_cpu_kernels {
     const char *name;   /* "scalar", "avx2", "avx512" */
     /* row = q8(x): one activation row of k elements (k a multiple of 32). */
     void (*quantize_q8)(const float *x, void *row, int k);
-    /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(); for
-     * Q4_0 / Q4_1 / Q8_0, g->k <= ENG_CPU_UNPACK_BYTES. */
+    /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(). */
     void (*gemm)(const eng_cpu_gemm_t *g, int r0, int r1);
     /* Dot products of a float vector with a float / F16 vector of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);

@@ -36,31 +36,6 @@ ENG_INLINE float hmax8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* 8 int32 lanes, each the sum of 4 products of unsigned u and signed s bytes */
-ENG_INLINE __m256i dot_u8s8(__m256i u, __m256i s)
-{
-#if ENG_X86_VNNI
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
-}
-
-ENG_INLINE float f16_at(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return _cvtsh_ss(h);
-}
-
-/* 16 bytes of nibbles -> 32 bytes 0..15: low nibbles are elements 0..15, high ones 16..31 */
-ENG_INLINE __m256i unpack_q4(const uint8_t *qs)
-{
-    __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-
 ENG_INLINE __m256 exp8(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
@@ -251,99 +226,186 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
     }
 }
 
-/* ---- Q4_0 / Q4_1 / Q8_0 products: unpack a group of rows once, then every token ------------ */
+/* ---- Q4_0 / Q4_1 / Q8_0 products: 8 rows interleaved, integer sums per block ---------------- */
 
-/* lane u = the sum of the 8 int32 lanes of v[u] */
-ENG_INLINE __m256i reduce8(const __m256i v[8])
+/* Rows go in groups of 8, interleaved by 4 elements: for block b and chunk c (elements 4c..4c+3)
+ * one 32-byte vector holds the chunk of rows 0..7, row i in bytes 4i..4i+3. The product of a chunk
+ * with 4 activation bytes broadcast to all lanes then leaves each row's partial sums in its own
+ * lane: no horizontal sums. Q4 partial sums stay 16-bit over a block (16 products of at most
+ * 15 x 127 per lane), so a block costs 8 maddubs + 8 adds + one madd for 8 rows; Q8_0
+ * (|w| x sign(a, w)) widens every chunk. Block scales d (and offsets m) of the 8 rows are one float
+ * vector per block. Decode (one token) builds the chunks from the packed blocks in registers; with
+ * more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
+ * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size. */
+#define ENG_Q_ROWS 8
+#define ENG_Q_SLICE 64 /* blocks per unpacked slice: 8 rows x 2048 elements = 16 KiB, L1-resident */
+
+/* 8 rows x 4 dwords (xmm p[i] = row i) -> c[d] = dword d of rows 0..7 */
+ENG_INLINE void transpose_8x4(const __m128i p[8], __m256i c[4])
 {
-    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+    __m256i x0 = _mm256_set_m128i(p[4], p[0]), x1 = _mm256_set_m128i(p[5], p[1]);
+    __m256i x2 = _mm256_set_m128i(p[6], p[2]), x3 = _mm256_set_m128i(p[7], p[3]);
+    __m256i t0 = _mm256_unpacklo_epi32(x0, x1), t1 = _mm256_unpackhi_epi32(x0, x1);
+    __m256i t2 = _mm256_unpacklo_epi32(x2, x3), t3 = _mm256_unpackhi_epi32(x2, x3);
+    c[0] = _mm256_unpacklo_epi64(t0, t2);
+    c[1] = _mm256_unpackhi_epi64(t0, t2);
+    c[2] = _mm256_unpacklo_epi64(t1, t3);
+    c[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-/* integer dot of one unpacked weight block with one activation block, 8 partial sums */
-ENG_INLINE __m256i block_dot(const int type, const int8_t *w, const int8_t *a)
+/* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
+ * offsets m (Q4_0: -8 d; Q8_0: 0, unused). Read block by block, the 8 rows jump back and forth; the
+ * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
+ * tensor's end is harmless). */
+ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
+                           __m256 *d, __m256 *m)
 {
-    __m256i wv = _mm256_load_si256((const __m256i *)w), av = _mm256_loadu_si256((const __m256i *)a);
-    if (type == ENG_T_Q8_0) /* signed x signed: |w| times a with w's sign */
-        return dot_u8s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
-    return dot_u8s8(wv, av);
-}
-
-/* blocks [b, b + m) of one row x one token (m <= 8): acc lanes gather d_w d_a isum + m_w s_a */
-ENG_INLINE __m256 block_group(const int type, const int m, const int8_t *w, const float *dw, const float *mw,
-                              const int8_t *aq, const float *ad, const float *as, int b, __m256 acc)
-{
-    __m256i v[8];
+    const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : 18;
+    const int qoff = type == ENG_T_Q4_1 ? 4 : 2;
+    const char *next = (const char *)row[0] + 8 * stride;
+    for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
+        _mm_prefetch(next + o, _MM_HINT_T0);
+    const uint8_t *blk[8];
+    uint16_t dh[8], mh[8];
+    __m128i p[8];
 #pragma GCC unroll 8
-    for (int u = 0; u < 8; u++)
-        v[u] = u < m ? block_dot(type, w + (b + u) * ENG_CPU_QK, aq + (b + u) * ENG_CPU_QK)
-                     : _mm256_setzero_si256();
-    __m256 da, sa;
-    if (m == 8) {
-        da = _mm256_loadu_ps(ad + b);
-        sa = _mm256_loadu_ps(as + b);
-    } else { /* the row's last blocks: do not read past the activation row */
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        da = _mm256_maskload_ps(ad + b, mask);
-        sa = _mm256_maskload_ps(as + b, mask);
+    for (int i = 0; i < 8; i++) {
+        blk[i] = row[i] + (size_t)b * bsz;
+        memcpy(&dh[i], blk[i], 2);
+        memcpy(&mh[i], blk[i] + 2, 2);
+        p[i] = _mm_loadu_si128((const __m128i *)(blk[i] + qoff));
     }
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(v)), _mm256_mul_ps(_mm256_load_ps(dw + b), da), acc);
+    if (type == ENG_T_Q8_0) {
+        transpose_8x4(p, c);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            p[i] = _mm_loadu_si128((const __m128i *)(blk[i] + qoff + 16));
+        transpose_8x4(p, c + 4);
+    } else { /* byte j: element j in the low nibble, element j + 16 in the high one */
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        transpose_8x4(p, c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            c[4 + i] = _mm256_and_si256(_mm256_srli_epi16(c[i], 4), m4);
+            c[i] = _mm256_and_si256(c[i], m4);
+        }
+    }
+    *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+    if (type == ENG_T_Q4_1)
+        *m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh));
+    else
+        *m = type == ENG_T_Q4_0 ? _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f)) : _mm256_setzero_ps();
+}
+
+/* s += the products of one chunk vector w (8 rows) with 4 activation bytes a in every lane */
+ENG_INLINE __m256i chunk_dot(const int type, __m256i s, __m256i w, __m256i a)
+{
+    if (type == ENG_T_Q8_0)
+        a = _mm256_sign_epi8(a, w), w = _mm256_sign_epi8(w, w);
+#if ENG_X86_VNNI
+    return _mm256_dpbusd_epi32(s, w, a);
+#else
+    __m256i p = _mm256_maddubs_epi16(w, a);
+    if (type == ENG_T_Q8_0)
+        return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    return _mm256_add_epi16(s, p);
+#endif
+}
+
+/* acc (lane i: row i) += one block's product with one token's activation block a (scale ad,
+ * scaled sum as): d ad isum + m as. Every path runs exactly these operations per row and block. */
+ENG_INLINE __m256 block_acc(const int type, const __m256i c[8], __m256 d, __m256 m, const int8_t *a, float ad,
+                            float as, __m256 acc)
+{
+    __m256i s = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        int32_t a4;
+        memcpy(&a4, a + 4 * i, sizeof a4);
+        s = chunk_dot(type, s, c[i], _mm256_set1_epi32(a4));
+    }
+    if (!ENG_X86_VNNI && type != ENG_T_Q8_0)
+        s = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(ad)), acc);
     if (type != ENG_T_Q8_0)
-        acc = _mm256_fmadd_ps(_mm256_load_ps(mw + b), sa, acc);
+        acc = _mm256_fmadd_ps(m, _mm256_set1_ps(as), acc);
     return acc;
 }
 
-#define ENG_UNPACK_ROWS 16
+/* out rows [r, r + n) (n <= 8) of token t: v (lane i: row i), added when `add` */
+ENG_INLINE void store_rows(const eng_cpu_gemm_t *g, int t, int r, int n, __m256 v, int add)
+{
+    float *o = g->out + (size_t)t * g->ldo + r;
+    if (n == ENG_Q_ROWS) {
+        _mm256_storeu_ps(o, add ? _mm256_add_ps(_mm256_loadu_ps(o), v) : v);
+    } else {
+        _Alignas(32) float f[8];
+        _mm256_store_ps(f, v);
+        for (int i = 0; i < n; i++)
+            o[i] = add ? o[i] + f[i] : f[i];
+    }
+}
+
+/* rows [r, r + n) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
+ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, const __m256i *w, const __m256 *d,
+                      const __m256 *m, int b0, int nbs, int r, int n, int t, int add)
+{
+    const int8_t *aq[4];
+    const float *ad[4], *as[4];
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++) {
+        aq[j] = (const int8_t *)((const char *)g->x + (size_t)(t + j) * g->x_stride);
+        ad[j] = eng_cpu_q8_d(aq[j], g->k);
+        as[j] = eng_cpu_q8_s(aq[j], g->k);
+        acc[j] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < nbs; b++) {
+        __m256i c[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            c[i] = _mm256_load_si256(w + 8 * b + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++)
+            acc[j] = block_acc(type, c, d[b], m[b], aq[j] + (b0 + b) * ENG_CPU_QK, ad[j][b0 + b], as[j][b0 + b],
+                               acc[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++)
+        store_rows(g, t + j, r, n, acc[j], add);
+}
 
 ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
-    _Alignas(32) int8_t wbuf[ENG_CPU_UNPACK_BYTES];              /* (rows, k) unpacked weights */
-    _Alignas(32) float dw[ENG_CPU_UNPACK_BYTES / ENG_CPU_QK + 8 * ENG_UNPACK_ROWS]; /* (rows, nb8) */
-    _Alignas(32) float mw[ENG_CPU_UNPACK_BYTES / ENG_CPU_QK + 8 * ENG_UNPACK_ROWS];
-    const int k = g->k, nb = k / ENG_CPU_QK, nb8 = (nb + 7) & ~7;
-    const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : 18;
-    int rows = ENG_CPU_UNPACK_BYTES / k;
-    rows = rows > ENG_UNPACK_ROWS ? ENG_UNPACK_ROWS : rows;
-    for (int r = r0; r < r1; r += rows) {
-        const int n = r1 - r < rows ? r1 - r : rows;
-        for (int i = 0; i < n; i++) {
-            const uint8_t *blk = (const uint8_t *)g->w + (size_t)(r + i) * g->w_stride;
-            for (int b = 0; b < nb; b++, blk += bsz) {
-                float d = f16_at(blk);
-                __m256i q;
-                if (type == ENG_T_Q8_0) {
-                    q = _mm256_loadu_si256((const __m256i *)(blk + 2));
-                    mw[i * nb8 + b] = 0.0f;
-                } else if (type == ENG_T_Q4_1) {
-                    q = unpack_q4(blk + 4);
-                    mw[i * nb8 + b] = f16_at(blk + 2);
-                } else {
-                    q = unpack_q4(blk + 2);
-                    mw[i * nb8 + b] = -8.0f * d;
-                }
-                _mm256_store_si256((__m256i *)(wbuf + (size_t)i * k + b * ENG_CPU_QK), q);
-                dw[i * nb8 + b] = d;
+    _Alignas(32) __m256i w[ENG_Q_SLICE * 8];
+    _Alignas(32) __m256 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
+    const int nb = g->k / ENG_CPU_QK;
+    for (int r = r0; r < r1; r += ENG_Q_ROWS) {
+        const int n = r1 - r < ENG_Q_ROWS ? r1 - r : ENG_Q_ROWS;
+        const uint8_t *row[8];
+        for (int i = 0; i < 8; i++) /* a short group repeats its first row; those lanes are dropped */
+            row[i] = (const uint8_t *)g->w + (size_t)(r + (i < n ? i : 0)) * g->w_stride;
+        if (g->n_tok == 1) { /* decode: straight from the blocks, nothing to reuse */
+            const int8_t *aq = g->x;
+            const float *ad = eng_cpu_q8_d(aq, g->k), *as = eng_cpu_q8_s(aq, g->k);
+            __m256 acc = _mm256_setzero_ps(), dv, mv;
+            __m256i c[8];
+            for (int b = 0; b < nb; b++) {
+                load_block(type, row, g->w_stride, b, c, &dv, &mv);
+                acc = block_acc(type, c, dv, mv, aq + b * ENG_CPU_QK, ad[b], as[b], acc);
             }
-            for (int b = nb; b < nb8; b++)
-                dw[i * nb8 + b] = mw[i * nb8 + b] = 0.0f;
+            store_rows(g, 0, r, n, acc, g->accumulate);
+            continue;
         }
-        for (int t = 0; t < g->n_tok; t++) {
-            const int8_t *aq = (const int8_t *)((const char *)g->x + (size_t)t * g->x_stride);
-            const float *ad = eng_cpu_q8_d(aq, k), *as = eng_cpu_q8_s(aq, k);
-            float *o = g->out + (size_t)t * g->ldo + r;
-            for (int i = 0; i < n; i++) {
-                const int8_t *w = wbuf + (size_t)i * k;
-                const float *dwi = dw + i * nb8, *mwi = mw + i * nb8;
-                __m256 acc = _mm256_setzero_ps();
-                int b = 0;
-                for (; b + 8 <= nb; b += 8)
-                    acc = block_group(type, 8, w, dwi, mwi, aq, ad, as, b, acc);
-                if (b < nb)
-                    acc = block_group(type, nb - b, w, dwi, mwi, aq, ad, as, b, acc);
-                float v = hsum8(acc);
-                o[i] = g->accumulate ? o[i] + v : v;
-            }
+        for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
+            const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
+            for (int b = 0; b < nbs; b++)
+                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b]);
+            int t = 0;
+            for (; t + 4 <= g->n_tok; t += 4)
+                qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
+            for (; t < g->n_tok; t++)
+                qtile(type, 1, g, w, d, m, b0, nbs, r, n, t, add);
         }
     }
 }

@@ -21,8 +21,9 @@
 #include "sched/status.h"
 
 #define ENG_POOL_SPIN 200000 /* polls of `gen` before a worker sleeps */
-#define ENG_BARRIER_SPIN (1 << 20) /* polls in a barrier before yielding the CPU (~ms: a yield
-                                      * on a loaded machine costs a whole time slice) */
+#define ENG_BARRIER_SPIN (1 << 14) /* polls in a barrier before yielding the CPU (tens of us: a
+                                      * barrier on idle cores takes microseconds; on a loaded machine
+                                      * the thread we wait for may need this core) */
 
 typedef struct eng_cpu_worker {
     eng_cpu_pool_t *pool;

@@ -124,11 +124,15 @@ static void test_gemm_matches_dequantised_reference_for_every_type(void **state)
 {
     for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) {
         int type = all_types[i], block = eng_type_block_elems(type);
-        int k = block == 1 ? 77 : block == 32 ? 608 : 512; /* 19 blocks: a group of 8 and a tail */
-        check_gemm(type, 13, 5, k, 0);
-        check_gemm(type, 9, 1, k, 1);
+        int k = block == 1 ? 77 : block == 32 ? 608 : 512; /* 19 blocks */
+        check_gemm(type, 13, 5, k, 0);  /* a tile of 4 tokens and one left; a group of 8 rows and 5 */
+        check_gemm(type, 9, 1, k, 1);   /* decode: one token */
         check_gemm(type, 1, 3, block == 1 ? 8 : block == 32 ? 64 : k, 0);
         check_gemm(type, 37, 2, block == 1 ? 1 : block == 32 ? 2048 : 1024, 0); /* several row groups */
+        if (block == 32) { /* rows longer than one unpacked slice of 64 blocks */
+            check_gemm(type, 11, 6, 32 * 67, 1);
+            check_gemm(type, 11, 1, 32 * 67, 0);
+        }
     }
 }
 
