@@ -15,6 +15,11 @@
  * step record per engine step, each kept up to a bound (--record-max requests, 8x as many steps;
  * the first ones are kept, the rest counted as dropped and reported).
  *
+ * Adaptive tuning (--adaptive [--slo ttft_p99=1s,tpot_p99=100ms]): the engine's controller
+ * (sluice_engine_params.adaptive, sched/adapt.h) moves max_num_batched_tokens (continuous) or
+ * batch_timeout_ms (static strategies) between steps toward the SLO's p99 TTFT / TPOT limits
+ * (defaults 1 s and 100 ms); each change is a stderr line, and /metrics shows the live values.
+ *
  * Signals: SIGINT and SIGTERM are blocked before any thread starts (so every thread inherits the
  * mask) and the main thread takes them with sigwait(): no handler, no global flag.
  *
@@ -25,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/metrics.h"
 #include "analysis/recommend.h"
 #include "analysis/store.h"
 #include "cli/cli.h"
@@ -56,6 +62,8 @@ static const char usage[] =
     "  --record                    record it in sluice.db (the default --db)\n"
     "  --record-max N              request records kept (default 20000; 8x as many steps)\n"
     "  --config FILE               scheduler settings from a JSON object of knob names\n"
+    "  --adaptive                  adjust max_num_batched_tokens / batch_timeout_ms while serving\n"
+    "  --slo ttft_p99=1s,tpot_p99=100ms  the adaptive controller's targets (p99 TTFT / TPOT terms only)\n"
     "scheduler flags (--NAME VALUE or --NAME=VALUE; queue full = max_waiting_requests -> 429):\n";
 
 /* The served run's records, written by the engine thread (request results through the server's
@@ -190,6 +198,7 @@ typedef struct serve_opts {
     int64_t reco_id;
     const char *db;
     size_t record_max;
+    const char *slo;
 } serve_opts_t;
 
 /* One pass over the arguments. Serve's own options go into *o; scheduler flags and --config files
@@ -208,10 +217,15 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
             if (!o->db) o->db = "sluice.db";
             continue;
         }
+        if (!strcmp(a, "--adaptive")) {
+            o->ep.adaptive = true;
+            continue;
+        }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",
                                              "--chat-template", "--backend", "--threads", "--kv-memory-mb",
                                              "--max-body", "--max-connections", "--shutdown-timeout",
-                                             "--settings-from", "--recommendation", "--db", "--record-max"};
+                                             "--settings-from", "--recommendation", "--db", "--record-max",
+                                             "--slo"};
         bool ours = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0] && !ours; k++) ours = !strcmp(a, valued[k]);
         if (!ours) {
@@ -265,7 +279,29 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         } else if (!strcmp(a, "--record-max")) {
             if (!num_arg(a, v, 1, 1e8, &x)) return 2;
             o->record_max = (size_t)x;
+        } else if (!strcmp(a, "--slo")) {
+            o->slo = v;
         }
+    }
+    return 0;
+}
+
+/* The SLO's p99 TTFT / TPOT limits become the adaptive controller's targets (a term left out keeps
+ * its default); any other term is refused, since the controller steers only those two. 0, or 2
+ * with the reason printed. */
+static int adaptive_targets(const char *spec, sluice_engine_params *ep)
+{
+    an_slo_t slo;
+    char err[256];
+    if (an_slo_parse(spec, &slo, err, sizeof err) != SL_OK) return cli_fail(CMD, "--slo: %s", err);
+    for (int k = 0; k < slo.n; k++) {
+        if (slo.term[k].percentile != 99 || slo.term[k].metric == AN_SLO_E2E)
+            return cli_fail(CMD, "--slo: the adaptive controller steers p99 TTFT and TPOT only "
+                                 "(ttft_p99=..., tpot_p99=...), got '%s'", spec);
+        if (slo.term[k].metric == AN_SLO_TTFT)
+            ep->adaptive_ttft_p99_s = slo.term[k].limit;
+        else
+            ep->adaptive_tpot_p99_s = slo.term[k].limit;
     }
     return 0;
 }
@@ -313,6 +349,8 @@ int cmd_serve(int argc, char **argv)
         return cli_fail(CMD, "-m MODEL is required");
     }
     if (o.reco_id > 0 && !o.settings_db) return cli_fail(CMD, "--recommendation needs --settings-from DB");
+    if (o.slo && !o.ep.adaptive) return cli_fail(CMD, "--slo sets the adaptive controller's targets: it needs --adaptive");
+    if (o.slo && adaptive_targets(o.slo, &o.ep)) return 2;
     /* the recommendation, then pass 2: the command line's scheduler flags over it */
     if (o.settings_db && apply_recommendation(&o, &cfg)) return 2;
     if ((rc = parse_args(argc, argv, &o, &cfg))) return rc;
@@ -352,6 +390,10 @@ int cmd_serve(int argc, char **argv)
     fprintf(stderr, "sluice serve: ready: model '%s' on http://%s:%d (%s, max_num_seqs %d, max_sequence_length %d, "
             "%d KV blocks)\n", o.sc.model_name, o.sc.host, srv_port(srv), sched_strategy_name(eff->strategy),
             eff->max_num_seqs, eff->max_sequence_length, eff->num_blocks);
+    if (o.ep.adaptive)
+        fprintf(stderr, "sluice serve: adaptive: %s toward p99 TTFT %g s, p99 TPOT %g s (0 = no target)\n",
+                eff->strategy == SCHED_CONTINUOUS ? "max_num_batched_tokens" : "batch_timeout_ms",
+                o.ep.adaptive_ttft_p99_s, o.ep.adaptive_tpot_p99_s);
 
     int sig = 0;
     sigwait(&stop_signals, &sig);

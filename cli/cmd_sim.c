@@ -12,8 +12,8 @@
 #include "cli/profile_db.h"
 #include "cli/sched_opts.h"
 #include "cli/sim_run.h"
+#include "sched/adapt.h"
 #include "sched/status.h"
-#include "sim/adapt.h"
 #include "sim/calib.h"
 #include "sim/sim.h"
 #include "workloads/trace.h"
@@ -111,19 +111,19 @@ static void print_json(const an_summary_t *s, double wall, int64_t run_id)
 /* ---- the adaptive controller's change log ---------------------------------------------------- */
 
 typedef struct change_log {
-    sim_adapt_change_t *c;
+    sched_adapt_change_t *c;
     size_t n, cap;
     bool oom; /* a change could not be kept (the count stays right) */
     size_t total;
 } change_log_t;
 
-static void log_change(void *ctx, const sim_adapt_change_t *c)
+static void log_change(void *ctx, const sched_adapt_change_t *c)
 {
     change_log_t *l = ctx;
     l->total++;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 32;
-        sim_adapt_change_t *p = sl_realloc(l->c, cap * sizeof *p);
+        sched_adapt_change_t *p = sl_realloc(l->c, cap * sizeof *p);
         if (!p) {
             l->oom = true;
             return;
@@ -134,7 +134,7 @@ static void log_change(void *ctx, const sim_adapt_change_t *c)
 }
 
 /* The SLO's p99 TTFT / TPOT limits become the controller's targets (defaults otherwise). */
-static void adapt_targets(const an_slo_t *slo, sim_adapt_opts_t *ao)
+static void adapt_targets(const an_slo_t *slo, sched_adapt_opts_t *ao)
 {
     for (int k = 0; k < slo->n; k++) {
         if (slo->term[k].percentile != 99)
@@ -321,8 +321,8 @@ int cmd_sim(int argc, char **argv)
     change_log_t changes = {0};
     sim_adaptive_t *ad = NULL;
     if (o.adaptive) {
-        sim_adapt_opts_t ao;
-        sim_adapt_opts_default(&ao, &cfg.sched);
+        sched_adapt_opts_t ao;
+        sched_adapt_opts_default(&ao, &cfg.sched);
         adapt_targets(&slo, &ao);
         ao.log = log_change, ao.log_ctx = &changes;
         if (!(ad = sim_adaptive_create(&ao, cfg.replicas, err, sizeof err)))

@@ -33,7 +33,14 @@
  *    are created with sched_fork when sample 0 has its first token: they share its prompt blocks
  *    and its first token, and diverge from the second (each has its own PRNG, seed + index).
  *
- * 5. Shutdown. sluice_engine_shutdown sets `stopping` (submits get SLUICE_ESTATE) and a deadline;
+ * 5. Adaptive tuning (params.adaptive). One sched_adapt_t (sched/adapt.h), under the lock, fed
+ *    sample 0's done record of every request (collect_done: TTFT, TPOT, queueing, on the engine
+ *    clock) and the queue length after each step; right after a step's commit, with no step in
+ *    flight, it decides and the engine applies the change with sched_update_config, logs it to
+ *    stderr and counts it (sluice_stats). e->scfg stays the starting config; the live values are
+ *    sched_config(e->sched).
+ *
+ * 6. Shutdown. sluice_engine_shutdown sets `stopping` (submits get SLUICE_ESTATE) and a deadline;
  *    the loop keeps serving until the deadline, then aborts whatever is live, delivers those
  *    results and exits when no request is live. The caller joins the thread.
  */
@@ -53,6 +60,7 @@
 #include "engine/chat.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "sched/adapt.h"
 #include "sched/status.h"
 
 /* The public codes are the project's codes. */
@@ -153,6 +161,9 @@ struct sluice_engine {
     pthread_cond_t wake_cv;             /* engine thread: work or shutdown */
     pthread_cond_t done_cv;             /* waiters: a request is done */
     sched_t *sched;
+    sched_adapt_t *adapt;               /* NULL unless params.adaptive */
+    sched_adapt_change_t adapt_change;  /* the change the controller just logged */
+    int64_t adapt_changes;              /* applied */
     eng_req_t **reqs;                   /* live and uncollected requests */
     int n_reqs, cap_reqs;
     uint64_t next_id;
@@ -249,6 +260,8 @@ sluice_engine_params sluice_engine_default_params(void)
 {
     sched_config_t c = sched_config_default();
     eng_backend_params_t b = eng_backend_params_default();
+    sched_adapt_opts_t a;
+    sched_adapt_opts_default(&a, &c);
     sluice_engine_params p = {
         .model = NULL,
         .backend = "cpu",
@@ -272,6 +285,17 @@ sluice_engine_params sluice_engine_default_params(void)
         .enable_chunked_prefill = c.enable_chunked_prefill,
         .on_step = NULL,
         .step_user = NULL,
+        .adaptive = false,
+        .adaptive_ttft_p99_s = a.ttft_target,
+        .adaptive_tpot_p99_s = a.tpot_target,
+        .adaptive_min_batched_tokens = a.budget_min,
+        .adaptive_max_batched_tokens = a.budget_max,
+        .adaptive_min_timeout_ms = a.timeout_min_ms,
+        .adaptive_max_timeout_ms = 0,
+        .adaptive_window_s = a.window_s,
+        .adaptive_min_samples = a.min_samples,
+        .adaptive_eval_interval_s = a.eval_interval_s,
+        .adaptive_min_interval_s = a.min_interval_s,
     };
     return p;
 }
@@ -388,6 +412,40 @@ static int size_kv(sluice_engine *e, const sluice_engine_params *p, char *err, s
     return SL_OK;
 }
 
+/* The controller's log callback: keeps the change for adapt_between_steps to apply and report. */
+static void adapt_log(void *ctx, const sched_adapt_change_t *c)
+{
+    sluice_engine *e = ctx;
+    e->adapt_change = *c;
+}
+
+/* The controller of params (adaptive on) for the scheduler's starting config e->scfg. */
+static int adapt_create(sluice_engine *e, const sluice_engine_params *p, char *err, size_t errlen)
+{
+    sched_adapt_opts_t o;
+    sched_adapt_opts_default(&o, &e->scfg);
+    o.ttft_target = p->adaptive_ttft_p99_s;
+    o.tpot_target = p->adaptive_tpot_p99_s;
+    o.budget_min = p->adaptive_min_batched_tokens;
+    o.budget_max = p->adaptive_max_batched_tokens;
+    o.timeout_min_ms = p->adaptive_min_timeout_ms;
+    if (p->adaptive_max_timeout_ms > 0)
+        o.timeout_max_ms = p->adaptive_max_timeout_ms;
+    o.window_s = p->adaptive_window_s;
+    o.min_samples = p->adaptive_min_samples;
+    o.eval_interval_s = p->adaptive_eval_interval_s;
+    o.min_interval_s = p->adaptive_min_interval_s;
+    o.log = adapt_log;
+    o.log_ctx = e;
+    char buf[256];
+    e->adapt = sched_adapt_create(&o, 0, buf, (int)sizeof buf);
+    if (!e->adapt) {
+        set_err(err, errlen, "%s", buf);
+        return SL_EINVAL;
+    }
+    return SL_OK;
+}
+
 static void req_free(eng_req_t *r);
 
 static void engine_destroy(sluice_engine *e)
@@ -413,6 +471,7 @@ static void engine_destroy(sluice_engine *e)
     sl_free(e->out_toks);
     sl_free(e->logits);
     sl_free(e->events);
+    sched_adapt_free(e->adapt);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->wake_cv);
     pthread_cond_destroy(&e->done_cv);
@@ -471,6 +530,8 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
         set_err(err, errlen, "%s", buf);
         goto err;
     }
+    if (p->adaptive && adapt_create(e, p, err, errlen) != SL_OK)
+        goto err;
     int rc = e->backend->ops->kv_alloc(e->backend, e->scfg.num_blocks, e->scfg.block_size);
     if (rc != SL_OK) {
         set_err(err, errlen, "%s: KV pool of %d blocks: %s", e->backend->ops->name,
@@ -927,6 +988,9 @@ void sluice_get_stats(sluice_engine *e, sluice_stats *out)
         .generation_tokens = e->gen_tokens,
         .uptime_s = now,
         .busy_s = e->busy_s,
+        .max_num_batched_tokens = sched_config(e->sched)->max_num_batched_tokens,
+        .batch_timeout_ms = sched_config(e->sched)->batch_timeout_ms,
+        .adaptive_changes = e->adapt_changes,
     };
     /* rates: against the oldest snapshot inside the window */
     for (int k = e->rate_n; k > 0; k--) {
@@ -1131,6 +1195,8 @@ static void collect_done(sluice_engine *e, double now)
             s->state = SAMPLE_DONE;
             s->finish = d->reason;
             r->n_done++;
+            if (e->adapt && s->index == 0)
+                sched_adapt_observe_request(e->adapt, d);
             if (s->index == 0) {
                 r->res.n_cached_prompt_tokens = d->cached_prompt_len;
                 r->res.preemptions = d->preemptions;
@@ -1447,6 +1513,28 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
     info->running = s.running;
 }
 
+/* After a step's commit (no step in flight), under the lock: the controller sees the queue and
+ * may change a live knob, applied here and reported on stderr. */
+static void adapt_between_steps(sluice_engine *e, double now, int waiting)
+{
+    if (!e->adapt)
+        return;
+    sched_adapt_observe_step(e->adapt, waiting);
+    sched_config_t next;
+    if (!sched_adapt_decide(e->adapt, now, sched_config(e->sched), &next))
+        return;
+    const sched_adapt_change_t *c = &e->adapt_change;
+    char err[256];
+    if (sched_update_config(e->sched, &next, err, (int)sizeof err) != SL_OK) {
+        snprintf(e->errmsg, sizeof e->errmsg, "adaptive: %s %g -> %g refused: %s", c->knob, c->old_value,
+                 c->new_value, err);
+        fprintf(stderr, "%s\n", e->errmsg);
+        return;
+    }
+    e->adapt_changes++;
+    fprintf(stderr, "adaptive: t=%.3f s %s %g -> %g (%s)\n", c->t, c->knob, c->old_value, c->new_value, c->reason);
+}
+
 static void *engine_main(void *arg)
 {
     sluice_engine *e = arg;
@@ -1534,6 +1622,7 @@ static void *engine_main(void *arg)
         info.t_end = now;
         info.n_sampled = nsampled;
         fill_step_info(e, &st, &info);
+        adapt_between_steps(e, now, info.waiting);
         pthread_mutex_unlock(&e->mu);
 
         run_callbacks(e);

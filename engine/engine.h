@@ -35,7 +35,8 @@ sched_config_t eng_sched_config_from_params(const sluice_engine_params *params);
 const eng_model_t *eng_engine_model(const sluice_engine *e);
 
 /* The scheduler's config as the engine built it (num_blocks, block_size, max_sequence_length are
- * the effective values). Cannot fail. */
+ * the effective values): the starting config; with params.adaptive the live token budget and batch
+ * timeout may have moved since (sluice_get_stats reports them). Cannot fail. */
 const sched_config_t *eng_engine_sched_config(const sluice_engine *e);
 
 /* The backend's name ("cpu", "cuda"). Cannot fail. */

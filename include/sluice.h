@@ -127,6 +127,22 @@ typedef struct sluice_engine_params {
     /* observation */
     sluice_step_cb on_step;      /* called on the engine thread after every step, or NULL. default NULL */
     void *step_user;             /* passed to on_step */
+
+    /* adaptive tuning (docs/C_API.md): a controller in the serving loop moves max_num_batched_tokens
+       (CONTINUOUS) or batch_timeout_ms (static strategies) within bounds toward p99 latency targets,
+       judged on the requests finished in a sliding window; each change is one stderr line
+       "adaptive: t=12.31 s max_num_batched_tokens 512 -> 1024 (reason)" and is counted in
+       sluice_stats. Off by default; with it off the fields below are ignored. */
+    bool adaptive;               /* run the controller. default false */
+    double adaptive_ttft_p99_s;  /* p99 TTFT target (s); 0 = none. default 1 */
+    double adaptive_tpot_p99_s;  /* p99 time per output token target (s); 0 = none. default 0.1 */
+    int adaptive_min_batched_tokens, adaptive_max_batched_tokens; /* token budget bounds. default 256, 8192 */
+    double adaptive_min_timeout_ms; /* batch timeout lower bound. default 1 */
+    double adaptive_max_timeout_ms; /* batch timeout upper bound; 0 = the starting batch_timeout_ms. default 0 */
+    double adaptive_window_s;    /* finished requests judged: those of the last window_s seconds. default 20 */
+    int adaptive_min_samples;    /* requests in the window before any change. default 20 */
+    double adaptive_eval_interval_s; /* evaluate at most this often (s). default 1 */
+    double adaptive_min_interval_s;  /* between two changes (s). default 5 */
 } sluice_engine_params;
 
 /* The documented defaults. Cannot fail. */
@@ -370,6 +386,10 @@ typedef struct sluice_stats {
     double busy_s;                 /* time spent running steps */
     double prompt_tokens_per_s;    /* prompt tokens per wall second over the last ~10 s */
     double generation_tokens_per_s; /* sampled tokens per wall second over the last ~10 s */
+    /* the live knobs (moved by the adaptive controller; otherwise as configured) */
+    int max_num_batched_tokens;    /* CONTINUOUS token budget per step now */
+    double batch_timeout_ms;       /* static strategies' batch timeout now */
+    int64_t adaptive_changes;      /* changes the adaptive controller made so far (0 when off) */
 } sluice_stats;
 
 /* Fills *out with a consistent snapshot. Cannot fail. */

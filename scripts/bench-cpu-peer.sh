@@ -2,7 +2,10 @@
 # bench-cpu-peer.sh — sluice's CPU backend against llama.cpp on the same GGUF and thread count:
 # pp (prompt tokens/s) and tg (decode tokens/s), as llama-bench measures them, and the ratios.
 #
-#   scripts/bench-cpu-peer.sh [-m MODEL] [-t THREADS] [-p 512] [-n 128] [-r 5] [--build-peer-only]
+#   scripts/bench-cpu-peer.sh [-m MODEL] [-t THREADS] [-p 512] [-n 128] [-r 5] [-b SEQS] [--build-peer-only]
+#
+# -b SEQS (> 1) adds sluice's batched decode: SEQS sequences decoding together, against one stream
+# (llama-bench has no such figure).
 #
 # llama.cpp comes from the llama-cpp-python sdist (PyPI), whose vendored llama.cpp is built with
 # cmake (Release, GGML_NATIVE=ON) into $SLUICE_PEER_DIR (default ~/.cache/sluice-peer), once; the
@@ -14,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-THREADS=2 P=512 N=128 R=5 BUILD_ONLY=0
+THREADS=2 P=512 N=128 R=5 B=1 BUILD_ONLY=0
 PEER_DIR=${SLUICE_PEER_DIR:-$HOME/.cache/sluice-peer}
 BUILD=${BUILD:-build-cpu}
 while [ $# -gt 0 ]; do
@@ -24,8 +27,9 @@ while [ $# -gt 0 ]; do
         -p) P=$2; shift 2 ;;
         -n) N=$2; shift 2 ;;
         -r) R=$2; shift 2 ;;
+        -b) B=$2; shift 2 ;;
         --build-peer-only) BUILD_ONLY=1; shift ;;
-        *) echo "usage: $0 [-m MODEL] [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [--build-peer-only]" >&2; exit 2 ;;
+        *) echo "usage: $0 [-m MODEL] [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS] [--build-peer-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -54,7 +58,7 @@ make BUILD="$BUILD" CUDA=0 -j2 "$BUILD/libengine.a" "$BUILD/libsched.a" >/dev/nu
 cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -o "$BUILD/bench_cpu" tests/bench/bench_cpu.c \
     "$BUILD/libengine.a" "$BUILD/libsched.a" -lm -lpthread
 
-ours=$("$BUILD/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R")
+ours=$("$BUILD/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -b "$B")
 echo "$ours"
 peer=$("$PEER_DIR/build/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -o csv 2>/dev/null)
 # llama-bench reports the mean; with -r R it also prints stddev. Take avg_ts per test.

@@ -444,3 +444,86 @@ int sim_run(sim_t *s, const wl_trace_t *tr, const sim_sink_t *sink, sim_totals_t
         snprintf(err, errlen, "stopped by the record sink or step hook: %s", sl_strerror(rc));
     return rc;
 }
+
+/* ---- adaptive tuning: one controller per replica ----------------------------------------- */
+
+struct sim_adaptive {
+    sched_adapt_t **ctl;
+    int n;
+    sim_sink_t inner;
+};
+
+sim_adaptive_t *sim_adaptive_create(const sched_adapt_opts_t *o, int replicas, char *err, int errlen)
+{
+    sim_adaptive_t *ad = sl_calloc(1, sizeof *ad);
+    if (!ad || !(ad->ctl = sl_calloc((size_t)replicas, sizeof *ad->ctl))) {
+        sl_free(ad);
+        if (err && errlen > 0)
+            snprintf(err, (size_t)errlen, "adaptive controller: out of memory");
+        return NULL;
+    }
+    for (ad->n = 0; ad->n < replicas; ad->n++)
+        if (!(ad->ctl[ad->n] = sched_adapt_create(o, ad->n, err, errlen))) {
+            sim_adaptive_free(ad);
+            return NULL;
+        }
+    return ad;
+}
+
+void sim_adaptive_free(sim_adaptive_t *ad)
+{
+    if (!ad)
+        return;
+    for (int i = 0; i < ad->n; i++)
+        sched_adapt_free(ad->ctl[i]);
+    sl_free(ad->ctl);
+    sl_free(ad);
+}
+
+static int fwd_done(void *ctx, int replica, const sched_done_t *d)
+{
+    sim_adaptive_t *ad = ctx;
+    if (replica >= 0 && replica < ad->n)
+        sched_adapt_observe_request(ad->ctl[replica], d);
+    return ad->inner.on_done ? ad->inner.on_done(ad->inner.ctx, replica, d) : SL_OK;
+}
+
+static int fwd_step(void *ctx, const sim_step_info_t *info)
+{
+    sim_adaptive_t *ad = ctx;
+    return ad->inner.on_step(ad->inner.ctx, info);
+}
+
+static void fwd_progress(void *ctx, double now, uint64_t done, uint64_t total)
+{
+    sim_adaptive_t *ad = ctx;
+    ad->inner.on_progress(ad->inner.ctx, now, done, total);
+}
+
+sim_sink_t sim_adaptive_sink(sim_adaptive_t *ad, const sim_sink_t *inner)
+{
+    ad->inner = inner ? *inner : (sim_sink_t){0};
+    return (sim_sink_t){ad, fwd_done, ad->inner.on_step ? fwd_step : NULL,
+                        ad->inner.on_progress ? fwd_progress : NULL};
+}
+
+static int between_steps(void *ctx, const sim_step_info_t *info, sched_t *sched)
+{
+    sim_adaptive_t *ad = ctx;
+    sched_adapt_t *a = ad->ctl[info->replica];
+    sched_adapt_observe_step(a, info->stats->waiting);
+    sched_config_t next;
+    if (!sched_adapt_decide(a, info->t_end, sched_config(sched), &next))
+        return SL_OK;
+    return sched_update_config(sched, &next, NULL, 0);
+}
+
+sim_hook_t sim_adaptive_hook(sim_adaptive_t *ad) { return (sim_hook_t){ad, between_steps}; }
+
+int sim_adaptive_changes(const sim_adaptive_t *ad)
+{
+    int n = 0;
+    for (int i = 0; i < ad->n; i++)
+        n += sched_adapt_changes(ad->ctl[i]);
+    return n;
+}

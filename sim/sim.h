@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "sched/adapt.h"
 #include "sched/sched.h"
 #include "sim/calib.h"
 #include "sim/cost.h"
@@ -96,7 +97,7 @@ void sim_free(sim_t *s);
 /* Between-steps hook: called on a replica after each step's commit (after the sink's on_step and
  * the on_done calls of the requests that step finished) and before the replica plans again, with
  * its scheduler: the one point where a running simulation may change a scheduler's live knobs
- * (sched_update_config; the adaptive controller, sim/adapt.h). info is what on_step got. A
+ * (sched_update_config; the adaptive controller, sim_adaptive_hook below). info is what on_step got. A
  * non-zero return stops the run with that status. */
 typedef struct sim_hook {
     void *ctx;
@@ -115,5 +116,20 @@ int sim_num_blocks(const sim_t *s);
  * the detail in err. *totals is filled in every case. */
 int sim_run(sim_t *s, const wl_trace_t *trace, const sim_sink_t *sink, sim_totals_t *totals,
             char *err, int errlen);
+
+/* ---- adaptive tuning: one controller (sched/adapt.h) per replica, via the sink and the hook -- */
+
+typedef struct sim_adaptive sim_adaptive_t;
+
+/* Controllers for n replicas with options o (each gets id = replica). NULL + err on error. */
+sim_adaptive_t *sim_adaptive_create(const sched_adapt_opts_t *o, int replicas, char *err, int errlen);
+void sim_adaptive_free(sim_adaptive_t *ad);
+/* A sink that feeds the controllers and forwards every record to inner (may be NULL); valid while
+ * ad lives. A hook for sim_set_hook() that lets the replica's controller decide between steps and
+ * applies its change with sched_update_config (an error there stops the run with its status). */
+sim_sink_t sim_adaptive_sink(sim_adaptive_t *ad, const sim_sink_t *inner);
+sim_hook_t sim_adaptive_hook(sim_adaptive_t *ad);
+/* Changes over all replicas. Cannot fail. */
+int sim_adaptive_changes(const sim_adaptive_t *ad);
 
 #endif

@@ -9,19 +9,17 @@
 #include <string.h>
 
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
-                      int layer, int pos, const float *krow, const float *vrow)
+                      int layer, int pos, int which, const float *row, int e0, int e1)
 {
     int block = block_table[pos / kv->block_size], slot = pos % kv->block_size, hd = kv->head_dim;
-    for (int h = 0; h < kv->n_kv_heads; h++) {
-        void *kd = eng_cpu_kv_row(kv, block, layer, 0, h, slot);
-        void *vd = eng_cpu_kv_row(kv, block, layer, 1, h, slot);
-        if (kv->f16) {
-            k->to_f16(krow + h * hd, kd, hd);
-            k->to_f16(vrow + h * hd, vd, hd);
-        } else {
-            memcpy(kd, krow + h * hd, (size_t)hd * sizeof(float));
-            memcpy(vd, vrow + h * hd, (size_t)hd * sizeof(float));
-        }
+    for (int e = e0; e < e1;) {
+        int h = e / hd, n = ((h + 1) * hd < e1 ? (h + 1) * hd : e1) - e;
+        char *dst = (char *)eng_cpu_kv_row(kv, block, layer, which, h, slot) + (size_t)(e - h * hd) * (kv->f16 ? 2 : 4);
+        if (kv->f16)
+            k->to_f16(row + e, (uint16_t *)dst, n);
+        else
+            memcpy(dst, row + e, (size_t)n * sizeof(float));
+        e += n;
     }
 }
 

@@ -31,10 +31,12 @@ static inline void *eng_cpu_kv_row(const eng_cpu_kv_t *kv, int block, int layer,
     return (char *)kv->data + idx * kv->head_dim * (kv->f16 ? 2 : 4);
 }
 
-/* Stores one token's K and V rows (n_kv_heads * head_dim floats each) at position pos of a
- * sequence with this block table. Cannot fail (the caller validated the table). */
+/* Stores elements [e0, e1) of one token's K (which = 0) or V (which = 1) row (n_kv_heads *
+ * head_dim floats) at position pos of a sequence with this block table, so the thread that
+ * computed some rows of the K or V projection stores just those. Cannot fail (the caller
+ * validated the table). */
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
-                      int layer, int pos, const float *krow, const float *vrow);
+                      int layer, int pos, int which, const float *row, int e0, int e1);
 
 /* out (head_dim) = softmax(q . K[0..n_ctx) * scale) . V[0..n_ctx) for kv head `head` of `layer`
  * of a sequence. scores is scratch of n_ctx floats. Cannot fail. */

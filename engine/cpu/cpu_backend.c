@@ -5,18 +5,26 @@
  * 1. One step = one parallel region (threadpool.h). All tokens of all sequences of the batch go
  *    through each projection together (one matrix product with M = tokens in the step), so each
  *    weight row is read once per step whatever the batch; attention then runs per sequence, per
- *    head, per tile of query tokens, causal over the sequence's context in the pool. Barriers
- *    separate the operations; rows and attention tasks are claimed dynamically.
- * 2. Matrix inputs are quantised to 8-bit blocks once per operation when any weight reading them
- *    is quantised (kernels.h); float weights read the float rows directly.
- * 3. The step writes the K/V of its tokens into the pool before any attention reads it, so a
+ *    head, per tile of query tokens, causal over the sequence's context in the pool. Rows and
+ *    attention tasks are claimed dynamically.
+ * 2. Few barriers (each one stalls when a thread is descheduled): four per layer, only where
+ *    rows other threads wrote are read (after attention, wo, gate/up, down). Everything else is
+ *    done where it needs no barrier: every thread normalises and quantises a matrix input for
+ *    all tokens itself into its own buffer (tiny next to the product), the owner of q/k/v rows
+ *    rotates them and writes K/V into the pool, the owner of gate/up rows applies SiLU·up,
+ *    residual adds happen in the products, and attention of a KV head group waits on a count
+ *    of that group's finished q/k/v chunks instead of a barrier.
+ * 3. Matrix inputs are quantised to 8-bit blocks when any weight reading them is quantised
+ *    (kernels.h); float weights read the float rows directly.
+ * 4. The step writes the K/V of its tokens into the pool before any attention reads it, so a
  *    prefill chunk sees its own earlier tokens and the sequence's cached context alike.
- * 4. Only the rows asked for (the last token, or every token, per sequence) go through the final
+ * 5. Only the rows asked for (the last token, or every token, per sequence) go through the final
  *    norm and the LM head, written straight into the caller's logits.
- * 5. Workspace grows to the largest step seen and is kept; the KV pool is allocated by kv_alloc.
+ * 6. Workspace grows to the largest step seen and is kept; the KV pool is allocated by kv_alloc.
  */
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,17 +52,20 @@ typedef struct eng_cpu_ctx {
     void *ws;
     int cap_tok, cap_seq, cap_ctx;
     float *x;                     /* (cap_tok, dim) residual stream */
-    float *xn;                    /* (cap_tok, max(dim, qdim)) normalised rows / attention output */
+    float *xn;                    /* (n_threads, cap_tok, dim) each thread's normalised rows */
+    float *att;                   /* (cap_tok, n_heads * head_dim) attention output */
     float *q;                     /* (cap_tok, n_heads * head_dim) */
     float *kb, *vb;               /* (cap_tok, n_kv_heads * head_dim) */
     float *hg, *hu;               /* (cap_tok, ffn) gate and up */
-    void *xq;                     /* (cap_tok, eng_cpu_q8_row_bytes(kmax)) the current input, quantised */
+    void *xq;                     /* (n_threads, cap_tok, eng_cpu_q8_row_bytes(kmax)) each thread's
+                                   * copy of the current input, quantised */
     float *rope;                  /* (cap_tok, head_dim) cos / sin table per token */
     float *scores;                /* (n_threads, cap_ctx) attention scratch */
     int32_t *tok_seq;             /* (cap_tok) sequence of each token */
     int32_t *rows;                /* (cap_tok) tokens whose logits are returned */
     int32_t *seq_first;           /* (cap_seq + 1) first token of each sequence */
     int32_t *task_first;          /* (cap_seq + 1) first attention tile of each sequence */
+    atomic_int *ready;            /* (n_kv_heads) q/k/v chunks finished per KV head group this step */
     float *glogits;               /* (cap_glogits, vocab) forward_greedy's rows */
     int cap_glogits;
     char err[256];
@@ -98,61 +109,118 @@ static size_t round64(size_t n)
 
 /* ---- the forward pass, run by every thread of the pool ------------------------------------- */
 
-/* Products of one input with 1..3 weights: rows claimed in chunks across all of them. */
-static void mm_group(eng_cpu_ctx_t *c, const eng_cpu_mm_t *mm, int n_mm, const float *xf, int n_tok)
+static int any_quantized(const eng_cpu_mm_t *mm, int n_mm)
 {
-    int chunks[3], total = 0;
-    for (int i = 0; i < n_mm; i++) {
-        chunks[i] = (int)((mm[i].w->ne[1] + ENG_CPU_CHUNK_ROWS - 1) / ENG_CPU_CHUNK_ROWS);
-        total += chunks[i];
-    }
-    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
-        int i = 0;
-        while (ci >= chunks[i])
-            ci -= chunks[i++];
-        const eng_tensor_t *w = mm[i].w;
-        int rows = (int)w->ne[1], kk = (int)w->ne[0], quant = eng_cpu_type_quantized(w->type);
-        eng_cpu_gemm_t g = {
-            .type = w->type,
-            .w = w->data,
-            .w_stride = eng_type_row_bytes(w->type, kk),
-            .x = quant ? (const void *)c->xq : (const void *)xf,
-            .x_stride = quant ? eng_cpu_q8_row_bytes(c->kmax) : (size_t)kk * sizeof(float),
-            .n_tok = n_tok,
-            .k = kk,
-            .out = mm[i].out,
-            .ldo = (size_t)rows,
-            .accumulate = mm[i].accumulate,
-        };
-        int r0 = ci * ENG_CPU_CHUNK_ROWS, r1 = r0 + ENG_CPU_CHUNK_ROWS < rows ? r0 + ENG_CPU_CHUNK_ROWS : rows;
-        c->k->gemm(&g, r0, r1);
-    }
-    eng_cpu_pool_barrier(c->pool);
+    for (int i = 0; i < n_mm; i++)
+        if (eng_cpu_type_quantized(mm[i].w->type))
+            return 1;
+    return 0;
 }
 
-/* Quantises row t (n floats) of a matrix input when any weight of its group needs it. */
-static void prep_row(eng_cpu_ctx_t *c, const eng_cpu_mm_t *mm, int n_mm, const float *row, int t, int n)
+/* Thread ith's quantised input rows. */
+static char *thread_xq(const eng_cpu_ctx_t *c, int ith)
 {
-    for (int i = 0; i < n_mm; i++) {
-        if (eng_cpu_type_quantized(mm[i].w->type)) {
-            c->k->quantize_q8(row, (char *)c->xq + (size_t)t * eng_cpu_q8_row_bytes(c->kmax), n);
-            return;
+    return (char *)c->xq + (size_t)ith * c->cap_tok * eng_cpu_q8_row_bytes(c->kmax);
+}
+
+/* Thread ith's own copy of a matrix input, made by every thread for every row so that no barrier
+ * separates it from the product: rows rows[i] (or i when rows is NULL) of src (n floats each),
+ * normalised by `norm` when given, quantised when `quant`. Returns the float rows. */
+static const float *prep_input(eng_cpu_ctx_t *c, int ith, const float *src, const int32_t *rows, int n_rows,
+                               int n, const float *norm, int quant)
+{
+    float *xn = c->xn + (size_t)ith * c->cap_tok * c->m->cfg.dim;
+    const size_t qb = eng_cpu_q8_row_bytes(c->kmax);
+    char *xq = thread_xq(c, ith);
+    for (int t = 0; t < n_rows; t++) {
+        const float *row = src + (size_t)(rows ? rows[t] : t) * n;
+        if (norm) {
+            eng_cpu_rmsnorm(row, norm, xn + (size_t)t * n, n, c->m->cfg.norm_eps);
+            row = xn + (size_t)t * n;
         }
+        if (quant)
+            c->k->quantize_q8(row, xq + (size_t)t * qb, n);
+    }
+    return norm ? xn : src;
+}
+
+/* Rows [r0, r1) of one product for every token, reading thread ith's input (prep_input). */
+static void mm_rows(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const float *xf, int n_tok, int r0, int r1)
+{
+    const eng_tensor_t *w = mm->w;
+    const int kk = (int)w->ne[0], quant = eng_cpu_type_quantized(w->type);
+    eng_cpu_gemm_t g = {
+        .type = w->type,
+        .w = w->data,
+        .w_stride = eng_type_row_bytes(w->type, kk),
+        .x = quant ? (const void *)thread_xq(c, ith) : (const void *)xf,
+        .x_stride = quant ? eng_cpu_q8_row_bytes(c->kmax) : (size_t)kk * sizeof(float),
+        .n_tok = n_tok,
+        .k = kk,
+        .out = mm->out,
+        .ldo = (size_t)w->ne[1],
+        .accumulate = mm->accumulate,
+    };
+    c->k->gemm(&g, r0, r1);
+}
+
+static int n_chunks(int rows)
+{
+    return (rows + ENG_CPU_CHUNK_ROWS - 1) / ENG_CPU_CHUNK_ROWS;
+}
+
+/* One product, rows claimed in chunks. The caller puts the barrier after it. */
+static void mm_claimed(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const float *xf, int n_tok)
+{
+    const int rows = (int)mm->w->ne[1], total = n_chunks(rows);
+    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
+        int r0 = ci * ENG_CPU_CHUNK_ROWS;
+        mm_rows(c, ith, mm, xf, n_tok, r0, r0 + ENG_CPU_CHUNK_ROWS < rows ? r0 + ENG_CPU_CHUNK_ROWS : rows);
     }
 }
 
-static void attention_tasks(eng_cpu_step_t *st, int layer, int ith)
+/* q, k, v and attention of one layer as one work list, then a barrier. The list is the q/k/v row
+ * chunks of each KV head group in turn (its query heads' q rows, its k rows, its v rows), each
+ * chunk finished by its owner (RoPE, K/V into the pool) and counted in ready[group]; then the
+ * attention tasks (group, query head, tile of query tokens), each of which waits until its
+ * group's count is complete, not for a barrier. All chunks are claimed before any task, so a
+ * wait only ever waits for chunks that a running thread is finishing. */
+static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cpu_mm_t mm[3], const float *xf)
 {
     eng_cpu_ctx_t *c = st->c;
     const eng_model_config_t *cfg = &c->m->cfg;
     const eng_batch_t *b = st->batch;
-    const int hd = cfg->head_dim, nh = cfg->n_heads, group = cfg->n_heads / cfg->n_kv_heads;
-    const int qdim = nh * hd, n_tasks = c->task_first[b->n_seqs] * nh;
+    const int hd = cfg->head_dim, nh = cfg->n_heads, group = nh / cfg->n_kv_heads;
+    const int qdim = nh * hd, kvdim = cfg->n_kv_heads * hd, tiles = c->task_first[b->n_seqs];
+    const int cq = n_chunks(group * hd), ck = n_chunks(hd), per = cq + 2 * ck;
+    const int n_mm = cfg->n_kv_heads * per, n_tasks = nh * tiles;
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = c->scores + (size_t)ith * c->cap_ctx;
     int s = 0;
-    for (int task; (task = eng_cpu_pool_claim(c->pool)) < n_tasks;) {
-        int head = task % nh, tile = task / nh;
+    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < n_mm + n_tasks;) {
+        if (ci < n_mm) {
+            const int g = ci / per, j = ci % per, which = j < cq ? 0 : j < cq + ck ? 1 : 2;
+            const int base = which == 0 ? g * group * hd : g * hd, end = base + (which == 0 ? group * hd : hd);
+            const int r0 = base + (which == 0 ? j : j - cq - (which - 1) * ck) * ENG_CPU_CHUNK_ROWS;
+            const int r1 = r0 + ENG_CPU_CHUNK_ROWS < end ? r0 + ENG_CPU_CHUNK_ROWS : end;
+            mm_rows(c, ith, &mm[which], xf, st->n_tok, r0, r1);
+            for (int t = 0; t < st->n_tok; t++) {
+                const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
+                const int pos = sq->pos + t - c->seq_first[c->tok_seq[t]];
+                if (which == 0)
+                    eng_cpu_rope(c->q + (size_t)t * qdim, r0, r1, hd, c->rope + (size_t)t * hd);
+                else if (which == 1)
+                    eng_cpu_rope(c->kb + (size_t)t * kvdim, r0, r1, hd, c->rope + (size_t)t * hd);
+                if (which > 0)
+                    eng_cpu_kv_store(c->k, &c->kv, sq->block_table, layer, pos, which - 1,
+                                     (which == 1 ? c->kb : c->vb) + (size_t)t * kvdim, r0, r1);
+            }
+            atomic_fetch_add_explicit(&c->ready[g], 1, memory_order_release);
+            continue;
+        }
+        const int task = ci - n_mm, g = task / (group * tiles), rem = task % (group * tiles);
+        const int head = g * group + rem % group, tile = rem / group;
+        eng_cpu_pool_await(&c->ready[g], (layer + 1) * per);
         while (tile >= c->task_first[s + 1])
             s++;
         while (tile < c->task_first[s])
@@ -162,13 +230,30 @@ static void attention_tasks(eng_cpu_step_t *st, int layer, int ith)
         int i1 = i0 + ENG_CPU_ATT_QTILE < sq->n_tokens ? i0 + ENG_CPU_ATT_QTILE : sq->n_tokens;
         for (int i = i0; i < i1; i++) {
             size_t t = (size_t)c->seq_first[s] + i;
-            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, head / group, c->q + t * qdim + head * hd,
-                           sq->pos + i + 1, scale, scores, c->xn + t * qdim + head * hd);
+            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd,
+                           sq->pos + i + 1, scale, scores, c->att + t * qdim + head * hd);
         }
     }
     eng_cpu_pool_barrier(c->pool);
 }
 
+/* gate and up by the same chunks of rows, so the chunk's owner applies SiLU(gate) * up to them
+ * at once; then a barrier. */
+static void ffn_gate_up(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t gu[2], const float *xf, int n_tok)
+{
+    const int ffn = c->m->cfg.ffn_dim, total = n_chunks(ffn);
+    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
+        int r0 = ci * ENG_CPU_CHUNK_ROWS, r1 = r0 + ENG_CPU_CHUNK_ROWS < ffn ? r0 + ENG_CPU_CHUNK_ROWS : ffn;
+        mm_rows(c, ith, &gu[0], xf, n_tok, r0, r1);
+        mm_rows(c, ith, &gu[1], xf, n_tok, r0, r1);
+        for (int t = 0; t < n_tok; t++)
+            c->k->silu_mul(c->hg + (size_t)t * ffn + r0, c->hu + (size_t)t * ffn + r0, r1 - r0);
+    }
+    eng_cpu_pool_barrier(c->pool);
+}
+
+/* The step: per layer four barriers, after attention, the output projection, gate/up and down
+ * (every one a true dependency on rows other threads wrote). */
 static void step_main(void *arg, int ith, int nth)
 {
     eng_cpu_step_t *st = arg;
@@ -176,10 +261,10 @@ static void step_main(void *arg, int ith, int nth)
     const eng_model_t *m = c->m;
     const eng_model_config_t *cfg = &m->cfg;
     const eng_batch_t *b = st->batch;
-    const int dim = cfg->dim, hd = cfg->head_dim, ffn = cfg->ffn_dim;
-    const int qdim = cfg->n_heads * hd, kvdim = cfg->n_kv_heads * hd;
+    const int dim = cfg->dim, hd = cfg->head_dim, ffn = cfg->ffn_dim, n_tok = st->n_tok;
+    const int qdim = cfg->n_heads * hd;
     int lo, hi;
-    eng_cpu_split(st->n_tok, ith, nth, &lo, &hi);
+    eng_cpu_split(n_tok, ith, nth, &lo, &hi);
 
     for (int i = ith; i < b->n_copies; i += nth)
         memcpy((char *)c->kv.data + (size_t)b->copy_dst[i] * c->kv.block_bytes,
@@ -197,61 +282,25 @@ static void step_main(void *arg, int ith, int nth)
     for (int l = 0; l < cfg->n_layers; l++) {
         const eng_layer_t *L = &m->layers[l];
         const eng_cpu_mm_t qkv[3] = {{&L->wq, c->q, 0}, {&L->wk, c->kb, 0}, {&L->wv, c->vb, 0}};
-        const eng_cpu_mm_t wo = {&L->wo, c->x, 1};
         const eng_cpu_mm_t gu[2] = {{&L->w_gate, c->hg, 0}, {&L->w_up, c->hu, 0}};
-        const eng_cpu_mm_t down = {&L->w_down, c->x, 1};
+        const eng_cpu_mm_t wo = {&L->wo, c->x, 1}, down = {&L->w_down, c->x, 1};
 
-        for (int t = lo; t < hi; t++) {
-            float *xn = c->xn + (size_t)t * dim;
-            eng_cpu_rmsnorm(c->x + (size_t)t * dim, L->attn_norm.data, xn, dim, cfg->norm_eps);
-            prep_row(c, qkv, 3, xn, t, dim);
-        }
+        attention_block(st, l, ith, qkv, prep_input(c, ith, c->x, NULL, n_tok, dim, L->attn_norm.data,
+                                               any_quantized(qkv, 3)));
+        mm_claimed(c, ith, &wo, prep_input(c, ith, c->att, NULL, n_tok, qdim, NULL, any_quantized(&wo, 1)), n_tok);
         eng_cpu_pool_barrier(c->pool);
-        mm_group(c, qkv, 3, c->xn, st->n_tok);
-
-        for (int t = lo; t < hi; t++) {
-            const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
-            float *kt = c->kb + (size_t)t * kvdim;
-            eng_cpu_rope(c->q + (size_t)t * qdim, cfg->n_heads, hd, c->rope + (size_t)t * hd);
-            eng_cpu_rope(kt, cfg->n_kv_heads, hd, c->rope + (size_t)t * hd);
-            eng_cpu_kv_store(c->k, &c->kv, sq->block_table, l, sq->pos + t - c->seq_first[c->tok_seq[t]], kt,
-                             c->vb + (size_t)t * kvdim);
-        }
+        ffn_gate_up(c, ith, gu, prep_input(c, ith, c->x, NULL, n_tok, dim, L->ffn_norm.data, any_quantized(gu, 2)),
+                    n_tok);
+        mm_claimed(c, ith, &down, prep_input(c, ith, c->hg, NULL, n_tok, ffn, NULL, any_quantized(&down, 1)),
+                   n_tok);
         eng_cpu_pool_barrier(c->pool);
-        attention_tasks(st, l, ith); /* -> xn as (n_tok, qdim) */
-
-        for (int t = lo; t < hi; t++)
-            prep_row(c, &wo, 1, c->xn + (size_t)t * qdim, t, qdim);
-        eng_cpu_pool_barrier(c->pool);
-        mm_group(c, &wo, 1, c->xn, st->n_tok);
-
-        for (int t = lo; t < hi; t++) {
-            float *xn = c->xn + (size_t)t * dim;
-            eng_cpu_rmsnorm(c->x + (size_t)t * dim, L->ffn_norm.data, xn, dim, cfg->norm_eps);
-            prep_row(c, gu, 2, xn, t, dim);
-        }
-        eng_cpu_pool_barrier(c->pool);
-        mm_group(c, gu, 2, c->xn, st->n_tok);
-
-        for (int t = lo; t < hi; t++) {
-            float *h = c->hg + (size_t)t * ffn;
-            c->k->silu_mul(h, c->hu + (size_t)t * ffn, ffn);
-            prep_row(c, &down, 1, h, t, ffn);
-        }
-        eng_cpu_pool_barrier(c->pool);
-        mm_group(c, &down, 1, c->hg, st->n_tok);
     }
 
     const eng_cpu_mm_t head = {&m->output, st->logits, 0};
-    eng_cpu_split(st->n_rows, ith, nth, &lo, &hi);
-    for (int r = lo; r < hi; r++) {
-        float *xn = c->xn + (size_t)r * dim;
-        eng_cpu_rmsnorm(c->x + (size_t)c->rows[r] * dim, m->out_norm.data, xn, dim, cfg->norm_eps);
-        prep_row(c, &head, 1, xn, r, dim);
-    }
-    eng_cpu_pool_barrier(c->pool);
     if (st->n_rows > 0)
-        mm_group(c, &head, 1, c->xn, st->n_rows);
+        mm_claimed(c, ith, &head,
+                   prep_input(c, ith, c->x, c->rows, st->n_rows, dim, m->out_norm.data, any_quantized(&head, 1)),
+                   st->n_rows);
 }
 
 /* ---- backend interface ---------------------------------------------------------------------- */
@@ -276,11 +325,10 @@ static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
     int T = n_tok > c->cap_tok ? n_tok : c->cap_tok, S = n_seq > c->cap_seq ? n_seq : c->cap_seq;
     int C = n_ctx > c->cap_ctx ? n_ctx : c->cap_ctx, nth = eng_cpu_pool_size(c->pool);
     int qdim = cfg->n_heads * cfg->head_dim, kvdim = cfg->n_kv_heads * cfg->head_dim;
-    int xnw = cfg->dim > qdim ? cfg->dim : qdim;
     size_t sizes[] = {
-        (size_t)T * cfg->dim * 4, (size_t)T * xnw * 4, (size_t)T * qdim * 4, (size_t)T * kvdim * 4,
-        (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
-        (size_t)T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
+        (size_t)T * cfg->dim * 4, (size_t)nth * T * cfg->dim * 4, (size_t)T * qdim * 4, (size_t)T * qdim * 4,
+        (size_t)T * kvdim * 4, (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
+        (size_t)nth * T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
         (size_t)nth * C * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
     };
     size_t total = 0;
@@ -293,7 +341,7 @@ static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
     aligned_free(c->ws);
     c->ws = ws;
     void **ptrs[] = {
-        (void **)&c->x, (void **)&c->xn, (void **)&c->q, (void **)&c->kb, (void **)&c->vb,
+        (void **)&c->x, (void **)&c->xn, (void **)&c->att, (void **)&c->q, (void **)&c->kb, (void **)&c->vb,
         (void **)&c->hg, (void **)&c->hu, (void **)&c->xq, (void **)&c->rope, (void **)&c->scores,
         (void **)&c->tok_seq, (void **)&c->rows, (void **)&c->seq_first, (void **)&c->task_first,
     };
@@ -374,6 +422,8 @@ static int cpu_forward(eng_backend_t *be, const eng_batch_t *b, float *logits, i
     }
     c->seq_first[b->n_seqs] = t;
     c->task_first[b->n_seqs] = tiles;
+    for (int g = 0; g < c->m->cfg.n_kv_heads; g++)
+        atomic_store_explicit(&c->ready[g], 0, memory_order_relaxed);
     eng_cpu_step_t st = {.c = c, .batch = b, .n_tok = n_tok, .n_rows = rows, .logits = logits};
     if (n_tok > 0 || b->n_copies > 0)
         eng_cpu_pool_run(c->pool, step_main, &st);
@@ -449,6 +499,7 @@ static void cpu_free(eng_backend_t *be)
         aligned_free(c->kv.data);
         aligned_free(c->ws);
         aligned_free(c->glogits);
+        sl_free(c->ready);
         sl_free(c);
     }
     sl_free(be);
@@ -538,6 +589,12 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     c->kmax = (c->kmax + ENG_CPU_QK - 1) / ENG_CPU_QK * ENG_CPU_QK;
     c->kv = (eng_cpu_kv_t){.n_layers = cfg->n_layers, .n_kv_heads = cfg->n_kv_heads,
                            .head_dim = cfg->head_dim, .f16 = p.kv_f16 != 0};
+    c->ready = sl_calloc((size_t)cfg->n_kv_heads, sizeof *c->ready);
+    if (!c->ready) {
+        snprintf(err, errlen, "cpu: out of memory");
+        cpu_free(be);
+        return NULL;
+    }
     if (eng_cpu_pool_create(p.n_threads, &c->pool) != SL_OK) {
         snprintf(err, errlen, "cpu: cannot start %d threads", p.n_threads);
         cpu_free(be);

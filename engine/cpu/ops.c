@@ -23,15 +23,14 @@ void eng_cpu_rope_table(int pos, int head_dim, float theta, float *cs)
     }
 }
 
-void eng_cpu_rope(float *x, int n_heads, int head_dim, const float *cs)
+void eng_cpu_rope(float *x, int e0, int e1, int head_dim, const float *cs)
 {
     int half = head_dim / 2;
-    for (int h = 0; h < n_heads; h++, x += head_dim) {
-        for (int i = 0; i < half; i++) {
-            float c = cs[i], s = cs[half + i];
-            float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * c - b * s;
-            x[2 * i + 1] = a * s + b * c;
-        }
+    for (int e = e0; e < e1; e += 2) {
+        int i = e % head_dim / 2;
+        float c = cs[i], s = cs[half + i];
+        float a = x[e], b = x[e + 1];
+        x[e] = a * c - b * s;
+        x[e + 1] = a * s + b * c;
     }
 }

@@ -13,8 +13,10 @@ void eng_cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
  * the sine, for i < head_dim / 2. cs holds head_dim floats. */
 void eng_cpu_rope_table(int pos, int head_dim, float theta, float *cs);
 
-/* Rotates n_heads heads of head_dim floats in place by a table from eng_cpu_rope_table, in
- * ggml's "normal" mode (the llama layout of GGUF files): adjacent pairs (x[2i], x[2i+1]). */
-void eng_cpu_rope(float *x, int n_heads, int head_dim, const float *cs);
+/* Rotates elements [e0, e1) of a row of heads of head_dim floats in place (e0 and e1 even) by a
+ * table from eng_cpu_rope_table, in ggml's "normal" mode (the llama layout of GGUF files):
+ * adjacent pairs (x[2i], x[2i+1]) of each head. A row rotated in pieces equals the row rotated
+ * whole, so the thread owning some rows of a projection rotates just those. */
+void eng_cpu_rope(float *x, int e0, int e1, int head_dim, const float *cs);
 
 #endif

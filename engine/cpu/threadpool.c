@@ -13,9 +13,13 @@
  */
 #include "engine/cpu/threadpool.h"
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "sched/status.h"
@@ -44,8 +48,20 @@ struct eng_cpu_pool {
     atomic_int done;            /* workers finished with the current region */
     atomic_int bar_count;
     atomic_uint bar_phase;
+    atomic_int bar_sleepers;    /* threads in futex_wait on bar_phase */
     atomic_int claim;
+    int futex;                  /* EXPERIMENT */
 };
+
+static void futex_wait(atomic_uint *addr, unsigned val)
+{
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_all(atomic_uint *addr)
+{
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
 
 static inline void cpu_relax(void)
 {
@@ -90,6 +106,7 @@ int eng_cpu_pool_create(int n_threads, eng_cpu_pool_t **out)
     if (!p)
         return SL_ENOMEM;
     p->nth = n_threads;
+    p->futex = getenv("SLUICE_FUTEX") != NULL;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     if (n_threads > 1) {
@@ -169,10 +186,28 @@ void eng_cpu_pool_barrier(eng_cpu_pool_t *p)
     if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->nth - 1) {
         atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
         atomic_store_explicit(&p->claim, 0, memory_order_relaxed);
-        atomic_store_explicit(&p->bar_phase, phase + 1, memory_order_release);
+        atomic_store(&p->bar_phase, phase + 1);
+        if (p->futex && atomic_load(&p->bar_sleepers) > 0)
+            futex_wake_all(&p->bar_phase);
         return;
     }
     for (int i = 0; atomic_load_explicit(&p->bar_phase, memory_order_acquire) == phase; i++) {
+        if (i < ENG_BARRIER_SPIN) {
+            cpu_relax();
+        } else if (p->futex) {
+            atomic_fetch_add(&p->bar_sleepers, 1);
+            while (atomic_load(&p->bar_phase) == phase)
+                futex_wait(&p->bar_phase, phase);
+            atomic_fetch_sub(&p->bar_sleepers, 1);
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+void eng_cpu_pool_await(const atomic_int *v, int target)
+{
+    for (int i = 0; atomic_load_explicit(v, memory_order_acquire) < target; i++) {
         if (i < ENG_BARRIER_SPIN)
             cpu_relax();
         else

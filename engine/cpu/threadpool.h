@@ -15,6 +15,8 @@
 #ifndef SLUICE_ENGINE_CPU_THREADPOOL_H
 #define SLUICE_ENGINE_CPU_THREADPOOL_H
 
+#include <stdatomic.h>
+
 typedef struct eng_cpu_pool eng_cpu_pool_t;
 
 /* The body of a region: thread ith of nth. */
@@ -33,6 +35,10 @@ int eng_cpu_pool_size(const eng_cpu_pool_t *p);
 void eng_cpu_pool_run(eng_cpu_pool_t *p, eng_cpu_task_fn fn, void *arg);
 /* Inside a region: waits until every thread has arrived, and resets the claim counter. */
 void eng_cpu_pool_barrier(eng_cpu_pool_t *p);
+/* Inside a region: waits until *v >= target (a count other threads raise with release
+ * increments as pieces of work finish), so a task can start as soon as the work it reads is done
+ * instead of at a barrier. */
+void eng_cpu_pool_await(const atomic_int *v, int target);
 /* Inside a region: the next unclaimed work item (0, 1, 2, ...) since the last barrier. */
 int eng_cpu_pool_claim(eng_cpu_pool_t *p);
 

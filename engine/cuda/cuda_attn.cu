@@ -24,26 +24,36 @@ __device__ __forceinline__ void h8_to_f(const uint4 &v, float *f) {
 }
 
 // ---- split-K rows ---------------------------------------------------------------------------
-// grid (n_kv, splits, R), 128 threads. A group of LPT = HD/8 lanes handles one key at a time
-// (16 bytes of K and of V per lane); NG = 128/LPT keys are in flight per block. Each group keeps an
+// grid (n_kv, splits, R), NG * LPT threads. A group of LPT = HD/8 lanes handles one key at a time
+// (16 bytes of K and of V per lane); NG keys are in flight per block. Each group keeps an
 // online-softmax state for every query head of the KV head's GQA group (G >= that group's size,
 // a power of two); the block then merges its groups and writes one partial (max, sum, acc[HD]) per
-// (row, head, split).
+// (row, head, split). SINGLE (one split covers every key: short contexts): the merged result
+// A / L goes straight to att (0 for a row with no keys) and no reduce kernel runs.
 template <int HD, int G>
-__global__ void __launch_bounds__(128)
-    attn_rows_kernel(const __half *qkv, const __half *kc, const __half *vc, const int32_t *meta,
-                     int off_row_tok, int off_row_bt, int off_row_nk, int off_bt, int n_heads,
-                     int n_kv, int bs, int part, int splits, float scale, float *pm, float *pl,
-                     float *pacc) {
+__host__ __device__ constexpr int rows_groups(bool single) {
+    // NG: 128 threads split-K; one pass: up to 512 threads (256 for G > 1: no spills), <= 32 KB acc
+    return single ? ((G == 1 ? 512 : 256) / (HD / 8) < 8192 / (G * HD)
+                         ? (G == 1 ? 512 : 256) / (HD / 8)
+                         : 8192 / (G * HD))
+                  : 128 / (HD / 8);
+}
+
+template <int HD, int G, bool SINGLE>
+__global__ void __launch_bounds__(rows_groups<HD, G>(SINGLE) * (HD / 8))
+    attn_rows_kernel(__half *att, const __half *qkv, const __half *kc, const __half *vc,
+                     const int32_t *meta, int off_row_tok, int off_row_bt, int off_row_nk,
+                     int off_bt, int n_heads, int n_kv, int bs, int part, int splits, float scale,
+                     float *pm, float *pl, float *pacc) {
     constexpr int LPT = HD / 8;
-    constexpr int NG = 128 / LPT;
+    constexpr int NG = rows_groups<HD, G>(SINGLE);
     __shared__ float s_m[NG][G], s_l[NG][G];
     __shared__ float s_acc[NG][G][HD];
 
     const int kvh = blockIdx.x, split = blockIdx.y, r = blockIdx.z;
     const int nk = meta[off_row_nk + r];
     const int k0 = split * part;
-    if (k0 >= nk)
+    if (!SINGLE && k0 >= nk)
         return;  // uniform over the block; the reduce ignores this split
     const int k1 = min(nk, k0 + part);
     const int tok = meta[off_row_tok + r];
@@ -128,6 +138,11 @@ __global__ void __launch_bounds__(128)
             const float w = mq == -INFINITY ? 0.0f : __expf(mq - M);
             L += s_l[q2][j] * w;
             A += s_acc[q2][j][d] * w;
+        }
+        if (SINGLE) {
+            att[(int64_t)tok * n_heads * HD + (int64_t)(kvh * g + j) * HD + d] =
+                __float2half_rn(L > 0.0f ? A / L : 0.0f);
+            continue;
         }
         const int64_t pidx = ((int64_t)r * n_heads + kvh * g + j) * splits + split;
         if (d == 0) {
@@ -546,12 +561,20 @@ template <int HD, int G>
 cudaError_t launch_rows(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                         const int32_t *meta, int off_row_tok, int off_row_bt, int off_row_nk,
                         int off_bt, int R, int n_heads, int n_kv, int block_size, int part,
-                        int splits, float *partial, cudaStream_t s) {
+                        int splits, int single, float *partial, cudaStream_t s) {
+    const float scale = rsqrtf((float)HD);
+    if (single) {
+        attn_rows_kernel<HD, G, true><<<dim3(n_kv, 1, R), rows_groups<HD, G>(true) * (HD / 8), 0,
+                                        s>>>(att, qkv, kc, vc, meta, off_row_tok, off_row_bt,
+                                             off_row_nk, off_bt, n_heads, n_kv, block_size,
+                                             part * splits, 1, scale, nullptr, nullptr, nullptr);
+        return cudaGetLastError();
+    }
     const int64_t n = (int64_t)R * n_heads * splits;
     float *pm = partial, *pl = partial + n, *pacc = partial + 2 * n;
-    attn_rows_kernel<HD, G><<<dim3(n_kv, splits, R), 128, 0, s>>>(
-        qkv, kc, vc, meta, off_row_tok, off_row_bt, off_row_nk, off_bt, n_heads, n_kv, block_size,
-        part, splits, rsqrtf((float)HD), pm, pl, pacc);
+    attn_rows_kernel<HD, G, false><<<dim3(n_kv, splits, R), 128, 0, s>>>(
+        att, qkv, kc, vc, meta, off_row_tok, off_row_bt, off_row_nk, off_bt, n_heads, n_kv,
+        block_size, part, splits, scale, pm, pl, pacc);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;
@@ -598,7 +621,7 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
                               const uint16_t *vc, const int32_t *meta, int off_row_tok,
                               int off_row_bt, int off_row_nk, int off_bt, int R, int n_heads,
                               int n_kv, int head_dim, int block_size, int part, int splits,
-                              float *partial, eng_cuda_stream_t s) {
+                              int single, float *partial, eng_cuda_stream_t s) {
     if (R <= 0)
         return (int)cudaSuccess;
     const int g = n_heads / n_kv, gm = g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8;
@@ -606,7 +629,8 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
     if (head_dim == HD && gm == GM)                                                                \
     return (int)launch_rows<HD, GM>((__half *)att, (const __half *)qkv, (const __half *)kc,        \
                                     (const __half *)vc, meta, off_row_tok, off_row_bt, off_row_nk, \
-                                    off_bt, R, n_heads, n_kv, block_size, part, splits, partial, s)
+                                    off_bt, R, n_heads, n_kv, block_size, part, splits, single,     \
+                                    partial, s)
 #define ROWS_G(HD) ROWS(HD, 1); ROWS(HD, 2); ROWS(HD, 4); ROWS(HD, 8)
     ROWS_G(8);
     ROWS_G(16);

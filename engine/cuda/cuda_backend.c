@@ -70,8 +70,7 @@ typedef struct cuda_ctx {
     eng_model_config_t cfg;
     eng_cuda_sizes_t sizes;
     int qkv_dim, flash;
-    int prefill_attn;     /* ENG_CUDA_PREFILL_FA2 or _OLD */
-    int vec;              /* 1: 16-byte RMSNorm / RoPE + KV / SiLU kernels; 0: scalar ones */
+    int path[ENG_CUDA_N_PATHS]; /* 0 the default, 1 the bypass (eng_cuda_set_path) */
     cudaStream_t stream;
     cublasHandle_t blas;
     /* device memory */
@@ -327,11 +326,14 @@ static int mark(cuda_ctx_t *c, int kind) {
     } while (0)
 
 /* One projection's operands: Y (M x n_out) = X (M x n_in) W^T. mode 0: Y fp16; 1: fp32 Y += (the
- * residual add); 2: fp32 Y = (logits). */
+ * residual add); 2: fp32 Y = (logits). norm: the RMSNorm weights that make X from the residual x
+ * (NULL: X is an activation as it is); silu: Y = SiLU*mul of the gate and up halves, into h. */
 typedef struct proj_args {
     const uint16_t *W, *X;
     void *Y;
     int n_out, n_in, mode;
+    const float *norm;
+    int silu;
 } proj_args_t;
 
 static proj_args_t proj_args(const cuda_ctx_t *c, int proj, int layer) {
@@ -339,79 +341,100 @@ static proj_args_t proj_args(const cuda_ctx_t *c, int proj, int layer) {
     const cuda_layer_t *L = &c->layers[layer];
     const int dim = g->dim, ffn = g->ffn_dim, nq = g->n_heads * g->head_dim;
     switch (proj) {
-    case ENG_CUDA_P_QKV: return (proj_args_t){L->wqkv, c->xn, c->qkv, c->qkv_dim, dim, 0};
-    case ENG_CUDA_P_O: return (proj_args_t){L->wo, c->att, c->x, dim, nq, 1};
-    case ENG_CUDA_P_GU: return (proj_args_t){L->wgu, c->xn, c->gu, 2 * ffn, dim, 0};
-    case ENG_CUDA_P_DOWN: return (proj_args_t){L->wdown, c->h, c->x, dim, ffn, 1};
-    default: return (proj_args_t){c->out_w, c->xn, c->logits, g->vocab, dim, 2};
+    case ENG_CUDA_P_QKV:
+        return (proj_args_t){L->wqkv, c->xn, c->qkv, c->qkv_dim, dim, 0, L->attn_norm, 0};
+    case ENG_CUDA_P_O: return (proj_args_t){L->wo, c->att, c->x, dim, nq, 1, NULL, 0};
+    case ENG_CUDA_P_GU: return (proj_args_t){L->wgu, c->xn, c->gu, 2 * ffn, dim, 0, L->ffn_norm, 1};
+    case ENG_CUDA_P_DOWN: return (proj_args_t){L->wdown, c->h, c->x, dim, ffn, 1, NULL, 0};
+    default: return (proj_args_t){c->out_w, c->xn, c->logits, g->vocab, dim, 2, c->out_norm, 0};
     }
 }
 
 static const char *const proj_name[ENG_CUDA_N_PROJ] = {"qkv", "o", "gate_up", "down", "lm_head"};
 
-/* Projection proj of layer (ignored for the LM head) over M rows, fp32 accumulation throughout:
- * the GEMV kernel where the choice for M's bucket says so, else cublasGemmEx (fp16 tensor ops). */
-static int project(cuda_ctx_t *c, int proj, int layer, int M) {
+/* Projection proj of layer (ignored for the LM head) over M rows (rows: which rows of x the
+ * normalised input takes, NULL: the first M), fp32 accumulation throughout, with the RMSNorm
+ * before it and the SiLU*mul after it where the projection has them: the GEMV kernel where the
+ * choice for M's bucket says so, else cublasGemmEx (fp16 tensor ops). With the FUSE path on, the
+ * GEMV normalises its own input (when M rows fit its shared memory) and applies SiLU*mul in its
+ * epilogue, so neither runs as a kernel of its own; the results are bit-identical either way. */
+static int project(cuda_ctx_t *c, int proj, int layer, int M, const int32_t *rows) {
+    const eng_model_config_t *g = &c->cfg;
     const proj_args_t a = proj_args(c, proj, layer);
     const int mb = M <= ENG_CUDA_GEMV_MAX_M ? eng_cuda_pow2_index(M) : -1;
-    if (mb >= 0 && c->use_gemv[proj][mb] && eng_cuda_gemv_supported(a.W, a.X, M, a.n_in)) {
+    const int gemv = mb >= 0 && c->use_gemv[proj][mb] && eng_cuda_gemv_supported(a.W, a.X, M, a.n_in);
+    const int fuse = gemv && !c->path[ENG_CUDA_PATH_FUSE];
+    const int fuse_norm = fuse && a.norm && eng_cuda_gemv_norm_supported(M, a.n_in);
+    const eng_cuda_gemv_norm_t nm = {c->x, a.norm, rows, g->norm_eps};
+    if (a.norm && !fuse_norm)
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, a.norm, c->xn, rows, M, a.n_in,
+                                                      g->norm_eps, !c->path[ENG_CUDA_PATH_ELTWISE],
+                                                      c->stream));
+    if (gemv) {
+        const int silu = fuse && a.silu;
         LAUNCH(c, PROF_GEMM,
-               eng_cuda_launch_gemv(a.W, a.X, a.Y, M, a.n_out, a.n_in, a.mode, c->stream));
-        return SL_OK;
+               eng_cuda_launch_gemv(a.W, a.X, silu ? (void *)c->h : a.Y, M,
+                                    silu ? a.n_out / 2 : a.n_out, a.n_in, silu ? 3 : a.mode,
+                                    fuse_norm ? &nm : NULL, c->stream));
+        if (silu)
+            return SL_OK;
+    } else {
+        const float one = 1.0f, zero = 0.0f;
+        CKB(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, a.n_out, M, a.n_in, &one, a.W,
+                            CUDA_R_16F, a.n_in, a.X, CUDA_R_16F, a.n_in, a.mode == 1 ? &one : &zero,
+                            a.Y, a.mode ? CUDA_R_32F : CUDA_R_16F, a.n_out, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+        TRY(mark(c, PROF_GEMM));
     }
-    const float one = 1.0f, zero = 0.0f;
-    CKB(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, a.n_out, M, a.n_in, &one, a.W,
-                        CUDA_R_16F, a.n_in, a.X, CUDA_R_16F, a.n_in, a.mode == 1 ? &one : &zero,
-                        a.Y, a.mode ? CUDA_R_32F : CUDA_R_16F, a.n_out, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT));
-    return mark(c, PROF_GEMM);
+    if (a.silu)
+        LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, M, a.n_out / 2,
+                                                       !c->path[ENG_CUDA_PATH_ELTWISE], c->stream));
+    return SL_OK;
 }
 
 /* Everything up to the final norm; capturable (no host synchronisation). */
 static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int splits) {
     const eng_model_config_t *g = &c->cfg;
-    const int T = p->n_tokens, dim = g->dim, ffn = g->ffn_dim;
+    const int T = p->n_tokens, dim = g->dim;
     const int32_t *meta = c->meta;
+    const int single = !c->path[ENG_CUDA_PATH_DECODE_ATTN] &&
+                       (int64_t)part * splits <= ENG_CUDA_ATTN_SINGLE_MAX;
+    const int vec = !c->path[ENG_CUDA_PATH_ELTWISE];
     LAUNCH(c, PROF_OTHER, eng_cuda_launch_embed(c->x, c->embd, meta + p->off_tokens, T, dim,
                                                 c->stream));
     for (int l = 0; l < g->n_layers; l++) {
-        const cuda_layer_t *L = &c->layers[l];
         uint16_t *kc = c->kv + (int64_t)(2 * l) * c->pool_elems, *vc = kc + c->pool_elems;
-        LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->attn_norm, c->xn, NULL, T, dim,
-                                                      g->norm_eps, c->vec, c->stream));
-        TRY(project(c, ENG_CUDA_P_QKV, l, T));
+        TRY(project(c, ENG_CUDA_P_QKV, l, T, NULL));
         LAUNCH(c, PROF_OTHER,
                eng_cuda_launch_rope_kv(c->qkv, meta + p->off_pos, meta + p->off_slot, kc, vc, T,
                                        g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                       g->rope_theta, c->vec, c->stream));
-        LAUNCH(c, PROF_ATTN,
-               eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles, p->off_bt,
-                                          p->n_tiles, g->n_heads, g->n_kv_heads, g->head_dim,
-                                          c->block_size, c->prefill_attn, c->stream));
-        LAUNCH(c, PROF_ATTN,
-               eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
-                                         p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
-                                         g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                         part, splits, c->partial, c->stream));
-        TRY(project(c, ENG_CUDA_P_O, l, T));
-        LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, L->ffn_norm, c->xn, NULL, T, dim,
-                                                      g->norm_eps, c->vec, c->stream));
-        TRY(project(c, ENG_CUDA_P_GU, l, T));
-        LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, T, ffn, c->vec, c->stream));
-        TRY(project(c, ENG_CUDA_P_DOWN, l, T));
+                                       g->rope_theta, vec, c->stream));
+        if (p->n_tiles > 0)
+            LAUNCH(c, PROF_ATTN,
+                   eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles,
+                                              p->off_bt, p->n_tiles, g->n_heads, g->n_kv_heads,
+                                              g->head_dim, c->block_size,
+                                              c->path[ENG_CUDA_PATH_PREFILL_ATTN], c->stream));
+        if (p->n_rows > 0)
+            LAUNCH(c, PROF_ATTN,
+                   eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
+                                             p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
+                                             g->n_heads, g->n_kv_heads, g->head_dim,
+                                             c->block_size, part, splits, single, c->partial,
+                                             c->stream));
+        TRY(project(c, ENG_CUDA_P_O, l, T, NULL));
+        TRY(project(c, ENG_CUDA_P_GU, l, T, NULL));
+        TRY(project(c, ENG_CUDA_P_DOWN, l, T, NULL));
     }
     return SL_OK;
 }
 
 /* Final norm + LM head (+ argmax) for out rows [r0, r0 + n); capturable. */
 static int run_head(cuda_ctx_t *c, const eng_cuda_plan_t *p, int r0, int n, int greedy) {
-    const eng_model_config_t *g = &c->cfg;
-    LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, c->out_norm, c->xn,
-                                                  c->meta + p->off_out + r0, n, g->dim,
-                                                  g->norm_eps, c->vec, c->stream));
-    TRY(project(c, ENG_CUDA_P_HEAD, 0, n));
+    TRY(project(c, ENG_CUDA_P_HEAD, 0, n, c->meta + p->off_out + r0));
     if (greedy)
-        LAUNCH(c, PROF_OTHER, eng_cuda_launch_argmax(c->ids, c->logits, n, g->vocab, c->stream));
+        LAUNCH(c, PROF_OTHER,
+               eng_cuda_launch_argmax(c->ids, c->logits, n, c->cfg.vocab, c->stream));
     return SL_OK;
 }
 
@@ -631,7 +654,7 @@ typedef struct tune_capture {
 static int tune_body(cuda_ctx_t *c, const void *arg) {
     const tune_capture_t *t = arg;
     for (int i = 0; i < t->reps; i++)
-        TRY(project(c, t->proj, i % c->cfg.n_layers, t->M));
+        TRY(project(c, t->proj, i % c->cfg.n_layers, t->M, NULL));
     return SL_OK;
 }
 
@@ -688,7 +711,8 @@ static int choose_gemv(cuda_ctx_t *c, int mode) {
                                     1.0f, c->stream));
     CK(c, eng_cuda_launch_synth_f16(c->h, rows * g->ffn_dim, ENG_CUDA_SYNTH_SEED + 3, 1.0f,
                                     c->stream));
-    CK(c, eng_cuda_launch_fill_f32(c->x, rows * g->dim, 0.0f, c->stream));
+    /* the residual the fused GEMVs normalise (ones: a norm of zeros would read as eps only) */
+    CK(c, eng_cuda_launch_fill_f32(c->x, rows * g->dim, 1.0f, c->stream));
     for (int proj = 0; proj < ENG_CUDA_N_PROJ; proj++)
         for (int mb = 0; mb < ENG_CUDA_GEMV_BUCKETS; mb++) {
             const int M = 1 << mb;
@@ -745,43 +769,39 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
     }
 }
 
-/* The prefill attention kernel and the elementwise path from SLUICE_CUDA_PREFILL_ATTN=fa2|old and
- * SLUICE_CUDA_ELTWISE=vec|scalar (unset or empty: fa2, vec); which < 0 sets both, 0 only the
- * attention kernel, 1 only the elementwise path. */
-static int paths_from_env(cuda_ctx_t *c, int which) {
-    const char *pa = getenv("SLUICE_CUDA_PREFILL_ATTN"), *ew = getenv("SLUICE_CUDA_ELTWISE");
-    if (which <= 0) {
-        if (pa && *pa && strcmp(pa, "fa2") != 0 && strcmp(pa, "old") != 0)
-            return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_PREFILL_ATTN=%s (fa2 or old)", pa);
-        c->prefill_attn =
-            pa && strcmp(pa, "old") == 0 ? ENG_CUDA_PREFILL_OLD : ENG_CUDA_PREFILL_FA2;
-    }
-    if (which != 0) {
-        if (ew && *ew && strcmp(ew, "vec") != 0 && strcmp(ew, "scalar") != 0)
-            return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_ELTWISE=%s (vec or scalar)", ew);
-        c->vec = !(ew && strcmp(ew, "scalar") == 0);
-    }
+/* The run-time paths: environment variable and the names of values 0 (default) and 1. */
+static const struct {
+    const char *env, *name[2];
+    int in_graphs; /* decode graphs bake the path in: a change drops them */
+} path_env[ENG_CUDA_N_PATHS] = {
+    [ENG_CUDA_PATH_PREFILL_ATTN] = {"SLUICE_CUDA_PREFILL_ATTN", {"fa2", "old"}, 0},
+    [ENG_CUDA_PATH_ELTWISE] = {"SLUICE_CUDA_ELTWISE", {"vec", "scalar"}, 1},
+    [ENG_CUDA_PATH_FUSE] = {"SLUICE_CUDA_FUSE", {"on", "off"}, 1},
+    [ENG_CUDA_PATH_DECODE_ATTN] = {"SLUICE_CUDA_DECODE_ATTN", {"single", "split"}, 1},
+};
+
+/* Path `path` from its environment variable (unset or empty: the default). */
+static int path_from_env(cuda_ctx_t *c, int path, int *value) {
+    const char *v = getenv(path_env[path].env);
+    if (!v || !*v || strcmp(v, path_env[path].name[0]) == 0)
+        *value = 0;
+    else if (strcmp(v, path_env[path].name[1]) == 0)
+        *value = 1;
+    else
+        return fail(c, SL_EINVAL, "cuda: %s=%s (%s or %s)", path_env[path].env, v,
+                    path_env[path].name[0], path_env[path].name[1]);
     return SL_OK;
 }
 
-int eng_cuda_set_prefill_attn(eng_backend_t *b, int impl) {
+int eng_cuda_set_path(eng_backend_t *b, int path, int value) {
     cuda_ctx_t *c = b->ctx;
-    if (impl < 0)
-        return paths_from_env(c, 0);
-    if (impl != ENG_CUDA_PREFILL_FA2 && impl != ENG_CUDA_PREFILL_OLD)
-        return fail(c, SL_EINVAL, "cuda: prefill attention kernel %d", impl);
-    c->prefill_attn = impl;
-    return SL_OK;
-}
-
-int eng_cuda_set_eltwise(eng_backend_t *b, int vec) {
-    cuda_ctx_t *c = b->ctx;
-    if (vec > 1)
-        return fail(c, SL_EINVAL, "cuda: elementwise path %d", vec);
-    destroy_graphs(c); /* decode graphs bake the kernels in */
-    if (vec < 0)
-        return paths_from_env(c, 1);
-    c->vec = vec;
+    if (path < 0 || path >= ENG_CUDA_N_PATHS || value > 1)
+        return fail(c, SL_EINVAL, "cuda: path %d value %d", path, value);
+    if (value < 0)
+        TRY(path_from_env(c, path, &value));
+    if (value != c->path[path] && path_env[path].in_graphs)
+        destroy_graphs(c);
+    c->path[path] = value;
     return SL_OK;
 }
 
@@ -881,7 +901,8 @@ static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
                                                         : -1;
     if (mode < 0)
         return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_GEMV=%s (auto, cublas or gemv)", gm);
-    TRY(paths_from_env(c, -1));
+    for (int path = 0; path < ENG_CUDA_N_PATHS; path++)
+        TRY(path_from_env(c, path, &c->path[path]));
     return choose_gemv(c, mode);
 }
 

@@ -44,6 +44,9 @@ extern "C" {
 #define ENG_CUDA_SYNTH_SEED 0x5eed5eedULL /* seed of device-generated synthetic weights */
 #define ENG_CUDA_GEMV_MAX_M 8         /* the custom small-M projection kernel takes M <= this */
 #define ENG_CUDA_GEMV_BUCKETS 4       /* M buckets its run-time choice is made for: 1, 2, 4, 8 */
+#define ENG_CUDA_GEMV_NORM_MAX_M 4    /* the GEMV normalises its own input (RMSNorm) for M <= this */
+#define ENG_CUDA_GEMV_NORM_SMEM 49152 /* ... when the M normalised fp16 rows fit in this many bytes */
+#define ENG_CUDA_ATTN_SINGLE_MAX 512  /* decode rows attending at most this many keys: one pass */
 
 /* ---- graph buckets and attention splits (cuda_plan.c) ---------------------------------------- */
 
@@ -166,16 +169,18 @@ int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,
 
 /* Split-K paged attention over the rows of a plan (decode, and prefill without the flash kernel):
  * grid (n_kv, splits, R). part: keys per split. partial_*: R * n_heads * splits entries (acc: x
- * head_dim). Then the reduce writes att[row_tok[r]][h * head_dim + d]. head_dim in {8,16,32,64,
+ * head_dim). Then the reduce writes att[row_tok[r]][h * head_dim + d]. single: every row has at
+ * most part * splits keys and one pass of up to 512 threads per (KV head, row) writes att itself
+ * (no partials, no reduce kernel). head_dim in {8,16,32,64,
  * 128,256}; n_heads / n_kv <= ENG_CUDA_MAX_GQA. */
 int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                               const uint16_t *vc, const int32_t *meta, int off_row_tok,
                               int off_row_bt, int off_row_nk, int off_bt, int R, int n_heads,
                               int n_kv, int head_dim, int block_size, int part, int splits,
-                              float *partial, eng_cuda_stream_t s);
+                              int single, float *partial, eng_cuda_stream_t s);
 /* Prefill attention kernels: FA2 (mma.sync, register-resident S/P/O, cp.async double-buffered
- * K/V; the default) or OLD (the first WMMA kernel, S/P/O through shared memory). The environment
- * variable SLUICE_CUDA_PREFILL_ATTN=fa2|old picks one at create; eng_cuda_set_prefill_attn too. */
+ * K/V; the default) or OLD (the first WMMA kernel, S/P/O through shared memory): the path
+ * ENG_CUDA_PATH_PREFILL_ATTN (SLUICE_CUDA_PREFILL_ATTN=fa2|old). */
 enum { ENG_CUDA_PREFILL_FA2, ENG_CUDA_PREFILL_OLD };
 /* Flash-style causal prefill attention over the tiles of a plan, K/V read from the pool through
  * the block tables: grid (NT, n_heads). head_dim in {64, 128}; impl ENG_CUDA_PREFILL_*. */
@@ -183,12 +188,24 @@ int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
                                int impl, eng_cuda_stream_t s);
+/* The RMSNorm a GEMV applies to its input itself: input row m = rmsnorm(x[rows ? rows[m] : m]) * w,
+ * rounded to fp16 exactly as eng_cuda_launch_rmsnorm rounds it. */
+typedef struct eng_cuda_gemv_norm {
+    const float *x, *w;
+    const int32_t *rows;
+    float eps;
+} eng_cuda_gemv_norm_t;
 /* Y (M x n_out) = X (M x n_in) W^T, W (n_out x n_in) and X fp16, fp32 accumulation; mode 0: Y
- * fp16 =, 1: Y fp32 +=, 2: Y fp32 =. Needs eng_cuda_gemv_supported (M <= ENG_CUDA_GEMV_MAX_M,
- * n_in % 8 == 0, W and X 16-byte aligned), else cudaErrorInvalidValue. */
+ * fp16 =, 1: Y fp32 +=, 2: Y fp32 =, 3: W is 2 n_out rows (gate, then up) and Y (M x n_out) fp16 =
+ * silu(gate) * up, each rounded to fp16 first (the mode-0 GEMV followed by the SiLU*mul kernel).
+ * norm != NULL: the input is that RMSNorm of norm->x (X unused; modes 0, 2, 3;
+ * eng_cuda_gemv_norm_supported). Needs eng_cuda_gemv_supported (M <= ENG_CUDA_GEMV_MAX_M,
+ * n_in % 8 == 0, W and X (norm->x) 16-byte aligned), else cudaErrorInvalidValue. */
 int eng_cuda_launch_gemv(const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
-                         int n_in, int mode, eng_cuda_stream_t s);
+                         int n_in, int mode, const eng_cuda_gemv_norm_t *norm,
+                         eng_cuda_stream_t s);
 int eng_cuda_gemv_supported(const void *W, const void *X, int M, int n_in);
+int eng_cuda_gemv_norm_supported(int M, int n_in);
 
 /* 1 when the kernels support this head_dim (split-K) / the flash kernel does. */
 int eng_cuda_attn_rows_supported(int head_dim, int gqa);
@@ -211,13 +228,21 @@ int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode);
  * M1 gemv 35.1 us (cublas 37.9) ..."); empty before a choice was made. */
 void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
 
-/* Sets the prefill attention kernel (ENG_CUDA_PREFILL_FA2 or _OLD; < 0: as the environment says)
- * of a created backend. SL_OK, or SL_EINVAL with the reason in errmsg. (Decode graphs never run the
- * prefill kernel: they are kept.) */
-int eng_cuda_set_prefill_attn(eng_backend_t *b, int impl);
-/* Sets the elementwise path: 1 the 16-byte kernels, 0 the scalar ones, < 0 as the environment
- * says (SLUICE_CUDA_ELTWISE); drops the decode graphs on a change. SL_OK or SL_EINVAL. */
-int eng_cuda_set_eltwise(eng_backend_t *b, int vec);
+/* Run-time paths, each with a default (value 0) and a bypass (value 1), set at create from the
+ * environment (unset or empty: the default):
+ *   PREFILL_ATTN  SLUICE_CUDA_PREFILL_ATTN=fa2|old     FA2 kernel | the first WMMA kernel
+ *                 (values ENG_CUDA_PREFILL_FA2 / _OLD)
+ *   ELTWISE       SLUICE_CUDA_ELTWISE=vec|scalar       16-byte RMSNorm / RoPE + KV / SiLU kernels
+ *                 | scalar ones
+ *   FUSE          SLUICE_CUDA_FUSE=on|off              GEMVs normalise their own input (no RMSNorm
+ *                 launch) and the gate/up GEMV applies SiLU*mul (no SiLU launch) | separate kernels
+ *   DECODE_ATTN   SLUICE_CUDA_DECODE_ATTN=single|split rows with at most ENG_CUDA_ATTN_SINGLE_MAX
+ *                 keys in one pass | always split-K + reduce */
+enum { ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PATH_ELTWISE, ENG_CUDA_PATH_FUSE,
+       ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_N_PATHS };
+/* Sets a path of a created backend to value 0 or 1 (< 0: as the environment says); drops the
+ * decode graphs when it changes what they run. SL_OK, or SL_EINVAL with the reason in errmsg. */
+int eng_cuda_set_path(eng_backend_t *b, int path, int value);
 
 /* Device time of one step, split by kind, from events recorded between the launches of an eager
  * (never graphed) run of the batch: projections (cuBLAS or GEMV, LM head included), attention

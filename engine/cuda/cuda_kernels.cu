@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.cuh"
 
 namespace {
 
@@ -43,20 +44,6 @@ __global__ void embed(float *x, const __half *embd, const int32_t *tokens, int d
     const __half *row = embd + (int64_t)tokens[t] * dim;
     for (int d = threadIdx.x; d < dim; d += blockDim.x)
         x[(int64_t)t * dim + d] = __half2float(row[d]);
-}
-
-__device__ __forceinline__ float block_sum(float v, float *sh) {
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0)
-        sh[warp] = v;
-    __syncthreads();
-    int nw = blockDim.x >> 5;
-    v = lane < nw ? sh[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 // V-element accesses: V = 8 is one 16-byte access of fp16 (two of fp32); V = 1 or 2 is the
@@ -109,31 +96,32 @@ __device__ __forceinline__ void load_f(const float *p, float *f) {
 }
 
 // One block per output row; blockDim a multiple of 32; dim % V == 0. (The residual add happens
-// before, in the epilogue of the o / down projections: beta = 1 onto the fp32 residual.)
+// before, in the epilogue of the o / down projections: beta = 1 onto the fp32 residual.) The scale
+// comes from warp_inv_rms (warp 0), so both access widths and the fused GEMV input round alike.
 template <int V>
 __global__ void rmsnorm(const float *x, const float *w, __half *out, const int32_t *rows, int dim,
                         float eps) {
-    __shared__ float sh[32];
+    __shared__ float s_inv;
     const int r = blockIdx.x;
     const float *xr = x + (int64_t)(rows ? rows[r] : r) * dim;
     __half *orow = out + (int64_t)r * dim;
-    float ss = 0.0f;
-    for (int d = threadIdx.x * V; d < dim; d += blockDim.x * V) {
-        float v[V];
-        load_f<V>(xr + d, v);
-#pragma unroll
-        for (int i = 0; i < V; i++)
-            ss += v[i] * v[i];
+    if (threadIdx.x < 32) {
+        const float inv = warp_inv_rms(xr, dim, eps);
+        if (threadIdx.x == 0)
+            s_inv = inv;
     }
-    const float inv = rsqrtf(block_sum(ss, sh) / (float)dim + eps);
+    __syncthreads();
+    const float inv = s_inv;
     for (int d = threadIdx.x * V; d < dim; d += blockDim.x * V) {
         float v[V], wv[V];
         load_f<V>(xr + d, v);  // the row is in L1 from the first pass
         load_f<V>(w + d, wv);
+        typename hvec<V>::T o;
+        __half *h = (__half *)&o;
 #pragma unroll
         for (int i = 0; i < V; i++)
-            v[i] = v[i] * inv * wv[i];
-        store_h<V>(orow + d, v);
+            h[i] = norm_elem(v[i], inv, wv[i]);
+        *(typename hvec<V>::T *)(orow + d) = o;
     }
 }
 
@@ -168,9 +156,9 @@ __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __
 #pragma unroll
         for (int j = 0; j < V; j += 2) {
             const int k = (e0 + j) / 2;
-            const float c = cs[k], s = cs[half_hd + k], a = f[j], b = f[j + 1];
-            f[j] = a * c - b * s;
-            f[j + 1] = a * s + b * c;
+            const float2 r = rope_pair(f[j], f[j + 1], cs[k], cs[half_hd + k]);
+            f[j] = r.x;
+            f[j + 1] = r.y;
         }
         store_h<V>(e, f);
         if (head >= n_heads && sl >= 0)
@@ -198,7 +186,7 @@ __global__ void silu_mul(__half *h, const __half *gu, int ffn) {
     load_h<V>(gu + t * 2 * ffn + ffn + j, u);
 #pragma unroll
     for (int i = 0; i < V; i++)
-        g[i] = g[i] / (1.0f + __expf(-g[i])) * u[i];
+        g[i] = silu_mul_elem(g[i], u[i]);
     store_h<V>(h + t * ffn + j, g);
 }
 

@@ -158,27 +158,38 @@ static int both(eng_backend_t *cpu, eng_backend_t *cpu_info, eng_backend_t *cuda
 }
 
 /* The same batch through CUDA with every small-M projection on cuBLAS, then on the GEMV kernel:
- * logits within 5e-3 relative. Leaves the backend in AUTO mode (re-timed). -1 on error. */
+ * logits within 5e-3 relative; then the GEMV kernel without its fusions (SLUICE_CUDA_FUSE=off:
+ * separate RMSNorm and SiLU*mul kernels), which must give the same bits. Leaves the backend in
+ * AUTO mode (re-timed) with the environment's fusion path. -1 on error. */
 static int gemv_vs_cublas(out_t *o, eng_backend_t *cuda, const eng_batch_t *b, int vocab,
                           const char *label) {
-    float *la = malloc((size_t)b->n_seqs * vocab * 4), *lb = malloc((size_t)b->n_seqs * vocab * 4);
-    int ra = 0, rb = 0, rc = -1;
-    if (la && lb && eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_CUBLAS) == SL_OK &&
+    const size_t bytes = (size_t)b->n_seqs * vocab * 4;
+    float *la = malloc(bytes), *lb = malloc(bytes), *lf = malloc(bytes);
+    int ra = 0, rb = 0, rf = 0, rc = -1;
+    if (la && lb && lf && eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_CUBLAS) == SL_OK &&
         cuda->ops->forward(cuda, b, la, &ra) == SL_OK &&
         eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_FORCE) == SL_OK &&
-        cuda->ops->forward(cuda, b, lb, &rb) == SL_OK &&
-        eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_AUTO) == SL_OK && ra == rb) {
-        cmp_t c = {0, 0, 0};
+        cuda->ops->forward(cuda, b, lb, &rb) == SL_OK && ra == rb &&
+        eng_cuda_set_path(cuda, ENG_CUDA_PATH_FUSE, 1) == SL_OK &&
+        cuda->ops->forward(cuda, b, lf, &rf) == SL_OK &&
+        eng_cuda_set_path(cuda, ENG_CUDA_PATH_FUSE, -1) == SL_OK &&
+        eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_AUTO) == SL_OK && rf == rb) {
+        cmp_t c = {0, 0, 0}, f = {0, 0, 0};
         compare_rows(lb, la, NULL, ra, vocab, &c);
+        compare_rows(lb, lf, NULL, ra, vocab, &f);
         char name[96];
         snprintf(name, sizeof name, "gemv vs cublas %.40s b%d rel err", label, b->n_seqs);
         report(o, name, c.max_err, "", 5e-3, "<=");
+        /* fused GEMVs (RMSNorm in, SiLU*mul out) vs separate kernels: the same bits */
+        snprintf(name, sizeof name, "gemv fused vs unfused %.32s b%d rel err", label, b->n_seqs);
+        report(o, name, f.max_err, "", 1e-6, "<=");
         rc = 0;
     } else {
         fprintf(stderr, "gemv vs cublas: %s\n", cuda->ops->errmsg(cuda));
     }
     free(la);
     free(lb);
+    free(lf);
     return rc;
 }
 
@@ -199,8 +210,8 @@ static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const
               {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0},
               {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1}};
     for (int k = 0; k < 3 && ref && got; k++) {
-        if (eng_cuda_set_prefill_attn(cuda, v[k].attn) != SL_OK ||
-            eng_cuda_set_eltwise(cuda, !v[k].scalar) != SL_OK)
+        if (eng_cuda_set_path(cuda, ENG_CUDA_PATH_PREFILL_ATTN, v[k].attn) != SL_OK ||
+            eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, v[k].scalar) != SL_OK)
             goto out;
         eng_batch_seq_t q[2] = {{toks, NA, 0, bt, max_blocks, 1},
                                 {toks + 7, NB, 0, bt + max_blocks, max_blocks, 0}};
@@ -225,8 +236,8 @@ static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const
 out:
     if (rc != 0)
         fprintf(stderr, "paths_agree: %s\n", cuda->ops->errmsg(cuda));
-    eng_cuda_set_prefill_attn(cuda, -1);
-    eng_cuda_set_eltwise(cuda, -1);
+    eng_cuda_set_path(cuda, ENG_CUDA_PATH_PREFILL_ATTN, -1);
+    eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, -1);
     free(ref);
     free(got);
     return rc;
@@ -575,6 +586,38 @@ static int profile(out_t *o, perf_t *p, const eng_batch_t *b, const char *label)
     return 0;
 }
 
+/* A decode step of 4 sequences at context 300 through the split-K attention + reduce and through
+ * the one-pass kernel (SLUICE_CUDA_DECODE_ATTN=split vs single, both graphed): logits within 5e-3
+ * (the same sums in another order). The environment's path is restored after. -1 on error. */
+static int decode_attn_agree(out_t *o, perf_t *p, const char *label) {
+    enum { B = 4, CTX = 300 };
+    float *l[2] = {malloc((size_t)B * p->vocab * 4), malloc((size_t)B * p->vocab * 4)};
+    set_tables(p, B, CTX);
+    int rc = l[0] && l[1] && fill(p, B, CTX) == 0 ? 0 : -1;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        for (int i = 0; i < B; i++)
+            p->q[i] = (eng_batch_seq_t){p->toks + 17 + i, 1, CTX, p->bt + (size_t)i * p->max_blocks,
+                                        p->max_blocks, 1};
+        eng_batch_t b = {B, p->q, 0, NULL, NULL};
+        int rows = 0;
+        if (eng_cuda_set_path(p->b, ENG_CUDA_PATH_DECODE_ATTN, 1 - k) != SL_OK ||
+            p->b->ops->forward(p->b, &b, l[k], &rows) != SL_OK || rows != B)
+            rc = -1;
+    }
+    if (eng_cuda_set_path(p->b, ENG_CUDA_PATH_DECODE_ATTN, -1) != SL_OK)
+        rc = -1;
+    if (rc == 0) {
+        cmp_t c = {0, 0, 0};
+        compare_rows(l[1], l[0], NULL, B, p->vocab, &c);
+        char name[96];
+        snprintf(name, sizeof name, "decode attn split vs single %.24s b%d rel err", label, B);
+        report(o, name, c.max_err, "", 5e-3, "<=");
+    }
+    free(l[0]);
+    free(l[1]);
+    return rc;
+}
+
 static int run_perf(out_t *o, const char *shape) {
     char err[512];
     eng_model_t *m = shape_only_model(shape, err, sizeof err);
@@ -629,6 +672,9 @@ static int run_perf(out_t *o, const char *shape) {
     set_tables(&p, 2, 512);
     if (paths_agree(o, b, p.toks, p.bt, p.max_blocks, p.vocab, shape) != 0)
         goto out;
+
+    if (decode_attn_agree(o, &p, shape) != 0)
+        goto fail;
 
     double v;
     if ((v = decode_step_s(&p, 1, 128, 30)) < 0)

@@ -101,11 +101,11 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     assert_true(rel(a, b, V) < 1e-2);
     run(e, toks, 90, 40, b); /* chunked flash prefill on cached context */
     assert_true(rel(a, b, V) < 1e-2);
-    assert_int_equal(eng_cuda_set_prefill_attn(e, 5), SL_EINVAL);
-    assert_int_equal(eng_cuda_set_eltwise(e, 2), SL_EINVAL);
-    assert_int_equal(eng_cuda_set_prefill_attn(e, ENG_CUDA_PREFILL_OLD), SL_OK);
-    assert_int_equal(eng_cuda_set_eltwise(e, 0), SL_OK);
-    run(e, toks, 90, 40, b); /* the old prefill kernel and the scalar elementwise kernels */
+    assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_PATH_PREFILL_ATTN, 5), SL_EINVAL);
+    assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_N_PATHS, 0), SL_EINVAL);
+    for (int path = 0; path < ENG_CUDA_N_PATHS; path++)
+        assert_int_equal(eng_cuda_set_path(e, path, 1), SL_OK);
+    run(e, toks, 90, 40, b); /* every bypass: old prefill kernel, scalar, unfused, split-K */
     assert_true(rel(a, b, V) < 1e-2);
     free(a);
     free(b);
@@ -154,6 +154,11 @@ static void test_gemv_matches_cublas(void **state) {
         assert_int_equal(rg, n);
         for (int r = 0; r < n; r++)
             assert_true(rel(g + (size_t)r * V, a + (size_t)r * V, V) < 5e-3);
+        /* the fused GEMVs (RMSNorm in, SiLU*mul out) compute the unfused path's bits */
+        assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_FUSE, 1), SL_OK);
+        assert_int_equal(b->ops->forward(b, &batch, a, &ra), SL_OK);
+        assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_FUSE, 0), SL_OK);
+        assert_int_equal(memcmp(a, g, (size_t)n * V * sizeof *a), 0);
     }
     char rep[2048];
     eng_cuda_gemv_report(b, rep, sizeof rep);

@@ -3,7 +3,8 @@
  * every block, the queue bound and the context bound give their codes, seeded sampling repeats,
  * parallel samples share prompt blocks, shutdown with requests in flight returns in time,
  * presence/frequency penalties change greedy output, top_logprobs are the raw row's best tokens
- * (streamed and in the result, also with best_of > n). */
+ * (streamed and in the result, also with best_of > n), the adaptive controller raises a tiny token
+ * budget under a burst without changing greedy outputs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <math.h>
@@ -124,8 +125,10 @@ static void assert_ids_equal(const int32_t *a, int na, const int32_t *b, int nb)
     }
 }
 
-/* Submits the fixtures' prompts at once (a batch), waits for all, checks every id. */
-static void check_fixtures_batched(sluice_engine *e)
+#define MAX_REPS 8
+
+/* Submits the fixtures' prompts reps times each at once (a batch), waits for all, checks every id. */
+static void check_fixtures_batched(sluice_engine *e, int reps)
 {
     fixture_t fx[N_FIX];
     memset(fx, 0, sizeof fx);
@@ -133,14 +136,16 @@ static void check_fixtures_batched(sluice_engine *e)
         print_message("skipped: %s is absent\n", FIXTURE);
         skip();
     }
-    sluice_request_id ids[N_FIX];
-    for (int k = 0; k < N_FIX; k++) {
-        sluice_request_params r = greedy(fx[k].prompt, fx[k].n_output);
-        assert_int_equal(sluice_submit(e, &r, &ids[k]), SLUICE_OK);
+    assert_true(reps >= 1 && reps <= MAX_REPS);
+    sluice_request_id ids[N_FIX * MAX_REPS];
+    for (int i = 0; i < N_FIX * reps; i++) {
+        sluice_request_params r = greedy(fx[i % N_FIX].prompt, fx[i % N_FIX].n_output);
+        assert_int_equal(sluice_submit(e, &r, &ids[i]), SLUICE_OK);
     }
-    for (int k = 0; k < N_FIX; k++) {
+    for (int i = 0; i < N_FIX * reps; i++) {
+        int k = i % N_FIX;
         sluice_result *res = NULL;
-        assert_int_equal(sluice_wait(e, ids[k], 60, &res), SLUICE_OK);
+        assert_int_equal(sluice_wait(e, ids[i], 60, &res), SLUICE_OK);
         assert_int_equal(res->status, SLUICE_OK);
         assert_ids_equal(res->prompt_ids, res->n_prompt_ids, fx[k].prompt_ids, fx[k].n_prompt);
         assert_ids_equal(res->samples[0].ids, res->samples[0].n_ids, fx[k].output_ids, fx[k].n_output);
@@ -179,13 +184,54 @@ static void run_strategy(sluice_strategy s)
     sluice_engine_params p = small_params();
     p.strategy = s;
     sluice_engine *e = create(&p);
-    check_fixtures_batched(e);
+    check_fixtures_batched(e, 1);
     sluice_stats st;
     sluice_get_stats(e, &st);
     assert_int_equal(st.kv_blocks_used, 0);
     assert_int_equal(st.requests_finished, N_FIX);
     assert_true(st.generation_tokens >= N_FIX * 64);
     sluice_engine_free(e);
+}
+
+/* The adaptive controller in the serving loop: from a deliberately tiny token budget (8) and a
+ * TTFT target no request can meet (1 us), a burst gives TTFTs over target, a second burst makes the
+ * queue grow, and the controller raises the budget (x2 per change, counted in the stats); greedy
+ * outputs stay the fixtures' tokens under every budget it picks. */
+static void test_engine_adaptive_raises_a_tiny_token_budget(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.max_num_batched_tokens = 8;
+    p.adaptive = true;
+    p.adaptive_ttft_p99_s = 1e-6;
+    p.adaptive_tpot_p99_s = 0; /* no TPOT rule: the budget only goes up */
+    p.adaptive_min_batched_tokens = 8;
+    p.adaptive_max_batched_tokens = 1024;
+    p.adaptive_min_samples = 4;
+    p.adaptive_window_s = 600;
+    p.adaptive_eval_interval_s = 0;
+    p.adaptive_min_interval_s = 0;
+    sluice_engine *e = create(&p);
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.max_num_batched_tokens, 8);
+    assert_int_equal(st.adaptive_changes, 0);
+    check_fixtures_batched(e, 2); /* TTFTs over target in the window */
+    check_fixtures_batched(e, 2); /* the queue grows again: raise */
+    sluice_get_stats(e, &st);
+    print_message("adaptive: %lld changes, token budget 8 -> %d\n", (long long)st.adaptive_changes,
+                  st.max_num_batched_tokens);
+    assert_true(st.adaptive_changes >= 1);
+    assert_int_equal(st.max_num_batched_tokens, 8 << st.adaptive_changes);
+    assert_int_equal(st.kv_blocks_used, 0);
+    sluice_engine_free(e);
+
+    /* bad bounds are refused at create, naming the field */
+    p.adaptive_min_batched_tokens = 0;
+    char err[256] = "";
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_non_null(strstr(err, "budget_min"));
 }
 
 static void test_engine_batched_continuous_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_CONTINUOUS); }
@@ -613,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_engine_batched_naive_matches_fixtures),
         cmocka_unit_test(test_engine_batched_bucketed_matches_fixtures),
         cmocka_unit_test(test_engine_batched_memory_aware_matches_fixtures),
+        cmocka_unit_test(test_engine_adaptive_raises_a_tiny_token_budget),
         cmocka_unit_test(test_engine_cancel_mid_stream_frees_every_block),
         cmocka_unit_test(test_engine_callback_false_cancels),
         cmocka_unit_test(test_engine_queue_full_has_its_own_code),

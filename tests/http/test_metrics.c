@@ -32,6 +32,9 @@ static void test_engine_series(void **state)
     st.preemptions = 1;
     st.prompt_tokens = 1234;
     st.generation_tokens = 99;
+    st.max_num_batched_tokens = 1024;
+    st.batch_timeout_ms = 12.5;
+    st.adaptive_changes = 3;
     srv_buf_t b = srv_buf_make(0);
     assert_int_equal(srv_metrics_format(m, &st, &b), SL_OK);
     assert_has(b.data, "# TYPE sluice:num_requests_running gauge\nsluice:num_requests_running{model_name=\"tiny\"} 3\n");
@@ -43,6 +46,9 @@ static void test_engine_series(void **state)
     assert_has(b.data, "sluice:num_preemptions_total{model_name=\"tiny\"} 1\n");
     assert_has(b.data, "sluice:prompt_tokens_total{model_name=\"tiny\"} 1234\n");
     assert_has(b.data, "sluice:generation_tokens_total{model_name=\"tiny\"} 99\n");
+    assert_has(b.data, "# TYPE sluice:max_num_batched_tokens gauge\nsluice:max_num_batched_tokens{model_name=\"tiny\"} 1024\n");
+    assert_has(b.data, "sluice:batch_timeout_ms{model_name=\"tiny\"} 12.5\n");
+    assert_has(b.data, "sluice:adaptive_changes_total{model_name=\"tiny\"} 3\n");
     srv_buf_free(&b);
     /* while loading: no engine series, the server's own still there */
     assert_int_equal(srv_metrics_format(m, NULL, &b), SL_OK);

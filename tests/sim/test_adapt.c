@@ -1,6 +1,6 @@
-/* test_adapt.c — the adaptive controller: its rules on crafted observations, and in the
- * simulator against a load step (rate x3 halfway through a synthetic chat trace) from a poor
- * fixed starting point (a 256-token budget). */
+/* test_adapt.c — the adaptive controller (sched/adapt.h, rules tested in tests/sched/test_adapt.c)
+ * in the simulator against a load step (rate x3 halfway through a synthetic chat trace) from a
+ * poor fixed starting point (a 256-token budget). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,110 +11,22 @@
 
 #include <cmocka.h>
 
+#include "sched/adapt.h"
 #include "sched/status.h"
-#include "sim/adapt.h"
 #include "sim/sim.h"
 #include "workloads/presets.h"
 #include "workloads/trace.h"
 
-/* ---- the rules, on crafted observations ------------------------------------------------------ */
-
 typedef struct log_rec {
     int n;
-    sim_adapt_change_t c[64];
+    sched_adapt_change_t c[64];
 } log_rec_t;
 
-static void log_change(void *ctx, const sim_adapt_change_t *c)
+static void log_change(void *ctx, const sched_adapt_change_t *c)
 {
     log_rec_t *l = ctx;
     if (l->n < 64)
         l->c[l->n++] = *c;
-}
-
-/* n requests finishing at t with the given TTFT, TPOT (10 outputs) and queueing delay. */
-static void feed(sim_adapt_t *a, int n, double t, double ttft, double tpot, double queue)
-{
-    for (int i = 0; i < n; i++) {
-        sched_done_t d = {.reason = SCHED_FINISH_LENGTH, .output_len = 10, .arrival = t - ttft - 9 * tpot,
-                          .first_scheduled = t - ttft - 9 * tpot + queue, .first_token = t - 9 * tpot,
-                          .finished = t};
-        sim_adapt_observe_request(a, &d);
-    }
-}
-
-static void test_continuous_rules_raise_on_queueing_lower_on_tpot(void **state)
-{
-    sched_config_t cfg = sched_config_default();
-    cfg.max_num_batched_tokens = 512;
-    sim_adapt_opts_t o;
-    sim_adapt_opts_default(&o, &cfg);
-    log_rec_t log = {0};
-    o.log = log_change, o.log_ctx = &log;
-    char err[200];
-    sim_adapt_t *a = sim_adapt_create(&o, 3, err, sizeof err);
-    assert_non_null(a);
-    sched_config_t next;
-    /* TTFT over its target and the queue growing, TPOT well under: raise */
-    feed(a, 30, 10, 2.5, 0.02, 2.0);
-    sim_adapt_observe_step(a, 40);
-    assert_true(sim_adapt_decide(a, 10, &cfg, &next));
-    assert_int_equal(next.max_num_batched_tokens, 1024);
-    assert_int_equal(log.n, 1);
-    assert_int_equal(log.c[0].id, 3);
-    assert_string_equal(log.c[0].knob, "max_num_batched_tokens");
-    assert_true(log.c[0].old_value == 512 && log.c[0].new_value == 1024 && log.c[0].t == 10);
-    assert_non_null(strstr(log.c[0].reason, "raise"));
-    cfg = next;
-    /* within the minimum interval nothing changes, however bad */
-    sim_adapt_observe_step(a, 80);
-    assert_false(sim_adapt_decide(a, 12, &cfg, &next));
-    assert_int_equal(next.max_num_batched_tokens, 1024);
-    /* the queue no longer grows: no raise even with TTFT still over */
-    sim_adapt_observe_step(a, 80);
-    assert_false(sim_adapt_decide(a, 16, &cfg, &next));
-    /* TPOT inside the hysteresis band (over 80% of its target): no raise */
-    feed(a, 30, 17, 2.5, 0.09, 2.0);
-    sim_adapt_observe_step(a, 120);
-    assert_false(sim_adapt_decide(a, 17, &cfg, &next));
-    /* TPOT over: lower */
-    feed(a, 200, 18, 0.5, 0.3, 0.1);
-    assert_true(sim_adapt_decide(a, 18, &cfg, &next));
-    assert_int_equal(next.max_num_batched_tokens, 512);
-    assert_int_equal(sim_adapt_changes(a), 2);
-    /* never below budget_min */
-    cfg.max_num_batched_tokens = o.budget_min;
-    assert_false(sim_adapt_decide(a, 30, &cfg, &next));
-    assert_int_equal(next.max_num_batched_tokens, o.budget_min);
-    sim_adapt_free(a);
-}
-
-static void test_static_rules_shorten_the_timeout_when_queueing_dominates(void **state)
-{
-    sched_config_t cfg = sched_config_default();
-    cfg.strategy = SCHED_NAIVE;
-    cfg.batch_timeout_ms = 400;
-    sim_adapt_opts_t o;
-    sim_adapt_opts_default(&o, &cfg);
-    assert_true(o.timeout_max_ms == 400);
-    sim_adapt_t *a = sim_adapt_create(&o, 0, NULL, 0);
-    sched_config_t next;
-    feed(a, 30, 10, 2.0, 0.02, 1.5); /* queueing 1.5 s of a 2 s TTFT */
-    assert_true(sim_adapt_decide(a, 10, &cfg, &next));
-    assert_true(next.batch_timeout_ms == 200);
-    assert_int_equal(next.max_num_batched_tokens, cfg.max_num_batched_tokens);
-    cfg = next;
-    /* well under the target with a steady queue: back toward the starting timeout, never above */
-    feed(a, 400, 40, 0.1, 0.02, 0.05);
-    assert_true(sim_adapt_decide(a, 40, &cfg, &next));
-    assert_true(next.batch_timeout_ms == 400);
-    cfg = next;
-    assert_false(sim_adapt_decide(a, 50, &cfg, &next));
-    sim_adapt_free(a);
-    /* bad options are refused with the field */
-    char err[200];
-    o.budget_min = 0;
-    assert_null(sim_adapt_create(&o, 0, err, sizeof err));
-    assert_non_null(strstr(err, "budget_min"));
 }
 
 /* ---- in the simulator: a load step -------------------------------------------------------------- */
@@ -156,7 +68,7 @@ static wl_trace_t *load_step_trace(void)
 }
 
 /* p99 TTFT of one run; adaptive: controller on (log into log, changes into *changes). */
-static double run(const wl_trace_t *tr, bool adaptive, const sim_adapt_opts_t *ao, int *changes, uint64_t *hash)
+static double run(const wl_trace_t *tr, bool adaptive, const sched_adapt_opts_t *ao, int *changes, uint64_t *hash)
 {
     sim_config_t cfg;
     assert_int_equal(sim_config_default(&cfg), SL_OK);
@@ -195,8 +107,8 @@ static void test_controller_beats_the_fixed_setting_on_a_load_step(void **state)
     wl_trace_t *tr = load_step_trace();
     sched_config_t start = sched_config_default();
     start.max_num_batched_tokens = 256;
-    sim_adapt_opts_t o;
-    sim_adapt_opts_default(&o, &start);
+    sched_adapt_opts_t o;
+    sched_adapt_opts_default(&o, &start);
     log_rec_t log = {0};
     o.log = log_change, o.log_ctx = &log;
     o.ttft_target = 1, o.tpot_target = 0.1;
@@ -221,7 +133,7 @@ static void test_controller_beats_the_fixed_setting_on_a_load_step(void **state)
     run(tr, true, &o, NULL, &h2);
     assert_true(h1 == h2);
     /* a controller that never acts leaves the run exactly as without the hook */
-    sim_adapt_opts_t idle = o;
+    sched_adapt_opts_t idle = o;
     idle.ttft_target = 0, idle.tpot_target = 0;
     run(tr, true, &idle, &changes, &h_idle);
     assert_int_equal(changes, 0);
@@ -232,8 +144,6 @@ static void test_controller_beats_the_fixed_setting_on_a_load_step(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_continuous_rules_raise_on_queueing_lower_on_tpot),
-        cmocka_unit_test(test_static_rules_shorten_the_timeout_when_queueing_dominates),
         cmocka_unit_test(test_controller_beats_the_fixed_setting_on_a_load_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,11 @@
-/* adapt.c — the adaptive controller (rules in adapt.h) and its wiring into the simulator.
+/* adapt.c — the adaptive controller (rules in adapt.h).
  *
  * State: a ring of the last window_cap finished requests (time, TTFT, TPOT, queueing delay),
  * the queue length at the last step and at the last evaluation, the times of the last
  * evaluation and the last change. Percentiles sort a copy of the window (scratch allocated at
  * create), at most once per eval_interval_s.
  */
-#include "sim/adapt.h"
+#include "adapt.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -13,14 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched/status.h"
+#include "status.h"
 
 typedef struct sample {
     double t, ttft, tpot, queue; /* tpot NaN for one-token outputs */
 } sample_t;
 
-struct sim_adapt {
-    sim_adapt_opts_t o;
+struct sched_adapt {
+    sched_adapt_opts_t o;
     int id;
     sample_t *ring;
     int head, n;          /* oldest at head */
@@ -30,15 +30,15 @@ struct sim_adapt {
     int n_changes;
 };
 
-void sim_adapt_opts_default(sim_adapt_opts_t *o, const sched_config_t *start)
+void sched_adapt_opts_default(sched_adapt_opts_t *o, const sched_config_t *start)
 {
-    *o = (sim_adapt_opts_t){.ttft_target = 1, .tpot_target = 0.1, .window_s = 20, .window_cap = 4096,
+    *o = (sched_adapt_opts_t){.ttft_target = 1, .tpot_target = 0.1, .window_s = 20, .window_cap = 4096,
                             .min_samples = 20, .eval_interval_s = 1, .min_interval_s = 5, .hysteresis = 0.2,
                             .budget_min = 256, .budget_max = 8192, .timeout_min_ms = 1,
                             .timeout_max_ms = start && start->batch_timeout_ms > 1 ? start->batch_timeout_ms : 1};
 }
 
-static int check_opts(const sim_adapt_opts_t *o, char *err, int errlen)
+static int check_opts(const sched_adapt_opts_t *o, char *err, int errlen)
 {
     const char *bad = !(o->ttft_target >= 0) ? "ttft_target: must be >= 0"
                     : !(o->tpot_target >= 0) ? "tpot_target: must be >= 0"
@@ -57,17 +57,17 @@ static int check_opts(const sim_adapt_opts_t *o, char *err, int errlen)
     return bad ? SL_EINVAL : SL_OK;
 }
 
-sim_adapt_t *sim_adapt_create(const sim_adapt_opts_t *o, int id, char *err, int errlen)
+sched_adapt_t *sched_adapt_create(const sched_adapt_opts_t *o, int id, char *err, int errlen)
 {
     if (check_opts(o, err, errlen) != SL_OK)
         return NULL;
-    sim_adapt_t *a = sl_calloc(1, sizeof *a);
+    sched_adapt_t *a = sl_calloc(1, sizeof *a);
     if (a) {
         a->ring = sl_malloc((size_t)o->window_cap * sizeof *a->ring);
         a->scratch = sl_malloc((size_t)o->window_cap * sizeof *a->scratch);
     }
     if (!a || !a->ring || !a->scratch) {
-        sim_adapt_free(a);
+        sched_adapt_free(a);
         if (err && errlen > 0)
             snprintf(err, (size_t)errlen, "adaptive controller: out of memory");
         return NULL;
@@ -77,7 +77,7 @@ sim_adapt_t *sim_adapt_create(const sim_adapt_opts_t *o, int id, char *err, int 
     return a;
 }
 
-void sim_adapt_free(sim_adapt_t *a)
+void sched_adapt_free(sched_adapt_t *a)
 {
     if (!a)
         return;
@@ -86,7 +86,7 @@ void sim_adapt_free(sim_adapt_t *a)
     sl_free(a);
 }
 
-void sim_adapt_observe_request(sim_adapt_t *a, const sched_done_t *d)
+void sched_adapt_observe_request(sched_adapt_t *a, const sched_done_t *d)
 {
     if (d->reason == SCHED_FINISH_ABORT || d->first_token < 0 || d->finished < 0)
         return;
@@ -101,9 +101,9 @@ void sim_adapt_observe_request(sim_adapt_t *a, const sched_done_t *d)
     }
 }
 
-void sim_adapt_observe_step(sim_adapt_t *a, int waiting) { a->waiting = waiting; }
+void sched_adapt_observe_step(sched_adapt_t *a, int waiting) { a->waiting = waiting; }
 
-int sim_adapt_changes(const sim_adapt_t *a) { return a->n_changes; }
+int sched_adapt_changes(const sched_adapt_t *a) { return a->n_changes; }
 
 static int cmp_double(const void *x, const void *y)
 {
@@ -112,7 +112,7 @@ static int cmp_double(const void *x, const void *y)
 }
 
 /* p99 (type 7 interpolation) of one field over the window, NaN values skipped; NaN when none. */
-static double window_p99(sim_adapt_t *a, size_t field)
+static double window_p99(sched_adapt_t *a, size_t field)
 {
     int m = 0;
     for (int i = 0; i < a->n; i++) {
@@ -128,7 +128,7 @@ static double window_p99(sim_adapt_t *a, size_t field)
     return lo + 1 < m ? a->scratch[lo] + (h - lo) * (a->scratch[lo + 1] - a->scratch[lo]) : a->scratch[lo];
 }
 
-static bool change(sim_adapt_t *a, double now, const char *knob, double old_v, double new_v, sched_config_t *next,
+static bool change(sched_adapt_t *a, double now, const char *knob, double old_v, double new_v, sched_config_t *next,
                    const char *reason)
 {
     if (new_v == old_v)
@@ -141,14 +141,14 @@ static bool change(sim_adapt_t *a, double now, const char *knob, double old_v, d
     a->n_changes++;
     a->n = 0; /* judge the new setting on requests finished under it only */
     if (a->o.log) {
-        sim_adapt_change_t c = {.id = a->id, .t = now, .knob = knob, .old_value = old_v, .new_value = new_v};
+        sched_adapt_change_t c = {.id = a->id, .t = now, .knob = knob, .old_value = old_v, .new_value = new_v};
         snprintf(c.reason, sizeof c.reason, "%s", reason);
         a->o.log(a->o.log_ctx, &c);
     }
     return true;
 }
 
-bool sim_adapt_decide(sim_adapt_t *a, double now, const sched_config_t *cur, sched_config_t *next)
+bool sched_adapt_decide(sched_adapt_t *a, double now, const sched_config_t *cur, sched_config_t *next)
 {
     *next = *cur;
     if (now - a->last_eval < a->o.eval_interval_s)
@@ -163,7 +163,7 @@ bool sim_adapt_decide(sim_adapt_t *a, double now, const sched_config_t *cur, sch
     }
     if (a->n < a->o.min_samples || now - a->last_change < a->o.min_interval_s)
         return false;
-    const sim_adapt_opts_t *o = &a->o;
+    const sched_adapt_opts_t *o = &a->o;
     double ttft = window_p99(a, offsetof(sample_t, ttft)), tpot = window_p99(a, offsetof(sample_t, tpot));
     bool ttft_over = o->ttft_target > 0 && ttft > o->ttft_target;
     bool tpot_over = o->tpot_target > 0 && tpot > o->tpot_target;
@@ -199,87 +199,4 @@ bool sim_adapt_decide(sim_adapt_t *a, double now, const sched_config_t *cur, sch
         return change(a, now, "batch_timeout_ms", t, fmin(o->timeout_max_ms, fmax(t, t * 2)), next, why);
     }
     return false;
-}
-
-/* ---- the simulator's wiring ------------------------------------------------------------------ */
-
-struct sim_adaptive {
-    sim_adapt_t **ctl;
-    int n;
-    sim_sink_t inner;
-};
-
-sim_adaptive_t *sim_adaptive_create(const sim_adapt_opts_t *o, int replicas, char *err, int errlen)
-{
-    sim_adaptive_t *ad = sl_calloc(1, sizeof *ad);
-    if (!ad || !(ad->ctl = sl_calloc((size_t)replicas, sizeof *ad->ctl))) {
-        sl_free(ad);
-        if (err && errlen > 0)
-            snprintf(err, (size_t)errlen, "adaptive controller: out of memory");
-        return NULL;
-    }
-    for (ad->n = 0; ad->n < replicas; ad->n++)
-        if (!(ad->ctl[ad->n] = sim_adapt_create(o, ad->n, err, errlen))) {
-            sim_adaptive_free(ad);
-            return NULL;
-        }
-    return ad;
-}
-
-void sim_adaptive_free(sim_adaptive_t *ad)
-{
-    if (!ad)
-        return;
-    for (int i = 0; i < ad->n; i++)
-        sim_adapt_free(ad->ctl[i]);
-    sl_free(ad->ctl);
-    sl_free(ad);
-}
-
-static int fwd_done(void *ctx, int replica, const sched_done_t *d)
-{
-    sim_adaptive_t *ad = ctx;
-    if (replica >= 0 && replica < ad->n)
-        sim_adapt_observe_request(ad->ctl[replica], d);
-    return ad->inner.on_done ? ad->inner.on_done(ad->inner.ctx, replica, d) : SL_OK;
-}
-
-static int fwd_step(void *ctx, const sim_step_info_t *info)
-{
-    sim_adaptive_t *ad = ctx;
-    return ad->inner.on_step(ad->inner.ctx, info);
-}
-
-static void fwd_progress(void *ctx, double now, uint64_t done, uint64_t total)
-{
-    sim_adaptive_t *ad = ctx;
-    ad->inner.on_progress(ad->inner.ctx, now, done, total);
-}
-
-sim_sink_t sim_adaptive_sink(sim_adaptive_t *ad, const sim_sink_t *inner)
-{
-    ad->inner = inner ? *inner : (sim_sink_t){0};
-    return (sim_sink_t){ad, fwd_done, ad->inner.on_step ? fwd_step : NULL,
-                        ad->inner.on_progress ? fwd_progress : NULL};
-}
-
-static int between_steps(void *ctx, const sim_step_info_t *info, sched_t *sched)
-{
-    sim_adaptive_t *ad = ctx;
-    sim_adapt_t *a = ad->ctl[info->replica];
-    sim_adapt_observe_step(a, info->stats->waiting);
-    sched_config_t next;
-    if (!sim_adapt_decide(a, info->t_end, sched_config(sched), &next))
-        return SL_OK;
-    return sched_update_config(sched, &next, NULL, 0);
-}
-
-sim_hook_t sim_adaptive_hook(sim_adaptive_t *ad) { return (sim_hook_t){ad, between_steps}; }
-
-int sim_adaptive_changes(const sim_adaptive_t *ad)
-{
-    int n = 0;
-    for (int i = 0; i < ad->n; i++)
-        n += sim_adapt_changes(ad->ctl[i]);
-    return n;
 }
