@@ -394,6 +394,7 @@ static int arrival(sim_t *s, const wl_trace_t *tr, size_t i, double now, const s
         return rc;
     /* rejected (too long, queue full, invalid): reported done, aborted, never scheduled */
     tot->rejected++;
+    tot->too_long += rc == SL_ETOO_LONG;
     tot->done++;
     sched_done_t d = {.id = i, .priority = req.priority, .reason = SCHED_FINISH_ABORT,
                       .prompt_len = req.prompt_len, .arrival = req.arrival, .first_scheduled = -1,

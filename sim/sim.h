@@ -79,6 +79,7 @@ typedef struct sim_sink {
 
 typedef struct sim_totals {
     uint64_t events, steps, submitted, rejected, done;
+    uint64_t too_long;    /* of rejected: over the context or the whole KV pool, never servable */
     double end_time;      /* virtual time of the last event */
     double busy_time;     /* sum of step durations over replicas */
     double flops;         /* useful model FLOPs over the run */
