@@ -368,7 +368,7 @@ int cmd_profile(int argc, char **argv)
     }
 
     /* 2. forward passes on a backend of the engine's kind, with a pool of the engine's size */
-    if (!(model = eng_model_load(o.eng.model, err, sizeof err))) {
+    if (!(model = eng_model_load_for(o.eng.model, o.eng.backend, err, sizeof err))) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }

@@ -504,7 +504,8 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     e->step_user = p->step_user;
     e->scfg = sched ? *sched : eng_sched_config_from_params(p);
 
-    e->model = eng_model_load(p->model, buf, sizeof buf);
+    const char *backend = p->backend ? p->backend : "cpu";
+    e->model = eng_model_load_for(p->model, backend, buf, sizeof buf);
     if (!e->model) {
         set_err(err, errlen, "%s", buf);
         goto err;
@@ -518,7 +519,7 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     bp.kv_f16 = p->kv_f16;
     bp.gpu_memory_utilization = p->gpu_memory_utilization;
     bp.device = p->device;
-    e->backend = eng_backend_create(p->backend ? p->backend : "cpu", e->model, &bp, buf, sizeof buf);
+    e->backend = eng_backend_create(backend, e->model, &bp, buf, sizeof buf);
     if (!e->backend) {
         set_err(err, errlen, "%s", buf);
         goto err;

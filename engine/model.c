@@ -7,6 +7,9 @@
  *   weights in one owned buffer: uniform values with standard deviation 0.02 (a real init's
  *   scale, so activations stay finite through any depth), norms 1, quantised to TYPE (default
  *   f16, the dtype the built-in shapes assume), seed 0. No tokenizer.
+ * eng_model_shape_only("SHAPE"): the same tensors typed and shaped, no data (data NULL, owned
+ *   NULL): for backends that generate their weights themselves (CUDA). eng_model_load_for(path,
+ *   "cuda") loads one for "synthetic:SHAPE[:f16]", so 13.5 GB of Llama-2-7B never exist on the host.
  */
 #include "model.h"
 
@@ -271,8 +274,9 @@ static void fill_tensor(eng_tensor_t *t, float *row, uint64_t *rng)
     }
 }
 
-eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint64_t seed, char *err,
-                                 int errlen)
+/* A model of a built-in shape: config and layers, no tensors yet. NULL + err on an unknown shape
+ * or out of memory. */
+static eng_model_t *model_of_shape(const char *shape, char *err, int errlen)
 {
     sched_model_shape_t s;
     if (sched_model_shape_builtin(shape, &s) != SL_OK) {
@@ -280,15 +284,15 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
              sched_model_shape_names());
         return NULL;
     }
-    if (weight_type != ENG_T_F32 && weight_type != ENG_T_F16 && weight_type != ENG_T_BF16 &&
-        weight_type != ENG_T_Q8_0 && weight_type != ENG_T_Q4_0 && weight_type != ENG_T_Q4_1) {
-        sl_errf(err, errlen, SL_EUNSUPPORTED,
-             "synthetic:%s: weights of type %s cannot be generated (f32, f16, bf16, q8_0, q4_0, q4_1)",
-             shape, eng_type_name(weight_type));
+    eng_model_t *m = sl_calloc(1, sizeof *m);
+    if (m && !(m->layers = sl_calloc((size_t)s.n_layers, sizeof *m->layers))) {
+        sl_free(m);
+        m = NULL;
+    }
+    if (!m) {
+        sl_errf(err, errlen, SL_ENOMEM, "synthetic:%s: out of memory", shape);
         return NULL;
     }
-    eng_model_t *m = sl_calloc(1, sizeof *m);
-    if (!m) goto oom;
     eng_model_config_t *c = &m->cfg;
     *c = (eng_model_config_t){.n_layers = s.n_layers, .dim = s.hidden, .n_heads = s.n_heads,
                               .n_kv_heads = s.n_kv_heads, .head_dim = s.head_dim,
@@ -297,54 +301,88 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
                               .norm_eps = 1e-5f, .tied_output = s.tied_embeddings};
     snprintf(c->arch, sizeof c->arch, "llama");
     snprintf(c->name, sizeof c->name, "%s", s.name);
-    if (!(m->layers = sl_calloc((size_t)c->n_layers, sizeof *m->layers))) goto oom;
+    return m;
+}
 
-    /* Pass 1: type and shape every tensor and add up the buffer; pass 2: fill. */
+/* Types and shapes every tensor of m (projections weight_type, norms F32) and places each at its
+ * 64-byte aligned offset from base, or leaves data NULL when base is NULL. With row (scratch of
+ * the widest row) also fills them, seeded. Returns the bytes the tensors span; 0 + err when a
+ * row is not a whole number of the type's blocks. */
+static size_t place_tensors(eng_model_t *m, eng_type_t weight_type, char *base, float *row,
+                            uint64_t seed, char *err, int errlen)
+{
+    const eng_model_config_t *c = &m->cfg;
     wspec_t gs[3], ls[9];
     global_specs(c, gs);
     int nl = n_layer_specs(c, ls);
-    size_t total = 0;
-    int64_t widest = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        size_t off = 0;
-        for (int l = -1; l < c->n_layers; l++) {
-            int n = l < 0 ? (c->tied_output ? 2 : 3) : nl;
-            for (int i = 0; i < n; i++) {
-                const wspec_t *w = l < 0 ? &gs[i] : &ls[i];
-                char *base = l < 0 ? (char *)m : (char *)&m->layers[l];
-                eng_tensor_t *t = (eng_tensor_t *)(base + w->field);
-                eng_type_t type = w->n_out ? weight_type : ENG_T_F32;
-                size_t rb = eng_type_row_bytes(type, w->n_in);
-                if (rb == 0) {
-                    sl_errf(err, errlen, SL_EUNSUPPORTED,
-                         "synthetic:%s: %s rows of %d elements are not a multiple of the %s block (%d)",
-                         shape, w->suffix, w->n_in, eng_type_name(type), eng_type_block_elems(type));
-                    eng_model_free(m);
-                    return NULL;
-                }
-                int64_t rows = w->n_out ? w->n_out : 1;
-                *t = (eng_tensor_t){type, w->n_out ? 2 : 1, {w->n_in, rows, 1, 1},
-                                    m->owned ? (char *)m->owned + off : NULL, rb * (size_t)rows};
-                off += (t->nbytes + 63) & ~(size_t)63;
-                if (w->n_in > widest) widest = w->n_in;
-                if (pass == 1) {
-                    uint64_t rng = seed ^ (0x51ed270b27a1f5c3ull * (uint64_t)(l + 2) + (uint64_t)i);
-                    float *row = m->owned ? (float *)((char *)m->owned + total) : NULL;
-                    fill_tensor(t, row, &rng);
-                }
+    size_t off = 0;
+    for (int l = -1; l < c->n_layers; l++) {
+        int n = l < 0 ? (c->tied_output ? 2 : 3) : nl;
+        for (int i = 0; i < n; i++) {
+            const wspec_t *w = l < 0 ? &gs[i] : &ls[i];
+            char *owner = l < 0 ? (char *)m : (char *)&m->layers[l];
+            eng_tensor_t *t = (eng_tensor_t *)(owner + w->field);
+            eng_type_t type = w->n_out ? weight_type : ENG_T_F32;
+            size_t rb = eng_type_row_bytes(type, w->n_in);
+            if (rb == 0) {
+                sl_errf(err, errlen, SL_EUNSUPPORTED,
+                     "synthetic:%s: %s rows of %d elements are not a multiple of the %s block (%d)",
+                     c->name, w->suffix, w->n_in, eng_type_name(type), eng_type_block_elems(type));
+                return 0;
             }
-        }
-        if (pass == 0) {
-            total = off; /* the row scratch lives after the weights */
-            if (!(m->owned = sl_malloc(total + (size_t)widest * sizeof(float)))) goto oom;
+            int64_t rows = w->n_out ? w->n_out : 1;
+            *t = (eng_tensor_t){type, w->n_out ? 2 : 1, {w->n_in, rows, 1, 1},
+                                base ? base + off : NULL, rb * (size_t)rows};
+            off += (t->nbytes + 63) & ~(size_t)63;
+            if (row) {
+                uint64_t rng = seed ^ (0x51ed270b27a1f5c3ull * (uint64_t)(l + 2) + (uint64_t)i);
+                fill_tensor(t, row, &rng);
+            }
         }
     }
     if (c->tied_output) m->output = m->tok_embd;
+    return off;
+}
+
+eng_model_t *eng_model_shape_only(const char *shape, char *err, int errlen)
+{
+    eng_model_t *m = model_of_shape(shape, err, errlen);
+    if (m && place_tensors(m, ENG_T_F16, NULL, NULL, 0, err, errlen) == 0) {
+        eng_model_free(m);
+        return NULL;
+    }
+    return m; /* gguf == NULL && owned == NULL: a backend generates the weights */
+}
+
+eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint64_t seed, char *err,
+                                 int errlen)
+{
+    if (weight_type != ENG_T_F32 && weight_type != ENG_T_F16 && weight_type != ENG_T_BF16 &&
+        weight_type != ENG_T_Q8_0 && weight_type != ENG_T_Q4_0 && weight_type != ENG_T_Q4_1) {
+        sl_errf(err, errlen, SL_EUNSUPPORTED,
+             "synthetic:%s: weights of type %s cannot be generated (f32, f16, bf16, q8_0, q4_0, q4_1)",
+             shape, eng_type_name(weight_type));
+        return NULL;
+    }
+    eng_model_t *m = model_of_shape(shape, err, errlen);
+    if (!m) return NULL;
+    /* Pass 1: type and shape every tensor and add up the buffer; pass 2: place and fill. */
+    const eng_model_config_t *c = &m->cfg;
+    size_t total = place_tensors(m, weight_type, NULL, NULL, seed, err, errlen);
+    if (total == 0) {
+        eng_model_free(m);
+        return NULL;
+    }
+    int64_t widest = c->dim > c->ffn_dim ? c->dim : c->ffn_dim; /* the longest row */
+    if ((int64_t)c->n_heads * c->head_dim > widest) widest = (int64_t)c->n_heads * c->head_dim;
+    /* the row scratch lives after the weights */
+    if (!(m->owned = sl_malloc(total + (size_t)widest * sizeof(float)))) {
+        eng_model_free(m);
+        sl_errf(err, errlen, SL_ENOMEM, "synthetic:%s: out of memory for the weights", shape);
+        return NULL;
+    }
+    place_tensors(m, weight_type, m->owned, (float *)((char *)m->owned + total), seed, err, errlen);
     return m;
-oom:
-    eng_model_free(m);
-    sl_errf(err, errlen, SL_ENOMEM, "synthetic:%s: out of memory for the weights", shape);
-    return NULL;
 }
 
 /* ---------------------------------------------------------------- entry point ----------------- */
@@ -371,14 +409,15 @@ static int parse_synthetic(const char *spec, char *shape, size_t cap, eng_type_t
                 colon + 1);
 }
 
+static const char SYNTH_PREFIX[] = "synthetic:";
+
 eng_model_t *eng_model_load(const char *path_or_synthetic, char *err, int errlen)
 {
-    static const char prefix[] = "synthetic:";
-    if (strncmp(path_or_synthetic, prefix, sizeof prefix - 1) == 0) {
+    if (strncmp(path_or_synthetic, SYNTH_PREFIX, sizeof SYNTH_PREFIX - 1) == 0) {
         char shape[64];
         eng_type_t type;
-        if (parse_synthetic(path_or_synthetic + sizeof prefix - 1, shape, sizeof shape, &type, err,
-                            errlen) != SL_OK)
+        if (parse_synthetic(path_or_synthetic + sizeof SYNTH_PREFIX - 1, shape, sizeof shape, &type,
+                            err, errlen) != SL_OK)
             return NULL;
         return eng_model_synthetic(shape, type, 0, err, errlen);
     }
@@ -392,4 +431,24 @@ eng_model_t *eng_model_load(const char *path_or_synthetic, char *err, int errlen
         return NULL;
     }
     return m;
+}
+
+eng_model_t *eng_model_load_for(const char *path_or_synthetic, const char *backend, char *err,
+                                int errlen)
+{
+    if (strcmp(backend, "cuda") != 0 ||
+        strncmp(path_or_synthetic, SYNTH_PREFIX, sizeof SYNTH_PREFIX - 1) != 0)
+        return eng_model_load(path_or_synthetic, err, errlen);
+    const char *spec = path_or_synthetic + sizeof SYNTH_PREFIX - 1;
+    char shape[64];
+    eng_type_t type;
+    if (parse_synthetic(spec, shape, sizeof shape, &type, err, errlen) != SL_OK) return NULL;
+    if (type != ENG_T_F16) {
+        sl_errf(err, errlen, SL_EUNSUPPORTED,
+                "synthetic:%s: synthetic weights on the CUDA backend are fp16, generated on the "
+                "device: use synthetic:SHAPE or synthetic:SHAPE:f16",
+                spec);
+        return NULL;
+    }
+    return eng_model_shape_only(shape, err, errlen);
 }

@@ -94,4 +94,15 @@ eng_model_t *eng_model_synthetic(const char *shape, eng_type_t weight_type, uint
                                  int errlen);
 void eng_model_free(eng_model_t *m);
 
+/* A built-in shape with no weights on the host: the config of eng_model_synthetic and every tensor
+ * typed (F16 projections, F32 norms) and shaped, but data NULL; gguf, owned and tok NULL. For
+ * backends that generate their own weights (CUDA); the CPU backend refuses it with a clear error.
+ * NULL + err on an unknown shape or out of memory. Free with eng_model_free. */
+eng_model_t *eng_model_shape_only(const char *shape, char *err, int errlen);
+/* eng_model_load for a backend: on "cuda", "synthetic:SHAPE" and "synthetic:SHAPE:f16" give
+ * eng_model_shape_only (the backend generates fp16 weights on the device) and another synthetic
+ * type is an error; everything else is eng_model_load. */
+eng_model_t *eng_model_load_for(const char *path_or_synthetic, const char *backend, char *err,
+                                int errlen);
+
 #endif

@@ -33,7 +33,6 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model.h"
 #include "engine/quant.h"
-#include "sched/memest.h"
 #include "sched/status.h"
 
 #define BS 16
@@ -457,28 +456,6 @@ out:
 
 /* ---- perf: shape-only model, weights generated on the device ------------------------------------ */
 
-static eng_model_t *shape_only_model(const char *shape, char *err, int errlen) {
-    sched_model_shape_t s;
-    if (sched_model_shape_builtin(shape, &s) != SL_OK) {
-        snprintf(err, (size_t)errlen, "unknown shape %s (%s)", shape, sched_model_shape_names());
-        return NULL;
-    }
-    eng_model_t *m = calloc(1, sizeof *m);
-    if (!m || !(m->layers = calloc((size_t)s.n_layers, sizeof *m->layers))) {
-        free(m);
-        snprintf(err, (size_t)errlen, "out of memory");
-        return NULL;
-    }
-    m->cfg = (eng_model_config_t){.n_layers = s.n_layers, .dim = s.hidden, .n_heads = s.n_heads,
-                                  .n_kv_heads = s.n_kv_heads, .head_dim = s.head_dim,
-                                  .ffn_dim = s.intermediate, .vocab = s.vocab,
-                                  .n_ctx_train = s.max_context, .rope_theta = 10000.0f,
-                                  .norm_eps = 1e-5f, .tied_output = s.tied_embeddings};
-    snprintf(m->cfg.arch, sizeof m->cfg.arch, "llama");
-    snprintf(m->cfg.name, sizeof m->cfg.name, "%s", s.name);
-    return m; /* gguf == NULL && owned == NULL: the CUDA backend generates the weights */
-}
-
 typedef struct perf {
     eng_backend_t *b;
     int vocab, num_blocks;
@@ -620,7 +597,7 @@ static int decode_attn_agree(out_t *o, perf_t *p, const char *label) {
 
 static int run_perf(out_t *o, const char *shape) {
     char err[512];
-    eng_model_t *m = shape_only_model(shape, err, sizeof err);
+    eng_model_t *m = eng_model_shape_only(shape, err, sizeof err);
     if (!m) {
         fprintf(stderr, "%s\n", err);
         return 2;
@@ -630,8 +607,7 @@ static int run_perf(out_t *o, const char *shape) {
     eng_backend_t *b = eng_backend_create("cuda", m, &params, err, sizeof err);
     if (!b) {
         fprintf(stderr, "%s\n", err);
-        free(m->layers);
-        free(m);
+        eng_model_free(m);
         return 2;
     }
     printf("backend created (weights generated on the device) in %.2f s\n", now_s() - t0);
@@ -731,8 +707,7 @@ out:
     free(p.ids);
     free(p.q);
     eng_backend_free(b);
-    free(m->layers);
-    free(m);
+    eng_model_free(m);
     return rc;
 }
 

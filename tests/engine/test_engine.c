@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "engine/backend.h"
+#include "engine/model.h"
 #include "include/sluice.h"
 
 #define MODEL "../shared/models/stories260K.gguf"
@@ -503,6 +505,55 @@ static void test_engine_create_reports_a_bad_model(void **state)
     assert_non_null(strstr(err, "model"));
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* synthetic:llama2-7b on cuda never builds its 13.5 GB of weights on the host: without a usable
+ * device it fails at once with the backend's error (device 99 makes a machine with a GPU fail
+ * fast too); a non-fp16 synthetic type is refused before any backend exists. */
+static void test_engine_cuda_synthetic_fails_fast_without_host_weights(void **state)
+{
+    (void)state;
+    sluice_engine_params p = sluice_engine_default_params();
+    p.model = "synthetic:llama2-7b";
+    p.backend = "cuda";
+    p.device = 99;
+    char err[512] = "";
+    double t0 = mono_s();
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    double dt = mono_s() - t0;
+    printf("  cuda synthetic:llama2-7b refused in %.3f s: %s\n", dt, err);
+    assert_true(dt < 2.0);
+#ifdef SLUICE_HAVE_CUDA
+    assert_true(strstr(err, "cuda: no CUDA device") || strstr(err, "cuda: device 99 does not exist"));
+#else
+    assert_non_null(strstr(err, "cuda: not built"));
+#endif
+    p.model = "synthetic:llama2-7b:q4_0";
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_string_equal(err, "synthetic:llama2-7b:q4_0: synthetic weights on the CUDA backend are fp16, "
+                             "generated on the device: use synthetic:SHAPE or synthetic:SHAPE:f16");
+}
+
+/* The CPU backend computes from host weights: given a shape-only model it refuses with an error,
+ * it does not dereference the missing data. */
+static void test_cpu_backend_refuses_a_shape_only_model(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    eng_model_t *m = eng_model_shape_only("stories260k", err, sizeof err);
+    assert_non_null(m);
+    eng_backend_params_t bp = eng_backend_params_default();
+    assert_null(eng_backend_create("cpu", m, &bp, err, sizeof err));
+    printf("  cpu on a shape-only model: %s\n", err);
+    assert_non_null(strstr(err, "cpu: "));
+    eng_model_free(m);
+}
+
 /* ---- penalties and logprobs ---- */
 
 /* generate(), and the request itself must have succeeded. */
@@ -654,6 +705,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engine_create_reports_a_bad_model),
+        cmocka_unit_test(test_engine_cuda_synthetic_fails_fast_without_host_weights),
+        cmocka_unit_test(test_cpu_backend_refuses_a_shape_only_model),
         cmocka_unit_test(test_engine_greedy_matches_llama_cpp_alone),
         cmocka_unit_test(test_engine_batched_continuous_matches_fixtures),
         cmocka_unit_test(test_engine_batched_naive_matches_fixtures),

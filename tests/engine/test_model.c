@@ -1,5 +1,6 @@
 /* test_model.c — real GGUF models load with their published hyperparameters; synthetic models of
- * built-in shapes are well-formed, deterministic and finite. */
+ * built-in shapes are well-formed, deterministic and finite; shape-only models (for the CUDA
+ * backend) have every dimension and no host data. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -132,6 +133,85 @@ static void test_synthetic_errors_name_the_problem(void **state)
     eng_model_free(m);
 }
 
+/* A shape-only model has the built-in shape's config and every tensor typed and shaped, but no
+ * data anywhere on the host; an unknown shape is refused by name. */
+static void test_shape_only_llama2_7b_has_dims_and_no_data(void **state)
+{
+    (void)state;
+    char err[256];
+    eng_model_t *m = eng_model_shape_only("llama2-7b", err, sizeof err);
+    assert_non_null(m);
+    const eng_model_config_t *c = &m->cfg;
+    assert_string_equal(c->name, "llama2-7b");
+    assert_int_equal(c->n_layers, 32);
+    assert_int_equal(c->dim, 4096);
+    assert_int_equal(c->n_heads, 32);
+    assert_int_equal(c->n_kv_heads, 32);
+    assert_int_equal(c->head_dim, 128);
+    assert_int_equal(c->ffn_dim, 11008);
+    assert_int_equal(c->vocab, 32000);
+    assert_false(c->tied_output);
+    assert_null(m->gguf);
+    assert_null(m->owned);
+    assert_null(m->tok);
+    assert_int_equal(m->tok_embd.type, ENG_T_F16);
+    assert_int_equal(m->tok_embd.ne[0], 4096);
+    assert_int_equal(m->tok_embd.ne[1], 32000);
+    assert_int_equal(m->output.ne[1], 32000);
+    assert_int_equal(m->out_norm.type, ENG_T_F32);
+    assert_int_equal(m->out_norm.ne[0], 4096);
+    const eng_layer_t *L = &m->layers[31];
+    assert_int_equal(L->wk.type, ENG_T_F16);
+    assert_int_equal(L->wk.ne[0], 4096);
+    assert_int_equal(L->wk.ne[1], 32 * 128);
+    assert_int_equal(L->w_down.ne[0], 11008);
+    assert_int_equal(L->w_down.ne[1], 4096);
+    assert_int_equal(L->w_down.nbytes, (size_t)11008 * 4096 * 2);
+    assert_int_equal(L->ffn_norm.type, ENG_T_F32);
+    for (int l = 0; l < c->n_layers; l++) {
+        const eng_layer_t *y = &m->layers[l];
+        const eng_tensor_t *ts[] = {&y->attn_norm, &y->wq,     &y->wk,   &y->wv,    &y->wo,
+                                    &y->ffn_norm,  &y->w_gate, &y->w_up, &y->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            assert_null(ts[i]->data);
+    }
+    assert_null(m->tok_embd.data);
+    assert_null(m->output.data);
+    assert_null(m->out_norm.data);
+    eng_model_free(m);
+
+    assert_null(eng_model_shape_only("gpt5", err, sizeof err));
+    assert_non_null(strstr(err, "synthetic:gpt5: unknown shape (built-in shapes: "));
+}
+
+/* eng_model_load_for: synthetic:SHAPE[:f16] on cuda is shape only, another type is refused; the
+ * CPU backend and GGUF paths load as eng_model_load does. */
+static void test_load_for_cuda_keeps_synthetic_weights_off_the_host(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *f16[] = {"synthetic:stories260k", "synthetic:stories260k:f16"};
+    for (int i = 0; i < 2; i++) {
+        eng_model_t *m = eng_model_load_for(f16[i], "cuda", err, sizeof err);
+        assert_non_null(m);
+        assert_null(m->owned);
+        assert_null(m->tok_embd.data);
+        eng_model_free(m);
+    }
+    assert_null(eng_model_load_for("synthetic:stories260k:q8_0", "cuda", err, sizeof err));
+    assert_string_equal(err, "synthetic:stories260k:q8_0: synthetic weights on the CUDA backend are "
+                             "fp16, generated on the device: use synthetic:SHAPE or synthetic:SHAPE:f16");
+    assert_null(eng_model_load_for("synthetic:stories260k:q5_0", "cuda", err, sizeof err));
+    assert_non_null(strstr(err, "unknown weight type 'q5_0'"));
+    assert_null(eng_model_load_for("synthetic:gpt5", "cuda", err, sizeof err));
+    assert_non_null(strstr(err, "unknown shape"));
+    eng_model_t *m = eng_model_load_for("synthetic:stories260k", "cpu", err, sizeof err);
+    assert_non_null(m);
+    assert_non_null(m->owned);
+    assert_non_null(m->tok_embd.data);
+    eng_model_free(m);
+}
+
 /* Fails each allocation of a load in turn: every one gives a clean error (ASan builds prove no
  * leak), and once injection is past the last allocation the load succeeds. */
 static void test_load_survives_every_allocation_failure(void **state)
@@ -161,6 +241,8 @@ int main(void)
         cmocka_unit_test(test_smollm2_loads_with_tied_q8_0_output),
         cmocka_unit_test(test_synthetic_smollm2_q4_1_is_shaped_finite_and_deterministic),
         cmocka_unit_test(test_synthetic_errors_name_the_problem),
+        cmocka_unit_test(test_shape_only_llama2_7b_has_dims_and_no_data),
+        cmocka_unit_test(test_load_for_cuda_keeps_synthetic_weights_off_the_host),
         cmocka_unit_test(test_load_survives_every_allocation_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
