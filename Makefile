@@ -86,6 +86,11 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+# The x86 kernel files are chosen at run time by CPU detection; each is compiled for its own ISA
+# (GCC also honours their `#pragma GCC target`; clang needs the flags).
+$(BUILD)/engine/cpu/kernels_avx2.o: ALL_CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/engine/cpu/kernels_avx512.o: ALL_CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+
 define MODULE_RULES
 $(call lib,$(1)): $(call objs,$(1)) $(if $(filter engine,$(1)),$(CU_OBJ))
 	@mkdir -p $$(dir $$@)

@@ -6,6 +6,10 @@
  */
 #include "engine/cpu/kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <math.h>
 #include <string.h>
 
@@ -35,8 +39,10 @@ eng_cpu_isa_t eng_cpu_isa_detect(void)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
         return ENG_CPU_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    /* F16C through cpuid (leaf 1, ecx bit 29): clang's __builtin_cpu_supports does not know "f16c" */
+    unsigned eax, ebx, ecx, edx;
+    int f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
         return ENG_CPU_ISA_AVX2;
 #endif
     return ENG_CPU_ISA_SCALAR;
