@@ -246,10 +246,13 @@ static int measure_forward(bench_t *b, const sim_profile_t *p, int T, int S, int
                 rc = shape(b, 1, q, ctx, j != 1, 0, 0, err, errlen);
         }
     /* decode batches: decode attention and the LM head at rows = batch */
-    int ctxs[] = {16, C / 4, C / 2 - 1, C - 1};
+    /* contexts 64 and 256 as well: the decode table's knots sit at K = 16, 64, 256, 1024 .. KV
+     * tokens, and a knot no point comes near is a free coefficient (it once fitted dec(256) at
+     * 0.003 ms, pricing single-sequence decode at contexts 150-500 20% low) */
+    int ctxs[] = {16, 63, 255, C / 4, C / 2 - 1, C - 1};
     for (int bs = 1; rc == SL_OK; bs = bs * 2 > S && bs < S ? S : bs * 2) {
-        for (int j = 0; j < 4 && rc == SL_OK; j++)
-            if (ctxs[j] >= 1 && ctxs[j] < C)
+        for (int j = 0; j < 6 && rc == SL_OK; j++)
+            if (ctxs[j] >= 1 && ctxs[j] < C && (j < 3 ? bs <= 4 && ctxs[j] < C / 4 : true))
                 rc = shape(b, 0, 0, 0, false, bs, ctxs[j], err, errlen);
         if (bs >= S)
             break;

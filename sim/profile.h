@@ -13,7 +13,8 @@
  *                                                           a table, as the KV read outgrows caches
  * dense, lm, pre and dec are fitted together by weighted least squares (relative error,
  * gsl_multifit_wlinear) on forward passes timed through the backend interface; dense(M), lm(rows)
- * and dec(K) are piecewise linear in log M (rows, K) over their knots (hat-function basis), linear
+ * are piecewise linear in log M (rows) over their knots (hat-function basis), dec(K) linear in K
+ * between its knots (attention work is linear in K); all linear
  * past the last knot and below the first. Padding of static strategies counts in M (it is real work for the cost model,
  * though the engine never computes it: see VALIDATION.md).
  *

@@ -131,6 +131,13 @@ static void test_host_terms_fit_medians_by_rows(void **state)
     assert_true(fabs(p.host_s - 100e-6) < 1e-6);
     assert_true(fabs(p.host_row - 5e-6) < 1e-7);
     assert_int_equal(sim_profile_fit_host(&p, ov, rows, 2, err, sizeof err), SL_EINVAL);
+    /* a per-row cost with no fixed cost (the line's intercept comes out slightly negative): the
+     * line through the origin, not a mean that charges a 1-row step a 12-row step's overhead */
+    for (int i = 0; i < 60; i++)
+        ov[i] = 7e-6 * rows[i] - (i % 2 ? 1e-6 : 0);
+    assert_int_equal(sim_profile_fit_host(&p, ov, rows, 60, err, sizeof err), SL_OK);
+    assert_true(p.host_s == 0);
+    assert_true(fabs(p.host_row - 7e-6) < 0.5e-6);
 }
 
 static void test_step_price_is_the_sum_of_its_terms(void **state)
