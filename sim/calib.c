@@ -166,9 +166,7 @@ static int csv_num(const csv_t *c, int col, double *out, char *err, int errlen)
 
 /* ---- weighted least squares -------------------------------------------------------------- */
 
-/* Fits y ~ X c with weights 1/y^2 over n rows of p columns (X row-major). SL_EINVAL when there
- * are fewer rows than columns. */
-static int wls(const double *x, const double *y, int n, int p, double *c)
+int sim_fit_relative(const double *x, const double *y, int n, int p, double *c)
 {
     if (n < p)
         return SL_EINVAL;
@@ -254,7 +252,7 @@ static int fit_table(sim_op_table_t *tab, const sched_model_shape_t *ref)
                     x[p * k] = 1;
                 x[p * k + p - 1] = bytes, y[k++] = tab->t[op][i];
             }
-        rc = wls(x, y, k, p, c);
+        rc = sim_fit_relative(x, y, k, p, c);
         fit->c0 = gemm ? 0 : c[0], fit->xb = c[p - 1], fit->xf = 0;
         if (gemm && rc == SL_OK) {
             k = 0;
@@ -263,7 +261,7 @@ static int fit_table(sim_op_table_t *tab, const sched_model_shape_t *ref)
                     sim_op_work(ref, tab->tp, op, tab->m[i], &bytes, &flops);
                     x[k] = flops, y[k++] = tab->t[op][i];
                 }
-            rc = wls(x, y, k, 1, c);
+            rc = sim_fit_relative(x, y, k, 1, c);
             fit->xf = c[0];
         }
     }
@@ -567,7 +565,7 @@ static int fit_attn(sim_calib_t *c)
             memcpy(x + k * p, row, sizeof(double) * p);
             y[k++] = pt->t;
         }
-        if (wls(x, y, k, p, coef) != SL_OK || (pre && floor_n == 0))
+        if (sim_fit_relative(x, y, k, p, coef) != SL_OK || (pre && floor_n == 0))
             return SL_EINVAL;
         if (pre)
             c->attn.a0 = floor_sum / floor_n, c->attn.a3 = coef[0], c->attn.a1 = coef[1], c->attn.a2 = coef[2];

@@ -166,4 +166,9 @@ typedef struct sim_check_row {
  * returns how many. Cannot fail. */
 int sim_calib_check(const sim_calib_t *c, sim_check_row_t *rows, int cap);
 
+/* Weighted least squares y ~ X c with weights 1/y^2, i.e. minimising relative error, over n rows
+ * of p columns (X row-major); c receives p coefficients. SL_EINVAL when n < p or GSL finds the
+ * system singular, SL_ENOMEM. Shared by the operator fits here and the engine profile fit. */
+int sim_fit_relative(const double *x, const double *y, int n, int p, double *c);
+
 #endif

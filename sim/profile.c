@@ -21,9 +21,9 @@
 
 #include <cJSON.h>
 #include <gsl/gsl_fit.h>
-#include <gsl/gsl_multifit.h>
 
 #include "sched/status.h"
+#include "sim/calib.h"
 
 static int geo_knots(double *k, long first, int factor, int max, int *n)
 {
@@ -109,34 +109,6 @@ double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt
 
 /* ---- fitting -------------------------------------------------------------------------------- */
 
-/* Weighted least squares y ~ X c, weights 1/y^2 (relative error), X row-major n x q. */
-static int wls(const double *x, const double *y, int n, int q, double *c)
-{
-    gsl_matrix *X = gsl_matrix_alloc(n, q), *cov = gsl_matrix_alloc(q, q);
-    gsl_vector *Y = gsl_vector_alloc(n), *W = gsl_vector_alloc(n), *C = gsl_vector_alloc(q);
-    gsl_multifit_linear_workspace *ws = gsl_multifit_linear_alloc(n, q);
-    int rc = SL_ENOMEM;
-    if (X && cov && Y && W && C && ws) {
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j < q; j++)
-                gsl_matrix_set(X, i, j, x[(size_t)i * q + j]);
-            gsl_vector_set(Y, i, y[i]);
-            gsl_vector_set(W, i, 1.0 / (y[i] * y[i]));
-        }
-        double chisq;
-        rc = gsl_multifit_wlinear(X, W, Y, C, cov, &chisq, ws) ? SL_EFORMAT : SL_OK;
-        for (int j = 0; j < q; j++)
-            c[j] = gsl_vector_get(C, j);
-    }
-    gsl_multifit_linear_free(ws);
-    gsl_vector_free(C);
-    gsl_vector_free(W);
-    gsl_vector_free(Y);
-    gsl_matrix_free(cov);
-    gsl_matrix_free(X);
-    return rc;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -182,7 +154,7 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
             for (int j = 0, k = 0; j < q; j++)
                 if (use[j])
                     x[(size_t)i * u + k++] = full[(size_t)i * q + j];
-        if ((rc = wls(x, y, n, u, c)) != SL_OK)
+        if ((rc = sim_fit_relative(x, y, n, u, c)) != SL_OK)
             break;
         int worst = -1;
         for (int j = 0, k = 0; j < q; j++) {
