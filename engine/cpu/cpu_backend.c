@@ -533,6 +533,11 @@ static int check_weight(const eng_tensor_t *t, const char *what, int layer, int6
 static int check_model(const eng_model_t *m, char *err, int errlen)
 {
     const eng_model_config_t *cfg = &m->cfg;
+    if (!m->tok_embd.data) {
+        snprintf(err, errlen, "cpu: the model has no weights on the host (a shape-only model is for the "
+                              "CUDA backend, which generates its weights on the device)");
+        return 0;
+    }
     if (cfg->n_layers <= 0 || cfg->dim <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 != 0 ||
         cfg->ffn_dim <= 0 || cfg->vocab <= 0 || !m->layers || !m->out_norm.data) {
