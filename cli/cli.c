@@ -2,7 +2,9 @@
 #include "cli/cli.h"
 
 #include <gsl/gsl_errno.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +48,16 @@ int cli_fail(const char *subcmd, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return 2;
+}
+
+int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (!v || end == v || *end || !(x >= lo && x <= hi))
+        return cli_fail(cmd, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
+    *out = x;
+    return 0;
 }
 
 const char *cli_code_revision(void) { return SLUICE_REVISION; }

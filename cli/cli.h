@@ -22,6 +22,10 @@ int cmd_plan(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 /* Prints "sluice SUBCMD: <message>" to stderr and returns 2 (for `return cli_usage_error(...)`). */
+/* Parses v as a number in lo..hi for option flag of subcommand cmd into *out. Returns 0, or prints
+ * "sluice CMD: FLAG: expected a number in LO..HI, got 'V'" and returns 2 (v NULL: missing). */
+int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
+
 /* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */
 const char *cli_code_revision(void);
 

@@ -135,18 +135,6 @@ out:
 
 /* ---- options -------------------------------------------------------------------------------- */
 
-static int num_arg(const char *flag, const char *v, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || end == v || *end || !(x >= lo && x <= hi)) {
-        cli_fail(CMD, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
 static int parse_levels(const char *v, opts_t *o)
 {
     o->n_levels = 0;
@@ -167,14 +155,17 @@ static int parse_opts(int argc, char **argv, opts_t *o)
     *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .prompt_len = 128, .max_tokens = 128,
                   .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
     for (int i = 1; i < argc; i++) {
+        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
+        if (shared == 1)
+            continue;
+        if (shared)
+            return shared;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x;
-        const char **str = !strcmp(a, "-m") || !strcmp(a, "--model") ? &o->eng.model
-                           : !strcmp(a, "--trace")                   ? &o->trace
-                           : !strcmp(a, "--preset")                  ? &o->preset
-                           : !strcmp(a, "--backend")                 ? &o->eng.backend
-                           : !strcmp(a, "--db")                      ? &o->db
-                                                                     : NULL;
+        double x = 0;
+        const char **str = !strcmp(a, "--trace")    ? &o->trace
+                           : !strcmp(a, "--preset") ? &o->preset
+                           : !strcmp(a, "--db")     ? &o->db
+                                                    : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return -1;
@@ -190,7 +181,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             i++;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--requests") || !strcmp(a, "--prompt-len") ||
                    !strcmp(a, "--max-tokens") || !strcmp(a, "--threads")) {
-            if (!num_arg(a, v, 0, 1e9, &x))
+            if (cli_number(CMD, a, v, 0, 1e9, &x))
                 return 2;
             i++;
             if (!strcmp(a, "-n"))
@@ -203,26 +194,6 @@ static int parse_opts(int argc, char **argv, opts_t *o)
                 o->max_tokens = (int)x;
             else
                 o->eng.threads = (int)x;
-        } else if (!strcmp(a, "--rate") || !strcmp(a, "--rate-scale") || !strcmp(a, "--kv-memory-mb") ||
-                   !strcmp(a, "--seed")) {
-            if (!num_arg(a, v, 0, 1.8e19, &x))
-                return 2;
-            i++;
-            if (!strcmp(a, "--rate"))
-                o->rate = x;
-            else if (!strcmp(a, "--rate-scale"))
-                o->rate_scale = x;
-            else if (!strcmp(a, "--kv-memory-mb"))
-                o->eng.kv_mb = x;
-            else
-                o->eng.seed = (uint64_t)x;
-        } else if (!strncmp(a, "--", 2) && sched_knob_find(a + 2)) {
-            char err[256];
-            if (!v)
-                return cli_fail(CMD, "%s needs a value", a);
-            if (sched_config_set(&o->eng.sched, a + 2, v, err, sizeof err) != SL_OK)
-                return cli_fail(CMD, "%s", err);
-            i++;
         } else {
             fputs(usage, stderr);
             return cli_fail(CMD, "unknown option '%s'", a);

@@ -50,16 +50,6 @@ typedef struct opts {
     cli_engine_opts_t eng;
 } opts_t;
 
-static int num(const char *flag, const char *v, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    double x = v ? strtod(v, &end) : NAN;
-    if (!v || end == v || *end || !(x >= lo && x <= hi))
-        return cli_fail(CMD, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
-    *out = x;
-    return 0;
-}
-
 /* "5%", "5" (percent) or "0.05" (a fraction, below 1). */
 static int tolerance(const char *v, double *out)
 {
@@ -79,21 +69,18 @@ static int parse(int argc, char **argv, opts_t *o)
     *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .tolerance = 0.05,
                   .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char err[512];
-        double x;
-        int rc = sched_opts_parse_arg(&o->eng.sched, argc, argv, &i, err, sizeof err);
-        if (rc < 0)
-            return cli_fail(CMD, "%s", err);
-        if (rc > 0)
+        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
+        if (shared == 1)
             continue;
-        const char **s = !strcmp(a, "-m") || !strcmp(a, "--model") ? &o->eng.model
-                         : !strcmp(a, "--trace")                   ? &o->trace
-                         : !strcmp(a, "--preset")                  ? &o->preset
-                         : !strcmp(a, "--profile")                 ? &o->profile
-                         : !strcmp(a, "--backend")                 ? &o->eng.backend
-                         : !strcmp(a, "--db")                      ? &o->db
-                                                                   : NULL;
+        if (shared)
+            return shared;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x = 0;
+        const char **s = !strcmp(a, "--trace")     ? &o->trace
+                         : !strcmp(a, "--preset")  ? &o->preset
+                         : !strcmp(a, "--profile") ? &o->profile
+                         : !strcmp(a, "--db")      ? &o->db
+                                                   : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return -1;
@@ -108,26 +95,13 @@ static int parse(int argc, char **argv, opts_t *o)
                 return 2;
             i++;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--threads")) {
-            if (num(a, v, 1, 1e9, &x) || x != floor(x))
+            if (cli_number(CMD, a, v, 1, 1e9, &x) || x != floor(x))
                 return x != floor(x) ? cli_fail(CMD, "%s: expected an integer, got '%s'", a, v) : 2;
             if (!strcmp(a, "-n"))
                 o->n = (long)x;
             else
                 o->eng.threads = (int)x, o->threads_given = true;
             i++;
-        } else if (!strcmp(a, "--rate") || !strcmp(a, "--rate-scale") || !strcmp(a, "--kv-memory-mb") ||
-                   !strcmp(a, "--seed")) {
-            if (num(a, v, 0, 1.8e19, &x))
-                return 2;
-            i++;
-            if (!strcmp(a, "--rate"))
-                o->rate = x;
-            else if (!strcmp(a, "--rate-scale"))
-                o->rate_scale = x;
-            else if (!strcmp(a, "--kv-memory-mb"))
-                o->eng.kv_mb = x;
-            else
-                o->eng.seed = (uint64_t)x;
         } else {
             fputs(usage, stderr);
             return cli_fail(CMD, "unknown option '%s'", a);

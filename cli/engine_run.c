@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/sched_opts.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "sched/status.h"
@@ -295,4 +296,36 @@ void cli_engine_run_free(cli_engine_run_t *r)
     sl_free(r->forward_s);
     sl_free(r->n_sampled);
     memset(r, 0, sizeof *r);
+}
+
+int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
+                         double *rate_scale)
+{
+    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    const char **str = !strcmp(a, "-m") || !strcmp(a, "--model") ? &eng->model
+                       : !strcmp(a, "--backend")                 ? &eng->backend
+                                                                 : NULL;
+    double *num = !strcmp(a, "--rate") ? rate : !strcmp(a, "--rate-scale") ? rate_scale
+                  : !strcmp(a, "--kv-memory-mb")                          ? &eng->kv_mb
+                                                                          : NULL;
+    double x;
+    if (str) {
+        if (!v)
+            return cli_fail(cmd, "%s needs a value", a);
+        *str = v;
+    } else if (num || !strcmp(a, "--seed")) {
+        if (cli_number(cmd, a, v, 0, 1.8e19, &x))
+            return 2;
+        if (num)
+            *num = x;
+        else
+            eng->seed = (uint64_t)x;
+    } else {
+        /* after -m/--model: the scheduler's `model` knob (a shape name) must not take the model path */
+        char err[512];
+        int rc = sched_opts_parse_arg(&eng->sched, argc, argv, i, err, sizeof err);
+        return rc >= 0 ? rc : cli_fail(cmd, "%s", err);
+    }
+    (*i)++;
+    return 1;
 }

@@ -39,6 +39,13 @@ typedef struct cli_engine_opts {
     sched_config_t sched;
 } cli_engine_opts_t;
 
+/* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
+ * --seed, --rate, --rate-scale, and every scheduler knob (cli/sched_opts.h, --config FILE too).
+ * Returns 1 when it consumed the option (*i then points at its value), 0 when argv[*i] is not one of
+ * these, 2 after printing what is wrong with a bad or missing value. */
+int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
+                         double *rate_scale);
+
 /* What one replay collected. */
 typedef struct cli_engine_run {
     an_request_rec_t *req;  /* (n_req) by trace row */
