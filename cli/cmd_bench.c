@@ -151,9 +151,8 @@ static int parse_levels(const char *v, opts_t *o)
 
 static int parse_opts(int argc, char **argv, opts_t *o)
 {
-    sluice_engine_params ep = sluice_engine_default_params();
     *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .prompt_len = 128, .max_tokens = 128,
-                  .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
+                  .eng = cli_engine_opts_default()};
     for (int i = 1; i < argc; i++) {
         int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
         if (shared == 1)

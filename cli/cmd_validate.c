@@ -65,9 +65,7 @@ static int tolerance(const char *v, double *out)
 
 static int parse(int argc, char **argv, opts_t *o)
 {
-    sluice_engine_params ep = sluice_engine_default_params();
-    *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .tolerance = 0.05,
-                  .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
+    *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .tolerance = 0.05, .eng = cli_engine_opts_default()};
     for (int i = 1; i < argc; i++) {
         int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
         if (shared == 1)

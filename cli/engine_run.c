@@ -298,6 +298,12 @@ void cli_engine_run_free(cli_engine_run_t *r)
     memset(r, 0, sizeof *r);
 }
 
+cli_engine_opts_t cli_engine_opts_default(void)
+{
+    sluice_engine_params ep = sluice_engine_default_params();
+    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)};
+}
+
 int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
                          double *rate_scale)
 {

@@ -39,6 +39,10 @@ typedef struct cli_engine_opts {
     sched_config_t sched;
 } cli_engine_opts_t;
 
+/* The engine options' defaults: cpu backend, all cores, engine KV sizing, seed 1, the engine's
+ * default scheduler config. Cannot fail. */
+cli_engine_opts_t cli_engine_opts_default(void);
+
 /* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
  * --seed, --rate, --rate-scale, and every scheduler knob (cli/sched_opts.h, --config FILE too).
  * Returns 1 when it consumed the option (*i then points at its value), 0 when argv[*i] is not one of
