@@ -14,7 +14,8 @@
  *      non-final chunk), chunks after a cached context, decode batches of 1 .. max_num_seqs
  *      sequences at contexts 16 .. max_sequence_length, several prompt chunks at once, and mixed
  *      prefill + decode steps; shapes whose KV does not fit the engine's pool are skipped. The
- *      pool is written first (touch_pool), so attention reads real memory as in the engine.
+ *      pool is written first (touch_pool), so attention reads real memory as in the engine;
+ *   3. the wake term: a small step after the backend sat idle, against back to back (measure_wake).
  * The fit and its median error are printed; the profile records host, CPU model, backend, threads
  * and the model shape so that a stale one is refused.
  */
@@ -35,7 +36,8 @@
 #include "sim/profile.h"
 
 #define CMD "profile"
-#define MAX_POINTS 128
+#define MAX_POINTS 256
+#define BIG_M 512 /* prompt chunks past this are timed split only (measure_forward) */
 #define MAX_SEQS 256
 #define PASSES 3 /* the grid is timed this many times over; a point's time is the median of passes */
 
@@ -138,21 +140,19 @@ typedef struct bench {
     int n_pts, pass, cursor;       /* pass 0 lists the points; later passes revisit them in order */
 } bench_t;
 
-/* One shape: n_pre prompt chunks of q tokens after ctx_pre cached ones (logits row each when
- * pre_rows), n_dec decode sequences at context ctx_dec. Times it (the median of up to 5 runs
- * within 0.1 s) into this pass's slot of its point; pass 0 adds the point. Skipped (SL_OK, no
- * point) when its KV does not fit the pool. */
-static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec, char *err,
-                 size_t errlen)
+/* Fills b->seqs with n_pre prompt chunks of q tokens after ctx_pre cached ones (a logits row each
+ * when pre_rows) and n_dec decode sequences at context ctx_dec, on disjoint blocks from the bottom
+ * of the pool, and *pt with the shape's work. Returns the number of sequences, 0 when they do not
+ * fit (in MAX_SEQS or the pool). */
+static int make_batch(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec,
+                      sim_profile_point_t *pt)
 {
     int n = n_pre + n_dec, tok = 0, blk = 0;
-    if (n < 1 || n > MAX_SEQS || (b->pass == 0 && b->n_pts >= MAX_POINTS) || (b->pass > 0 && b->cursor >= b->n_pts))
-        return SL_OK;
     int need = n_pre * ((ctx_pre + q + b->block_size - 1) / b->block_size) +
                n_dec * ((ctx_dec + 1 + b->block_size - 1) / b->block_size);
-    if (need > b->num_blocks)
-        return SL_OK;
-    sim_profile_point_t pt = {.m = n_pre * q + n_dec, .rows = (pre_rows ? n_pre : 0) + n_dec, .n_dec = n_dec};
+    if (n < 1 || n > MAX_SEQS || need > b->num_blocks)
+        return 0;
+    *pt = (sim_profile_point_t){.m = n_pre * q + n_dec, .rows = (pre_rows ? n_pre : 0) + n_dec, .n_dec = n_dec};
     for (int i = 0; i < n; i++) {
         bool pre = i < n_pre;
         int len = pre ? q : 1, pos = pre ? ctx_pre : ctx_dec;
@@ -166,31 +166,90 @@ static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n
                                        .logits = pre ? (pre_rows ? 1 : 0) : 1};
         tok += len, blk += nb;
         if (pre)
-            pt.pre_work += (double)q * (ctx_pre + (q + 1) / 2.0);
+            pt->pre_work += (double)q * (ctx_pre + (q + 1) / 2.0);
         else
-            pt.dec_kv += ctx_dec + 1;
+            pt->dec_kv += ctx_dec + 1;
     }
+    return n;
+}
+
+/* One forward of the batch in b->seqs, timed into *t. */
+static int timed_forward(bench_t *b, int n, double *t, char *err, size_t errlen)
+{
     eng_batch_t batch = {.n_seqs = n, .seqs = b->seqs};
+    int rows = 0;
+    double t0 = now_s();
+    int rc = b->be->ops->forward(b->be, &batch, b->logits, &rows);
+    *t = now_s() - t0;
+    if (rc != SL_OK)
+        snprintf(err, errlen, "%s forward (%d sequences): %s", b->be->ops->name, n, b->be->ops->errmsg(b->be));
+    return rc;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* One shape (make_batch's arguments), timed (the median of up to 5 runs within 0.1 s) into this
+ * pass's slot of its point; pass 0 adds the point. Skipped (SL_OK, no point) when it does not fit. */
+static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec, char *err,
+                 size_t errlen)
+{
+    sim_profile_point_t pt;
+    if ((b->pass == 0 && b->n_pts >= MAX_POINTS) || (b->pass > 0 && b->cursor >= b->n_pts))
+        return SL_OK;
+    int n = make_batch(b, n_pre, q, ctx_pre, pre_rows, n_dec, ctx_dec, &pt);
+    if (n == 0)
+        return SL_OK;
     double t[5], spent = 0;
-    int reps = 0;
+    int reps = 0, rc;
     while (reps < 1 || (reps < 5 && spent < 0.1)) {
-        int rows = 0;
-        double t0 = now_s();
-        int rc = b->be->ops->forward(b->be, &batch, b->logits, &rows);
-        t[reps] = now_s() - t0;
-        if (rc != SL_OK) {
-            snprintf(err, errlen, "%s forward (%d prompt x %d at %d, %d decode at %d): %s", b->be->ops->name, n_pre,
-                     q, ctx_pre, n_dec, ctx_dec, b->be->ops->errmsg(b->be));
+        if ((rc = timed_forward(b, n, &t[reps], err, errlen)) != SL_OK)
             return rc;
-        }
         spent += t[reps++];
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
-    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     int idx = b->pass == 0 ? b->n_pts++ : b->cursor++;
     if (b->pass == 0)
         b->pts[idx] = pt;
-    b->t[idx][b->pass] = med;
+    b->t[idx][b->pass] = median(t, reps);
+    return SL_OK;
+}
+
+/* The wake term: a one-sequence decode step after the backend sat idle for a gap, against the same
+ * step back to back (median of 5 each). wake_s is the extra time after the longest gap, when it is
+ * measurable (over 0.05 ms and half the step); idle_after_s the shortest gap that costs at least
+ * half of it. The CPU pool's workers spin for a while after a step, then sleep; waking a sleeping
+ * worker took ~9 ms on a 2-core VM (a halted vCPU rescheduled by the hypervisor). */
+static int measure_wake(bench_t *b, sim_profile_t *p, char *err, size_t errlen)
+{
+    static const double gap[] = {0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3};
+    enum { N_GAPS = sizeof gap / sizeof gap[0], REPS = 5 };
+    sim_profile_point_t pt;
+    int n = make_batch(b, 0, 0, 0, false, 1, 16, &pt), rc;
+    double t[REPS], extra[N_GAPS], base;
+    if (n == 0)
+        return SL_OK;
+    for (int r = 0; r < REPS; r++)
+        if ((rc = timed_forward(b, n, &t[r], err, errlen)) != SL_OK)
+            return rc;
+    base = median(t, REPS);
+    for (int g = 0; g < N_GAPS; g++) {
+        for (int r = 0; r < REPS; r++) {
+            struct timespec ts = {0, (long)(gap[g] * 1e9)};
+            nanosleep(&ts, NULL);
+            if ((rc = timed_forward(b, n, &t[r], err, errlen)) != SL_OK)
+                return rc;
+        }
+        extra[g] = median(t, REPS) - base;
+    }
+    double w = extra[N_GAPS - 1];
+    p->wake_s = p->idle_after_s = 0;
+    if (w > 0.05e-3 && w > 0.5 * base)
+        for (int g = 0; g < N_GAPS && !p->wake_s; g++)
+            if (extra[g] >= 0.5 * w)
+                p->wake_s = w, p->idle_after_s = gap[g];
     return SL_OK;
 }
 
@@ -227,42 +286,51 @@ static int measure_forward(bench_t *b, const sim_profile_t *p, int T, int S, int
 {
     int rc = SL_OK;
     /* one prompt chunk at context 0, with and without a logits row; and the same M split into
-     * chunks of 32 tokens, whose attention is small: dense(M) apart from prefill attention */
+     * chunks of 32 tokens (or as few more as max_num_seqs allows), whose attention is small:
+     * dense(M) apart from prefill attention. Past BIG_M only the split one: a single chunk of
+     * 2048 tokens spends most of its time in attention (19 of 32 s for SmolLM2-135M at one
+     * thread), which the context chunks below already pin, and the profile must stay under two
+     * minutes */
     for (int i = 0; i < p->n_knots && rc == SL_OK; i++) {
-        int m = (int)p->knot[i], n = (m + 31) / 32;
-        if (m <= C)
+        int m = (int)p->knot[i], n = (m + 31) / 32 < S ? (m + 31) / 32 : S;
+        while (m % n)
+            n--;
+        if (m > C)
+            continue;
+        if (m <= BIG_M)
             rc = shape(b, 1, m, 0, true, 0, 0, err, errlen);
-        if (rc == SL_OK && i % 3 == 2 && m <= C)
+        if (rc == SL_OK && i % 3 == 2 && m <= BIG_M)
             rc = shape(b, 1, m, 0, false, 0, 0, err, errlen);
-        if (rc == SL_OK && n > 1 && m % n == 0 && n <= S)
-            rc = shape(b, n, m / n, 0, i % 2 == 0, 0, 0, err, errlen);
+        if (rc == SL_OK && (n > 1 || m > BIG_M))
+            rc = shape(b, n, m / n, 0, i % 2 == 0 || m > BIG_M, 0, 0, err, errlen);
     }
-    /* chunks after a cached context: prefill attention */
+    /* chunks after a cached context: prefill attention (512-token chunks at C/2 only) */
     int qs[] = {16, 128, 512}, fr[] = {4, 2, 1};
     for (int i = 0; i < 3 && rc == SL_OK; i++)
         for (int j = 0; j < 3 && rc == SL_OK; j++) {
             int q = qs[i] < T ? qs[i] : T, ctx = C / fr[j] - q;
-            if (ctx > 0)
+            if (ctx > 0 && (qs[i] <= BIG_M / 2 || j == 1))
                 rc = shape(b, 1, q, ctx, j != 1, 0, 0, err, errlen);
         }
-    /* decode batches: decode attention and the LM head at rows = batch */
-    /* contexts 64 and 256 as well: the decode table's knots sit at K = 16, 64, 256, 1024 .. KV
-     * tokens, and a knot no point comes near is a free coefficient (it once fitted dec(256) at
-     * 0.003 ms, pricing single-sequence decode at contexts 150-500 20% low) */
+    /* decode batches: decode attention and the LM head at rows = batch, at every LM-head knot (one
+     * context for the batch sizes between powers of two: they pin their knot, the powers of two
+     * the attention). Contexts 64 and 256 as well: the decode table's knots sit at K = 16, 64,
+     * 256, 1024 .. KV tokens, and a knot no point comes near is a free coefficient (it once fitted
+     * dec(256) at 0.003 ms, pricing single-sequence decode at contexts 150-500 20% low) */
     int ctxs[] = {16, 63, 255, C / 4, C / 2 - 1, C - 1};
-    for (int bs = 1; rc == SL_OK; bs = bs * 2 > S && bs < S ? S : bs * 2) {
+    for (int i = 0; i < p->n_lm_knots && rc == SL_OK; i++) {
+        int bs = (int)p->lm_knot[i];
+        bool pow2 = (bs & (bs - 1)) == 0 || bs == S;
         for (int j = 0; j < 6 && rc == SL_OK; j++)
-            if (ctxs[j] >= 1 && ctxs[j] < C && (j < 3 ? bs <= 4 && ctxs[j] < C / 4 : true))
+            if (ctxs[j] >= 1 && ctxs[j] < C && (j < 3 ? bs <= 4 && ctxs[j] < C / 4 : pow2 || j == 3))
                 rc = shape(b, 0, 0, 0, false, bs, ctxs[j], err, errlen);
-        if (bs >= S)
-            break;
     }
     /* several prompt chunks at once, and mixed prefill + decode steps */
     int multi[][2] = {{4, 32}, {8, 64}, {16, 16}};
     for (int i = 0; i < 3 && rc == SL_OK; i++)
         if (multi[i][0] <= S && multi[i][0] * multi[i][1] <= T)
             rc = shape(b, multi[i][0], multi[i][1], 0, true, 0, 0, err, errlen);
-    int mix[][3] = {{64, 4, 4}, {256, 16, 4}, {256, 4, 2}, {T / 2, S / 2, 2}};
+    int mix[][3] = {{64, 4, 4}, {256, 16, 4}, {256, 4, 2}, {T / 4, S / 2, 2}};
     for (int i = 0; i < 4 && rc == SL_OK; i++) {
         int q = mix[i][0] < T - mix[i][1] ? mix[i][0] : T - mix[i][1], nd = mix[i][1] < S - 1 ? mix[i][1] : S - 1;
         if (q >= 1 && nd >= 1)
@@ -412,10 +480,10 @@ int cmd_profile(int argc, char **argv)
             passes = 1 + (more < PASSES - 1 ? more : PASSES - 1);
         }
     }
-    for (int i = 0; i < b->n_pts; i++) {
-        qsort(b->t[i], (size_t)passes, sizeof b->t[i][0], cmp_double);
-        b->pts[i].t = passes % 2 ? b->t[i][passes / 2] : 0.5 * (b->t[i][0] + b->t[i][1]);
-    }
+    for (int i = 0; i < b->n_pts; i++)
+        b->pts[i].t = median(b->t[i], passes);
+    if (rc == SL_OK)
+        rc = measure_wake(b, &p, err, sizeof err);
     if (rc != SL_OK || (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK ||
         (rc = fit_host(&p, &burst, plen, &loop_ratio, err, sizeof err)) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
@@ -431,6 +499,11 @@ int cmd_profile(int argc, char **argv)
            b->n_pts, passes, passes > 1 ? "es" : "", 100 * p.fit_err, touched, sc.num_blocks);
     printf("  host per step %.3f ms + %.1f us per sampled row; forwards inside the engine loop ran %.2fx "
            "the fit (median over %zu steps)\n", 1e3 * p.host_s, 1e6 * p.host_row, loop_ratio, burst.n_step);
+    if (p.wake_s > 0)
+        printf("  a step after %.1f ms or more idle pays %.3f ms more (workers asleep)\n", 1e3 * p.idle_after_s,
+               1e3 * p.wake_s);
+    else
+        printf("  a step after idle costs no more than back to back\n");
     printf("  attention: prefill %.3g ns per q*kv pair; decode by KV tokens read:\n   ", 1e9 * p.pre);
     for (int i = 0; i < p.n_dec_knots; i++)
         printf(" %.0f: %.3f ms", p.dec_knot[i], 1e3 * p.dec[i]);

@@ -3,7 +3,8 @@
 # engine on this machine, replays a short generated trace on the engine and in the simulator with
 # that profile, and prints both side by side (what it measured is in the output). Then the refusals:
 # a profile for another thread count (stale), a profile name that does not exist, a trace with a
-# request over the context (named), each exit 2. About 15 s (30 s with the retry).
+# request over the context (named), each exit 2. About 30 s (60 s with the retry): validate runs
+# the engine three times (its default --repeat) and compares the simulator with their medians.
 #
 # Settings, and why:
 #   --threads 1      the engine's thread pool synchronises its workers with spinning barriers; on a
@@ -12,7 +13,8 @@
 #                    minute to the next. One thread has no barrier to stall on.
 #   small knobs      max_sequence_length 512, max_num_batched_tokens 256, max_num_seqs 16: a
 #                    smaller profile grid (a few seconds) covering every step the trace produces.
-#   --tolerance 50%, one retry
+#   --tolerance 50%, one retry, on all nine gated figures (TTFT p50/p90/p99, TPOT p50/p90,
+#                    E2E p50/p99, output tok/s, preemptions)
 #                    this is a smoke test of the whole path, not the 5% target (GOALS.md: targets are
 #                    measured by commands, never by timed unit tests; docs/VALIDATION.md has the
 #                    measured errors). On the 2-core development VM shared with other builds the

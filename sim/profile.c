@@ -1,9 +1,9 @@
 /* profile.c — the measured-profile step-time model (contract in profile.h).
  *
  * Notes
- * 1. Basis. dense(M) = sum_i w_i(M) dense[i] with hat functions in log M over the knots (two
+ * 1. Basis. dense(M) = sum_i w_i(M) dense[i] with hat functions in M over the knots (two
  *    non-zero weights between knots, one at a knot, M / knot[n-1] on the last one past it), and
- *    likewise lm(rows). So the step time is linear in every coefficient and one weighted linear
+ *    likewise lm(rows) and dec(K). So the step time is linear in every coefficient and one weighted linear
  *    least squares fits them all; M = 0 and rows = 0 give a zero row of the basis.
  * 2. Identifiability. Every forward has some M, so a constant can move between dense and lm
  *    unless some points have rows = 0 (non-final prefill chunks): the profiler measures those.
@@ -40,18 +40,39 @@ static int geo_knots(double *k, long first, int factor, int max, int *n)
     return SL_OK;
 }
 
+/* Every integer up to SMALL_M, then doubling (32, 64, ...), and max: the CPU kernels work in tiles
+ * of a few tokens, so the cost of a small step is not smooth in M (on SmolLM2 a 7-token decode step
+ * cost 12% more than interpolating between 4 and 8 gives); past it the cost is close to linear. */
+#define SMALL_M 16
+static int small_m_knots(double *k, int max, int *n)
+{
+    if (max < 1)
+        return SL_EINVAL;
+    int c = 0;
+    for (long v = 1; v < max; v = v < SMALL_M ? v + 1 : 2 * v) {
+        if (c >= SIM_PROFILE_MAX_KNOTS - 1)
+            return SL_EINVAL;
+        k[c++] = (double)v;
+    }
+    k[c++] = max;
+    *n = c;
+    return SL_OK;
+}
+
 int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_kv)
 {
-    int rc = geo_knots(p->knot, 1, 2, max_m, &p->n_knots);
+    int rc = small_m_knots(p->knot, max_m, &p->n_knots);
     if (rc == SL_OK)
-        rc = geo_knots(p->lm_knot, 1, 4, max_rows, &p->n_lm_knots);
+        rc = small_m_knots(p->lm_knot, max_rows, &p->n_lm_knots);
     return rc == SL_OK ? geo_knots(p->dec_knot, 16, 4, max_kv, &p->n_dec_knots) : rc;
 }
 
-/* Hat-function weights of x over knots k[0..n) into w[0..n): linear in log x between knots, or
- * linear in x when lin (the decode table: attention's work is linear in the KV tokens read, and
- * with knots 4x apart log interpolation of a linear cost overshoots by up to 25% between them). */
-static void hat_(const double *k, int n, double x, double *w, bool lin)
+/* Hat-function weights of x over knots k[0..n) into w[0..n): linear in x between knots, x / k[0]
+ * below the first, x / k[n-1] on the last one past it. Every table is linear between its knots:
+ * the work of the projections and of attention grows linearly in the tokens and the KV read,
+ * and the knots are dense where it is not (interpolating in log x, as before 2026-11-27,
+ * overshot a linear cost by up to 25% between knots 4x apart). */
+static void hat(const double *k, int n, double x, double *w)
 {
     memset(w, 0, sizeof(double) * (size_t)n);
     if (x <= 0)
@@ -67,44 +88,24 @@ static void hat_(const double *k, int n, double x, double *w, bool lin)
     int i = 0;
     while (x > k[i + 1])
         i++;
-    double u = lin ? (x - k[i]) / (k[i + 1] - k[i]) : (log(x) - log(k[i])) / (log(k[i + 1]) - log(k[i]));
+    double u = (x - k[i]) / (k[i + 1] - k[i]);
     w[i] = 1 - u;
     w[i + 1] = u;
 }
 
-static void hat(const double *k, int n, double x, double *w)
-{
-    hat_(k, n, x, w, false);
-}
-
-static void hat_dec(const double *k, int n, double x, double *w)
-{
-    hat_(k, n, x, w, true);
-}
-
-static double table_(const double *k, const double *t, int n, double x, bool lin)
+static double table(const double *k, const double *t, int n, double x)
 {
     double w[SIM_PROFILE_MAX_KNOTS], s = 0;
-    hat_(k, n, x, w, lin);
+    hat(k, n, x, w);
     for (int i = 0; i < n; i++)
         s += w[i] * t[i];
     return s;
 }
 
-static double table(const double *k, const double *t, int n, double x)
-{
-    return table_(k, t, n, x, false);
-}
-
-static double table_dec(const double *k, const double *t, int n, double x)
-{
-    return table_(k, t, n, x, true);
-}
-
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt)
 {
     return table(p->knot, p->dense, p->n_knots, pt->m) + table(p->lm_knot, p->lm, p->n_lm_knots, pt->rows) +
-           table_dec(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) + p->pre * pt->pre_work;
+           table(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) + p->pre * pt->pre_work;
 }
 
 /* ---- fitting -------------------------------------------------------------------------------- */
@@ -139,7 +140,7 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
         double *row = full + (size_t)i * q;
         hat(p->knot, nk, pts[i].m, row);
         hat(p->lm_knot, nl, pts[i].rows, row + nk);
-        hat_dec(p->dec_knot, nd, pts[i].dec_kv, row + nk + nl);
+        hat(p->dec_knot, nd, pts[i].dec_kv, row + nk + nl);
         row[q - 1] = pts[i].pre_work;
         y[i] = pts[i].t;
     }
@@ -260,7 +261,7 @@ double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_co
     sim_cost_parts_t c = {0};
     c.dense = table(p->knot, p->dense, p->n_knots, pt.m);
     c.lm_head = table(p->lm_knot, p->lm, p->n_lm_knots, pt.rows);
-    c.attention = p->pre * pt.pre_work + table_dec(p->dec_knot, p->dec, p->n_dec_knots, pt.dec_kv);
+    c.attention = p->pre * pt.pre_work + table(p->dec_knot, p->dec, p->n_dec_knots, pt.dec_kv);
     c.host = p->host_s + p->host_row * pt.rows;
     c.total = fmax(0, c.dense + c.lm_head + c.attention) + c.host;
     if (parts)
@@ -360,6 +361,11 @@ static void plain(char *dst, size_t n, const char *s)
     dst[j] = 0;
 }
 
+double sim_profile_wake(const sim_profile_t *p, double idle_s)
+{
+    return p->wake_s > 0 && idle_s >= p->idle_after_s ? p->wake_s : 0;
+}
+
 bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
 {
     size_t k = 0;
@@ -373,11 +379,12 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
                   "\"hidden\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"intermediate\": %d, "
                   "\"vocab\": %d, \"max_context\": %d, \"tied_embeddings\": %d, \"bytes_per_weight\": %.17g, "
                   "\"bytes_per_kv\": %.17g}, \"kv_budget_bytes\": %lld, \"max_seq_len\": %d, \"pre\": %.9g, "
-                  "\"host_s\": %.9g, \"host_row\": %.9g, \"fit_err\": %.6g",
+                  "\"host_s\": %.9g, \"host_row\": %.9g, \"wake_s\": %.9g, \"idle_after_s\": %.9g, "
+                  "\"fit_err\": %.6g",
                   name, p->backend, p->threads, host, cpu, path, p->created, model, m->n_layers, m->hidden,
                   m->n_heads, m->n_kv_heads, m->head_dim, m->intermediate, m->vocab, m->max_context,
                   m->tied_embeddings, m->bytes_per_weight, m->bytes_per_kv, (long long)p->kv_budget_bytes,
-                  p->max_seq_len, p->pre, p->host_s, p->host_row, p->fit_err);
+                  p->max_seq_len, p->pre, p->host_s, p->host_row, p->wake_s, p->idle_after_s, p->fit_err);
     bad = bad || put_array(buf, len, &k, "knots", p->knot, p->n_knots) ||
           put_array(buf, len, &k, "dense", p->dense, p->n_knots) ||
           put_array(buf, len, &k, "lm_knots", p->lm_knot, p->n_lm_knots) ||
@@ -461,6 +468,9 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
     if (!bad) {
         p->threads = (int)v[0], p->kv_budget_bytes = (int64_t)v[1], p->max_seq_len = (int)v[2];
         p->pre = v[3], p->host_s = v[4], p->host_row = v[5], p->fit_err = v[6];
+        /* profiles from before the wake term have none */
+        if (!get_num(root, "wake_s", &p->wake_s) || !get_num(root, "idle_after_s", &p->idle_after_s))
+            p->wake_s = p->idle_after_s = 0;
         get_str(root, "model_path", p->model_path, sizeof p->model_path);
         get_str(root, "created", p->created, sizeof p->created);
         if (get_array(root, "knots", p->knot, &p->n_knots) || get_array(root, "dense", p->dense, &p->n_knots))

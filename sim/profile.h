@@ -5,17 +5,19 @@
  *   step  = host + host_row * rows                          engine loop: plan, batch, sampling,
  *                                                           commit, callbacks (fitted on real steps)
  *         + dense(M)                                        every per-token op at M = tokens in the
- *                                                           step: table at knots, linear in log M
+ *                                                           step: table at knots, linear in M
  *         + lm(rows)                                        LM head at rows = sampled rows: table
  *         + pre * sum_prefill q * (ctx + (q + 1) / 2)       prefill attention: causal q x kv pairs
  *         + dec(K)                                          decode attention at K = sum over decode
  *                                                           sequences of their own KV (ctx + 1):
  *                                                           a table, as the KV read outgrows caches
+ *         + wake    when the step starts idle_after or more after the previous one ended: the CPU
+ *                   pool's workers have stopped spinning and sleep; waking them is measured (0 on
+ *                   one thread, and where waking costs nothing measurable)
  * dense, lm, pre and dec are fitted together by weighted least squares (relative error,
  * gsl_multifit_wlinear) on forward passes timed through the backend interface; dense(M), lm(rows)
- * are piecewise linear in log M (rows) over their knots (hat-function basis), dec(K) linear in K
- * between its knots (attention work is linear in K); all linear
- * past the last knot and below the first. Padding of static strategies counts in M (it is real work for the cost model,
+ * and dec(K) are piecewise linear over their knots (hat-function basis), and proportional to M
+ * (rows, K) past the last knot and below the first. Padding of static strategies counts in M (it is real work for the cost model,
  * though the engine never computes it: see VALIDATION.md).
  *
  * The profile also carries what makes it stale: the machine (host, CPU model), backend, thread
@@ -33,7 +35,7 @@
 #include "sched/sched.h"
 #include "sim/cost.h"
 
-enum { SIM_PROFILE_MAX_KNOTS = 24 };
+enum { SIM_PROFILE_MAX_KNOTS = 40 };
 
 /* One timed forward pass (or its median over repeats). */
 typedef struct sim_profile_point {
@@ -63,12 +65,12 @@ typedef struct sim_profile {
     double dec[SIM_PROFILE_MAX_KNOTS];     /* s at dec_knot[i] */
     double pre;                 /* s per prefill token pair */
     double host_s, host_row;    /* engine loop: s per step, s per sampled row */
+    double wake_s, idle_after_s;/* a step starting >= idle_after_s after the last one ended pays wake_s */
     double fit_err;             /* median |fit - measured| / measured over the profile's points */
     char created[32];           /* UTC "YYYY-MM-DD HH:MM:SS" */
 } sim_profile_t;
 
-/* Knots 1, 2, 4, ... up to max_m (max_m included), lm knots 1, 4, 16, ... up to max_rows, decode KV
- * knots 16, 64, 256, ... up to max_kv. SL_EINVAL when one is < 1 or needs more than
+/* Knots 1, 2, 3, ... 16, 32, 64, ... up to max_m (max_m included), lm knots the same up to max_rows, decode KV knots 16, 64, 256, ... up to max_kv. SL_EINVAL when one is < 1 or needs more than
  * SIM_PROFILE_MAX_KNOTS knots. */
 int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_kv);
 
@@ -85,6 +87,10 @@ int sim_profile_fit_host(sim_profile_t *p, const double *overhead, const int *ro
 
 /* The forward time the profile predicts for one point (pt->t ignored). Cannot fail. */
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt);
+
+/* What a step pays for starting idle_s seconds after the previous step ended (INFINITY: the first
+ * step): wake_s from idle_after_s on, else 0. Cannot fail. */
+double sim_profile_wake(const sim_profile_t *p, double idle_s);
 
 /* Prices one scheduler step (forward + host terms); parts (may be NULL) gets dense, attention,
  * lm_head (LM head), host (loop + sampling) and total; flops is 0. Cannot fail. */

@@ -32,6 +32,7 @@ typedef struct replica {
     sched_step_t step;
     sim_cost_parts_t parts;
     double step_start;
+    double last_end;           /* when its last step ended (-INFINITY before the first) */
     uint64_t wake_gen;
     double wake_at;            /* time of the live WAKE, INFINITY when none */
     int64_t outstanding;       /* submitted, not yet done */
@@ -197,6 +198,7 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
         replica_t *r = &s->rep[i];
         char why[256];
         r->wake_at = INFINITY;
+        r->last_end = -INFINITY;
         r->sched = sched_create(&sc, why, sizeof why);
         if (!r->sched) {
             snprintf(err, errlen, "scheduler: %s", why);
@@ -288,6 +290,10 @@ static int kick(sim_t *s, int ri, double now, char *err, int errlen)
     int rc = sched_plan(r->sched, now, &r->step, &wake_at);
     if (rc == SCHED_PLAN_STEP) {
         double dt = sim_cost_step(r->cost, &r->step, &r->parts);
+        if (s->cfg.profile) { /* the engine's CPU workers sleep after a while idle */
+            double wake = sim_profile_wake(s->cfg.profile, now - r->last_end);
+            dt += wake, r->parts.host += wake, r->parts.total += wake;
+        }
         r->busy = true;
         r->step_start = now;
         heap_push(s, now + dt, EV_STEP_DONE, ri, 0);
@@ -360,6 +366,7 @@ static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_t
         return rc;
     }
     r->busy = false;
+    r->last_end = now;
     bool on_step = sink && sink->on_step, hook = s->hook.between_steps != NULL;
     sched_stats_t stats;
     shape.seqs = NULL, shape.copies = NULL; /* freed by the commit */

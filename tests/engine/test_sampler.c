@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -45,6 +46,38 @@ static void test_greedy_is_argmax_with_raw_logprob(void **state)
     assert_float_equal(lp, -log(sum), 1e-5);
     assert_int_equal(s.rng, p.seed); /* greedy draws nothing */
     eng_sampler_ws_free(ws);
+}
+
+/* The vectorised log-softmax against libm in double on a vocabulary-sized row with a tail that is
+ * not a multiple of 8, a NaN and a -inf among the logits, over a 40-unit range. */
+static void test_logprob_matches_double_precision_on_a_large_row(void **state)
+{
+    enum { BIG = 49152 + 5 };
+    float *l = malloc(sizeof(float) * BIG);
+    assert_non_null(l);
+    uint32_t x = 12345;
+    for (int i = 0; i < BIG; i++) {
+        x = x * 1664525u + 1013904223u;
+        l[i] = (float)(x >> 8) / (float)(1u << 24) * 40.0f - 25.0f;
+    }
+    l[7] = NAN, l[9] = -INFINITY, l[BIG - 1] = 16.0f; /* the top logit is in the tail */
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(BIG);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.temperature = 0;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    int32_t tok;
+    float lp;
+    assert_int_equal(eng_sampler_sample(&s, ws, l, NULL, 0, &tok, &lp), SL_OK);
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < BIG; i++)
+        if (!isnan(l[i]) && l[i] > mx) mx = l[i];
+    for (int i = 0; i < BIG; i++)
+        if (!isnan(l[i])) sum += exp((double)l[i] - mx);
+    assert_true(l[tok] == (float)mx);
+    assert_float_equal(lp, l[tok] - mx - log(sum), 1e-5);
+    eng_sampler_ws_free(ws);
+    free(l);
 }
 
 static void test_same_seed_same_tokens_other_seed_differs(void **state)
@@ -235,6 +268,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_is_argmax_with_raw_logprob),
+        cmocka_unit_test(test_logprob_matches_double_precision_on_a_large_row),
         cmocka_unit_test(test_same_seed_same_tokens_other_seed_differs),
         cmocka_unit_test(test_top_k_1_and_tiny_top_p_are_greedy),
         cmocka_unit_test(test_top_k_keeps_only_the_k_best),

@@ -49,8 +49,8 @@ static int grid(const sim_profile_t *p, sim_profile_point_t *pts, double noise)
         pts[n++] = (sim_profile_point_t){.m = m, .rows = 0, .pre_work = m * (m + 1) / 2.0};
         pts[n++] = (sim_profile_point_t){.m = m, .rows = 1, .pre_work = m * (200 + (m + 1) / 2.0)};
     }
-    for (int b = 1; b <= 16; b *= 2)
-        for (int ctx = 16; ctx <= 512; ctx *= 4)
+    for (int i = 0; i < p->n_lm_knots; i++)
+        for (int ctx = 16, b = (int)p->lm_knot[i]; ctx <= 512; ctx *= 4)
             pts[n++] = (sim_profile_point_t){.m = b, .rows = b, .dec_kv = b * (ctx + 1.0), .n_dec = b};
     pts[n++] = (sim_profile_point_t){.m = 64, .rows = 8, .pre_work = 8 * 8 * 4.5};
     pts[n++] = (sim_profile_point_t){.m = 100, .rows = 5, .pre_work = 96 * 48.5, .dec_kv = 4 * 300, .n_dec = 4};
@@ -59,24 +59,28 @@ static int grid(const sim_profile_t *p, sim_profile_point_t *pts, double noise)
     return n;
 }
 
-static void test_knots_are_geometric_and_end_at_the_maximum(void **state)
+static void test_knots_are_dense_for_small_m_then_double(void **state)
 {
     sim_profile_t p = {0};
     assert_int_equal(sim_profile_set_knots(&p, 2048, 64, 64 * 2048), SL_OK);
-    assert_int_equal(p.n_knots, 12);
-    assert_true(p.knot[0] == 1 && p.knot[1] == 2 && p.knot[11] == 2048);
-    assert_int_equal(p.n_lm_knots, 4); /* 1 4 16 64 */
-    assert_true(p.lm_knot[3] == 64);
+    assert_int_equal(p.n_knots, 23); /* 1..16, 32 64 128 256 512 1024 2048 */
+    for (int i = 0; i < 16; i++)
+        assert_true(p.knot[i] == i + 1);
+    assert_true(p.knot[16] == 32 && p.knot[17] == 64 && p.knot[21] == 1024 && p.knot[22] == 2048);
+    assert_int_equal(p.n_lm_knots, 18); /* 1..16 32 64 */
+    assert_true(p.lm_knot[17] == 64 && p.lm_knot[16] == 32);
     assert_true(p.dec_knot[0] == 16 && p.dec_knot[p.n_dec_knots - 1] == 64 * 2048);
     assert_int_equal(sim_profile_set_knots(&p, 1000, 48, 100), SL_OK);
     assert_true(p.knot[p.n_knots - 1] == 1000 && p.knot[p.n_knots - 2] == 512);
+    assert_int_equal(sim_profile_set_knots(&p, 5, 3, 100), SL_OK);
+    assert_true(p.n_knots == 5 && p.knot[4] == 5 && p.n_lm_knots == 3);
     assert_int_equal(sim_profile_set_knots(&p, 0, 4, 4), SL_EINVAL);
 }
 
 static void test_fit_recovers_a_known_model(void **state)
 {
     sim_profile_t p = truth(), q = truth();
-    sim_profile_point_t pts[128];
+    sim_profile_point_t pts[256];
     int n = grid(&p, pts, 0);
     memset(q.dense, 0, sizeof q.dense), memset(q.lm, 0, sizeof q.lm), memset(q.dec, 0, sizeof q.dec), q.pre = 0;
     char err[256];
@@ -92,7 +96,7 @@ static void test_fit_recovers_a_known_model(void **state)
 static void test_fit_under_noise_keeps_every_time_non_negative(void **state)
 {
     sim_profile_t p = truth(), q = truth();
-    sim_profile_point_t pts[128];
+    sim_profile_point_t pts[256];
     int n = grid(&p, pts, 0.08);
     char err[256];
     assert_int_equal(sim_profile_fit(&q, pts, n, err, sizeof err), SL_OK);
@@ -209,6 +213,7 @@ static void test_json_round_trip(void **state)
 {
     sim_profile_t p = truth(), q;
     p.kv_budget_bytes = 123456789012LL, p.max_seq_len = 512, p.fit_err = 0.031;
+    p.wake_s = 9e-3, p.idle_after_s = 2e-3;
     snprintf(p.created, sizeof p.created, "2026-11-27 12:00:00");
     snprintf(p.cpu, sizeof p.cpu, "AMD \"EPYC\"\\ 9B14"); /* quotes and backslashes are not kept */
     char buf[8192], err[256];
@@ -219,6 +224,7 @@ static void test_json_round_trip(void **state)
     assert_int_equal(q.n_knots, p.n_knots);
     assert_int_equal(q.n_dec_knots, p.n_dec_knots);
     assert_true(q.kv_budget_bytes == p.kv_budget_bytes && q.max_seq_len == 512 && q.threads == 2);
+    assert_true(q.wake_s == 9e-3 && q.idle_after_s == 2e-3);
     sim_profile_point_t pt = {.m = 77, .rows = 5, .pre_work = 3000, .dec_kv = 2000};
     assert_true(fabs(sim_profile_forward(&q, &pt) - sim_profile_forward(&p, &pt)) < 1e-8 * sim_profile_forward(&p, &pt));
     assert_false(sim_profile_to_json(&p, buf, 100));
@@ -257,10 +263,48 @@ static void test_simulator_runs_on_a_profile_deterministically(void **state)
     wl_trace_free(tr);
 }
 
+/* End time of two one-token requests arriving at 0 and `second`, on profile p. */
+static double two_requests_end(const sim_profile_t *p, double second)
+{
+    wl_trace_t *tr = wl_trace_create();
+    for (int i = 0; i < 2; i++) {
+        wl_request_t r = {.arrival = i * second, .prompt_len = 20, .output_len = 1, .prefix_group = -1};
+        assert_int_equal(wl_trace_append(tr, &r), SL_OK);
+    }
+    sim_config_t cfg;
+    assert_int_equal(sim_config_default(&cfg), SL_OK);
+    cfg.model = p->model;
+    cfg.sched.max_sequence_length = 512;
+    cfg.profile = p;
+    char err[256];
+    sim_t *s = sim_create(&cfg, NULL, err, sizeof err);
+    assert_non_null(s);
+    sim_totals_t tot;
+    assert_int_equal(sim_run(s, tr, NULL, &tot, err, sizeof err), SL_OK);
+    sim_free(s);
+    wl_trace_free(tr);
+    return tot.end_time;
+}
+
+static void test_a_step_after_idle_pays_the_wake_term(void **state)
+{
+    sim_profile_t p = truth(), w = truth();
+    p.kv_budget_bytes = w.kv_budget_bytes = 0;
+    w.wake_s = 9e-3, w.idle_after_s = 2e-3;
+    assert_true(sim_profile_wake(&w, 1e-3) == 0 && sim_profile_wake(&w, 2e-3) == 9e-3);
+    assert_true(sim_profile_wake(&p, 1.0) == 0);
+    /* a second request 1 s later: both steps start after idle (the first one after start-up) */
+    double d = two_requests_end(&w, 1.0) - two_requests_end(&p, 1.0);
+    assert_true(fabs(d - 9e-3) < 1e-12);
+    /* the second arrives while the first step runs and goes straight after it: one wake */
+    d = two_requests_end(&w, 1e-6) - two_requests_end(&p, 1e-6);
+    assert_true(fabs(d - 9e-3) < 1e-12);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_knots_are_geometric_and_end_at_the_maximum),
+        cmocka_unit_test(test_knots_are_dense_for_small_m_then_double),
         cmocka_unit_test(test_fit_recovers_a_known_model),
         cmocka_unit_test(test_fit_under_noise_keeps_every_time_non_negative),
         cmocka_unit_test(test_fit_refuses_too_few_points),
@@ -270,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_simulator_runs_on_a_profile_deterministically),
+        cmocka_unit_test(test_a_step_after_idle_pays_the_wake_term),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
