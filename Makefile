@@ -39,6 +39,7 @@ ifeq ($(CUDA),1)
   CFLAGS_BASE += -DSLUICE_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 endif
 CFLAGS ?=
+LDFLAGS ?= # e.g. -L/opt/x/lib -Wl,-rpath,/opt/x/lib for libraries outside the system's paths
 ALL_CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
 
 CUDA_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
@@ -108,7 +109,7 @@ $(BUILD)/cli/cli.o: ALL_CFLAGS += -I$(BUILD)
 FORCE:
 
 $(BUILD)/sluice: $(BUILD)/cli/main.o $(call linklibs,cli)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(SYSLIBS) $(LDFLAGS_SAN)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
 
 # ---- tests: tests/<module>/test_*.c -> $(BUILD)/tests/<module>/test_* ----
 TEST_SRC := $(foreach m,$(MODULES),$(wildcard tests/$(m)/test_*.c))
@@ -119,7 +120,7 @@ TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 define TEST_RULES
 $(BUILD)/tests/$(1)/%: tests/$(1)/%.c $(TEST_HELPER_OBJ) $(call linklibs,$(1))
 	@mkdir -p $$(dir $$@)
-	$(CC) $(ALL_CFLAGS) -Itests -o $$@ $$< $(TEST_HELPER_OBJ) $(call linklibs,$(1)) -lcmocka $(SYSLIBS) $(LDFLAGS_SAN)
+	$(CC) $(ALL_CFLAGS) -Itests -o $$@ $$< $(TEST_HELPER_OBJ) $(call linklibs,$(1)) -lcmocka $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
 endef
 $(foreach m,$(MODULES),$(eval $(call TEST_RULES,$(m))))
 
@@ -129,7 +130,7 @@ $(foreach m,$(MODULES),$(eval test-$(m): $(filter $(BUILD)/tests/$(m)/%,$(TEST_B
 examples: $(BUILD)/examples/generate
 $(BUILD)/examples/%: docs/examples/%.c $(call linklibs,engine)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(call linklibs,engine) $(SYSLIBS) $(LDFLAGS_SAN)
+	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(call linklibs,engine) $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
 
 test: $(BUILD)/sluice $(TEST_BIN) examples
 	@scripts/run-tests.sh $(TEST_BIN)
@@ -147,7 +148,7 @@ fuzz:
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(call linklibs,cli)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(SYSLIBS) $(LDFLAGS_SAN)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -9,6 +9,10 @@
 # Models (../shared does not exist on the GPU machine; copy them into a carried folder):
 #   SLUICE_STORIES  default .devdata/stories260K.gguf, else ../shared/models/stories260K.gguf
 #   SLUICE_SMOLLM2  default .devdata/SmolLM2-135M-Instruct.Q4_1.gguf, else models/...
+# The full `sluice` (profile, validate: the simulator against the engine on CUDA, which replays a
+# trace through the serving loop) needs gsl, sqlite3, cJSON and libmicrohttpd: scripts/device-deps.sh
+# puts Debian's packages into .devdebs/ (carry it); they are unpacked into /tmp/devroot, never into /.
+# Without them that part is skipped and says so. SLUICE_DEVICE_VALIDATE=0 skips it too.
 # Exit status: 0 all PASS, 1 a target or check failed, 2 the build failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -102,6 +106,31 @@ echo " default paths, split-K vs one-pass decode attention, logits within 5e-3; 
 echo " GEMVs within 1e-6; a FAIL there names the path to bypass with its variable)"
 timeout 300 $B/bench_cuda perf llama2-7b "$CSV" 2>&1 | tee "$OUT/perf.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { grep -q "^decode b256" "$CSV" || fail_row "perf incomplete (see perf.log)"; status=1; }
+
+step "simulator vs engine on CUDA: profile + validate, synthetic llama2-7b fp16"
+validate_cuda() {
+    local root=/tmp/devroot lib=/tmp/devroot/usr/lib/x86_64-linux-gnu S=build-devfull/sluice db="$OUT/device.db"
+    mkdir -p $root && for f in .devdebs/*.deb; do dpkg -x "$f" $root || return 1; done
+    timeout 300 make BUILD=build-devfull CUDA=1 NVCC="$NVCC" CUDA_HOME="$CUDA_HOME" CUDA_ARCHS="$CUDA_ARCHS" \
+        CFLAGS="-I$root/usr/include -I$root/usr/include/cjson" LDFLAGS="-L$lib -Wl,-rpath,$lib" -j16 $S \
+        >"$OUT/build_full.log" 2>&1 || { tail -20 "$OUT/build_full.log"; echo "validate build,,,,,FAIL" >>"$CSV"; return 1; }
+    timeout 150 $S profile -m synthetic:llama2-7b --backend cuda --budget 60 --db "$db" 2>&1 | tee "$OUT/profile_cuda.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "profile cuda,,,,,FAIL" >>"$CSV"; return 1; }
+    local rate rc
+    for rate in 4 14; do # moderate, near saturation (b64 decode ~5,000 tok/s, sharegpt ~200 output tokens)
+        timeout 200 $S validate -m synthetic:llama2-7b --backend cuda --preset sharegpt -n 150 --rate $rate \
+            --repeat 2 --db "$db" 2>&1 | tee "$OUT/validate_cuda_rate$rate.log"
+        rc=${PIPESTATUS[0]}
+        echo "validate cuda sharegpt rate $rate (exit 0: all within 5%),$rc,exit,0,info,$([ "$rc" = 0 ] && echo PASS || echo MISS)" >>"$CSV"
+    done
+}
+if [ "${SLUICE_DEVICE_VALIDATE:-1}" = 0 ]; then
+    echo "skipped (SLUICE_DEVICE_VALIDATE=0)"
+elif ! ls .devdebs/*.deb >/dev/null 2>&1; then
+    echo "SKIPPED: no .devdebs/ (run scripts/device-deps.sh here and carry .devdebs)"
+else
+    validate_cuda || status=1
+fi
 
 step "SUMMARY ($CSV)"
 awk -F, 'NR > 1 { tgt = ($5 == "info" || $5 == "") ? "-" : $5 " " $4;
