@@ -43,6 +43,7 @@ static const char usage[] =
     "  --backend cpu|cuda        (default cpu)\n"
     "  --threads N               cpu threads (default: all cores)\n"
     "  --kv-memory-mb MB         KV pool cap (default: sized from max_num_seqs, capped by memory)\n"
+    "  --idle-spin-ms MS         poll for new work this long after a step before sleeping (default 1000)\n"
     "  --seed S                  prompt RNG seed (default 1)\n"
     "  --db FILE                 run store (default sluice.db); --no-record to skip\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE\n"

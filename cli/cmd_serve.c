@@ -53,6 +53,8 @@ static const char usage[] =
     "  --backend cpu|cuda          (default cpu)\n"
     "  --threads N                 cpu threads (default: all cores)\n"
     "  --kv-memory-mb MB           KV pool cap (default: enough for max_num_seqs full sequences)\n"
+    "  --idle-spin-ms MS           after the last step, poll for new work this long before sleeping\n"
+    "                              (a core that slept starts slow; default 1000, 0 = sleep at once)\n"
     "  --max-body BYTES            request body limit before 413 (default 1048576)\n"
     "  --max-connections N         concurrent connections (default 512)\n"
     "  --shutdown-timeout S        seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
@@ -222,7 +224,7 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
             continue;
         }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",
-                                             "--chat-template", "--backend", "--threads", "--kv-memory-mb",
+                                             "--chat-template", "--backend", "--threads", "--kv-memory-mb", "--idle-spin-ms",
                                              "--max-body", "--max-connections", "--shutdown-timeout",
                                              "--settings-from", "--recommendation", "--db", "--record-max",
                                              "--slo"};
@@ -259,6 +261,9 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         } else if (!strcmp(a, "--kv-memory-mb")) {
             if (!num_arg(a, v, 0, 1 << 24, &x)) return 2;
             o->ep.kv_memory_mb = x;
+        } else if (!strcmp(a, "--idle-spin-ms")) {
+            if (!num_arg(a, v, 0, 3600e3, &x)) return 2;
+            o->ep.idle_spin_ms = x;
         } else if (!strcmp(a, "--max-body")) {
             if (!num_arg(a, v, 64, 1 << 30, &x)) return 2;
             o->sc.max_body = (size_t)x;

@@ -46,6 +46,7 @@ static const char usage[] =
     "  --rate R            preset arrival rate (req/s);  --rate-scale X  multiply arrival rates\n"
     "  --backend cpu|cuda  (default cpu);  --threads N (default: the profile's)\n"
     "  --kv-memory-mb MB   KV pool cap;  --seed S (default 1);  --db FILE (default sluice.db)\n"
+    "  --idle-spin-ms MS   the engine polls for work this long after a step before sleeping (default 1000)\n"
     "  --no-record         do not record the two runs\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE (engine defaults otherwise)\n"
     "  presets are generated with prompt + output capped at the engine's max_sequence_length\n";
@@ -150,8 +151,8 @@ static int load_workload(const opts_t *o, int max_seq, wl_trace_t *tr, char *nam
     return 0;
 }
 
-static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, uint64_t seed, const wl_trace_t *tr,
-                   cli_collect_t *col, sim_config_t *cfg, an_summary_t *sum)
+static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cli_engine_opts_t *eo,
+                   const wl_trace_t *tr, cli_collect_t *col, sim_config_t *cfg, an_summary_t *sum)
 {
     char err[512];
     if (sim_config_default(cfg) != SL_OK)
@@ -160,7 +161,8 @@ static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, uint64_t
     cfg->model = sc->model;
     cfg->plan_kv = false;
     cfg->profile = prof;
-    cfg->seed = seed;
+    cfg->engine_idle_spin_s = eo->idle_spin_ms / 1e3;
+    cfg->seed = eo->seed;
     memset(&cfg->hw, 0, sizeof cfg->hw);
     snprintf(cfg->hw.name, sizeof cfg->hw.name, "%.31s", prof->name);
     sim_t *sim = sim_create(cfg, NULL, err, sizeof err);
@@ -386,7 +388,7 @@ int cmd_validate(int argc, char **argv)
 
     /* the simulator first (it takes no time), then the engine in real time, --repeat times */
     sim_config_t cfg;
-    if ((status = run_sim(&prof, &sc, o.eng.seed, tr, &col, &cfg, &ss)))
+    if ((status = run_sim(&prof, &sc, &o.eng, tr, &col, &cfg, &ss)))
         goto out;
     if (!o.no_record && (rc = an_store_open(o.db, &st)) != SL_OK) {
         status = cli_fail(CMD, "%s: %s", o.db, st ? an_store_errmsg(st) : sl_strerror(rc));

@@ -147,6 +147,7 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     ep.backend = o->backend;
     ep.n_threads = o->threads;
     ep.kv_memory_mb = o->kv_mb;
+    ep.idle_spin_ms = o->idle_spin_ms;
     ep.on_step = on_step;
     ep.step_user = r;
     return eng_engine_create(&ep, &o->sched, err, errlen);
@@ -301,7 +302,8 @@ void cli_engine_run_free(cli_engine_run_t *r)
 cli_engine_opts_t cli_engine_opts_default(void)
 {
     sluice_engine_params ep = sluice_engine_default_params();
-    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)};
+    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms,
+                               .sched = eng_sched_config_from_params(&ep)};
 }
 
 int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
@@ -313,6 +315,7 @@ int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_eng
                                                                  : NULL;
     double *num = !strcmp(a, "--rate") ? rate : !strcmp(a, "--rate-scale") ? rate_scale
                   : !strcmp(a, "--kv-memory-mb")                          ? &eng->kv_mb
+                  : !strcmp(a, "--idle-spin-ms")                          ? &eng->idle_spin_ms
                                                                           : NULL;
     double x;
     if (str) {

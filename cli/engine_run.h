@@ -35,6 +35,7 @@ typedef struct cli_engine_opts {
     const char *backend; /* "cpu" (NULL) or "cuda" */
     int threads;         /* cpu threads, 0 = all cores */
     double kv_mb;        /* KV pool cap, 0 = engine default sizing */
+    double idle_spin_ms; /* sluice_engine_params.idle_spin_ms */
     uint64_t seed;       /* prompt RNG */
     sched_config_t sched;
 } cli_engine_opts_t;
@@ -44,6 +45,7 @@ typedef struct cli_engine_opts {
 cli_engine_opts_t cli_engine_opts_default(void);
 
 /* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
+ * --idle-spin-ms,
  * --seed, --rate, --rate-scale, and every scheduler knob (cli/sched_opts.h, --config FILE too).
  * Returns 1 when it consumed the option (*i then points at its value), 0 when argv[*i] is not one of
  * these, 2 after printing what is wrong with a bad or missing value. */

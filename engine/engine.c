@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -159,6 +160,9 @@ struct sluice_engine {
     /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t wake_cv;             /* engine thread: work or shutdown */
+    atomic_uint kicks;                  /* bumped with every wake_cv signal: what idle_wait's spin polls */
+    double idle_spin_s;                 /* params.idle_spin_ms */
+    double last_step_end;               /* engine time the last step ended; -INFINITY before the first */
     pthread_cond_t done_cv;             /* waiters: a request is done */
     sched_t *sched;
     sched_adapt_t *adapt;               /* NULL unless params.adaptive */
@@ -270,6 +274,7 @@ sluice_engine_params sluice_engine_default_params(void)
         .gpu_memory_utilization = b.gpu_memory_utilization,
         .device = b.device,
         .kv_memory_mb = 0,
+        .idle_spin_ms = 1000,
         .strategy = (sluice_strategy)c.strategy,
         .max_batch_size = c.max_batch_size,
         .max_sequence_length = 0,
@@ -486,6 +491,10 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
         set_err(err, errlen, "model: required (a GGUF path or synthetic:SHAPE)");
         return NULL;
     }
+    if (!(p->idle_spin_ms >= 0 && p->idle_spin_ms <= 3600e3)) {
+        set_err(err, errlen, "idle_spin_ms: must be in 0..3600000, got %g", p->idle_spin_ms);
+        return NULL;
+    }
     sluice_engine *e = sl_calloc(1, sizeof *e);
     if (!e) {
         set_err(err, errlen, "out of memory");
@@ -500,6 +509,8 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     pthread_condattr_destroy(&ca);
     e->t0 = mono_now();
     e->next_id = 1;
+    e->idle_spin_s = p->idle_spin_ms / 1e3;
+    e->last_step_end = -INFINITY;
     e->on_step = p->on_step;
     e->step_user = p->step_user;
     e->scfg = sched ? *sched : eng_sched_config_from_params(p);
@@ -560,6 +571,13 @@ sluice_engine *sluice_engine_create(const sluice_engine_params *params, char *er
     return eng_engine_create(params, NULL, err, errlen);
 }
 
+/* Wakes the engine thread, sleeping or spinning in idle_wait. Under the lock. */
+static void kick_locked(sluice_engine *e)
+{
+    atomic_fetch_add_explicit(&e->kicks, 1, memory_order_release);
+    pthread_cond_broadcast(&e->wake_cv);
+}
+
 int sluice_engine_shutdown(sluice_engine *e, double deadline_s)
 {
     pthread_mutex_lock(&e->mu);
@@ -571,7 +589,7 @@ int sluice_engine_shutdown(sluice_engine *e, double deadline_s)
         e->stopping = true;
         e->stop_deadline = eng_now(e) + (deadline_s > 0 ? deadline_s : 0);
     }
-    pthread_cond_broadcast(&e->wake_cv);
+    kick_locked(e);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
     pthread_mutex_lock(&e->mu);
@@ -864,7 +882,7 @@ int sluice_submit(sluice_engine *e, const sluice_request_params *params, sluice_
         e->submitted++;
         if (id)
             *id = r->res.id;
-        pthread_cond_signal(&e->wake_cv);
+        kick_locked(e);
     } else {
         e->rejected++;
         switch (rc) {
@@ -903,7 +921,7 @@ static void abort_req_locked(sluice_engine *e, eng_req_t *r, double now)
     for (int k = 0; k < r->best_of; k++)
         if (r->samples[k].state == SAMPLE_LIVE)
             sched_abort(e->sched, r->samples[k].seq_id, now);
-    pthread_cond_signal(&e->wake_cv);
+    kick_locked(e);
 }
 
 int sluice_cancel(sluice_engine *e, sluice_request_id id)
@@ -1479,11 +1497,28 @@ static int abort_all(sluice_engine *e, int status, double now)
     return n;
 }
 
-/* Sleeps until wake_at (engine time; INFINITY = until signalled). Under the lock. */
+/* Sleeps until wake_at (engine time; INFINITY = until signalled). Under the lock. Within
+ * idle_spin_s of the last step it polls `kicks` instead (unlocked, yielding the CPU now and then)
+ * and returns at the first kick or when the spin ends: a request that arrives soon after the last
+ * one then starts at once on a core that is still at full speed. */
 static void idle_wait(sluice_engine *e, double wake_at)
 {
     if (e->stopping && e->stop_deadline < wake_at)
         wake_at = e->stop_deadline;
+    double now = eng_now(e), spin_until = fmin(e->last_step_end + e->idle_spin_s, wake_at);
+    if (now < spin_until) {
+        unsigned k0 = atomic_load_explicit(&e->kicks, memory_order_acquire);
+        pthread_mutex_unlock(&e->mu);
+        for (unsigned i = 1; atomic_load_explicit(&e->kicks, memory_order_acquire) == k0; i++) {
+            if (i % 64 == 0) {
+                if (eng_now(e) >= spin_until)
+                    break;
+                sched_yield();
+            }
+        }
+        pthread_mutex_lock(&e->mu);
+        return;
+    }
     if (!isfinite(wake_at)) {
         pthread_cond_wait(&e->wake_cv, &e->mu);
         return;
@@ -1621,6 +1656,7 @@ static void *engine_main(void *arg)
         rate_tick(e, now);
         collect_done(e, now);
         info.t_end = now;
+        e->last_step_end = now;
         info.n_sampled = nsampled;
         fill_step_info(e, &st, &info);
         adapt_between_steps(e, now, info.waiting);

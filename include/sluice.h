@@ -107,6 +107,11 @@ typedef struct sluice_engine_params {
     int device;                  /* cuda: device ordinal. default 0 */
     double kv_memory_mb;         /* KV pool size cap in MiB; 0 = enough for max_num_seqs full-length
                                     sequences, capped by what the backend reports free. default 0 */
+    double idle_spin_ms;         /* after its last step the engine thread keeps polling for new work
+                                    this long before it sleeps, so that a request arriving within it
+                                    starts at once on a core at full speed (on a VM a core that slept
+                                    runs ~1.5x slower for the next ~80 ms); it yields the CPU while it
+                                    polls, and shows as busy. 0 = sleep at once. default 1000 */
 
     /* batching (the scheduler; see docs/C_API.md for how each strategy uses them) */
     sluice_strategy strategy;    /* default SLUICE_STRATEGY_CONTINUOUS */

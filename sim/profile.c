@@ -361,11 +361,6 @@ static void plain(char *dst, size_t n, const char *s)
     dst[j] = 0;
 }
 
-double sim_profile_wake(const sim_profile_t *p, double idle_s)
-{
-    return p->wake_s > 0 && idle_s >= p->idle_after_s ? p->wake_s : 0;
-}
-
 bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
 {
     size_t k = 0;

@@ -65,7 +65,9 @@ typedef struct sim_profile {
     double dec[SIM_PROFILE_MAX_KNOTS];     /* s at dec_knot[i] */
     double pre;                 /* s per prefill token pair */
     double host_s, host_row;    /* engine loop: s per step, s per sampled row */
-    double wake_s, idle_after_s;/* a step starting >= idle_after_s after the last one ended pays wake_s */
+    double wake_s, idle_after_s;/* a step starting >= idle_after_s after the backend's last forward
+                                   pays wake_s; the simulator adds the engine's idle spin to the gap
+                                   (sim_config_t.engine_idle_spin_s). 0: no wake term */
     double fit_err;             /* median |fit - measured| / measured over the profile's points */
     char created[32];           /* UTC "YYYY-MM-DD HH:MM:SS" */
 } sim_profile_t;
@@ -87,10 +89,6 @@ int sim_profile_fit_host(sim_profile_t *p, const double *overhead, const int *ro
 
 /* The forward time the profile predicts for one point (pt->t ignored). Cannot fail. */
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt);
-
-/* What a step pays for starting idle_s seconds after the previous step ended (INFINITY: the first
- * step): wake_s from idle_after_s on, else 0. Cannot fail. */
-double sim_profile_wake(const sim_profile_t *p, double idle_s);
 
 /* Prices one scheduler step (forward + host terms); parts (may be NULL) gets dense, attention,
  * lm_head (LM head), host (loop + sampling) and total; flops is 0. Cannot fail. */

@@ -53,6 +53,7 @@ struct sim {
     sched_done_t done[256];
     uint64_t rr;
     sim_hook_t hook;           /* between_steps NULL: none */
+    double wake_s, wake_after; /* a step after wake_after idle costs wake_s more (profile runs) */
 };
 
 static const char *const router_names[] = {"round_robin", "least_outstanding", "least_kv"};
@@ -81,6 +82,7 @@ int sim_config_default(sim_config_t *cfg)
     cfg->sched = sched_config_default();
     cfg->replicas = 1, cfg->tp = 1, cfg->plan_kv = true;
     cfg->router = SIM_ROUTE_ROUND_ROBIN;
+    cfg->engine_idle_spin_s = 1;
     int rc = sim_hw_builtin("a100-80gb", &cfg->hw);
     if (rc == SL_OK)
         rc = sched_model_shape_builtin("llama2-7b", &cfg->model);
@@ -186,6 +188,8 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
     }
     s->cfg.sched = sc;
     s->num_blocks = sc.num_blocks;
+    s->wake_s = cfg->profile ? cfg->profile->wake_s : 0;
+    s->wake_after = s->wake_s > 0 ? cfg->engine_idle_spin_s + cfg->profile->idle_after_s : INFINITY;
     s->rep = sl_calloc(cfg->replicas, sizeof *s->rep);
     s->heap_cap = 2 * cfg->replicas + 1;
     s->heap = sl_malloc(sizeof *s->heap * s->heap_cap);
@@ -290,9 +294,8 @@ static int kick(sim_t *s, int ri, double now, char *err, int errlen)
     int rc = sched_plan(r->sched, now, &r->step, &wake_at);
     if (rc == SCHED_PLAN_STEP) {
         double dt = sim_cost_step(r->cost, &r->step, &r->parts);
-        if (s->cfg.profile) { /* the engine's CPU workers sleep after a while idle */
-            double wake = sim_profile_wake(s->cfg.profile, now - r->last_end);
-            dt += wake, r->parts.host += wake, r->parts.total += wake;
+        if (now - r->last_end >= s->wake_after) { /* the engine slept (sim_profile_t.wake_s) */
+            dt += s->wake_s, r->parts.host += s->wake_s, r->parts.total += s->wake_s;
         }
         r->busy = true;
         r->step_start = now;

@@ -53,6 +53,10 @@ typedef struct sim_config {
                                      during sim_create only) and, with plan_kv, KV blocks sized as
                                      the engine sizes its pool; hw then only names the run.
                                      default NULL */
+    double engine_idle_spin_s; /* with a profile: how long the engine polls for work after a step
+                                  (sluice_engine_params.idle_spin_ms); the profile's wake term is
+                                  charged only to a step after idle_spin + idle_after idle. default
+                                  1 (the engine's default) */
 } sim_config_t;
 
 /* Defaults above. SL_ENOTFOUND only if the built-in llama2-7b shape is missing. */

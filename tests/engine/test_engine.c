@@ -503,6 +503,9 @@ static void test_engine_create_reports_a_bad_model(void **state)
     p.model = NULL;
     assert_null(sluice_engine_create(&p, err, sizeof err));
     assert_non_null(strstr(err, "model"));
+    p.model = MODEL, p.idle_spin_ms = -1;
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_non_null(strstr(err, "idle_spin_ms: must be in 0..3600000, got -1"));
 }
 
 static double mono_s(void)
@@ -510,6 +513,27 @@ static double mono_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* While the engine polls for work after a step (idle_spin_ms), a submit starts the next request at
+ * once: with a 60 s spin, a request that waited for the spin to end could not finish in time. */
+static void test_engine_request_during_the_idle_spin_starts_at_once(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.idle_spin_ms = 60e3;
+    sluice_engine *e = create(&p);
+    sluice_request_params r = greedy("Once upon a time", 8);
+    for (int k = 0; k < 3; k++) { /* the 2nd and 3rd arrive while the engine spins */
+        double t0 = mono_s();
+        sluice_result_free(generate(e, &r));
+        assert_true(mono_s() - t0 < 10);
+        sleep_ms(20);
+    }
+    double t0 = mono_s();
+    sluice_engine_free(e); /* shutdown ends the spin too */
+    assert_true(mono_s() - t0 < 10);
 }
 
 /* synthetic:llama2-7b on cuda never builds its 13.5 GB of weights on the host: without a usable
@@ -723,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_engine_presence_and_frequency_penalties_change_greedy),
         cmocka_unit_test(test_engine_top_logprobs_greedy_token_is_the_top_alternative),
         cmocka_unit_test(test_engine_best_of_result_carries_logprobs),
+        cmocka_unit_test(test_engine_request_during_the_idle_spin_starts_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -263,8 +263,9 @@ static void test_simulator_runs_on_a_profile_deterministically(void **state)
     wl_trace_free(tr);
 }
 
-/* End time of two one-token requests arriving at 0 and `second`, on profile p. */
-static double two_requests_end(const sim_profile_t *p, double second)
+/* End time of two one-token requests arriving at 0 and `second`, on profile p, the engine polling
+ * `spin` seconds for work after a step. */
+static double two_requests_end(const sim_profile_t *p, double second, double spin)
 {
     wl_trace_t *tr = wl_trace_create();
     for (int i = 0; i < 2; i++) {
@@ -276,6 +277,7 @@ static double two_requests_end(const sim_profile_t *p, double second)
     cfg.model = p->model;
     cfg.sched.max_sequence_length = 512;
     cfg.profile = p;
+    cfg.engine_idle_spin_s = spin;
     char err[256];
     sim_t *s = sim_create(&cfg, NULL, err, sizeof err);
     assert_non_null(s);
@@ -291,13 +293,18 @@ static void test_a_step_after_idle_pays_the_wake_term(void **state)
     sim_profile_t p = truth(), w = truth();
     p.kv_budget_bytes = w.kv_budget_bytes = 0;
     w.wake_s = 9e-3, w.idle_after_s = 2e-3;
-    assert_true(sim_profile_wake(&w, 1e-3) == 0 && sim_profile_wake(&w, 2e-3) == 9e-3);
-    assert_true(sim_profile_wake(&p, 1.0) == 0);
-    /* a second request 1 s later: both steps start after idle (the first one after start-up) */
-    double d = two_requests_end(&w, 1.0) - two_requests_end(&p, 1.0);
+    /* (the end time moves with the last step's wake, and with the first's when the second waits
+     * for it) a second request 1 s later: both steps start after idle (the first after start-up) */
+    double d = two_requests_end(&w, 1.0, 0) - two_requests_end(&p, 1.0, 0);
     assert_true(fabs(d - 9e-3) < 1e-12);
     /* the second arrives while the first step runs and goes straight after it: one wake */
-    d = two_requests_end(&w, 1e-6) - two_requests_end(&p, 1e-6);
+    d = two_requests_end(&w, 1e-6, 0) - two_requests_end(&p, 1e-6, 0);
+    assert_true(fabs(d - 9e-3) < 1e-12);
+    /* the engine polls 0.5 s after a step: a second request 0.3 s later finds it awake, 1 s later
+     * asleep (0.5 + 0.002 s) */
+    d = two_requests_end(&w, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
+    assert_true(fabs(d) < 1e-12);
+    d = two_requests_end(&w, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
     assert_true(fabs(d - 9e-3) < 1e-12);
 }
 
