@@ -39,6 +39,7 @@
 #include "sched/status.h"
 
 #define ENG_CPU_CHUNK_ROWS 16 /* weight rows per claimed matrix-product chunk */
+#define ENG_CPU_CHUNK_MACS (1 << 18) /* products a matrix-product chunk grows to (chunk_rows) */
 #define ENG_CPU_ATT_QTILE 8   /* query tokens per claimed attention task */
 #define ENG_CPU_ALIGN 64
 
@@ -169,13 +170,28 @@ static int n_chunks(int rows)
     return (rows + ENG_CPU_CHUNK_ROWS - 1) / ENG_CPU_CHUNK_ROWS;
 }
 
+/* Rows per claimed chunk of a product of `rows` rows of k elements over n_tok tokens:
+ * ENG_CPU_CHUNK_ROWS, doubled while a chunk carries under ENG_CPU_CHUNK_MACS products and every
+ * thread still gets 8 chunks. A claim is an atomic on a line the threads share, which costs a
+ * visible share of a chunk of a few microseconds (decode: one token); a thread finishing a large
+ * chunk alone at the end costs about half a chunk. */
+static int chunk_rows(const eng_cpu_ctx_t *c, int rows, int k, int n_tok)
+{
+    const int nth = eng_cpu_pool_size(c->pool);
+    int n = ENG_CPU_CHUNK_ROWS;
+    while ((double)n * k * n_tok < ENG_CPU_CHUNK_MACS && 2 * n * 8 * nth <= rows)
+        n *= 2;
+    return n;
+}
+
 /* One product, rows claimed in chunks. The caller puts the barrier after it. */
 static void mm_claimed(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const float *xf, int n_tok)
 {
-    const int rows = (int)mm->w->ne[1], total = n_chunks(rows);
+    const int rows = (int)mm->w->ne[1], n = chunk_rows(c, rows, (int)mm->w->ne[0], n_tok);
+    const int total = (rows + n - 1) / n;
     for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
-        int r0 = ci * ENG_CPU_CHUNK_ROWS;
-        mm_rows(c, ith, mm, xf, n_tok, r0, r0 + ENG_CPU_CHUNK_ROWS < rows ? r0 + ENG_CPU_CHUNK_ROWS : rows);
+        int r0 = ci * n;
+        mm_rows(c, ith, mm, xf, n_tok, r0, r0 + n < rows ? r0 + n : rows);
     }
 }
 
@@ -241,9 +257,10 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
  * at once; then a barrier. */
 static void ffn_gate_up(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t gu[2], const float *xf, int n_tok)
 {
-    const int ffn = c->m->cfg.ffn_dim, total = n_chunks(ffn);
+    const int ffn = c->m->cfg.ffn_dim, n = chunk_rows(c, ffn, 2 * c->m->cfg.dim, n_tok);
+    const int total = (ffn + n - 1) / n;
     for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
-        int r0 = ci * ENG_CPU_CHUNK_ROWS, r1 = r0 + ENG_CPU_CHUNK_ROWS < ffn ? r0 + ENG_CPU_CHUNK_ROWS : ffn;
+        int r0 = ci * n, r1 = r0 + n < ffn ? r0 + n : ffn;
         mm_rows(c, ith, &gu[0], xf, n_tok, r0, r1);
         mm_rows(c, ith, &gu[1], xf, n_tok, r0, r1);
         for (int t = 0; t < n_tok; t++)
@@ -600,7 +617,7 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
         cpu_free(be);
         return NULL;
     }
-    if (eng_cpu_pool_create(p.n_threads, &c->pool) != SL_OK) {
+    if (eng_cpu_pool_create(p.n_threads, p.idle_spin_s, &c->pool) != SL_OK) {
         snprintf(err, errlen, "cpu: cannot start %d threads", p.n_threads);
         cpu_free(be);
         return NULL;
