@@ -12,6 +12,7 @@ eng_backend_params_t eng_backend_params_default(void)
         .gpu_memory_utilization = 0.9,
         .device = 0,
         .use_graphs = 1,
+        .idle_spin_s = 0.002,
     };
 }
 

@@ -41,6 +41,8 @@ typedef struct eng_backend_params {
     double gpu_memory_utilization; /* cuda: fraction of device memory to use. default 0.9 */
     int device;                 /* cuda: device ordinal. default 0 */
     int use_graphs;             /* cuda: capture decode steps in CUDA graphs. default 1 */
+    double idle_spin_s;         /* cpu: workers poll for the next step this long after one before
+                                   they sleep (the engine passes its idle_spin_ms). default 0.002 */
 } eng_backend_params_t;
 
 eng_backend_params_t eng_backend_params_default(void);

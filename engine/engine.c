@@ -528,6 +528,7 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = p->n_threads;
     bp.kv_f16 = p->kv_f16;
+    bp.idle_spin_s = p->idle_spin_ms / 1e3;
     bp.gpu_memory_utilization = p->gpu_memory_utilization;
     bp.device = p->device;
     e->backend = eng_backend_create(backend, e->model, &bp, buf, sizeof buf);

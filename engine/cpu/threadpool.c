@@ -1,10 +1,11 @@
 /* threadpool.c — persistent workers, a spinning barrier and a claim counter (see threadpool.h).
  *
  * Design notes:
- * 1. A region starts when thread 0 bumps `gen`. Workers spin on it for ENG_POOL_SPIN polls (a
- *    decode step follows the previous one within microseconds), then sleep on `cv`; thread 0
- *    always broadcasts under the mutex after bumping, so a worker that checked `gen` under the
- *    mutex before sleeping cannot miss it.
+ * 1. A region starts when thread 0 bumps `gen`. Workers poll it for spin_s seconds after their
+ *    last region (a decode step follows the previous one within microseconds; the engine's next
+ *    request may come later), reading the clock and yielding every ENG_POOL_POLLS polls, then
+ *    sleep on `cv`; thread 0 always broadcasts under the mutex after bumping, so a worker that
+ *    checked `gen` under the mutex before sleeping cannot miss it.
  * 2. The barrier is sense-reversing: the last thread to arrive resets the count and the claim
  *    counter, then flips `bar_phase`; the others spin (yielding after a while, so an oversubscribed
  *    machine still makes progress) until the phase changes. Spin-then-futex-wait was measured
@@ -20,11 +21,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sched/status.h"
 
-#define ENG_POOL_SPIN 200000 /* polls of `gen` before a worker sleeps */
+#define ENG_POOL_POLLS 4096 /* polls of `gen` between clock reads and yields while a worker spins */
 #define ENG_BARRIER_SPIN (1 << 14) /* polls in a barrier before yielding the CPU (tens of us: a
                                       * barrier on idle cores takes microseconds; on a loaded machine
                                       * the thread we wait for may need this core) */
@@ -36,6 +38,7 @@ typedef struct eng_cpu_worker {
 
 struct eng_cpu_pool {
     int nth;
+    double spin_s;              /* polling time after a region before a worker sleeps */
     int n_started;              /* workers actually started (for cleanup on error) */
     pthread_t *threads;         /* (nth - 1) */
     eng_cpu_worker_t *workers;  /* (nth - 1) */
@@ -58,6 +61,13 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void *worker_main(void *p_)
 {
     eng_cpu_worker_t *w = p_;
@@ -65,9 +75,15 @@ static void *worker_main(void *p_)
     unsigned seen = 0;
     for (;;) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        for (int i = 0; g == seen && i < ENG_POOL_SPIN; i++) {
+        const double until = mono_s() + p->spin_s;
+        for (int i = 1; g == seen; i++) {
             cpu_relax();
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
+            if (i % ENG_POOL_POLLS == 0 && g == seen) {
+                if (mono_s() >= until || atomic_load(&p->stop))
+                    break;
+                sched_yield();
+            }
         }
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
@@ -83,7 +99,7 @@ static void *worker_main(void *p_)
     }
 }
 
-int eng_cpu_pool_create(int n_threads, eng_cpu_pool_t **out)
+int eng_cpu_pool_create(int n_threads, double spin_s, eng_cpu_pool_t **out)
 {
     *out = NULL;
     if (n_threads <= 0) {
@@ -94,6 +110,7 @@ int eng_cpu_pool_create(int n_threads, eng_cpu_pool_t **out)
     if (!p)
         return SL_ENOMEM;
     p->nth = n_threads;
+    p->spin_s = spin_s > 0 ? spin_s : 0;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     if (n_threads > 1) {

@@ -45,7 +45,7 @@ static void body(void *arg, int ith, int nth)
 static void run_pool(int n_threads, int regions)
 {
     eng_cpu_pool_t *p = NULL;
-    assert_int_equal(eng_cpu_pool_create(n_threads, &p), 0);
+    assert_int_equal(eng_cpu_pool_create(n_threads, 0.002, &p), 0);
     assert_int_equal(eng_cpu_pool_size(p), n_threads);
     static job_t j;
     for (int r = 0; r < regions; r++) {
@@ -70,7 +70,7 @@ static void test_every_item_claimed_once_per_loop_across_many_regions(void **sta
 static void test_zero_threads_means_online_cpus(void **state)
 {
     eng_cpu_pool_t *p = NULL;
-    assert_int_equal(eng_cpu_pool_create(0, &p), 0);
+    assert_int_equal(eng_cpu_pool_create(0, 0.002, &p), 0);
     assert_true(eng_cpu_pool_size(p) >= 1);
     eng_cpu_pool_free(p);
     eng_cpu_pool_free(NULL);

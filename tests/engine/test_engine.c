@@ -516,7 +516,8 @@ static double mono_s(void)
 }
 
 /* While the engine polls for work after a step (idle_spin_ms), a submit starts the next request at
- * once: with a 60 s spin, a request that waited for the spin to end could not finish in time. */
+ * once: with a 60 s spin, a request that waited for the spin to end could not finish in time; and
+ * freeing the engine stops the spinning engine thread and pool worker (2 threads) at once. */
 static void test_engine_request_during_the_idle_spin_starts_at_once(void **state)
 {
     (void)state;
