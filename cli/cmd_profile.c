@@ -115,7 +115,7 @@ static int fit_host(sim_profile_t *p, const cli_engine_run_t *r, int plen, doubl
         const an_step_rec_t *s = &r->step[i];
         sim_profile_point_t pt = {.m = s->n_tokens, .rows = r->n_sampled[i], .n_dec = s->n_decode_seqs,
                                   .pre_work = s->n_prefill_tokens * (plen + 1) / 2.0,
-                                  .dec_kv = (double)s->n_decode_seqs * (plen + (double)i)};
+                                  .dec_kv = plen + (double)i};
         ratio[k] = r->forward_s[i] / sim_profile_forward(p, &pt);
         ov[k] = fmax(0, r->step[i + 1].t_start - s->t_start - r->forward_s[i]);
         rows[k++] = r->n_sampled[i];
@@ -168,7 +168,7 @@ static int make_batch(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, 
         if (pre)
             pt->pre_work += (double)q * (ctx_pre + (q + 1) / 2.0);
         else
-            pt->dec_kv += ctx_dec + 1;
+            pt->dec_kv = ctx_dec + 1;
     }
     return n;
 }
@@ -314,15 +314,17 @@ static int measure_forward(bench_t *b, const sim_profile_t *p, int T, int S, int
         }
     /* decode batches: decode attention and the LM head at rows = batch, at every LM-head knot (one
      * context for the batch sizes between powers of two: they pin their knot, the powers of two
-     * the attention). Contexts 64 and 256 as well: the decode table's knots sit at K = 16, 64,
-     * 256, 1024 .. KV tokens, and a knot no point comes near is a free coefficient (it once fitted
-     * dec(256) at 0.003 ms, pricing single-sequence decode at contexts 150-500 20% low) */
-    int ctxs[] = {16, 63, 255, C / 4, C / 2 - 1, C - 1};
+     * the attention). 1, 2 and 4 sequences also at every decode knot under C/4 (16, 32, .. KV
+     * tokens): a knot no point comes near is a free coefficient (it once fitted dec(256) at
+     * 0.003 ms, pricing single-sequence decode at contexts 150-500 20% low); larger batches also
+     * at 64 tokens, or the LM head's knot at their row count soaks up their attention */
+    int ctxs[] = {16, 31, 63, 127, 255, 511, C / 4, C / 2 - 1, C - 1}, n_small = 6;
     for (int i = 0; i < p->n_lm_knots && rc == SL_OK; i++) {
         int bs = (int)p->lm_knot[i];
         bool pow2 = (bs & (bs - 1)) == 0 || bs == S;
-        for (int j = 0; j < 6 && rc == SL_OK; j++)
-            if (ctxs[j] >= 1 && ctxs[j] < C && (j < 3 ? bs <= 4 && ctxs[j] < C / 4 : pow2 || j == 3))
+        for (int j = 0; j < 9 && rc == SL_OK; j++)
+            if (ctxs[j] >= 1 && ctxs[j] < C &&
+                (j < n_small ? pow2 && ctxs[j] < C / 4 && (bs <= 4 || ctxs[j] == 63) : pow2 || j == n_small))
                 rc = shape(b, 0, 0, 0, false, bs, ctxs[j], err, errlen);
     }
     /* several prompt chunks at once, and mixed prefill + decode steps */
@@ -433,7 +435,7 @@ int cmd_profile(int argc, char **argv)
     p.max_seq_len = sc.max_sequence_length;
     int T = sc.max_num_batched_tokens < sc.max_sequence_length ? sc.max_num_batched_tokens : sc.max_sequence_length;
     int S = sc.max_num_seqs < MAX_SEQS ? sc.max_num_seqs : MAX_SEQS, C = sc.max_sequence_length;
-    if (sim_profile_set_knots(&p, T, S, S * C) != SL_OK) {
+    if (sim_profile_set_knots(&p, T, S, C) != SL_OK) {
         status = cli_fail(CMD, "max_num_batched_tokens %d / max_num_seqs %d: out of the profile's range", T, S);
         goto out;
     }
@@ -504,9 +506,12 @@ int cmd_profile(int argc, char **argv)
                1e3 * p.wake_s);
     else
         printf("  a step after idle costs no more than back to back\n");
-    printf("  attention: prefill %.3g ns per q*kv pair; decode by KV tokens read:\n   ", 1e9 * p.pre);
+    printf("  attention: prefill %.3g ns per q*kv pair; decode, one sequence by its KV tokens:\n   ", 1e9 * p.pre);
     for (int i = 0; i < p.n_dec_knots; i++)
         printf(" %.0f: %.3f ms", p.dec_knot[i], 1e3 * p.dec[i]);
+    printf("\n  and beyond that, a step by its KV tokens in all:\n   ");
+    for (int i = 0; i < p.n_kv_knots; i++)
+        printf(" %.0f: %.3f ms", p.kv_knot[i], 1e3 * p.kv[i]);
     printf("\n  %8s %12s %12s\n", "M/rows", "dense ms", "LM head ms");
     for (int i = 0; i < p.n_knots; i++) {
         printf("  %8.0f %12.3f", p.knot[i], 1e3 * p.dense[i]);
@@ -520,7 +525,7 @@ int cmd_profile(int argc, char **argv)
         double f = sim_profile_forward(&p, q);
         printf("  %-9s %6d %5d %10.0f %10.3f %10.3f %+6.1f%%\n",
                q->n_dec && q->m > q->n_dec ? "mixed" : q->n_dec ? "decode" : "prefill", q->m, q->rows,
-               q->pre_work + q->dec_kv, 1e3 * q->t, 1e3 * f, 100 * (f - q->t) / q->t);
+               q->pre_work + q->n_dec * q->dec_kv, 1e3 * q->t, 1e3 * f, 100 * (f - q->t) / q->t);
     }
     printf("stored as engine profile '%s' in %s (%.1f s)\n", p.name, o.db, now_s() - t0);
 out:

@@ -126,11 +126,15 @@ static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
     sort_desc(val, idx, mid, hi);
 }
 
+/* The first index of the largest finite-or-+inf value (NaN and -inf never win: comparisons with
+ * NaN are false, and nothing is above -inf's start); -1 when there is none. The running maximum
+ * stays in a register (comparing with v[best] made each step wait for the last one's load). */
 static int argmax(const float *v, int n)
 {
     int best = -1;
+    float bv = -INFINITY;
     for (int i = 0; i < n; i++)
-        if (!isnan(v[i]) && v[i] > -INFINITY && (best < 0 || v[i] > v[best])) best = i;
+        if (v[i] > bv) bv = v[i], best = i;
     return best;
 }
 

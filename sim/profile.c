@@ -59,12 +59,14 @@ static int small_m_knots(double *k, int max, int *n)
     return SL_OK;
 }
 
-int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_kv)
+int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_ctx)
 {
     int rc = small_m_knots(p->knot, max_m, &p->n_knots);
     if (rc == SL_OK)
         rc = small_m_knots(p->lm_knot, max_rows, &p->n_lm_knots);
-    return rc == SL_OK ? geo_knots(p->dec_knot, 16, 4, max_kv, &p->n_dec_knots) : rc;
+    if (rc == SL_OK)
+        rc = geo_knots(p->dec_knot, 16, 2, max_ctx, &p->n_dec_knots);
+    return rc == SL_OK ? geo_knots(p->kv_knot, 64, 4, max_rows * max_ctx, &p->n_kv_knots) : rc;
 }
 
 /* Hat-function weights of x over knots k[0..n) into w[0..n): linear in x between knots, x / k[0]
@@ -105,7 +107,8 @@ static double table(const double *k, const double *t, int n, double x)
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt)
 {
     return table(p->knot, p->dense, p->n_knots, pt->m) + table(p->lm_knot, p->lm, p->n_lm_knots, pt->rows) +
-           table(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) + p->pre * pt->pre_work;
+           pt->n_dec * table(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) +
+           table(p->kv_knot, p->kv, p->n_kv_knots, pt->n_dec * pt->dec_kv) + p->pre * pt->pre_work;
 }
 
 /* ---- fitting -------------------------------------------------------------------------------- */
@@ -118,8 +121,8 @@ static int cmp_double(const void *a, const void *b)
 
 int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, char *err, int errlen)
 {
-    int nk = p->n_knots, nl = p->n_lm_knots, nd = p->n_dec_knots, q = nk + nl + nd + 1;
-    if (nk < 1 || nl < 1 || nd < 1) {
+    int nk = p->n_knots, nl = p->n_lm_knots, nd = p->n_dec_knots, nv = p->n_kv_knots, q = nk + nl + nd + nv + 1;
+    if (nk < 1 || nl < 1 || nd < 1 || nv < 1) {
         snprintf(err, errlen, "profile fit: knots not set");
         return SL_EINVAL;
     }
@@ -127,10 +130,10 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
         snprintf(err, errlen, "profile fit: %d measured points for %d coefficients", n, q);
         return SL_EINVAL;
     }
-    /* the full design matrix; columns: dense knots, lm knots, dec knots, pre */
+    /* the full design matrix; columns: dense knots, lm knots, dec knots, kv knots, pre */
     double *full = sl_calloc((size_t)n * q, sizeof *full), *x = sl_malloc(sizeof *x * (size_t)n * q);
-    double *y = sl_malloc(sizeof *y * (size_t)n), *c = sl_malloc(sizeof *c * (size_t)q), coef[4 * SIM_PROFILE_MAX_KNOTS];
-    bool use[4 * SIM_PROFILE_MAX_KNOTS];
+    double *y = sl_malloc(sizeof *y * (size_t)n), *c = sl_malloc(sizeof *c * (size_t)q), coef[5 * SIM_PROFILE_MAX_KNOTS];
+    bool use[5 * SIM_PROFILE_MAX_KNOTS];
     if (!full || !x || !y || !c) {
         sl_free(full), sl_free(x), sl_free(y), sl_free(c);
         snprintf(err, errlen, "out of memory");
@@ -141,6 +144,9 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
         hat(p->knot, nk, pts[i].m, row);
         hat(p->lm_knot, nl, pts[i].rows, row + nk);
         hat(p->dec_knot, nd, pts[i].dec_kv, row + nk + nl);
+        for (int j = 0; j < nd; j++)
+            row[nk + nl + j] *= pts[i].n_dec;
+        hat(p->kv_knot, nv, pts[i].n_dec * pts[i].dec_kv, row + nk + nl + nd);
         row[q - 1] = pts[i].pre_work;
         y[i] = pts[i].t;
     }
@@ -177,6 +183,7 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
     memcpy(p->dense, coef, sizeof(double) * (size_t)nk);
     memcpy(p->lm, coef + nk, sizeof(double) * (size_t)nl);
     memcpy(p->dec, coef + nk + nl, sizeof(double) * (size_t)nd);
+    memcpy(p->kv, coef + nk + nl + nd, sizeof(double) * (size_t)nv);
     p->pre = coef[q - 1];
     double *rel = sl_malloc(sizeof *rel * (size_t)n);
     if (!rel) {
@@ -246,6 +253,7 @@ int sim_profile_fit_host(sim_profile_t *p, const double *overhead, const int *ro
 double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_cost_parts_t *parts)
 {
     sim_profile_point_t pt = {.m = step->n_tokens + step->n_padded_tokens};
+    double dec = 0, kv = 0;
     for (int i = 0; i < step->n_seqs; i++) {
         const sched_seq_step_t *s = &step->seqs[i];
         if (s->sample)
@@ -254,14 +262,15 @@ double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_co
             double q = s->n_tokens + s->padded_tokens;
             pt.pre_work += q * (s->context_len + (q + 1) / 2);
         } else {
-            pt.dec_kv += s->context_len + s->n_tokens;
-            pt.n_dec++;
+            dec += table(p->dec_knot, p->dec, p->n_dec_knots, s->context_len + s->n_tokens);
+            kv += s->context_len + s->n_tokens;
         }
     }
+    dec += table(p->kv_knot, p->kv, p->n_kv_knots, kv);
     sim_cost_parts_t c = {0};
     c.dense = table(p->knot, p->dense, p->n_knots, pt.m);
     c.lm_head = table(p->lm_knot, p->lm, p->n_lm_knots, pt.rows);
-    c.attention = p->pre * pt.pre_work + table(p->dec_knot, p->dec, p->n_dec_knots, pt.dec_kv);
+    c.attention = p->pre * pt.pre_work + dec;
     c.host = p->host_s + p->host_row * pt.rows;
     c.total = fmax(0, c.dense + c.lm_head + c.attention) + c.host;
     if (parts)
@@ -369,14 +378,15 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
     plain(path, sizeof path, p->model_path), plain(model, sizeof model, p->model.name);
     const sched_model_shape_t *m = &p->model;
     int bad = put(buf, len, &k,
-                  "{\"name\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"host\": \"%s\", \"cpu\": \"%s\", "
+                  "{\"model_version\": %d, \"name\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"host\": \"%s\", "
+                  "\"cpu\": \"%s\", "
                   "\"model_path\": \"%s\", \"created\": \"%s\", \"model\": {\"name\": \"%s\", \"n_layers\": %d, "
                   "\"hidden\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"intermediate\": %d, "
                   "\"vocab\": %d, \"max_context\": %d, \"tied_embeddings\": %d, \"bytes_per_weight\": %.17g, "
                   "\"bytes_per_kv\": %.17g}, \"kv_budget_bytes\": %lld, \"max_seq_len\": %d, \"pre\": %.9g, "
                   "\"host_s\": %.9g, \"host_row\": %.9g, \"wake_s\": %.9g, \"idle_after_s\": %.9g, "
                   "\"fit_err\": %.6g",
-                  name, p->backend, p->threads, host, cpu, path, p->created, model, m->n_layers, m->hidden,
+                  SIM_PROFILE_MODEL_VERSION, name, p->backend, p->threads, host, cpu, path, p->created, model, m->n_layers, m->hidden,
                   m->n_heads, m->n_kv_heads, m->head_dim, m->intermediate, m->vocab, m->max_context,
                   m->tied_embeddings, m->bytes_per_weight, m->bytes_per_kv, (long long)p->kv_budget_bytes,
                   p->max_seq_len, p->pre, p->host_s, p->host_row, p->wake_s, p->idle_after_s, p->fit_err);
@@ -385,7 +395,9 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
           put_array(buf, len, &k, "lm_knots", p->lm_knot, p->n_lm_knots) ||
           put_array(buf, len, &k, "lm", p->lm, p->n_lm_knots) ||
           put_array(buf, len, &k, "dec_knots", p->dec_knot, p->n_dec_knots) ||
-          put_array(buf, len, &k, "dec", p->dec, p->n_dec_knots) || put(buf, len, &k, "}");
+          put_array(buf, len, &k, "dec", p->dec, p->n_dec_knots) ||
+          put_array(buf, len, &k, "kv_knots", p->kv_knot, p->n_kv_knots) ||
+          put_array(buf, len, &k, "kv", p->kv, p->n_kv_knots) || put(buf, len, &k, "}");
     return !bad;
 }
 
@@ -435,6 +447,14 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
     }
     const char *bad = NULL;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    double version = 0;
+    if (!get_num(root, "model_version", &version) || version < SIM_PROFILE_MODEL_VERSION) {
+        get_str(root, "name", p->name, sizeof p->name);
+        snprintf(err, errlen, "engine profile '%s' was made by an older sluice (another step-time model); "
+                 "run sluice profile again", p->name);
+        cJSON_Delete(root);
+        return SL_EFORMAT;
+    }
     double v[12];
     static const char *const mk[] = {"n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "intermediate",
                                      "vocab", "max_context", "tied_embeddings", "bytes_per_weight", "bytes_per_kv"};
@@ -476,6 +496,8 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
         else if (get_array(root, "dec_knots", p->dec_knot, &p->n_dec_knots) ||
                  get_array(root, "dec", p->dec, &p->n_dec_knots))
             bad = "dec_knots/dec";
+        else if (get_array(root, "kv_knots", p->kv_knot, &p->n_kv_knots) || get_array(root, "kv", p->kv, &p->n_kv_knots))
+            bad = "kv_knots/kv";
     }
     cJSON_Delete(root);
     if (bad) {

@@ -8,16 +8,19 @@
  *                                                           step: table at knots, linear in M
  *         + lm(rows)                                        LM head at rows = sampled rows: table
  *         + pre * sum_prefill q * (ctx + (q + 1) / 2)       prefill attention: causal q x kv pairs
- *         + dec(K)                                          decode attention at K = sum over decode
- *                                                           sequences of their own KV (ctx + 1):
- *                                                           a table, as the KV read outgrows caches
+ *         + sum over decode sequences of dec(ctx + 1)       decode attention: each sequence reads
+ *                                                           its own KV; a table over one sequence's
+ *                                                           KV tokens, as the read outgrows caches
+ *         + kv(K)                                           what the batch's whole KV read costs
+ *                                                           beyond that, K = sum of ctx + 1: a table,
+ *                                                           as many sequences outgrow the caches
  *         + wake    when the step starts idle_after or more after the previous one ended: the CPU
  *                   pool's workers have stopped spinning and sleep; waking them is measured (0 on
  *                   one thread, and where waking costs nothing measurable)
  * dense, lm, pre and dec are fitted together by weighted least squares (relative error,
  * gsl_multifit_wlinear) on forward passes timed through the backend interface; dense(M), lm(rows)
- * and dec(K) are piecewise linear over their knots (hat-function basis), and proportional to M
- * (rows, K) past the last knot and below the first. Padding of static strategies counts in M (it is real work for the cost model,
+ * dec(c) and kv(K) are piecewise linear over their knots (hat-function basis), and proportional
+ * to M (rows, c, K) past the last knot and below the first. Padding of static strategies counts in M (it is real work for the cost model,
  * though the engine never computes it: see VALIDATION.md).
  *
  * The profile also carries what makes it stale: the machine (host, CPU model), backend, thread
@@ -36,14 +39,17 @@
 #include "sim/cost.h"
 
 enum { SIM_PROFILE_MAX_KNOTS = 40 };
+/* The step-time model's version, stored with a profile; older ones are refused (3: decode
+ * attention per sequence plus the batch's total, 2026-11-27) */
+enum { SIM_PROFILE_MODEL_VERSION = 3 };
 
 /* One timed forward pass (or its median over repeats). */
 typedef struct sim_profile_point {
     int m;           /* tokens in the step */
     int rows;        /* logits rows computed */
     double pre_work; /* sum over prefill sequences of q * (ctx + (q + 1) / 2) */
-    double dec_kv;   /* sum over decode sequences of ctx + 1 */
-    int n_dec;       /* decode sequences */
+    int n_dec;       /* decode sequences, each reading dec_kv KV tokens (ctx + 1) */
+    double dec_kv;
     double t;        /* seconds */
 } sim_profile_point_t;
 
@@ -56,13 +62,15 @@ typedef struct sim_profile {
     sched_model_shape_t model;  /* the shape as the engine sees it (bytes per weight / KV element) */
     int64_t kv_budget_bytes;    /* what the backend offered for the KV pool when profiled */
     int max_seq_len;            /* the engine's default max_sequence_length for this model */
-    int n_knots, n_lm_knots, n_dec_knots;
+    int n_knots, n_lm_knots, n_dec_knots, n_kv_knots;
     double knot[SIM_PROFILE_MAX_KNOTS];    /* M, ascending, knot[0] = 1 */
     double dense[SIM_PROFILE_MAX_KNOTS];   /* s at knot[i] tokens */
     double lm_knot[SIM_PROFILE_MAX_KNOTS]; /* rows, ascending, lm_knot[0] = 1 */
     double lm[SIM_PROFILE_MAX_KNOTS];      /* s at lm_knot[i] rows */
-    double dec_knot[SIM_PROFILE_MAX_KNOTS];/* decode KV tokens K, ascending */
-    double dec[SIM_PROFILE_MAX_KNOTS];     /* s at dec_knot[i] */
+    double dec_knot[SIM_PROFILE_MAX_KNOTS];/* one decode sequence's KV tokens, ascending */
+    double dec[SIM_PROFILE_MAX_KNOTS];     /* s at dec_knot[i], per sequence */
+    double kv_knot[SIM_PROFILE_MAX_KNOTS]; /* a decode step's KV tokens in all, ascending */
+    double kv[SIM_PROFILE_MAX_KNOTS];      /* s at kv_knot[i] */
     double pre;                 /* s per prefill token pair */
     double host_s, host_row;    /* engine loop: s per step, s per sampled row */
     double wake_s, idle_after_s;/* a step starting >= idle_after_s after the backend's last forward
@@ -72,9 +80,11 @@ typedef struct sim_profile {
     char created[32];           /* UTC "YYYY-MM-DD HH:MM:SS" */
 } sim_profile_t;
 
-/* Knots 1, 2, 3, ... 16, 32, 64, ... up to max_m (max_m included), lm knots the same up to max_rows, decode KV knots 16, 64, 256, ... up to max_kv. SL_EINVAL when one is < 1 or needs more than
+/* Knots 1, 2, 3, ... 16, 32, 64, ... up to max_m (max_m included), lm knots the same up to max_rows,
+ * decode knots 16, 32, 64, ... KV tokens of one sequence up to max_ctx (the longest sequence), kv
+ * knots 64, 256, 1024, ... up to max_rows * max_ctx. SL_EINVAL when one is < 1 or needs more than
  * SIM_PROFILE_MAX_KNOTS knots. */
-int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_kv);
+int sim_profile_set_knots(sim_profile_t *p, int max_m, int max_rows, int max_ctx);
 
 /* Fits dense, lm, dec and pre to the points (knots set first) and sets fit_err. Needs at
  * least one point near every knot and rows = 0 points (else the dense/lm split is not

@@ -16,7 +16,7 @@
 #include "sim/sim.h"
 #include "workloads/trace.h"
 
-/* A profile with knots for M <= 256, rows <= 16, decode KV <= 16 * 512, and a known model. */
+/* A profile with knots for M <= 256, rows <= 16, decode contexts <= 512, and a known model. */
 static sim_profile_t truth(void)
 {
     sim_profile_t p;
@@ -27,13 +27,15 @@ static sim_profile_t truth(void)
     snprintf(p.cpu, sizeof p.cpu, "cpu1");
     p.threads = 2;
     assert_int_equal(sched_model_shape_builtin("stories260k", &p.model), SL_OK);
-    assert_int_equal(sim_profile_set_knots(&p, 256, 16, 16 * 512), SL_OK);
+    assert_int_equal(sim_profile_set_knots(&p, 256, 16, 512), SL_OK);
     for (int i = 0; i < p.n_knots; i++) /* small-M inefficiency: a floor, then linear */
         p.dense[i] = 40e-6 + 20e-6 * p.knot[i];
     for (int i = 0; i < p.n_lm_knots; i++)
         p.lm[i] = 5e-6 + 2e-6 * p.lm_knot[i];
     for (int i = 0; i < p.n_dec_knots; i++) /* faster per token while the KV stays in cache */
-        p.dec[i] = p.dec_knot[i] * (p.dec_knot[i] <= 1024 ? 1e-7 : 2e-7);
+        p.dec[i] = p.dec_knot[i] * (p.dec_knot[i] <= 64 ? 1e-7 : 2e-7);
+    for (int i = 0; i < p.n_kv_knots; i++) /* the batch's KV beyond the caches */
+        p.kv[i] = p.kv_knot[i] * (p.kv_knot[i] <= 1024 ? 0 : 3e-8);
     p.pre = 4e-9;
     p.host_s = 30e-6, p.host_row = 2e-6;
     return p;
@@ -50,10 +52,10 @@ static int grid(const sim_profile_t *p, sim_profile_point_t *pts, double noise)
         pts[n++] = (sim_profile_point_t){.m = m, .rows = 1, .pre_work = m * (200 + (m + 1) / 2.0)};
     }
     for (int i = 0; i < p->n_lm_knots; i++)
-        for (int ctx = 16, b = (int)p->lm_knot[i]; ctx <= 512; ctx *= 4)
-            pts[n++] = (sim_profile_point_t){.m = b, .rows = b, .dec_kv = b * (ctx + 1.0), .n_dec = b};
+        for (int ctx = 16, b = (int)p->lm_knot[i]; ctx <= 512; ctx *= 2)
+            pts[n++] = (sim_profile_point_t){.m = b, .rows = b, .dec_kv = ctx + 1.0, .n_dec = b};
     pts[n++] = (sim_profile_point_t){.m = 64, .rows = 8, .pre_work = 8 * 8 * 4.5};
-    pts[n++] = (sim_profile_point_t){.m = 100, .rows = 5, .pre_work = 96 * 48.5, .dec_kv = 4 * 300, .n_dec = 4};
+    pts[n++] = (sim_profile_point_t){.m = 100, .rows = 5, .pre_work = 96 * 48.5, .dec_kv = 300, .n_dec = 4};
     for (int i = 0; i < n; i++)
         pts[i].t = sim_profile_forward(p, &pts[i]) * (1 + noise * ((i * 7919) % 11 - 5) / 5.0);
     return n;
@@ -155,8 +157,13 @@ static void test_step_price_is_the_sum_of_its_terms(void **state)
     sched_step_t st = {.n_seqs = 3, .seqs = seqs, .n_tokens = 42, .n_prefill_tokens = 40, .n_decode_seqs = 2};
     sim_cost_parts_t parts;
     double t = sim_profile_step(&p, &st, &parts);
-    sim_profile_point_t pt = {.m = 42, .rows = 3, .pre_work = 40 * (100 + 41 / 2.0), .dec_kv = 301 + 100};
-    double fwd = sim_profile_forward(&p, &pt);
+    /* each decode sequence pays for its own KV: 301 and 100 tokens, not a 2-sequence mean */
+    sim_profile_point_t pt = {.m = 42, .rows = 3, .pre_work = 40 * (100 + 41 / 2.0)};
+    sim_profile_point_t d301 = {.n_dec = 1, .dec_kv = 301}, d100 = {.n_dec = 1, .dec_kv = 100};
+    double fwd = sim_profile_forward(&p, &pt) + sim_profile_forward(&p, &d301) + sim_profile_forward(&p, &d100);
+    sim_profile_point_t mean = {.n_dec = 2, .dec_kv = 200.5};
+    assert_true(fabs(sim_profile_forward(&p, &mean) - sim_profile_forward(&p, &d301) -
+                     sim_profile_forward(&p, &d100)) > 1e-9); /* the table is not linear over 64..301 */
     assert_true(fabs(t - (fwd + p.host_s + 3 * p.host_row)) < 1e-12);
     assert_true(fabs(parts.total - t) < 1e-15);
     assert_true(fabs(parts.host - (p.host_s + 3 * p.host_row)) < 1e-15);
@@ -225,11 +232,17 @@ static void test_json_round_trip(void **state)
     assert_int_equal(q.n_dec_knots, p.n_dec_knots);
     assert_true(q.kv_budget_bytes == p.kv_budget_bytes && q.max_seq_len == 512 && q.threads == 2);
     assert_true(q.wake_s == 9e-3 && q.idle_after_s == 2e-3);
-    sim_profile_point_t pt = {.m = 77, .rows = 5, .pre_work = 3000, .dec_kv = 2000};
+    sim_profile_point_t pt = {.m = 77, .rows = 5, .pre_work = 3000, .n_dec = 3, .dec_kv = 200};
     assert_true(fabs(sim_profile_forward(&q, &pt) - sim_profile_forward(&p, &pt)) < 1e-8 * sim_profile_forward(&p, &pt));
     assert_false(sim_profile_to_json(&p, buf, 100));
     assert_int_equal(sim_profile_from_json("[1]", &q, err, sizeof err), SL_EFORMAT);
     assert_int_equal(sim_profile_from_json("{\"name\": \"x\"}", &q, err, sizeof err), SL_EFORMAT);
+    assert_non_null(strstr(err, "engine profile 'x' was made by an older sluice"));
+    assert_int_equal(sim_profile_from_json("{\"model_version\": 2, \"name\": \"x\"}", &q, err, sizeof err),
+                     SL_EFORMAT);
+    assert_non_null(strstr(err, "older sluice"));
+    assert_int_equal(sim_profile_from_json("{\"model_version\": 3, \"name\": \"x\"}", &q, err, sizeof err),
+                     SL_EFORMAT);
     assert_non_null(strstr(err, "backend"));
 }
 
