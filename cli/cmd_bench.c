@@ -50,11 +50,8 @@ static const char usage[] =
     "                            (--max-num-seqs, --max-batch-size, --batch-timeout-ms, ...)\n";
 
 typedef struct opts {
-    const char *trace, *preset, *db;
-    long n;
-    double rate, rate_scale;
+    cli_replay_opts_t run; /* trace or preset, -n, rates, run store */
     int n_levels, levels[MAX_LEVELS], requests, prompt_len, max_tokens;
-    bool no_record;
     cli_engine_opts_t eng; /* model, backend, threads, KV cap, seed, scheduler */
 } opts_t;
 
@@ -90,11 +87,11 @@ static int record(const opts_t *o, sluice_engine *e, const char *workload, uint6
                   const cli_engine_run_t *r, const an_summary_t *sum, int64_t *run_id)
 {
     an_store_t *st = NULL;
-    int rc = an_store_open(o->db, &st);
+    int rc = an_store_open(o->run.db, &st);
     if (rc == SL_OK)
         rc = cli_engine_record(st, e, &o->eng, workload, hash, r, sum, run_id);
     if (rc != SL_OK)
-        cli_fail(CMD, "%s: %s", o->db, st ? an_store_errmsg(st) : sl_strerror(rc));
+        cli_fail(CMD, "%s: %s", o->run.db, st ? an_store_errmsg(st) : sl_strerror(rc));
     an_store_close(st);
     return rc;
 }
@@ -121,13 +118,13 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
         goto out;
     }
     int64_t run_id = 0;
-    if (!o->no_record && record(o, e, workload, wl_trace_hash(tr), &r, &sum, &run_id) != SL_OK)
+    if (!o->run.no_record && record(o, e, workload, wl_trace_hash(tr), &r, &sum, &run_id) != SL_OK)
         status = 2;
     print_summary(&sum, o->eng.model, eng_engine_backend_name(e), eng_engine_sched_config(e), workload,
                   r.rejected, r.clipped);
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
     if (run_id > 0)
-        printf("recorded as run %lld in %s\n", (long long)run_id, o->db);
+        printf("recorded as run %lld in %s\n", (long long)run_id, o->run.db);
 out:
     sluice_engine_free(e);
     cli_engine_run_free(&r);
@@ -152,41 +149,29 @@ static int parse_levels(const char *v, opts_t *o)
 
 static int parse_opts(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .prompt_len = 128, .max_tokens = 128,
+    *o = (opts_t){.run = cli_replay_opts_default(), .prompt_len = 128, .max_tokens = 128,
                   .eng = cli_engine_opts_default()};
     for (int i = 1; i < argc; i++) {
-        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
+        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->run);
         if (shared == 1)
             continue;
         if (shared)
             return shared;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x = 0;
-        const char **str = !strcmp(a, "--trace")    ? &o->trace
-                           : !strcmp(a, "--preset") ? &o->preset
-                           : !strcmp(a, "--db")     ? &o->db
-                                                    : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return -1;
-        } else if (str) {
-            if (!v)
-                return cli_fail(CMD, "%s needs a value", a);
-            *str = v, i++;
-        } else if (!strcmp(a, "--no-record")) {
-            o->no_record = true;
         } else if (!strcmp(a, "--concurrency")) {
             if (parse_levels(v, o))
                 return 2;
             i++;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--requests") || !strcmp(a, "--prompt-len") ||
-                   !strcmp(a, "--max-tokens") || !strcmp(a, "--threads")) {
+        } else if (!strcmp(a, "--requests") || !strcmp(a, "--prompt-len") || !strcmp(a, "--max-tokens") ||
+                   !strcmp(a, "--threads")) {
             if (cli_number(CMD, a, v, 0, 1e9, &x))
                 return 2;
             i++;
-            if (!strcmp(a, "-n"))
-                o->n = (long)x;
-            else if (!strcmp(a, "--requests"))
+            if (!strcmp(a, "--requests"))
                 o->requests = (int)x;
             else if (!strcmp(a, "--prompt-len"))
                 o->prompt_len = (int)x;
@@ -201,7 +186,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
     }
     if (!o->eng.model)
         return cli_fail(CMD, "-m MODEL is required");
-    if (!!o->trace + !!o->preset + (o->n_levels > 0) != 1)
+    if (!!o->run.trace + !!o->run.preset + (o->n_levels > 0) != 1)
         return cli_fail(CMD, "give exactly one of --trace FILE, --preset NAME, --concurrency C[,C...]");
     return 0;
 }
@@ -247,20 +232,20 @@ int cmd_bench(int argc, char **argv)
                        tps[0] > 0 ? tps[l] / tps[0] : 0, o.levels[0]);
         }
     } else {
-        if (o.trace)
-            rc = wl_trace_read_file(tr, o.trace);
+        if (o.run.trace)
+            rc = wl_trace_read_file(tr, o.run.trace);
         else
-            rc = wl_preset_generate(o.preset, (size_t)o.n, o.rate, o.eng.seed, 0, tr);
+            rc = wl_preset_generate(o.run.preset, (size_t)o.run.n, o.run.rate, o.eng.seed, 0, tr);
         if (rc != SL_OK) {
             status = cli_fail(CMD, "%s", wl_trace_errmsg(tr));
         } else {
-            if (o.n > 0)
-                wl_trace_truncate(tr, (size_t)o.n);
-            if (o.rate_scale != 1 && wl_trace_rate_scale(tr, o.rate_scale) != SL_OK)
+            if (o.run.n > 0)
+                wl_trace_truncate(tr, (size_t)o.run.n);
+            if (o.run.rate_scale != 1 && wl_trace_rate_scale(tr, o.run.rate_scale) != SL_OK)
                 status = cli_fail(CMD, "--rate-scale: must be > 0");
             double tps;
             if (status == 0)
-                status = bench_once(&o, tr, 0, o.trace ? o.trace : o.preset, &tps);
+                status = bench_once(&o, tr, 0, o.run.trace ? o.run.trace : o.run.preset, &tps);
         }
     }
     wl_trace_free(tr);

@@ -52,11 +52,11 @@ static const char usage[] =
     "  presets are generated with prompt + output capped at the engine's max_sequence_length\n";
 
 typedef struct opts {
-    const char *trace, *preset, *profile, *db;
-    long n;
+    cli_replay_opts_t run; /* trace or preset, -n, rates, run store */
+    const char *profile;
     int repeat;
-    double rate, rate_scale, tolerance;
-    bool no_record, threads_given;
+    double tolerance;
+    bool threads_given;
     cli_engine_opts_t eng;
 } opts_t;
 
@@ -75,39 +75,30 @@ static int tolerance(const char *v, double *out)
 
 static int parse(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.db = "sluice.db", .rate_scale = 1, .tolerance = 0.05, .repeat = 3, .eng = cli_engine_opts_default()};
+    *o = (opts_t){.run = cli_replay_opts_default(), .tolerance = 0.05, .repeat = 3, .eng = cli_engine_opts_default()};
     for (int i = 1; i < argc; i++) {
-        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->rate, &o->rate_scale);
+        int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->run);
         if (shared == 1)
             continue;
         if (shared)
             return shared;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x = 0;
-        const char **s = !strcmp(a, "--trace")     ? &o->trace
-                         : !strcmp(a, "--preset")  ? &o->preset
-                         : !strcmp(a, "--profile") ? &o->profile
-                         : !strcmp(a, "--db")      ? &o->db
-                                                   : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return -1;
-        } else if (!strcmp(a, "--no-record")) {
-            o->no_record = true;
-        } else if (s) {
+        } else if (!strcmp(a, "--profile")) {
             if (!v)
                 return cli_fail(CMD, "%s needs a value", a);
-            *s = v, i++;
+            o->profile = v, i++;
         } else if (!strcmp(a, "--tolerance")) {
             if (tolerance(v, &o->tolerance))
                 return 2;
             i++;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--threads") || !strcmp(a, "--repeat")) {
+        } else if (!strcmp(a, "--threads") || !strcmp(a, "--repeat")) {
             if (cli_number(CMD, a, v, 1, !strcmp(a, "--repeat") ? MAX_REPEAT : 1e9, &x) || x != floor(x))
                 return x != floor(x) ? cli_fail(CMD, "%s: expected an integer, got '%s'", a, v) : 2;
-            if (!strcmp(a, "-n"))
-                o->n = (long)x;
-            else if (!strcmp(a, "--repeat"))
+            if (!strcmp(a, "--repeat"))
                 o->repeat = (int)x;
             else
                 o->eng.threads = (int)x, o->threads_given = true;
@@ -119,9 +110,9 @@ static int parse(int argc, char **argv, opts_t *o)
     }
     if (!o->eng.model)
         return cli_fail(CMD, "-m MODEL is required");
-    if (!!o->trace + !!o->preset != 1)
+    if (!!o->run.trace + !!o->run.preset != 1)
         return cli_fail(CMD, "give exactly one of --trace FILE, --preset NAME");
-    if (o->rate_scale <= 0)
+    if (o->run.rate_scale <= 0)
         return cli_fail(CMD, "--rate-scale: must be > 0");
     return 0;
 }
@@ -131,20 +122,20 @@ static int parse(int argc, char **argv, opts_t *o)
 static int load_workload(const opts_t *o, int max_seq, wl_trace_t *tr, char *name, size_t namelen)
 {
     int rc;
-    if (o->trace) {
-        rc = wl_trace_read_file(tr, o->trace);
-        snprintf(name, namelen, "%s", o->trace);
+    if (o->run.trace) {
+        rc = wl_trace_read_file(tr, o->run.trace);
+        snprintf(name, namelen, "%s", o->run.trace);
     } else {
-        rc = wl_preset_generate(o->preset, (size_t)o->n, o->rate, o->eng.seed, max_seq, tr);
-        snprintf(name, namelen, "preset %s", o->preset);
+        rc = wl_preset_generate(o->run.preset, (size_t)o->run.n, o->run.rate, o->eng.seed, max_seq, tr);
+        snprintf(name, namelen, "preset %s", o->run.preset);
     }
     if (rc != SL_OK)
         return cli_fail(CMD, "%s", wl_trace_errmsg(tr));
-    if (o->n > 0)
-        wl_trace_truncate(tr, (size_t)o->n);
+    if (o->run.n > 0)
+        wl_trace_truncate(tr, (size_t)o->run.n);
     if (tr->n == 0)
         return cli_fail(CMD, "%s: no requests", name);
-    if (o->rate_scale != 1 && wl_trace_rate_scale(tr, o->rate_scale) != SL_OK)
+    if (o->run.rate_scale != 1 && wl_trace_rate_scale(tr, o->run.rate_scale) != SL_OK)
         return cli_fail(CMD, "--rate-scale: must be > 0");
     for (size_t i = tr->n; i-- > 0;) /* both runs start at the first arrival */
         tr->arrival[i] -= tr->arrival[0];
@@ -332,7 +323,7 @@ static int run_engine(const opts_t *o, const sim_profile_t *prof, const wl_trace
     else if (cli_engine_summary(e, r, sum) != SL_OK)
         status = cli_fail(CMD, "out of memory collecting the engine's records");
     else if (st && cli_engine_record(st, e, &o->eng, workload, wl_trace_hash(tr), r, sum, id) != SL_OK)
-        status = cli_fail(CMD, "%s: %s", o->db, an_store_errmsg(st));
+        status = cli_fail(CMD, "%s: %s", o->run.db, an_store_errmsg(st));
     sluice_engine_free(e);
     return status;
 }
@@ -351,7 +342,7 @@ int cmd_validate(int argc, char **argv)
     if (!o.profile)
         cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, name, sizeof name), o.profile = name;
     sim_profile_t prof;
-    if (cli_profile_load(o.db, o.profile, &prof, err, sizeof err) != SL_OK)
+    if (cli_profile_load(o.run.db, o.profile, &prof, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
     if (!o.threads_given)
         o.eng.threads = prof.threads;
@@ -390,8 +381,8 @@ int cmd_validate(int argc, char **argv)
     sim_config_t cfg;
     if ((status = run_sim(&prof, &sc, &o.eng, tr, &col, &cfg, &ss)))
         goto out;
-    if (!o.no_record && (rc = an_store_open(o.db, &st)) != SL_OK) {
-        status = cli_fail(CMD, "%s: %s", o.db, st ? an_store_errmsg(st) : sl_strerror(rc));
+    if (!o.run.no_record && (rc = an_store_open(o.run.db, &st)) != SL_OK) {
+        status = cli_fail(CMD, "%s: %s", o.run.db, st ? an_store_errmsg(st) : sl_strerror(rc));
         goto out;
     }
     printf("sluice validate: %s on %s (%d threads), %s, %zu requests, %s; profile %s (%s); %d engine run%s\n",
@@ -406,7 +397,7 @@ int cmd_validate(int argc, char **argv)
         snprintf(where, sizeof where, "engine profile %s", prof.name);
         if (cli_sim_record(st, &cfg, where, workload, wl_trace_hash(tr), o.eng.seed, &col, true, &ss,
                            &ids[done]) != SL_OK) {
-            status = cli_fail(CMD, "%s: %s", o.db, an_store_errmsg(st));
+            status = cli_fail(CMD, "%s: %s", o.run.db, an_store_errmsg(st));
             goto out;
         }
     }
@@ -421,7 +412,7 @@ int cmd_validate(int argc, char **argv)
         printf("\nrecorded: engine run%s", done > 1 ? "s" : "");
         for (int i = 0; i < done; i++)
             printf(" %lld", (long long)ids[i]);
-        printf(", simulator run %lld in %s\n", (long long)ids[done], o.db);
+        printf(", simulator run %lld in %s\n", (long long)ids[done], o.run.db);
     }
     int gated = 0;
     for (int i = 0; i < N_FIGURES; i++)

@@ -306,29 +306,44 @@ cli_engine_opts_t cli_engine_opts_default(void)
                                .sched = eng_sched_config_from_params(&ep)};
 }
 
-int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
-                         double *rate_scale)
+cli_replay_opts_t cli_replay_opts_default(void)
+{
+    return (cli_replay_opts_t){.db = "sluice.db", .rate_scale = 1};
+}
+
+int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng,
+                         cli_replay_opts_t *run)
 {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     const char **str = !strcmp(a, "-m") || !strcmp(a, "--model") ? &eng->model
                        : !strcmp(a, "--backend")                 ? &eng->backend
+                       : !strcmp(a, "--trace")                   ? &run->trace
+                       : !strcmp(a, "--preset")                  ? &run->preset
+                       : !strcmp(a, "--db")                      ? &run->db
                                                                  : NULL;
-    double *num = !strcmp(a, "--rate") ? rate : !strcmp(a, "--rate-scale") ? rate_scale
-                  : !strcmp(a, "--kv-memory-mb")                          ? &eng->kv_mb
-                  : !strcmp(a, "--idle-spin-ms")                          ? &eng->idle_spin_ms
-                                                                          : NULL;
+    double *num = !strcmp(a, "--rate") ? &run->rate : !strcmp(a, "--rate-scale") ? &run->rate_scale
+                  : !strcmp(a, "--kv-memory-mb")                               ? &eng->kv_mb
+                  : !strcmp(a, "--idle-spin-ms")                               ? &eng->idle_spin_ms
+                                                                               : NULL;
     double x;
-    if (str) {
+    if (!strcmp(a, "--no-record")) {
+        run->no_record = true;
+        return 1;
+    } else if (str) {
         if (!v)
             return cli_fail(cmd, "%s needs a value", a);
         *str = v;
-    } else if (num || !strcmp(a, "--seed")) {
+    } else if (num || !strcmp(a, "--seed") || !strcmp(a, "-n")) {
         if (cli_number(cmd, a, v, 0, 1.8e19, &x))
             return 2;
         if (num)
             *num = x;
-        else
+        else if (!strcmp(a, "--seed"))
             eng->seed = (uint64_t)x;
+        else if (x != floor(x) || x > 1e12)
+            return cli_fail(cmd, "-n: expected a whole number of requests, got '%s'", v);
+        else
+            run->n = (long)x;
     } else {
         /* after -m/--model: the scheduler's `model` knob (a shape name) must not take the model path */
         char err[512];

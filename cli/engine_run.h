@@ -44,13 +44,25 @@ typedef struct cli_engine_opts {
  * default scheduler config. Cannot fail. */
 cli_engine_opts_t cli_engine_opts_default(void);
 
+/* What `bench` and `validate` replay and where they record it. */
+typedef struct cli_replay_opts {
+    const char *trace, *preset; /* --trace FILE | --preset NAME */
+    const char *db;             /* --db FILE, default sluice.db */
+    long n;                     /* -n: the first N rows of the trace / N generated; 0 = all */
+    double rate, rate_scale;    /* --rate (preset req/s, 0 = its own), --rate-scale (default 1) */
+    bool no_record;             /* --no-record */
+} cli_replay_opts_t;
+
+/* --db sluice.db, --rate-scale 1, nothing else set. */
+cli_replay_opts_t cli_replay_opts_default(void);
+
 /* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
- * --idle-spin-ms,
- * --seed, --rate, --rate-scale, and every scheduler knob (cli/sched_opts.h, --config FILE too).
- * Returns 1 when it consumed the option (*i then points at its value), 0 when argv[*i] is not one of
- * these, 2 after printing what is wrong with a bad or missing value. */
-int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng, double *rate,
-                         double *rate_scale);
+ * --idle-spin-ms, --seed, every scheduler knob (cli/sched_opts.h, --config FILE too) into eng;
+ * --trace, --preset, --db, -n, --rate, --rate-scale, --no-record into run. Returns 1 when it
+ * consumed the option (*i then points at its value), 0 when argv[*i] is not one of these, 2 after
+ * printing what is wrong with a bad or missing value. */
+int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_engine_opts_t *eng,
+                         cli_replay_opts_t *run);
 
 /* What one replay collected. */
 typedef struct cli_engine_run {
