@@ -32,24 +32,25 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
     for (int p0 = 0; p0 < n_ctx; p0 += bs) {
         int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
         const char *krow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 0, head, 0);
-        for (int i = 0; i < n; i++) {
-            float s = kv->f16 ? k->dot_f16(q, (const uint16_t *)krow + (size_t)i * hd, hd)
-                              : k->dot_f32(q, (const float *)krow + (size_t)i * hd, hd);
-            s *= scale;
-            scores[p0 + i] = s;
-            max = s > max ? s : max;
-        }
+        if (kv->f16)
+            for (int i = 0; i < n; i++)
+                scores[p0 + i] = scale * k->dot_f16(q, (const uint16_t *)krow + (size_t)i * hd, hd);
+        else
+            k->dot_rows_f32(q, (const float *)krow, n, hd, scale, scores + p0);
+        for (int i = 0; i < n; i++)
+            max = scores[p0 + i] > max ? scores[p0 + i] : max;
     }
     float inv = 1.0f / k->exp_sum(scores, n_ctx, max);
     memset(out, 0, (size_t)hd * sizeof(float));
     for (int p0 = 0; p0 < n_ctx; p0 += bs) {
         int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
         const char *vrow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 1, head, 0);
-        for (int i = 0; i < n; i++) {
-            if (kv->f16)
-                k->axpy_f16(scores[p0 + i] * inv, (const uint16_t *)vrow + (size_t)i * hd, out, hd);
-            else
-                k->axpy_f32(scores[p0 + i] * inv, (const float *)vrow + (size_t)i * hd, out, hd);
-        }
+        if (kv->f16)
+            for (int i = 0; i < n; i++)
+                k->axpy_f16(scores[p0 + i], (const uint16_t *)vrow + (size_t)i * hd, out, hd);
+        else
+            k->axpy_rows_f32(scores + p0, (const float *)vrow, n, hd, out);
     }
+    for (int e = 0; e < hd; e++)
+        out[e] *= inv;
 }

@@ -202,6 +202,18 @@ static void axpy_f32_scalar(float a, const float *x, float *y, int n)
         y[i] += a * x[i];
 }
 
+static void dot_rows_f32_scalar(const float *q, const float *rows, int n, int hd, float scale, float *out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = scale * dot_f32_scalar(q, rows + (size_t)i * hd, hd);
+}
+
+static void axpy_rows_f32_scalar(const float *w, const float *rows, int n, int hd, float *y)
+{
+    for (int i = 0; i < n; i++)
+        axpy_f32_scalar(w[i], rows + (size_t)i * hd, y, hd);
+}
+
 static void axpy_f16_scalar(float a, const uint16_t *x, float *y, int n)
 {
     for (int i = 0; i < n; i++)
@@ -239,6 +251,8 @@ const eng_cpu_kernels_t eng_cpu_kernels_scalar = {
     .dot_f16 = dot_f16_scalar,
     .axpy_f32 = axpy_f32_scalar,
     .axpy_f16 = axpy_f16_scalar,
+    .dot_rows_f32 = dot_rows_f32_scalar,
+    .axpy_rows_f32 = axpy_rows_f32_scalar,
     .to_f16 = to_f16_scalar,
     .exp_sum = exp_sum_scalar,
     .silu_mul = silu_mul_scalar,

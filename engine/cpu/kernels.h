@@ -77,6 +77,10 @@ typedef struct eng_cpu_kernels {
     /* Dot products of a float vector with a float / F16 vector of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);
     float (*dot_f16)(const float *a, const uint16_t *b, int n);
+    /* Attention over n rows of hd floats, rows contiguous: out[i] = scale * dot(q, rows + i hd), and
+     * y[0..hd) += sum_i w[i] * (rows + i hd). The partial sums stay in registers across rows. */
+    void (*dot_rows_f32)(const float *q, const float *rows, int n, int hd, float scale, float *out);
+    void (*axpy_rows_f32)(const float *w, const float *rows, int n, int hd, float *y);
     /* y += a * x for a float / F16 x of n elements. */
     void (*axpy_f32)(float a, const float *x, float *y, int n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, int n);

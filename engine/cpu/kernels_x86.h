@@ -464,6 +464,61 @@ static void axpy_f32(float a, const float *x, float *y, int n)
         y[i] += a * x[i];
 }
 
+/* 4 rows at a time: 4 dot products accumulate side by side and reduce together (one horizontal
+ * sum for 4 rows instead of one per row) */
+static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float scale, float *out)
+{
+    int i = 0;
+    if (hd % 8 == 0) {
+        for (; i + 4 <= n; i += 4) {
+            const float *r = rows + (size_t)i * hd;
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+                   s3 = _mm256_setzero_ps();
+            for (int k = 0; k < hd; k += 8) {
+                __m256 qv = _mm256_loadu_ps(q + k);
+                s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + k), s0);
+                s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + hd + k), s1);
+                s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 2 * hd + k), s2);
+                s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 3 * hd + k), s3);
+            }
+            __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+            __m128 v = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(out + i, _mm_mul_ps(v, _mm_set1_ps(scale)));
+        }
+    }
+    for (; i < n; i++)
+        out[i] = scale * dot_f32(q, rows + (size_t)i * hd, hd);
+}
+
+/* y += sum_i w[i] rows[i], 64 elements of y in registers at a time across all the rows */
+static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, float *y)
+{
+    if (hd % 8 != 0) {
+        for (int i = 0; i < n; i++)
+            axpy_f32(w[i], rows + (size_t)i * hd, y, hd);
+        return;
+    }
+    for (int k0 = 0; k0 < hd; k0 += 64) {
+        const int m = hd - k0 < 64 ? (hd - k0) / 8 : 8;
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            acc[j] = j < m ? _mm256_loadu_ps(y + k0 + 8 * j) : _mm256_setzero_ps();
+        for (int i = 0; i < n; i++) {
+            const float *r = rows + (size_t)i * hd + k0;
+            __m256 wv = _mm256_set1_ps(w[i]);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                if (j < m)
+                    acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 8 * j), acc[j]);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            if (j < m)
+                _mm256_storeu_ps(y + k0 + 8 * j, acc[j]);
+    }
+}
+
 static void axpy_f16(float a, const uint16_t *x, float *y, int n)
 {
     __m256 av = _mm256_set1_ps(a);
@@ -523,6 +578,8 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .dot_f16 = dot_f16,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
+    .dot_rows_f32 = dot_rows_f32,
+    .axpy_rows_f32 = axpy_rows_f32,
     .to_f16 = to_f16,
     .exp_sum = exp_sum,
     .silu_mul = silu_mul,

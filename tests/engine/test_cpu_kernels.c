@@ -187,6 +187,44 @@ static void test_activation_quantisation_is_identical_across_isas(void **state)
     }
 }
 
+/* The attention row kernels against double-precision sums, for head sizes that are and are not a
+ * multiple of 8 (64, 8, 12, 136: the last crosses the 64-element register chunk), and row counts
+ * around the 4-row step. */
+static void test_attention_row_kernels_match_scalar_math(void **state)
+{
+    enum { MAXR = 9, MAXD = 136 };
+    static const int hds[] = {64, 8, 12, 136};
+    float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], y[MAXD];
+    fill(q, MAXD, 1.0f);
+    fill(rows, MAXR * MAXD, 1.0f);
+    fill(w, MAXR, 0.5f);
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+            for (int n = 0; n <= MAXR; n++) {
+                const int hd = hds[h];
+                kt->dot_rows_f32(q, rows, n, hd, 0.125f, out);
+                for (int i = 0; i < n; i++) {
+                    double d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += (double)q[e] * rows[i * hd + e];
+                    assert_true(fabs(out[i] - 0.125 * d) < 1e-5);
+                }
+                for (int e = 0; e < hd; e++)
+                    y[e] = q[e];
+                kt->axpy_rows_f32(w, rows, n, hd, y);
+                for (int e = 0; e < hd; e++) {
+                    double d = q[e];
+                    for (int i = 0; i < n; i++)
+                        d += (double)w[i] * rows[i * hd + e];
+                    assert_true(fabs(y[e] - d) < 1e-5);
+                }
+            }
+    }
+}
+
 static void test_vector_helpers_match_scalar_math(void **state)
 {
     const int n = 67;
@@ -257,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_quantised_gemm_is_close_to_float_product),
         cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
+        cmocka_unit_test(test_attention_row_kernels_match_scalar_math),
         cmocka_unit_test(test_isa_detection_names_an_available_table),
     };
     return cmocka_run_group_tests_name("cpu_kernels", tests, NULL, NULL);
