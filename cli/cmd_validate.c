@@ -303,22 +303,17 @@ static void print_steps(const cli_engine_run_t *runs, int n_runs, const an_step_
 
 /* ---- the command ------------------------------------------------------------------------------- */
 
-/* One engine run of the trace (a fresh engine: the replay shuts it down), recorded in st unless NULL. */
-static int run_engine(const opts_t *o, const sim_profile_t *prof, const wl_trace_t *tr, const char *workload,
+/* One engine run of the trace on e, or on a fresh engine when e is NULL (the replay shuts an engine
+ * down, so every run after the first opens its own; same options, so the same config), recorded in
+ * st unless NULL. Frees the engine. */
+static int run_engine(const opts_t *o, sluice_engine *e, const wl_trace_t *tr, const char *workload,
                       an_store_t *st, cli_engine_run_t *r, an_summary_t *sum, int64_t *id)
 {
     char err[1024];
-    sluice_engine *e = cli_engine_open(&o->eng, r, err, sizeof err);
     int status = 0;
-    if (!e)
+    if (!e && !(e = cli_engine_open(&o->eng, r, err, sizeof err)))
         return cli_fail(CMD, "%s", err);
-    const sched_config_t *sc = eng_engine_sched_config(e);
-    if (sim_profile_check(prof, NULL, NULL, NULL, 0, &sc->model, err, sizeof err) != SL_OK)
-        status = cli_fail(CMD, "%s", err);
-    else if (cli_engine_check_fits(e, tr, err, sizeof err) != SL_OK)
-        status = cli_fail(CMD, "%s: %s: the engine cannot serve it (raise --max-sequence-length up to the "
-                          "model's context, or shorten the trace)", workload, err);
-    else if (cli_engine_replay(e, &o->eng, tr, 0, r, err, sizeof err) != SL_OK)
+    if (cli_engine_replay(e, &o->eng, tr, 0, r, err, sizeof err) != SL_OK)
         status = cli_fail(CMD, "engine: %s", err);
     else if (cli_engine_summary(e, r, sum) != SL_OK)
         status = cli_fail(CMD, "out of memory collecting the engine's records");
@@ -359,23 +354,24 @@ int cmd_validate(int argc, char **argv)
     an_store_t *st = NULL;
     int status = 0, done = 0;
     char workload[1100];
-    /* an engine opened only for its config: the KV pool it sizes, its context */
-    cli_engine_run_t probe = {0};
-    sluice_engine *e = tr ? cli_engine_open(&o.eng, &probe, err, sizeof err) : NULL;
+    /* the first run's engine: its config (the KV pool it sizes, its context) is every run's */
+    sluice_engine *e = tr ? cli_engine_open(&o.eng, &runs[0], err, sizeof err) : NULL;
     if (!e) {
         status = cli_fail(CMD, "%s", tr ? err : "out of memory");
         goto out;
     }
     const sched_config_t sc = *eng_engine_sched_config(e);
-    char backend[16];
-    snprintf(backend, sizeof backend, "%s", eng_engine_backend_name(e));
-    sluice_engine_free(e);
     if (sim_profile_check(&prof, NULL, NULL, NULL, 0, &sc.model, err, sizeof err) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
     if ((status = load_workload(&o, sc.max_sequence_length, tr, workload, sizeof workload)))
         goto out;
+    if (cli_engine_check_fits(e, tr, err, sizeof err) != SL_OK) {
+        status = cli_fail(CMD, "%s: %s: the engine cannot serve it (raise --max-sequence-length up to the "
+                          "model's context, or shorten the trace)", workload, err);
+        goto out;
+    }
 
     /* the simulator first (it takes no time), then the engine in real time, --repeat times */
     sim_config_t cfg;
@@ -386,12 +382,14 @@ int cmd_validate(int argc, char **argv)
         goto out;
     }
     printf("sluice validate: %s on %s (%d threads), %s, %zu requests, %s; profile %s (%s); %d engine run%s\n",
-           o.eng.model, backend, o.eng.threads, sched_strategy_name(sc.strategy), tr->n, workload, prof.name,
+           o.eng.model, eng_engine_backend_name(e), o.eng.threads, sched_strategy_name(sc.strategy), tr->n, workload, prof.name,
            prof.created, o.repeat, o.repeat > 1 ? "s" : "");
     fflush(stdout);
-    for (; done < o.repeat; done++)
-        if ((status = run_engine(&o, &prof, tr, workload, st, &runs[done], &rs[done], &ids[done])))
+    for (; done < o.repeat; done++, e = NULL) /* run_engine frees e */
+        if ((status = run_engine(&o, e, tr, workload, st, &runs[done], &rs[done], &ids[done]))) {
+            e = NULL;
             goto out;
+        }
     if (st) {
         char where[96];
         snprintf(where, sizeof where, "engine profile %s", prof.name);
@@ -424,7 +422,7 @@ out:
     an_store_close(st);
     for (int i = 0; i < MAX_REPEAT; i++)
         cli_engine_run_free(&runs[i]);
-    cli_engine_run_free(&probe);
+    sluice_engine_free(e);
     cli_collect_free(&col);
     wl_trace_free(tr);
     return status;
