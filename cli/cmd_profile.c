@@ -4,7 +4,7 @@
  *
  * What is measured (the grid is timed up to 3 times over while the passes fit in --budget seconds,
  * each shape's time the median of the passes, so a burst of load from elsewhere spoils one pass of
- * a shape rather than all its repeats):
+ * a shape rather than all its repeats; shapes over half a second are timed in the first pass only):
  *   1. the engine loop: a burst of short requests through the real engine (cli/engine_run.h);
  *      per step, the start of the next step - its start - its forward time, against the rows
  *      sampled, gives the host terms (and the forwards against the fit in 2, a diagnostic);
@@ -15,7 +15,9 @@
  *      sequences at contexts 16 .. max_sequence_length, several prompt chunks at once, and mixed
  *      prefill + decode steps; shapes whose KV does not fit the engine's pool are skipped. The
  *      pool is written first (touch_pool), so attention reads real memory as in the engine;
- *   3. the wake term: a small step after the backend sat idle, against back to back (measure_wake).
+ *   3. the anchor shapes (cli_fwd_bench_anchors) before and after the grid: the profile's speed,
+ *      which `sluice validate` compares with the machine's speed when it runs;
+ *   4. the wake term: a small step after the backend sat idle, against back to back (measure_wake).
  * The fit and its median error are printed; the profile records host, CPU model, backend, threads
  * and the model shape so that a stale one is refused.
  */
@@ -28,9 +30,9 @@
 
 #include "cli/cli.h"
 #include "cli/engine_run.h"
+#include "cli/fwd_bench.h"
 #include "cli/profile_db.h"
 #include "cli/sched_opts.h"
-#include "engine/backend.h"
 #include "engine/engine.h"
 #include "sched/status.h"
 #include "sim/profile.h"
@@ -38,8 +40,8 @@
 #define CMD "profile"
 #define MAX_POINTS 256
 #define BIG_M 512 /* prompt chunks past this are timed split only (measure_forward) */
-#define MAX_SEQS 256
 #define PASSES 3 /* the grid is timed this many times over; a point's time is the median of passes */
+#define ONCE_S 0.5 /* s: a shape this long is timed in the first pass only (shape()) */
 
 static const char usage[] =
     "usage: sluice profile -m MODEL [--backend cpu|cuda] [--threads N] [-o NAME] [--db FILE] [--budget S]\n"
@@ -58,18 +60,12 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- host overhead: the engine loop around the forward pass --------------------------------- */
 
-/* A burst of short requests (prompt plen) with staggered output lengths, all arriving at once: the
- * batch shrinks one by one, so steps cover 1 .. n sampled rows. The engine's own config (KV pool,
- * context, model shape) goes to *used; the step records stay in r for fit_host. */
-static int run_burst(const cli_engine_opts_t *eo, cli_engine_run_t *r, sched_config_t *used, int *plen, char *err,
+/* A burst of short requests (a prompt of 8 tokens) with staggered output lengths, all arriving at
+ * once: the batch shrinks one by one, so steps cover 1 .. n sampled rows. The engine's own config
+ * (KV pool, context, model shape) goes to *used; the step records stay in r for fit_host. */
+static int run_burst(const cli_engine_opts_t *eo, cli_engine_run_t *r, sched_config_t *used, char *err,
                      size_t errlen)
 {
     sluice_engine *e = cli_engine_open(eo, r, err, errlen);
@@ -78,9 +74,9 @@ static int run_burst(const cli_engine_opts_t *eo, cli_engine_run_t *r, sched_con
     *used = *eng_engine_sched_config(e);
     wl_trace_t *tr = wl_trace_create();
     int n = used->max_num_seqs < 32 ? used->max_num_seqs : 32, rc = tr ? SL_OK : SL_ENOMEM;
-    *plen = used->max_sequence_length / 4 < 8 ? used->max_sequence_length / 4 : 8;
+    int plen = used->max_sequence_length / 4 < 8 ? used->max_sequence_length / 4 : 8;
     for (int i = 0; i < n && rc == SL_OK; i++) {
-        wl_request_t q = {.arrival = 0, .prompt_len = *plen > 1 ? *plen : 1, .output_len = 2 + 2 * (i + 1),
+        wl_request_t q = {.arrival = 0, .prompt_len = plen > 1 ? plen : 1, .output_len = 2 + 2 * (i + 1),
                           .prefix_group = -1};
         if (q.prompt_len + q.output_len > used->max_sequence_length)
             q.output_len = used->max_sequence_length - q.prompt_len;
@@ -99,10 +95,8 @@ static int run_burst(const cli_engine_opts_t *eo, cli_engine_run_t *r, sched_con
  * the step's own forward pass (planning, batch copy, sampling, commit, callbacks), against the
  * rows sampled. Also *loop_ratio: the median of the burst's forward times over what the profile
  * predicts for their shapes, a diagnostic of how a forward inside the serving loop compares with
- * back-to-back ones (contexts are not in the step records; in the burst every sequence started
- * together, so a decode sequence at step k holds about plen + k tokens). */
-static int fit_host(sim_profile_t *p, const cli_engine_run_t *r, int plen, double *loop_ratio, char *err,
-                    size_t errlen)
+ * back-to-back ones. */
+static int fit_host(sim_profile_t *p, const cli_engine_run_t *r, double *loop_ratio, char *err, size_t errlen)
 {
     double *ov = sl_malloc(sizeof *ov * (r->n_step + 1)), *ratio = sl_malloc(sizeof *ratio * (r->n_step + 1));
     int *rows = sl_malloc(sizeof *rows * (r->n_step + 1)), k = 0;
@@ -113,107 +107,59 @@ static int fit_host(sim_profile_t *p, const cli_engine_run_t *r, int plen, doubl
     }
     for (size_t i = 0; i + 1 < r->n_step; i++) {
         const an_step_rec_t *s = &r->step[i];
-        sim_profile_point_t pt = {.m = s->n_tokens, .rows = r->n_sampled[i], .n_dec = s->n_decode_seqs,
-                                  .pre_work = s->n_prefill_tokens * (plen + 1) / 2.0,
-                                  .dec_kv = plen + (double)i};
-        ratio[k] = r->forward_s[i] / sim_profile_forward(p, &pt);
+        ratio[k] = r->forward_s[i] / sim_profile_forward_seqs(p, s->n_tokens, r->n_sampled[i], r->prefill_pairs[i],
+                                                              r->dec_kv + r->dec_first[i], s->n_decode_seqs);
         ov[k] = fmax(0, r->step[i + 1].t_start - s->t_start - r->forward_s[i]);
         rows[k++] = r->n_sampled[i];
     }
     int rc = sim_profile_fit_host(p, ov, rows, k, err, (int)errlen);
-    qsort(ratio, (size_t)k, sizeof *ratio, cmp_double);
-    *loop_ratio = k ? ratio[k / 2] : NAN;
+    *loop_ratio = cli_median(ratio, k);
     sl_free(ov), sl_free(rows), sl_free(ratio);
     return rc;
 }
 
 /* ---- forward passes through the backend ----------------------------------------------------- */
 
-typedef struct bench {
-    eng_backend_t *be;
-    int block_size, num_blocks, vocab;
-    int32_t *tokens, *blocks;  /* scratch: token ids, block tables (disjoint ranges of the pool) */
-    float *logits;
-    eng_batch_seq_t seqs[MAX_SEQS];
+typedef struct grid {
+    cli_fwd_bench_t *fb;
     sim_profile_point_t pts[MAX_POINTS];
     double t[MAX_POINTS][PASSES]; /* each pass's time of each point */
     int n_pts, pass, cursor;       /* pass 0 lists the points; later passes revisit them in order */
-} bench_t;
+    double repeat_s;               /* pass 0: the time spent on shapes later passes time again */
+} grid_t;
 
-/* Fills b->seqs with n_pre prompt chunks of q tokens after ctx_pre cached ones (a logits row each
- * when pre_rows) and n_dec decode sequences at context ctx_dec, on disjoint blocks from the bottom
- * of the pool, and *pt with the shape's work. Returns the number of sequences, 0 when they do not
- * fit (in MAX_SEQS or the pool). */
-static int make_batch(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec,
-                      sim_profile_point_t *pt)
-{
-    int n = n_pre + n_dec, tok = 0, blk = 0;
-    int need = n_pre * ((ctx_pre + q + b->block_size - 1) / b->block_size) +
-               n_dec * ((ctx_dec + 1 + b->block_size - 1) / b->block_size);
-    if (n < 1 || n > MAX_SEQS || need > b->num_blocks)
-        return 0;
-    *pt = (sim_profile_point_t){.m = n_pre * q + n_dec, .rows = (pre_rows ? n_pre : 0) + n_dec, .n_dec = n_dec};
-    for (int i = 0; i < n; i++) {
-        bool pre = i < n_pre;
-        int len = pre ? q : 1, pos = pre ? ctx_pre : ctx_dec;
-        int nb = (pos + len + b->block_size - 1) / b->block_size;
-        for (int k = 0; k < len; k++)
-            b->tokens[tok + k] = (int32_t)((7919u * (unsigned)(tok + k + 1) + 13u * (unsigned)i) % (unsigned)b->vocab);
-        for (int k = 0; k < nb; k++)
-            b->blocks[blk + k] = blk + k;
-        b->seqs[i] = (eng_batch_seq_t){.tokens = b->tokens + tok, .n_tokens = len, .pos = pos,
-                                       .block_table = b->blocks + blk, .n_blocks = nb,
-                                       .logits = pre ? (pre_rows ? 1 : 0) : 1};
-        tok += len, blk += nb;
-        if (pre)
-            pt->pre_work += (double)q * (ctx_pre + (q + 1) / 2.0);
-        else
-            pt->dec_kv = ctx_dec + 1;
-    }
-    return n;
-}
-
-/* One forward of the batch in b->seqs, timed into *t. */
-static int timed_forward(bench_t *b, int n, double *t, char *err, size_t errlen)
-{
-    eng_batch_t batch = {.n_seqs = n, .seqs = b->seqs};
-    int rows = 0;
-    double t0 = now_s();
-    int rc = b->be->ops->forward(b->be, &batch, b->logits, &rows);
-    *t = now_s() - t0;
-    if (rc != SL_OK)
-        snprintf(err, errlen, "%s forward (%d sequences): %s", b->be->ops->name, n, b->be->ops->errmsg(b->be));
-    return rc;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* One shape (make_batch's arguments), timed (the median of up to 5 runs within 0.1 s) into this
- * pass's slot of its point; pass 0 adds the point. Skipped (SL_OK, no point) when it does not fit. */
-static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec, char *err,
+/* One shape (cli_fwd_bench_shape's arguments), timed (the median of up to 5 runs within 0.1 s)
+ * into this pass's slot of its point; pass 0 adds the point. Skipped (SL_OK, no point) when it
+ * does not fit. A shape that took over ONCE_S in pass 0 keeps that time in later passes: a long
+ * step averages the machine's noise over its own length (prompt chunks of 512 tokens vary by 2%
+ * between passes, 15-ms decode steps by 5-10%), and timing it again would crowd the short
+ * shapes' repeats out of the budget. */
+static int shape(grid_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec, char *err,
                  size_t errlen)
 {
     sim_profile_point_t pt;
     if ((b->pass == 0 && b->n_pts >= MAX_POINTS) || (b->pass > 0 && b->cursor >= b->n_pts))
         return SL_OK;
-    int n = make_batch(b, n_pre, q, ctx_pre, pre_rows, n_dec, ctx_dec, &pt);
-    if (n == 0)
+    if (!cli_fwd_bench_shape(b->fb, n_pre, q, ctx_pre, pre_rows, n_dec, ctx_dec, &pt))
         return SL_OK;
-    double t[5], spent = 0;
-    int reps = 0, rc;
-    while (reps < 1 || (reps < 5 && spent < 0.1)) {
-        if ((rc = timed_forward(b, n, &t[reps], err, errlen)) != SL_OK)
-            return rc;
-        spent += t[reps++];
+    int idx = b->pass == 0 ? b->n_pts : b->cursor;
+    if (b->pass > 0 && b->t[idx][0] > ONCE_S) {
+        b->t[idx][b->pass] = b->t[idx][0];
+        b->cursor++;
+        return SL_OK;
     }
-    int idx = b->pass == 0 ? b->n_pts++ : b->cursor++;
-    if (b->pass == 0)
-        b->pts[idx] = pt;
-    b->t[idx][b->pass] = median(t, reps);
+    double t, t0 = now_s();
+    int rc = cli_fwd_bench_median(b->fb, 5, 0.1, &t, err, errlen);
+    if (rc != SL_OK)
+        return rc;
+    if (b->pass == 0) {
+        b->pts[b->n_pts++] = pt;
+        if (t <= ONCE_S)
+            b->repeat_s += now_s() - t0;
+    } else {
+        b->cursor++;
+    }
+    b->t[idx][b->pass] = t;
     return SL_OK;
 }
 
@@ -222,27 +168,25 @@ static int shape(bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n
  * measurable (over 0.05 ms and half the step); idle_after_s the shortest gap that costs at least
  * half of it. The CPU pool's workers spin for a while after a step, then sleep; waking a sleeping
  * worker took ~9 ms on a 2-core VM (a halted vCPU rescheduled by the hypervisor). */
-static int measure_wake(bench_t *b, sim_profile_t *p, char *err, size_t errlen)
+static int measure_wake(cli_fwd_bench_t *b, sim_profile_t *p, char *err, size_t errlen)
 {
     static const double gap[] = {0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3};
     enum { N_GAPS = sizeof gap / sizeof gap[0], REPS = 5 };
     sim_profile_point_t pt;
-    int n = make_batch(b, 0, 0, 0, false, 1, 16, &pt), rc;
     double t[REPS], extra[N_GAPS], base;
-    if (n == 0)
+    int rc;
+    if (!cli_fwd_bench_shape(b, 0, 0, 0, false, 1, 16, &pt))
         return SL_OK;
-    for (int r = 0; r < REPS; r++)
-        if ((rc = timed_forward(b, n, &t[r], err, errlen)) != SL_OK)
-            return rc;
-    base = median(t, REPS);
+    if ((rc = cli_fwd_bench_median(b, REPS, INFINITY, &base, err, errlen)) != SL_OK)
+        return rc;
     for (int g = 0; g < N_GAPS; g++) {
         for (int r = 0; r < REPS; r++) {
             struct timespec ts = {0, (long)(gap[g] * 1e9)};
             nanosleep(&ts, NULL);
-            if ((rc = timed_forward(b, n, &t[r], err, errlen)) != SL_OK)
+            if ((rc = cli_fwd_bench_run(b, &t[r], err, errlen)) != SL_OK)
                 return rc;
         }
-        extra[g] = median(t, REPS) - base;
+        extra[g] = cli_median(t, REPS) - base;
     }
     double w = extra[N_GAPS - 1];
     p->wake_s = p->idle_after_s = 0;
@@ -253,36 +197,8 @@ static int measure_wake(bench_t *b, sim_profile_t *p, char *err, size_t errlen)
     return SL_OK;
 }
 
-/* Writes one token into each of the first n blocks of the pool (a sequence of one token at
- * position 0 per block, MAX_SEQS a batch), so every page of them holds real memory: a pool page
- * never written reads as the kernel's one shared zero page, which sits in L1 and would make the
- * profile's attention over long contexts far cheaper than the engine's over KV it wrote. One token
- * per block touches every page of it (a block's rows per layer, K/V and head are at most a page).
- * Stops after max_s seconds; returns the blocks written. */
-static int touch_pool(bench_t *b, int n, double max_s, char *err, size_t errlen)
-{
-    double t0 = now_s();
-    int done = 0;
-    while (done < n && now_s() - t0 < max_s) {
-        int k = n - done < MAX_SEQS ? n - done : MAX_SEQS, rows = 0;
-        for (int i = 0; i < k; i++) {
-            b->tokens[i] = (int32_t)(i % b->vocab);
-            b->blocks[i] = done + i;
-            b->seqs[i] = (eng_batch_seq_t){.tokens = b->tokens + i, .n_tokens = 1, .pos = 0,
-                                           .block_table = b->blocks + i, .n_blocks = 1, .logits = 0};
-        }
-        eng_batch_t batch = {.n_seqs = k, .seqs = b->seqs};
-        if (b->be->ops->forward(b->be, &batch, b->logits, &rows) != SL_OK) {
-            snprintf(err, errlen, "%s forward (touching the KV pool): %s", b->be->ops->name, b->be->ops->errmsg(b->be));
-            return -1;
-        }
-        done += k;
-    }
-    return done;
-}
-
 /* The grid (see the file comment). T = max_num_batched_tokens, S = max_num_seqs, C = max seq len. */
-static int measure_forward(bench_t *b, const sim_profile_t *p, int T, int S, int C, char *err, size_t errlen)
+static int measure_forward(grid_t *b, const sim_profile_t *p, int T, int S, int C, char *err, size_t errlen)
 {
     int rc = SL_OK;
     /* one prompt chunk at context 0, with and without a logits row; and the same M split into
@@ -422,72 +338,58 @@ int cmd_profile(int argc, char **argv)
     /* 1. the engine loop, and the engine's own sizing of everything */
     sched_config_t sc;
     cli_engine_run_t burst = {0};
-    eng_model_t *model = NULL;
-    bench_t *b = NULL;
-    eng_backend_t *be = NULL;
-    int plen = 1, status = 0;
+    grid_t *b = NULL;
+    int status = 0;
     double loop_ratio = NAN;
-    if ((rc = run_burst(&o.eng, &burst, &sc, &plen, err, sizeof err)) != SL_OK) {
+    if ((rc = run_burst(&o.eng, &burst, &sc, err, sizeof err)) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
     p.model = sc.model;
     p.max_seq_len = sc.max_sequence_length;
     int T = sc.max_num_batched_tokens < sc.max_sequence_length ? sc.max_num_batched_tokens : sc.max_sequence_length;
-    int S = sc.max_num_seqs < MAX_SEQS ? sc.max_num_seqs : MAX_SEQS, C = sc.max_sequence_length;
+    int S = sc.max_num_seqs < CLI_FWD_MAX_SEQS ? sc.max_num_seqs : CLI_FWD_MAX_SEQS, C = sc.max_sequence_length;
     if (sim_profile_set_knots(&p, T, S, C) != SL_OK) {
         status = cli_fail(CMD, "max_num_batched_tokens %d / max_num_seqs %d: out of the profile's range", T, S);
         goto out;
     }
 
     /* 2. forward passes on a backend of the engine's kind, with a pool of the engine's size */
-    if (!(model = eng_model_load_for(o.eng.model, o.eng.backend, err, sizeof err))) {
-        status = cli_fail(CMD, "%s", err);
-        goto out;
-    }
-    eng_backend_params_t bp = eng_backend_params_default();
-    bp.n_threads = o.eng.threads;
-    b = sl_calloc(1, sizeof *b);
-    be = b ? eng_backend_create(o.eng.backend, model, &bp, err, sizeof err) : NULL;
-    if (!be) {
+    if (!(b = sl_calloc(1, sizeof *b)) ||
+        !(b->fb = cli_fwd_bench_open(o.eng.model, o.eng.backend, o.eng.threads, T + S, err, sizeof err))) {
         status = cli_fail(CMD, "%s", b ? err : "out of memory");
         goto out;
     }
-    p.kv_budget_bytes = be->ops->kv_budget_bytes(be);
-    *b = (bench_t){.be = be, .block_size = sc.block_size, .num_blocks = sc.num_blocks, .vocab = model->cfg.vocab};
-    b->tokens = sl_malloc(sizeof(int32_t) * (size_t)(T + S > MAX_SEQS ? T + S : MAX_SEQS));
-    b->blocks = sl_malloc(sizeof(int32_t) * (size_t)sc.num_blocks);
-    b->logits = sl_malloc(sizeof(float) * (size_t)S * (size_t)b->vocab);
-    if (!b->tokens || !b->blocks || !b->logits) {
-        status = cli_fail(CMD, "out of memory");
-        goto out;
-    }
-    if (be->ops->kv_alloc(be, sc.num_blocks, sc.block_size) != SL_OK) {
-        status = cli_fail(CMD, "%s: KV pool of %d blocks: %s", be->ops->name, sc.num_blocks, be->ops->errmsg(be));
-        goto out;
-    }
-    int touched = touch_pool(b, sc.num_blocks, 0.15 * o.budget, err, sizeof err);
+    p.kv_budget_bytes = cli_fwd_bench_kv_budget(b->fb);
+    int touched = cli_fwd_bench_pool(b->fb, sc.num_blocks, sc.block_size, 0.15 * o.budget, err, sizeof err);
     if (touched < 0) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
+    /* the anchor shapes before and after the grid: the profile's speed, for validate to compare */
+    double anchor[2][CLI_FWD_ANCHORS];
+    int anchor_m[CLI_FWD_ANCHORS];
+    rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[0], anchor_m, err, sizeof err);
     int passes = PASSES;
     for (b->pass = 0; b->pass < passes && rc == SL_OK; b->pass++) {
-        double tp = now_s();
         b->cursor = 0;
         rc = measure_forward(b, &p, T, S, C, err, sizeof err);
         if (b->pass == 0) { /* as many more passes as the time budget holds */
-            double per = now_s() - tp, left = o.budget - (now_s() - t0);
+            double per = b->repeat_s, left = o.budget - (now_s() - t0);
             int more = per > 0 && left > 0 ? (int)(left / per) : 0;
             passes = 1 + (more < PASSES - 1 ? more : PASSES - 1);
         }
     }
     for (int i = 0; i < b->n_pts; i++)
-        b->pts[i].t = median(b->t[i], passes);
+        b->pts[i].t = cli_median(b->t[i], passes);
     if (rc == SL_OK)
-        rc = measure_wake(b, &p, err, sizeof err);
+        rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[1], anchor_m, err, sizeof err);
+    for (int i = 0; i < CLI_FWD_ANCHORS && rc == SL_OK; i++)
+        p.anchor_s[i] = 0.5 * (anchor[0][i] + anchor[1][i]);
+    if (rc == SL_OK)
+        rc = measure_wake(b->fb, &p, err, sizeof err);
     if (rc != SL_OK || (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK ||
-        (rc = fit_host(&p, &burst, plen, &loop_ratio, err, sizeof err)) != SL_OK) {
+        (rc = fit_host(&p, &burst, &loop_ratio, err, sizeof err)) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
@@ -530,14 +432,8 @@ int cmd_profile(int argc, char **argv)
     printf("stored as engine profile '%s' in %s (%.1f s)\n", p.name, o.db, now_s() - t0);
 out:
     cli_engine_run_free(&burst);
-    if (b) {
-        sl_free(b->tokens);
-        sl_free(b->blocks);
-        sl_free(b->logits);
-    }
+    if (b)
+        cli_fwd_bench_free(b->fb);
     sl_free(b);
-    if (be)
-        eng_backend_free(be);
-    eng_model_free(model);
     return status;
 }

@@ -24,6 +24,7 @@
 #include "analysis/store.h"
 #include "cli/cli.h"
 #include "cli/engine_run.h"
+#include "cli/fwd_bench.h"
 #include "cli/profile_db.h"
 #include "cli/sched_opts.h"
 #include "cli/sim_run.h"
@@ -48,6 +49,8 @@ static const char usage[] =
     "  --kv-memory-mb MB   KV pool cap;  --seed S (default 1);  --db FILE (default sluice.db)\n"
     "  --idle-spin-ms MS   the engine polls for work this long after a step before sleeping (default 1000)\n"
     "  --no-record         do not record the two runs\n"
+    "  --no-rescale        price the simulation at the profile's speed, not at the speed the anchor\n"
+    "                      shapes, timed after each engine run, show the machine runs at now\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE (engine defaults otherwise)\n"
     "  presets are generated with prompt + output capped at the engine's max_sequence_length\n";
 
@@ -56,7 +59,7 @@ typedef struct opts {
     const char *profile;
     int repeat;
     double tolerance;
-    bool threads_given;
+    bool threads_given, no_rescale;
     cli_engine_opts_t eng;
 } opts_t;
 
@@ -87,6 +90,8 @@ static int parse(int argc, char **argv, opts_t *o)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return -1;
+        } else if (!strcmp(a, "--no-rescale")) {
+            o->no_rescale = true;
         } else if (!strcmp(a, "--profile")) {
             if (!v)
                 return cli_fail(CMD, "%s needs a value", a);
@@ -169,6 +174,38 @@ static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cl
     if (cli_sim_summary(col, &tot, cfg, &slo, sum) != SL_OK)
         return cli_fail(CMD, "out of memory computing the summary");
     return 0;
+}
+
+/* ---- the machine's speed now against its profile ----------------------------------------------- */
+
+/* The anchor shapes' times now over their times when profiled, by class: [0] steps of up to 16
+ * tokens (memory-bound), [1] larger ones (compute-bound); sim_profile_rescale's two factors. */
+typedef struct speed {
+    double r[2][64];
+    int n[2];
+} speed_t;
+
+/* Times the anchor shapes on a bench of the engine's kind with a pool of the engine's size, opened
+ * while no engine is (a GPU holds one copy of the model), as `sluice profile` timed them. */
+static int time_anchors(const opts_t *o, const sim_profile_t *p, const sched_config_t *sc, speed_t *sp)
+{
+    int T = sc->max_num_batched_tokens < sc->max_sequence_length ? sc->max_num_batched_tokens
+                                                                 : sc->max_sequence_length;
+    char err[1024];
+    double t[CLI_FWD_ANCHORS];
+    int m[CLI_FWD_ANCHORS];
+    cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, T + sc->max_num_seqs,
+                                            err, sizeof err);
+    int status = b ? 0 : cli_fail(CMD, "timing the anchor shapes: %s", err);
+    if (!status && (cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) < 0 ||
+                    cli_fwd_bench_anchors(b, sc->max_num_seqs, sc->max_sequence_length, T, t, m, err,
+                                          sizeof err) != SL_OK))
+        status = cli_fail(CMD, "timing the anchor shapes: %s", err);
+    for (int i = 0; i < CLI_FWD_ANCHORS && !status; i++)
+        if (t[i] > 0 && p->anchor_s[i] > 0 && sp->n[m[i] > 16] < 64)
+            sp->r[m[i] > 16][sp->n[m[i] > 16]++] = t[i] / p->anchor_s[i];
+    cli_fwd_bench_free(b);
+    return status;
 }
 
 /* ---- report ------------------------------------------------------------------------------------ */
@@ -267,10 +304,13 @@ static double step_time(const an_step_rec_t *s, size_t i, size_t n)
     return s[i].t_end - s[i].t_start;
 }
 
-/* The per-step table: the engine's steps of all runs pooled (counts per run), the simulator's. */
-static void print_steps(const cli_engine_run_t *runs, int n_runs, const an_step_rec_t *sim, size_t ns)
+/* The per-step table: the engine's steps of all runs pooled (counts per run), the simulator's.
+ * "model ms" is what the profile predicts for the engine's own steps, shape for shape, against
+ * "fwd ms": the cost model's error free of any difference in scheduling. */
+static void print_steps(const sim_profile_t *p, const cli_engine_run_t *runs, int n_runs, const an_step_rec_t *sim,
+                        size_t ns)
 {
-    double sum[2][N_CLASSES] = {{0}}, tok[2][N_CLASSES] = {{0}}, fwd[N_CLASSES] = {0};
+    double sum[2][N_CLASSES] = {{0}}, tok[2][N_CLASSES] = {{0}}, fwd[N_CLASSES] = {0}, model[N_CLASSES] = {0};
     int cnt[2][N_CLASSES] = {{0}};
     for (int k = 0; k <= n_runs; k++) {
         int w = k == n_runs; /* 0: an engine run, 1: the simulator */
@@ -281,22 +321,28 @@ static void print_steps(const cli_engine_run_t *runs, int n_runs, const an_step_
             sum[w][c] += w ? s[i].t_end - s[i].t_start : step_time(s, i, n);
             tok[w][c] += s[i].n_tokens;
             cnt[w][c]++;
-            if (!w)
-                fwd[c] += runs[k].forward_s[i];
+            if (!w) {
+                const cli_engine_run_t *r = &runs[k];
+                fwd[c] += r->forward_s[i];
+                model[c] += sim_profile_forward_seqs(p, s[i].n_tokens, r->n_sampled[i], r->prefill_pairs[i],
+                                                     r->dec_kv + r->dec_first[i], s[i].n_decode_seqs);
+            }
         }
     }
     printf("\nper step, by shape (mean step time; the simulator prices its own steps of that shape;\n"
-           "engine fwd: the backend's forward alone, the rest is the engine loop%s):\n",
+           "engine fwd: the backend's forward alone, the rest is the engine loop; model: the profile's\n"
+           "forward for the engine's own steps, its error against fwd%s):\n",
            n_runs > 1 ? "; engine steps: per run, all runs pooled" : "");
-    printf("  %-20s %7s %7s %9s %9s %9s %11s %11s %8s\n", "shape", "steps", "sim", "tok/step", "sim", "fwd ms",
-           "engine ms", "sim ms", "error");
+    printf("  %-20s %7s %7s %9s %9s %9s %9s %7s %10s %10s %7s\n", "shape", "steps", "sim", "tok/step", "sim",
+           "fwd ms", "model ms", "error", "engine ms", "sim ms", "error");
     for (int c = 0; c < N_CLASSES; c++) {
         if (!cnt[0][c] && !cnt[1][c])
             continue;
         double a = cnt[0][c] ? sum[0][c] / cnt[0][c] : NAN, b = cnt[1][c] ? sum[1][c] / cnt[1][c] : NAN;
-        printf("  %-20s %7.0f %7d %9.1f %9.1f %9.3f %11.3f %11.3f %+7.1f%%\n", class_name[c],
+        printf("  %-20s %7.0f %7d %9.1f %9.1f %9.3f %9.3f %+6.1f%% %10.3f %10.3f %+6.1f%%\n", class_name[c],
                (double)cnt[0][c] / n_runs, cnt[1][c], cnt[0][c] ? tok[0][c] / cnt[0][c] : NAN,
-               cnt[1][c] ? tok[1][c] / cnt[1][c] : NAN, cnt[0][c] ? 1e3 * fwd[c] / cnt[0][c] : NAN, 1e3 * a,
+               cnt[1][c] ? tok[1][c] / cnt[1][c] : NAN, cnt[0][c] ? 1e3 * fwd[c] / cnt[0][c] : NAN,
+               cnt[0][c] ? 1e3 * model[c] / cnt[0][c] : NAN, 100 * (model[c] - fwd[c]) / fwd[c], 1e3 * a,
                1e3 * b, 100 * (b - a) / a);
     }
 }
@@ -373,10 +419,6 @@ int cmd_validate(int argc, char **argv)
         goto out;
     }
 
-    /* the simulator first (it takes no time), then the engine in real time, --repeat times */
-    sim_config_t cfg;
-    if ((status = run_sim(&prof, &sc, &o.eng, tr, &col, &cfg, &ss)))
-        goto out;
     if (!o.run.no_record && (rc = an_store_open(o.run.db, &st)) != SL_OK) {
         status = cli_fail(CMD, "%s: %s", o.run.db, st ? an_store_errmsg(st) : sl_strerror(rc));
         goto out;
@@ -385,14 +427,31 @@ int cmd_validate(int argc, char **argv)
            o.eng.model, eng_engine_backend_name(e), o.eng.threads, sched_strategy_name(sc.strategy), tr->n, workload, prof.name,
            prof.created, o.repeat, o.repeat > 1 ? "s" : "");
     fflush(stdout);
-    for (; done < o.repeat; done++, e = NULL) /* run_engine frees e */
+    /* the engine in real time, --repeat times, the anchor shapes after each run; then the simulator
+     * (it takes no time), priced at the speed the anchors show */
+    speed_t speed = {0};
+    for (; done < o.repeat; done++, e = NULL) { /* run_engine frees e */
         if ((status = run_engine(&o, e, tr, workload, st, &runs[done], &rs[done], &ids[done]))) {
             e = NULL;
             goto out;
         }
+        if (!o.no_rescale && (status = time_anchors(&o, &prof, &sc, &speed)))
+            goto out;
+    }
+    double f_small = speed.n[0] ? cli_median(speed.r[0], speed.n[0]) : 1;
+    double f_large = speed.n[1] ? cli_median(speed.r[1], speed.n[1]) : 1;
+    sim_profile_t priced = prof;
+    if (!o.no_rescale)
+        sim_profile_rescale(&priced, f_small, f_large);
+    sim_config_t cfg;
+    if ((status = run_sim(&priced, &sc, &o.eng, tr, &col, &cfg, &ss)))
+        goto out;
     if (st) {
         char where[96];
-        snprintf(where, sizeof where, "engine profile %s", prof.name);
+        if (o.no_rescale)
+            snprintf(where, sizeof where, "engine profile %s", prof.name);
+        else
+            snprintf(where, sizeof where, "engine profile %s x%.3f/x%.3f", prof.name, f_small, f_large);
         if (cli_sim_record(st, &cfg, where, workload, wl_trace_hash(tr), o.eng.seed, &col, true, &ss,
                            &ids[done]) != SL_OK) {
             status = cli_fail(CMD, "%s: %s", o.run.db, an_store_errmsg(st));
@@ -404,8 +463,16 @@ int cmd_validate(int argc, char **argv)
     for (int i = 0; i < done; i++)
         printf(" %.1f s", runs[i].wall);
     printf("\n");
+    if (o.no_rescale)
+        printf("  the simulator prices steps at the profile's speed (--no-rescale)\n");
+    else
+        printf("  machine speed now against the profile (anchor shapes timed after each engine run, against\n"
+               "  the profile's times): steps of up to 16 tokens take x%.3f (%d timings, %.3f..%.3f), larger\n"
+               "  steps x%.3f (%d, %.3f..%.3f); the simulator prices at this speed\n",
+               f_small, speed.n[0], speed.n[0] ? speed.r[0][0] : 1, speed.n[0] ? speed.r[0][speed.n[0] - 1] : 1,
+               f_large, speed.n[1], speed.n[1] ? speed.r[1][0] : 1, speed.n[1] ? speed.r[1][speed.n[1] - 1] : 1);
     int over = print_figures(rs, done, &ss, o.tolerance);
-    print_steps(runs, done, col.step, col.n_step);
+    print_steps(&priced, runs, done, col.step, col.n_step);
     if (st) {
         printf("\nrecorded: engine run%s", done > 1 ? "s" : "");
         for (int i = 0; i < done; i++)

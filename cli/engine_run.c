@@ -27,25 +27,45 @@ typedef struct slot {
     size_t idx;
 } slot_t;
 
+static bool grow(void *pp, size_t size, size_t cap)
+{
+    void *q = sl_realloc(*(void **)pp, size * cap);
+    if (q)
+        *(void **)pp = q;
+    return q != NULL;
+}
+
 /* Engine thread only; read by the caller after the engine thread is joined. */
 static void on_step(const sluice_step_info *i, void *user)
 {
     cli_engine_run_t *r = user;
     if (r->n_step == r->cap_step) {
         size_t cap = r->cap_step ? 2 * r->cap_step : 4096;
-        an_step_rec_t *p = sl_realloc(r->step, cap * sizeof *p);
-        if (p)
-            r->step = p;
-        double *fw = p ? sl_realloc(r->forward_s, cap * sizeof *fw) : NULL;
-        if (fw)
-            r->forward_s = fw;
-        int *ns = fw ? sl_realloc(r->n_sampled, cap * sizeof *ns) : NULL;
-        if (!ns) {
+        if (!grow(&r->step, sizeof *r->step, cap) || !grow(&r->forward_s, sizeof *r->forward_s, cap) ||
+            !grow(&r->n_sampled, sizeof *r->n_sampled, cap) ||
+            !grow(&r->prefill_pairs, sizeof *r->prefill_pairs, cap) ||
+            !grow(&r->dec_first, sizeof *r->dec_first, cap)) {
             r->oom = true;
             return;
         }
-        r->n_sampled = ns, r->cap_step = cap;
+        r->cap_step = cap;
     }
+    size_t nd = (size_t)i->n_decode_seqs;
+    if (r->n_dec_kv + nd > r->cap_dec_kv) {
+        size_t cap = r->cap_dec_kv ? 2 * r->cap_dec_kv : 8192;
+        while (cap < r->n_dec_kv + nd)
+            cap *= 2;
+        if (!grow(&r->dec_kv, sizeof *r->dec_kv, cap)) {
+            r->oom = true;
+            return;
+        }
+        r->cap_dec_kv = cap;
+    }
+    if (nd)
+        memcpy(r->dec_kv + r->n_dec_kv, i->decode_kv, nd * sizeof *r->dec_kv);
+    r->dec_first[r->n_step] = r->n_dec_kv;
+    r->n_dec_kv += nd;
+    r->prefill_pairs[r->n_step] = i->prefill_pairs;
     r->forward_s[r->n_step] = i->forward_s;
     r->n_sampled[r->n_step] = i->n_sampled;
     r->step[r->n_step++] = (an_step_rec_t){
@@ -296,6 +316,9 @@ void cli_engine_run_free(cli_engine_run_t *r)
     sl_free(r->step);
     sl_free(r->forward_s);
     sl_free(r->n_sampled);
+    sl_free(r->prefill_pairs);
+    sl_free(r->dec_first);
+    sl_free(r->dec_kv);
     memset(r, 0, sizeof *r);
 }
 

@@ -12,7 +12,9 @@
  * cli_engine_check_fits.
  *
  * Records: one an_request_rec_t per trace row (by index) and one an_step_rec_t per executed step,
- * from the engine's own timestamps, plus the step's forward time and sampled rows.
+ * from the engine's own timestamps, plus the step's forward time, sampled rows and attention work
+ * (prefill pairs, each decoding sequence's KV read), so a cost model can price the very steps
+ * the engine ran.
  *
  * Thread safety: a run object belongs to one caller; the engine's callbacks fill it under its own
  * mutex. Errors: a status with the reason in err; the run is then empty (freed).
@@ -71,7 +73,11 @@ typedef struct cli_engine_run {
     an_step_rec_t *step;    /* (n_step) in execution order */
     double *forward_s;      /* (n_step) seconds inside the backend's forward */
     int *n_sampled;         /* (n_step) logits rows sampled */
-    size_t n_step, cap_step;
+    double *prefill_pairs;  /* (n_step) the prompt chunks' attention work (sluice_step_info) */
+    size_t *dec_first;      /* (n_step) step i's decoding sequences read dec_kv[dec_first[i] + j] KV
+                               tokens, j < step[i].n_decode_seqs */
+    int *dec_kv;
+    size_t n_step, cap_step, n_dec_kv, cap_dec_kv;
     int rejected, clipped;
     int64_t out_tokens;
     double wall;            /* first submit to the last request done, s */

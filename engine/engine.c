@@ -192,6 +192,7 @@ struct sluice_engine {
     int32_t *copy_src, *copy_dst;
     sched_seq_result_t *results;
     int32_t *out_toks;
+    int *step_kv;                       /* sluice_step_info.decode_kv of the last step */
     float *logits;
     int cap_seqs, cap_toks, cap_blocks, cap_copies, cap_rows;
     tok_event_t *events;
@@ -474,6 +475,7 @@ static void engine_destroy(sluice_engine *e)
     sl_free(e->copy_dst);
     sl_free(e->results);
     sl_free(e->out_toks);
+    sl_free(e->step_kv);
     sl_free(e->logits);
     sl_free(e->events);
     sched_adapt_free(e->adapt);
@@ -1355,7 +1357,8 @@ static int ensure_seqs(sluice_engine *e, int n_seqs)
     if (resize(&e->bseqs, sizeof *e->bseqs * (size_t)cap) ||
         resize(&e->bseq_step, sizeof(int) * (size_t)cap) ||
         resize(&e->results, sizeof *e->results * (size_t)cap) ||
-        resize(&e->out_toks, sizeof(int32_t) * (size_t)cap))
+        resize(&e->out_toks, sizeof(int32_t) * (size_t)cap) ||
+        resize(&e->step_kv, sizeof(int) * (size_t)cap))
         return SL_ENOMEM;
     e->cap_seqs = cap;
     return SL_OK;
@@ -1540,6 +1543,15 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
     info->n_decode_seqs = st->n_decode_seqs;
     info->n_padded_tokens = st->n_padded_tokens;
     info->n_preempted = st->n_preempted;
+    int n_dec = 0; /* e->step_kv holds st->n_seqs: ensure_seqs ran for this step */
+    for (int i = 0; i < st->n_seqs; i++) {
+        const sched_seq_step_t *q = &st->seqs[i];
+        if (q->is_prefill)
+            info->prefill_pairs += (double)q->n_tokens * (q->context_len + (q->n_tokens + 1) / 2.0);
+        else
+            e->step_kv[n_dec++] = q->context_len + q->n_tokens;
+    }
+    info->decode_kv = e->step_kv;
     info->kv_blocks_used = s.used_blocks;
     info->kv_blocks_free = s.free_blocks;
     info->kv_blocks_cached = s.cached_blocks;

@@ -88,6 +88,9 @@ typedef struct sluice_step_info {
     int n_padded_tokens;      /* NAIVE/BUCKETED padding (counted, never computed by the backend) */
     int n_sampled;            /* logits rows sampled */
     int n_preempted;          /* sequences preempted while planning the step */
+    double prefill_pairs;     /* the prompt chunks' causal attention work: sum of q * (ctx + (q + 1) / 2) */
+    const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence read (context + 1);
+                                 valid during the callback only */
     int kv_blocks_used, kv_blocks_free, kv_blocks_cached;
     int64_t kv_used_slots;     /* tokens held by running sequences after the step */
     int64_t kv_reserved_slots; /* blocks in use × block_size */

@@ -6,6 +6,8 @@
 # of the gated figures' errors. Needs a quiet machine: any other load moves the engine's timings.
 #
 #   scripts/bench-validate.sh [--threads N] [--repeat R] [--db FILE] [--only stories|smollm2]
+#   scripts/bench-validate.sh --inloop     only tests/bench/bench_inloop.c on SmolLM2: the serving
+#                                          loop against back to back, and this machine's own noise
 #
 # Models and workloads (seeded, so every run replays the same requests):
 #   stories260K  engine defaults;  sharegpt -n 60 --seed 3 at 4 req/s and 12 req/s
@@ -15,17 +17,27 @@
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BIN=${SLUICE_BIN:-build/sluice}
-THREADS=1 REPEAT=3 DB="" ONLY=""
+THREADS=1 REPEAT=3 DB="" ONLY="" INLOOP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --threads) THREADS=$2; shift 2 ;;
         --repeat) REPEAT=$2; shift 2 ;;
         --db) DB=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
-        *) echo "usage: $0 [--threads N] [--repeat R] [--db FILE] [--only stories|smollm2]" >&2; exit 2 ;;
+        --inloop) INLOOP=1; shift ;;
+        *) echo "usage: $0 [--threads N] [--repeat R] [--db FILE] [--only stories|smollm2] | --inloop" >&2; exit 2 ;;
     esac
 done
 [ -x "$BIN" ] || { echo "bench-validate: $BIN not built (make)" >&2; exit 2; }
+if [ "$INLOOP" = 1 ]; then
+    B=$(dirname "$BIN")
+    cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -I/usr/include/cjson -o "$B/bench_inloop" tests/bench/bench_inloop.c \
+        "$B/libcli.a" "$B/libhttp.a" "$B/libsim.a" "$B/libanalysis.a" "$B/libengine.a" "$B/libworkloads.a" \
+        "$B/libsched.a" -lgsl -lgslcblas -lm -lsqlite3 -lcjson -lmicrohttpd -lpthread -ldl \
+        $(grep -q cuda_backend "$B/libengine.a" 2>/dev/null && echo "-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart -lstdc++") ||
+        exit 2
+    exec "$B/bench_inloop" models/SmolLM2-135M-Instruct.Q4_1.gguf -t "$THREADS" -c 6
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 [ -n "$DB" ] || DB="$tmp/validate.db"

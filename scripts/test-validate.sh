@@ -70,6 +70,12 @@ if [ $rc -eq 1 ]; then
 fi
 check "profile + validate within 50% (stories260K, 40 requests at 4 req/s)" 0 $rc "$dir/validate.txt" "PASS"
 
+grep -q "machine speed now against the profile" "$dir/validate.txt"
+check "validate re-times the anchor shapes and prices the simulation at today's speed" 0 $?
+"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 10 --rate 4 --seed 3 --repeat 1 \
+    --no-rescale --tolerance 1000% --db "$db" "${knobs[@]}" >"$dir/norescale.txt" 2>&1
+check "--no-rescale prices at the profile's speed" 0 $? "$dir/norescale.txt" "at the profile's speed (--no-rescale)"
+
 "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 2 --preset sharegpt -n 5 --db "$db" "${knobs[@]}" \
     >"$dir/stale.txt" 2>&1
 check "a profile for another thread count is refused" 2 $? "$dir/stale.txt" "stale: measured with 1 threads"

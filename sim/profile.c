@@ -106,9 +106,21 @@ static double table(const double *k, const double *t, int n, double x)
 
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt)
 {
+    if (pt->dec_each)
+        return sim_profile_forward_seqs(p, pt->m, pt->rows, pt->pre_work, pt->dec_each, pt->n_dec);
     return table(p->knot, p->dense, p->n_knots, pt->m) + table(p->lm_knot, p->lm, p->n_lm_knots, pt->rows) +
            pt->n_dec * table(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) +
            table(p->kv_knot, p->kv, p->n_kv_knots, pt->n_dec * pt->dec_kv) + p->pre * pt->pre_work;
+}
+
+double sim_profile_forward_seqs(const sim_profile_t *p, int m, int rows, double pre_work, const int *dec_kv,
+                                int n_dec)
+{
+    double dec = 0, kv = 0;
+    for (int i = 0; i < n_dec; i++)
+        dec += table(p->dec_knot, p->dec, p->n_dec_knots, dec_kv[i]), kv += dec_kv[i];
+    return table(p->knot, p->dense, p->n_knots, m) + table(p->lm_knot, p->lm, p->n_lm_knots, rows) + dec +
+           table(p->kv_knot, p->kv, p->n_kv_knots, kv) + p->pre * pre_work;
 }
 
 /* ---- fitting -------------------------------------------------------------------------------- */
@@ -117,6 +129,23 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* A point's decode-attention columns: the dec knots' weights summed over its sequences into dec,
+ * the kv knots' weights at its total KV read into kv. */
+static void dec_row(const sim_profile_t *p, const sim_profile_point_t *pt, double *dec, double *kv)
+{
+    int nd = p->n_dec_knots;
+    double w[SIM_PROFILE_MAX_KNOTS], total = 0;
+    memset(dec, 0, sizeof(double) * (size_t)nd);
+    for (int s = 0; s < pt->n_dec; s++) {
+        double c = pt->dec_each ? pt->dec_each[s] : pt->dec_kv;
+        hat(p->dec_knot, nd, c, w);
+        for (int j = 0; j < nd; j++)
+            dec[j] += w[j];
+        total += c;
+    }
+    hat(p->kv_knot, p->n_kv_knots, total, kv);
 }
 
 int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, char *err, int errlen)
@@ -143,10 +172,7 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
         double *row = full + (size_t)i * q;
         hat(p->knot, nk, pts[i].m, row);
         hat(p->lm_knot, nl, pts[i].rows, row + nk);
-        hat(p->dec_knot, nd, pts[i].dec_kv, row + nk + nl);
-        for (int j = 0; j < nd; j++)
-            row[nk + nl + j] *= pts[i].n_dec;
-        hat(p->kv_knot, nv, pts[i].n_dec * pts[i].dec_kv, row + nk + nl + nd);
+        dec_row(p, &pts[i], row + nk + nl, row + nk + nl + nd);
         row[q - 1] = pts[i].pre_work;
         y[i] = pts[i].t;
     }
@@ -278,6 +304,32 @@ double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_co
     return c.total;
 }
 
+/* The rescale factor of a step of m tokens (sim_profile_rescale). */
+static double blend(double m, double small, double large)
+{
+    if (m <= 16)
+        return small;
+    if (m >= 128)
+        return large;
+    double u = log(m / 16) / log(8);
+    return small + u * (large - small);
+}
+
+void sim_profile_rescale(sim_profile_t *p, double small, double large)
+{
+    small = small > 0 ? small : 1, large = large > 0 ? large : 1;
+    for (int i = 0; i < p->n_knots; i++)
+        p->dense[i] *= blend(p->knot[i], small, large);
+    for (int i = 0; i < p->n_lm_knots; i++)
+        p->lm[i] *= blend(p->lm_knot[i], small, large);
+    for (int i = 0; i < p->n_dec_knots; i++)
+        p->dec[i] *= small;
+    for (int i = 0; i < p->n_kv_knots; i++)
+        p->kv[i] *= small;
+    p->pre *= large;
+    p->host_s *= small, p->host_row *= small;
+}
+
 int sim_profile_num_blocks(const sim_profile_t *p, const sched_config_t *sc, double kv_memory_mb, int *out,
                            char *err, int errlen)
 {
@@ -397,7 +449,8 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
           put_array(buf, len, &k, "dec_knots", p->dec_knot, p->n_dec_knots) ||
           put_array(buf, len, &k, "dec", p->dec, p->n_dec_knots) ||
           put_array(buf, len, &k, "kv_knots", p->kv_knot, p->n_kv_knots) ||
-          put_array(buf, len, &k, "kv", p->kv, p->n_kv_knots) || put(buf, len, &k, "}");
+          put_array(buf, len, &k, "kv", p->kv, p->n_kv_knots) ||
+          put_array(buf, len, &k, "anchor_s", p->anchor_s, SIM_PROFILE_ANCHORS) || put(buf, len, &k, "}");
     return !bad;
 }
 
@@ -498,6 +551,9 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
             bad = "dec_knots/dec";
         else if (get_array(root, "kv_knots", p->kv_knot, &p->n_kv_knots) || get_array(root, "kv", p->kv, &p->n_kv_knots))
             bad = "kv_knots/kv";
+        int na = SIM_PROFILE_ANCHORS;
+        if (!bad && get_array(root, "anchor_s", p->anchor_s, &na))
+            bad = "anchor_s";
     }
     cJSON_Delete(root);
     if (bad) {

@@ -40,8 +40,11 @@
 
 enum { SIM_PROFILE_MAX_KNOTS = 40 };
 /* The step-time model's version, stored with a profile; older ones are refused (3: decode
- * attention per sequence plus the batch's total, 2026-11-27) */
-enum { SIM_PROFILE_MODEL_VERSION = 3 };
+ * attention per sequence plus the batch's total; 4: anchor times, 2026-11-27) */
+enum { SIM_PROFILE_MODEL_VERSION = 4 };
+/* Anchor shapes: a few steps timed the same way when profiling and again by `sluice validate`, to
+ * see how fast the machine runs now against when it was profiled (cli/fwd_bench.h lists them) */
+enum { SIM_PROFILE_ANCHORS = 6 };
 
 /* One timed forward pass (or its median over repeats). */
 typedef struct sim_profile_point {
@@ -50,6 +53,8 @@ typedef struct sim_profile_point {
     double pre_work; /* sum over prefill sequences of q * (ctx + (q + 1) / 2) */
     int n_dec;       /* decode sequences, each reading dec_kv KV tokens (ctx + 1) */
     double dec_kv;
+    const int *dec_each; /* when not NULL: the n_dec sequences' KV tokens each (dec_kv unused), as
+                            in a step of the serving loop; the caller owns the array */
     double t;        /* seconds */
 } sim_profile_point_t;
 
@@ -77,6 +82,7 @@ typedef struct sim_profile {
                                    pays wake_s; the simulator adds the engine's idle spin to the gap
                                    (sim_config_t.engine_idle_spin_s). 0: no wake term */
     double fit_err;             /* median |fit - measured| / measured over the profile's points */
+    double anchor_s[SIM_PROFILE_ANCHORS]; /* the anchor shapes' times when profiled; 0: not timed */
     char created[32];           /* UTC "YYYY-MM-DD HH:MM:SS" */
 } sim_profile_t;
 
@@ -100,9 +106,22 @@ int sim_profile_fit_host(sim_profile_t *p, const double *overhead, const int *ro
 /* The forward time the profile predicts for one point (pt->t ignored). Cannot fail. */
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt);
 
+/* The forward time the profile predicts for a step of m tokens with rows sampled rows, prefill
+ * attention pairs pre_work and n_dec decoding sequences reading dec_kv[i] KV tokens each (the
+ * engine's own steps: sluice_step_info). Cannot fail. */
+double sim_profile_forward_seqs(const sim_profile_t *p, int m, int rows, double pre_work, const int *dec_kv,
+                                int n_dec);
+
 /* Prices one scheduler step (forward + host terms); parts (may be NULL) gets dense, attention,
  * lm_head (LM head), host (loop + sampling) and total; flops is 0. Cannot fail. */
 double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_cost_parts_t *parts);
+
+/* Scales the profile to a machine that now takes `small` times as long as when profiled on steps of
+ * up to 16 tokens (memory-bound: decode, small LM heads, decode attention, the host loop) and
+ * `large` times on steps of 128 tokens or more (compute-bound: prompt chunks, prefill attention);
+ * the dense and LM-head tables between 16 and 128 tokens scale by a blend, linear in log M. The
+ * wake term is left alone. Cannot fail; a factor that is not > 0 counts as 1. */
+void sim_profile_rescale(sim_profile_t *p, double small, double large);
 
 /* KV blocks the engine gives sc (max_num_seqs or max_batch_size full-length sequences, capped by
  * the profile's KV budget or kv_memory_mb when > 0), as the engine sizes its pool. SL_ENOMEM

@@ -450,6 +450,57 @@ static void test_engine_parallel_samples_share_prompt_blocks(void **state)
     sluice_engine_free(e);
 }
 
+/* Each step reports its attention work: the prompt chunk's causal pairs, and the KV each decoding
+ * sequence read (context + 1), so a cost model can price the very steps the engine ran. */
+typedef struct step_log {
+    int n;
+    double pairs[16];
+    int n_dec[16], kv[16];
+} step_log_t;
+
+static void log_step(const sluice_step_info *info, void *user)
+{
+    step_log_t *l = user;
+    if (l->n < 16) {
+        l->pairs[l->n] = info->prefill_pairs;
+        l->n_dec[l->n] = info->n_decode_seqs;
+        l->kv[l->n] = info->n_decode_seqs ? info->decode_kv[0] : -1;
+        l->n++;
+    }
+}
+
+static void test_engine_steps_report_their_attention_work(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    step_log_t log = {0};
+    sluice_engine_params p = small_params();
+    p.on_step = log_step;
+    p.step_user = &log;
+    sluice_engine *e = create(&p);
+    int32_t prompt[40];
+    prompt[0] = 1;
+    for (int i = 1; i < 40; i++)
+        prompt[i] = 300 + i;
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = 40;
+    r.max_tokens = 4;
+    r.ignore_eos = true;
+    sluice_result *res = generate(e, &r);
+    assert_int_equal(res->status, SLUICE_OK);
+    sluice_result_free(res);
+    sluice_engine_free(e); /* joins the engine thread: the log is complete */
+    assert_int_equal(log.n, 4); /* the prompt (and the first token), then 3 decodes */
+    assert_true(log.pairs[0] == 40 * (0 + 41 / 2.0));
+    assert_int_equal(log.n_dec[0], 0);
+    for (int i = 1; i < 4; i++) {
+        assert_true(log.pairs[i] == 0);
+        assert_int_equal(log.n_dec[i], 1);
+        assert_int_equal(log.kv[i], 40 + i);
+    }
+}
+
 /* ---- shutdown ---- */
 
 typedef struct done_log {
@@ -744,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_engine_over_context_is_too_long),
         cmocka_unit_test(test_engine_seeded_sampling_is_reproducible),
         cmocka_unit_test(test_engine_parallel_samples_share_prompt_blocks),
+        cmocka_unit_test(test_engine_steps_report_their_attention_work),
         cmocka_unit_test(test_engine_shutdown_aborts_in_flight_within_deadline),
         cmocka_unit_test(test_engine_presence_and_frequency_penalties_change_greedy),
         cmocka_unit_test(test_engine_top_logprobs_greedy_token_is_the_top_alternative),

@@ -1,6 +1,8 @@
 /* test_profile.c — the measured-profile step-time model (sim/profile.h): knots, the fit recovering
- * a known model, non-negative coefficients under noise, host terms, step pricing, KV sizing as
- * the engine sizes it, staleness checks, JSON round trip, and the simulator running on a profile. */
+ * a known model (also from serving-loop steps of mixed contexts), non-negative coefficients under
+ * noise, host terms, step pricing (and pricing the engine's own steps), rescaling to the
+ * machine's speed, KV sizing as the engine sizes it, staleness checks, JSON round trip, and the
+ * simulator running on a profile. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -177,6 +179,64 @@ static void test_step_price_is_the_sum_of_its_terms(void **state)
     sim_cost_free(c);
 }
 
+/* The engine's own steps (sluice_step_info: tokens, rows, prefill pairs, each decode sequence's KV
+ * read) are priced as the simulator prices the same step, less the host terms; and points of
+ * mixed contexts (dec_each) fit like any other. */
+static void test_engine_steps_are_priced_like_the_simulators(void **state)
+{
+    sim_profile_t p = truth();
+    sched_seq_step_t seqs[3] = {
+        {.n_tokens = 40, .context_len = 100, .is_prefill = true, .sample = true},
+        {.n_tokens = 1, .context_len = 300, .sample = true},
+        {.n_tokens = 1, .context_len = 99, .sample = true},
+    };
+    sched_step_t st = {.n_seqs = 3, .seqs = seqs, .n_tokens = 42, .n_prefill_tokens = 40, .n_decode_seqs = 2};
+    int kv[2] = {301, 100};
+    double fwd = sim_profile_forward_seqs(&p, 42, 3, 40 * (100 + 41 / 2.0), kv, 2);
+    assert_true(fabs(fwd + p.host_s + 3 * p.host_row - sim_profile_step(&p, &st, NULL)) < 1e-15);
+    sim_profile_point_t pt = {.m = 42, .rows = 3, .pre_work = 40 * (100 + 41 / 2.0), .n_dec = 2, .dec_each = kv};
+    assert_true(sim_profile_forward(&p, &pt) == fwd);
+
+    /* a grid plus serving-loop points of mixed contexts recovers the model */
+    sim_profile_point_t pts[400];
+    static int ctx[40][8];
+    int n = grid(&p, pts, 0);
+    for (int i = 0; i < 40; i++) {
+        int nd = 1 + i % 8;
+        for (int j = 0; j < nd; j++)
+            ctx[i][j] = 20 + (i * 37 + j * 101) % 480;
+        pts[n] = (sim_profile_point_t){.m = nd, .rows = nd, .n_dec = nd, .dec_each = ctx[i]};
+        pts[n].t = sim_profile_forward(&p, &pts[n]);
+        n++;
+    }
+    sim_profile_t q = truth();
+    char err[256];
+    assert_int_equal(sim_profile_fit(&q, pts, n, err, sizeof err), SL_OK);
+    for (int i = 0; i < n; i++)
+        assert_true(fabs(sim_profile_forward(&q, &pts[i]) - pts[i].t) <= 1e-6 * pts[i].t);
+}
+
+/* Rescaling: steps of up to 16 tokens (and decode attention, the host loop) by the small factor,
+ * of 128 or more (and prefill attention) by the large one, a blend in log M between. */
+static void test_rescale_to_the_machines_speed_now(void **state)
+{
+    sim_profile_t p = truth(), q = truth();
+    sim_profile_rescale(&q, 1.1, 0.8);
+    sim_profile_point_t dec = {.m = 4, .rows = 4, .n_dec = 4, .dec_kv = 300};
+    sim_profile_point_t pre = {.m = 256, .rows = 0, .pre_work = 256 * 128.5}; /* a non-final chunk */
+    sim_profile_point_t mid = {.m = 45, .rows = 0}; /* 45 = 16 * 8^(1/2): halfway in log M */
+    assert_true(fabs(sim_profile_forward(&q, &dec) - 1.1 * sim_profile_forward(&p, &dec)) < 1e-12);
+    assert_true(fabs(sim_profile_forward(&q, &pre) - 0.8 * sim_profile_forward(&p, &pre)) < 1e-12);
+    double f = sim_profile_forward(&q, &mid) / sim_profile_forward(&p, &mid);
+    assert_true(f < 1.1 && f > 0.8);
+    assert_true(fabs(q.host_s - 1.1 * p.host_s) < 1e-15 && fabs(q.host_row - 1.1 * p.host_row) < 1e-15);
+    assert_true(q.wake_s == p.wake_s);
+    sim_profile_t r = truth(); /* a factor that is not > 0 (no anchor timed) counts as 1 */
+    sim_profile_rescale(&r, NAN, 0);
+    assert_true(sim_profile_forward(&r, &dec) == sim_profile_forward(&p, &dec));
+    assert_true(sim_profile_forward(&r, &pre) == sim_profile_forward(&p, &pre));
+}
+
 static void test_kv_blocks_as_the_engine_sizes_them(void **state)
 {
     sim_profile_t p = truth();
@@ -242,8 +302,16 @@ static void test_json_round_trip(void **state)
                      SL_EFORMAT);
     assert_non_null(strstr(err, "older sluice"));
     assert_int_equal(sim_profile_from_json("{\"model_version\": 3, \"name\": \"x\"}", &q, err, sizeof err),
+                     SL_EFORMAT); /* 3: before the anchor times */
+    assert_non_null(strstr(err, "older sluice"));
+    assert_int_equal(sim_profile_from_json("{\"model_version\": 4, \"name\": \"x\"}", &q, err, sizeof err),
                      SL_EFORMAT);
     assert_non_null(strstr(err, "backend"));
+    for (int i = 0; i < SIM_PROFILE_ANCHORS; i++) /* the anchor times survive the round trip */
+        p.anchor_s[i] = 1e-3 * (i + 1);
+    assert_true(sim_profile_to_json(&p, buf, sizeof buf));
+    assert_int_equal(sim_profile_from_json(buf, &q, err, sizeof err), SL_OK);
+    assert_memory_equal(q.anchor_s, p.anchor_s, sizeof p.anchor_s);
 }
 
 static void test_simulator_runs_on_a_profile_deterministically(void **state)
@@ -330,6 +398,8 @@ int main(void)
         cmocka_unit_test(test_fit_refuses_too_few_points),
         cmocka_unit_test(test_host_terms_fit_medians_by_rows),
         cmocka_unit_test(test_step_price_is_the_sum_of_its_terms),
+        cmocka_unit_test(test_engine_steps_are_priced_like_the_simulators),
+        cmocka_unit_test(test_rescale_to_the_machines_speed_now),
         cmocka_unit_test(test_kv_blocks_as_the_engine_sizes_them),
         cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
         cmocka_unit_test(test_json_round_trip),
