@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "engine/backend.h"
@@ -87,13 +88,22 @@ typedef struct eng_cpu_mm {
     int accumulate;
 } eng_cpu_mm_t;
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* n bytes at a multiple of ENG_CPU_ALIGN. A buffer of a huge page or more starts on a huge-page
+ * boundary and asks the kernel for transparent huge pages (madvise; a no-op where THP is off): the
+ * KV pool is read a block at a time, one 4 KiB page per block, layer and head, so with small pages
+ * attention over a long context takes a TLB miss every few KiB it reads. */
 static void *aligned_alloc64(size_t n)
 {
-    char *p = sl_malloc(n + ENG_CPU_ALIGN + sizeof(void *));
+    size_t align = n >= HUGE_PAGE ? HUGE_PAGE : ENG_CPU_ALIGN;
+    char *p = sl_malloc(n + align + sizeof(void *));
     if (!p)
         return NULL;
-    uintptr_t a = ((uintptr_t)p + sizeof(void *) + ENG_CPU_ALIGN - 1) & ~(uintptr_t)(ENG_CPU_ALIGN - 1);
+    uintptr_t a = ((uintptr_t)p + sizeof(void *) + align - 1) & ~(uintptr_t)(align - 1);
     ((void **)a)[-1] = p;
+    if (align == HUGE_PAGE)
+        madvise((void *)a, n & ~(HUGE_PAGE - 1), MADV_HUGEPAGE);
     return (void *)a;
 }
 
