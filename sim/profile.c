@@ -106,8 +106,6 @@ static double table(const double *k, const double *t, int n, double x)
 
 double sim_profile_forward(const sim_profile_t *p, const sim_profile_point_t *pt)
 {
-    if (pt->dec_each)
-        return sim_profile_forward_seqs(p, pt->m, pt->rows, pt->pre_work, pt->dec_each, pt->n_dec);
     return table(p->knot, p->dense, p->n_knots, pt->m) + table(p->lm_knot, p->lm, p->n_lm_knots, pt->rows) +
            pt->n_dec * table(p->dec_knot, p->dec, p->n_dec_knots, pt->dec_kv) +
            table(p->kv_knot, p->kv, p->n_kv_knots, pt->n_dec * pt->dec_kv) + p->pre * pt->pre_work;
@@ -129,23 +127,6 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-/* A point's decode-attention columns: the dec knots' weights summed over its sequences into dec,
- * the kv knots' weights at its total KV read into kv. */
-static void dec_row(const sim_profile_t *p, const sim_profile_point_t *pt, double *dec, double *kv)
-{
-    int nd = p->n_dec_knots;
-    double w[SIM_PROFILE_MAX_KNOTS], total = 0;
-    memset(dec, 0, sizeof(double) * (size_t)nd);
-    for (int s = 0; s < pt->n_dec; s++) {
-        double c = pt->dec_each ? pt->dec_each[s] : pt->dec_kv;
-        hat(p->dec_knot, nd, c, w);
-        for (int j = 0; j < nd; j++)
-            dec[j] += w[j];
-        total += c;
-    }
-    hat(p->kv_knot, p->n_kv_knots, total, kv);
 }
 
 int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, char *err, int errlen)
@@ -172,7 +153,10 @@ int sim_profile_fit(sim_profile_t *p, const sim_profile_point_t *pts, int n, cha
         double *row = full + (size_t)i * q;
         hat(p->knot, nk, pts[i].m, row);
         hat(p->lm_knot, nl, pts[i].rows, row + nk);
-        dec_row(p, &pts[i], row + nk + nl, row + nk + nl + nd);
+        hat(p->dec_knot, nd, pts[i].dec_kv, row + nk + nl);
+        for (int j = 0; j < nd; j++)
+            row[nk + nl + j] *= pts[i].n_dec;
+        hat(p->kv_knot, nv, pts[i].n_dec * pts[i].dec_kv, row + nk + nl + nd);
         row[q - 1] = pts[i].pre_work;
         y[i] = pts[i].t;
     }

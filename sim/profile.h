@@ -53,8 +53,6 @@ typedef struct sim_profile_point {
     double pre_work; /* sum over prefill sequences of q * (ctx + (q + 1) / 2) */
     int n_dec;       /* decode sequences, each reading dec_kv KV tokens (ctx + 1) */
     double dec_kv;
-    const int *dec_each; /* when not NULL: the n_dec sequences' KV tokens each (dec_kv unused), as
-                            in a step of the serving loop; the caller owns the array */
     double t;        /* seconds */
 } sim_profile_point_t;
 

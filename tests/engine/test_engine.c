@@ -397,6 +397,19 @@ static void test_engine_seeded_sampling_is_reproducible(void **state)
     sluice_engine_free(e);
 }
 
+/* A request for a 40-token prompt (BOS, then ids 301..339): 2 full blocks of 16 + a partial one. */
+static sluice_request_params prompt40(int32_t prompt[40])
+{
+    prompt[0] = 1;
+    for (int i = 1; i < 40; i++)
+        prompt[i] = 300 + i;
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = 40;
+    r.ignore_eos = true;
+    return r;
+}
+
 static void track_peak(const sluice_step_info *info, void *user)
 {
     atomic_int *peak = user;
@@ -416,18 +429,11 @@ static void test_engine_parallel_samples_share_prompt_blocks(void **state)
     p.on_step = track_peak;
     p.step_user = &peak;
     sluice_engine *e = create(&p);
-    /* a 40-token prompt: 2 full blocks + a partial one */
     int32_t prompt[40];
-    prompt[0] = 1;
-    for (int i = 1; i < 40; i++)
-        prompt[i] = 300 + i;
-    sluice_request_params r = sluice_request_default_params();
-    r.prompt_ids = prompt;
-    r.n_prompt_ids = 40;
+    sluice_request_params r = prompt40(prompt);
     r.max_tokens = 6;
     r.temperature = 1.0f;
     r.seed = 7;
-    r.ignore_eos = true;
     r.n = 2;
     sluice_result *res = generate(e, &r);
     assert_int_equal(res->status, SLUICE_OK);
@@ -479,14 +485,8 @@ static void test_engine_steps_report_their_attention_work(void **state)
     p.step_user = &log;
     sluice_engine *e = create(&p);
     int32_t prompt[40];
-    prompt[0] = 1;
-    for (int i = 1; i < 40; i++)
-        prompt[i] = 300 + i;
-    sluice_request_params r = sluice_request_default_params();
-    r.prompt_ids = prompt;
-    r.n_prompt_ids = 40;
+    sluice_request_params r = prompt40(prompt);
     r.max_tokens = 4;
-    r.ignore_eos = true;
     sluice_result *res = generate(e, &r);
     assert_int_equal(res->status, SLUICE_OK);
     sluice_result_free(res);

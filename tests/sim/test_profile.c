@@ -1,8 +1,7 @@
 /* test_profile.c — the measured-profile step-time model (sim/profile.h): knots, the fit recovering
- * a known model (also from serving-loop steps of mixed contexts), non-negative coefficients under
- * noise, host terms, step pricing (and pricing the engine's own steps), rescaling to the
- * machine's speed, KV sizing as the engine sizes it, staleness checks, JSON round trip, and the
- * simulator running on a profile. */
+ * a known model, non-negative coefficients under noise, host terms, step pricing (and pricing the
+ * engine's own steps), rescaling to the machine's speed, KV sizing as the engine sizes it,
+ * staleness checks, JSON round trip, and the simulator running on a profile. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -167,6 +166,15 @@ static void test_step_price_is_the_sum_of_its_terms(void **state)
     assert_true(fabs(sim_profile_forward(&p, &mean) - sim_profile_forward(&p, &d301) -
                      sim_profile_forward(&p, &d100)) > 1e-9); /* the table is not linear over 64..301 */
     assert_true(fabs(t - (fwd + p.host_s + 3 * p.host_row)) < 1e-12);
+    /* the engine's own step (sluice_step_info: tokens, rows, prefill pairs, each decode's KV read)
+     * is priced the same, less the host terms */
+    int kv[2] = {301, 100};
+    double own = sim_profile_forward_seqs(&p, 42, 3, pt.pre_work, kv, 2);
+    assert_true(fabs(own + p.host_s + 3 * p.host_row - t) < 1e-15);
+    int same[2] = {200, 200}; /* equal contexts: the grid's uniform point */
+    sim_profile_point_t uni = {.m = 42, .rows = 3, .pre_work = pt.pre_work, .n_dec = 2, .dec_kv = 200};
+    assert_true(fabs(sim_profile_forward_seqs(&p, 42, 3, pt.pre_work, same, 2) - sim_profile_forward(&p, &uni)) <
+                1e-15);
     assert_true(fabs(parts.total - t) < 1e-15);
     assert_true(fabs(parts.host - (p.host_s + 3 * p.host_row)) < 1e-15);
     assert_true(fabs(parts.dense + parts.lm_head + parts.attention - fwd) < 1e-15);
@@ -177,43 +185,6 @@ static void test_step_price_is_the_sum_of_its_terms(void **state)
     assert_non_null(c);
     assert_true(sim_cost_step(c, &st, NULL) == t);
     sim_cost_free(c);
-}
-
-/* The engine's own steps (sluice_step_info: tokens, rows, prefill pairs, each decode sequence's KV
- * read) are priced as the simulator prices the same step, less the host terms; and points of
- * mixed contexts (dec_each) fit like any other. */
-static void test_engine_steps_are_priced_like_the_simulators(void **state)
-{
-    sim_profile_t p = truth();
-    sched_seq_step_t seqs[3] = {
-        {.n_tokens = 40, .context_len = 100, .is_prefill = true, .sample = true},
-        {.n_tokens = 1, .context_len = 300, .sample = true},
-        {.n_tokens = 1, .context_len = 99, .sample = true},
-    };
-    sched_step_t st = {.n_seqs = 3, .seqs = seqs, .n_tokens = 42, .n_prefill_tokens = 40, .n_decode_seqs = 2};
-    int kv[2] = {301, 100};
-    double fwd = sim_profile_forward_seqs(&p, 42, 3, 40 * (100 + 41 / 2.0), kv, 2);
-    assert_true(fabs(fwd + p.host_s + 3 * p.host_row - sim_profile_step(&p, &st, NULL)) < 1e-15);
-    sim_profile_point_t pt = {.m = 42, .rows = 3, .pre_work = 40 * (100 + 41 / 2.0), .n_dec = 2, .dec_each = kv};
-    assert_true(sim_profile_forward(&p, &pt) == fwd);
-
-    /* a grid plus serving-loop points of mixed contexts recovers the model */
-    sim_profile_point_t pts[400];
-    static int ctx[40][8];
-    int n = grid(&p, pts, 0);
-    for (int i = 0; i < 40; i++) {
-        int nd = 1 + i % 8;
-        for (int j = 0; j < nd; j++)
-            ctx[i][j] = 20 + (i * 37 + j * 101) % 480;
-        pts[n] = (sim_profile_point_t){.m = nd, .rows = nd, .n_dec = nd, .dec_each = ctx[i]};
-        pts[n].t = sim_profile_forward(&p, &pts[n]);
-        n++;
-    }
-    sim_profile_t q = truth();
-    char err[256];
-    assert_int_equal(sim_profile_fit(&q, pts, n, err, sizeof err), SL_OK);
-    for (int i = 0; i < n; i++)
-        assert_true(fabs(sim_profile_forward(&q, &pts[i]) - pts[i].t) <= 1e-6 * pts[i].t);
 }
 
 /* Rescaling: steps of up to 16 tokens (and decode attention, the host loop) by the small factor,
@@ -398,7 +369,6 @@ int main(void)
         cmocka_unit_test(test_fit_refuses_too_few_points),
         cmocka_unit_test(test_host_terms_fit_medians_by_rows),
         cmocka_unit_test(test_step_price_is_the_sum_of_its_terms),
-        cmocka_unit_test(test_engine_steps_are_priced_like_the_simulators),
         cmocka_unit_test(test_rescale_to_the_machines_speed_now),
         cmocka_unit_test(test_kv_blocks_as_the_engine_sizes_them),
         cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
