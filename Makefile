@@ -76,7 +76,7 @@ objs = $(patsubst %.c,$(BUILD)/%.o,$(SRC_$(1)))
 # the library files a module links, itself first, in dependency order
 linklibs = $(call lib,$(1)) $(foreach d,$(DEPS_$(1)),$(call lib,$(d)))
 
-.PHONY: all test asan fuzz clean examples FORCE
+.PHONY: all test asan fuzz clean examples benches FORCE
 all: $(BUILD)/sluice
 
 $(BUILD)/%.o: %.c
@@ -132,7 +132,16 @@ $(BUILD)/examples/%: docs/examples/%.c $(call linklibs,engine)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(call linklibs,engine) $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
 
-test: $(BUILD)/sluice $(TEST_BIN) examples
+# The benchmarks must keep compiling (tests/bench/*.c; bench_cuda only in a CUDA build): `make
+# benches`, run by scripts/bench-*.sh and scripts/device-check.sh.
+BENCH_SRC := $(filter-out $(if $(filter 1,$(CUDA)),,tests/bench/bench_cuda.c),$(wildcard tests/bench/*.c))
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+benches: $(BENCH_BIN)
+$(BUILD)/bench/%: tests/bench/%.c $(call linklibs,cli)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(call linklibs,cli) $(SYSLIBS) $(LDFLAGS) $(LDFLAGS_SAN)
+
+test: $(BUILD)/sluice $(TEST_BIN) examples benches
 	@scripts/run-tests.sh $(TEST_BIN)
 	@SLUICE_BIN=$(BUILD)/sluice scripts/test-serve.sh
 	@SLUICE_BIN=$(BUILD)/sluice scripts/test-validate.sh

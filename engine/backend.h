@@ -15,8 +15,9 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "sampler.h"
 
-#define ENG_BACKEND_VERSION 1
+#define ENG_BACKEND_VERSION 2
 
 /* One sequence's slice of a batch. */
 typedef struct eng_batch_seq {
@@ -64,6 +65,14 @@ typedef struct eng_backend_ops {
     /* (optional) Greedy argmax of each requested row, on the device: writes n_rows token ids and
      * skips returning logits. NULL when the backend has none. */
     int (*forward_greedy)(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens, int *n_rows);
+    /* (optional) Picks each requested row's token on the device as eng_sampler_pick would from its
+     * logits: rows[i] for the i-th requested row, pen[0 .. 2 n_pen) the step's (token, count)
+     * pairs the rows point into. Writes n_rows token ids (-1 for a row without a finite logit)
+     * and their raw log-probabilities; no logits cross to the host. NULL when the backend has
+     * none (the engine then samples on the host from forward's logits). */
+    int (*forward_sample)(eng_backend_t *b, const eng_batch_t *batch, const eng_sample_row_t *rows,
+                          const int32_t *pen, int n_pen, int32_t *tokens, float *logprobs,
+                          int *n_rows);
     const char *(*errmsg)(eng_backend_t *b);
     void (*free)(eng_backend_t *b);
 } eng_backend_ops_t;

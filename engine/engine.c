@@ -194,7 +194,11 @@ struct sluice_engine {
     int32_t *out_toks;
     int *step_kv;                       /* sluice_step_info.decode_kv of the last step */
     float *logits;
-    int cap_seqs, cap_toks, cap_blocks, cap_copies, cap_rows;
+    eng_sample_row_t *srows;            /* forward_sample: one row per sampled sequence */
+    int32_t *spen;                      /* forward_sample: the step's penalty pairs */
+    int32_t *stoks;                     /* forward_sample: the backend's picks */
+    float *slps;                        /* ... and their log-probabilities */
+    int cap_seqs, cap_toks, cap_blocks, cap_copies, cap_rows, cap_srows, cap_spen;
     tok_event_t *events;
     int n_events, cap_events;
     eng_req_t *done_head, *done_tail;   /* completions waiting for their callbacks */
@@ -477,6 +481,10 @@ static void engine_destroy(sluice_engine *e)
     sl_free(e->out_toks);
     sl_free(e->step_kv);
     sl_free(e->logits);
+    sl_free(e->srows);
+    sl_free(e->spen);
+    sl_free(e->stoks);
+    sl_free(e->slps);
     sl_free(e->events);
     sched_adapt_free(e->adapt);
     pthread_mutex_destroy(&e->mu);
@@ -1441,6 +1449,58 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
     return SL_OK;
 }
 
+/* The backend samples (forward_sample) unless it cannot or a sequence of the step wants its top
+ * logprobs, which need the logits on the host. */
+static bool backend_samples(const sluice_engine *e, const sched_step_t *st, const eng_batch_t *b)
+{
+    if (!e->backend->ops->forward_sample)
+        return false;
+    for (int j = 0; j < b->n_seqs; j++)
+        if (b->seqs[j].logits && ((const eng_sample_t *)st->seqs[e->bseq_step[j]].user)->tops)
+            return false;
+    return true;
+}
+
+/* forward_sample with a row per sampled sequence, prepared from its sampler (its PRNG advances
+ * exactly as eng_sampler_sample's would). A sequence with no token left to sample gets a greedy row
+ * that draws nothing. */
+static int forward_sampled(sluice_engine *e, const sched_step_t *st, const eng_batch_t *b, int *n_rows)
+{
+    int n = 0, pairs = 0;
+    for (int j = 0; j < b->n_seqs; j++) {
+        if (!b->seqs[j].logits)
+            continue;
+        const eng_sample_t *s = st->seqs[e->bseq_step[j]].user;
+        pairs += eng_sampler_max_pairs(&s->sampler, s->req->n_prompt + s->n_out);
+        n++;
+    }
+    if (n > e->cap_srows) {
+        int cap = next_cap(e->cap_srows, n);
+        if (resize(&e->srows, sizeof *e->srows * (size_t)cap) || resize(&e->stoks, sizeof(int32_t) * (size_t)cap) ||
+            resize(&e->slps, sizeof(float) * (size_t)cap))
+            return SL_ENOMEM;
+        e->cap_srows = cap;
+    }
+    if (pairs > e->cap_spen) {
+        int cap = next_cap(e->cap_spen, pairs);
+        if (resize(&e->spen, 2 * sizeof(int32_t) * (size_t)cap))
+            return SL_ENOMEM;
+        e->cap_spen = cap;
+    }
+    int r = 0, np = 0;
+    for (int j = 0; j < b->n_seqs; j++) {
+        if (!b->seqs[j].logits)
+            continue;
+        eng_sample_t *s = st->seqs[e->bseq_step[j]].user;
+        if (s->n_out < s->req->max_new)
+            np += eng_sampler_prepare(&s->sampler, e->ws, s->toks, s->req->n_prompt + s->n_out, &e->srows[r], e->spen, np);
+        else
+            e->srows[r] = (eng_sample_row_t){.top_p = 1, .repetition_penalty = 1, .pen_off = np};
+        r++;
+    }
+    return e->backend->ops->forward_sample(e->backend, b, e->srows, e->spen, np, e->stoks, e->slps, n_rows);
+}
+
 /* Forward + sampling, without the lock. Fills e->results for every step sequence. Returns the
  * backend's status. */
 static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t *b, double *forward_s)
@@ -1448,24 +1508,30 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
     for (int i = 0; i < st->n_seqs; i++)
         e->results[i] = (sched_seq_result_t){0, NULL, SCHED_FINISH_NONE};
     double t0 = eng_now(e);
-    int n_rows = 0;
-    int rc = b->n_seqs > 0 ? e->backend->ops->forward(e->backend, b, e->logits, &n_rows) : SL_OK;
+    int n_rows = 0, rc = SL_OK;
+    const bool on_backend = backend_samples(e, st, b);
+    if (b->n_seqs > 0)
+        rc = on_backend ? forward_sampled(e, st, b, &n_rows) : e->backend->ops->forward(e->backend, b, e->logits, &n_rows);
     double now = eng_now(e);
     *forward_s = now - t0;
     int row = 0;
     for (int j = 0; j < b->n_seqs; j++) {
         if (!b->seqs[j].logits)
             continue;
-        int i = e->bseq_step[j];
-        const float *lg = e->logits + (size_t)row++ * (size_t)e->vocab;
+        int i = e->bseq_step[j], r = row++;
         eng_sample_t *s = st->seqs[i].user;
         int32_t tok = 0;
         float lp = 0;
         sched_finish_reason_t fin = SCHED_FINISH_NONE;
         if (rc == SL_OK && s->n_out < s->req->max_new) {
-            if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok,
-                                   &lp) != SL_OK)
-                tok = 0; /* no finite logit: keep the sequence well-formed; the text shows it */
+            const float *lg = e->logits + (size_t)r * (size_t)e->vocab;
+            if (on_backend)
+                tok = e->stoks[r], lp = e->slps[r];
+            else if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok,
+                                        &lp) != SL_OK)
+                tok = -1;
+            if (tok < 0)
+                tok = 0, lp = 0; /* no finite logit: keep the sequence well-formed; the text shows it */
             if (s->tops)
                 top_logprobs(lg, e->vocab, s->req->n_top, s->tops + (size_t)s->n_out * (size_t)s->req->n_top);
             fin = sample_accept(e, s, tok, lp, now);

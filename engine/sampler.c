@@ -8,6 +8,9 @@
 #include "sampler.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sched/status.h"
@@ -17,6 +20,7 @@ struct eng_sampler_ws {
     float *val;     /* penalised, tempered logits, then probabilities */
     int32_t *idx;   /* candidate token ids */
     int32_t *count; /* occurrences in the penalty window, zero between calls */
+    int32_t *pen;   /* eng_sampler_sample's (token, count) pairs: 2 vocab entries */
 };
 
 eng_sampler_params_t eng_sampler_params_default(void)
@@ -41,7 +45,8 @@ eng_sampler_ws_t *eng_sampler_ws_create(int vocab)
     ws->val = sl_malloc((size_t)vocab * sizeof *ws->val);
     ws->idx = sl_malloc((size_t)vocab * sizeof *ws->idx);
     ws->count = sl_calloc((size_t)vocab, sizeof *ws->count);
-    if (!ws->val || !ws->idx || !ws->count) {
+    ws->pen = sl_malloc(2 * (size_t)vocab * sizeof *ws->pen);
+    if (!ws->val || !ws->idx || !ws->count || !ws->pen) {
         eng_sampler_ws_free(ws);
         return NULL;
     }
@@ -54,6 +59,7 @@ void eng_sampler_ws_free(eng_sampler_ws_t *ws)
     sl_free(ws->val);
     sl_free(ws->idx);
     sl_free(ws->count);
+    sl_free(ws->pen);
     sl_free(ws);
 }
 
@@ -67,35 +73,70 @@ static double uniform(uint64_t *state)
     return (double)(z >> 11) * 0x1p-53;
 }
 
-static void penalise(const eng_sampler_params_t *p, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev)
+static bool penalises(const eng_sampler_params_t *p)
 {
-    if (p->repetition_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f)
-        return;
-    int n = p->repetition_last_n < 0 || p->repetition_last_n > n_prev ? n_prev : p->repetition_last_n;
+    return p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
+/* The window a sequence's penalties see: its last tokens. */
+static int window(const eng_sampler_params_t *p, int n_prev)
+{
+    return p->repetition_last_n < 0 || p->repetition_last_n > n_prev ? n_prev : p->repetition_last_n;
+}
+
+int eng_sampler_max_pairs(const eng_sampler_t *s, int n_prev)
+{
+    return penalises(&s->p) ? window(&s->p, n_prev) : 0;
+}
+
+/* Appends the distinct in-range tokens of the window with their counts at pen[2 off ...]. */
+static int window_pairs(const eng_sampler_params_t *p, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev,
+                        int32_t *pen, int off)
+{
+    if (!penalises(p))
+        return 0;
+    int n = window(p, n_prev), k = 0;
     const int32_t *w = prev + (n_prev - n);
     for (int i = 0; i < n; i++)
         if (w[i] >= 0 && w[i] < ws->vocab) ws->count[w[i]]++;
     for (int i = 0; i < n; i++) {
         int32_t t = w[i];
         if (t < 0 || t >= ws->vocab || ws->count[t] == 0) continue; /* done (or out of range) */
-        float *v = &ws->val[t];
-        if (p->repetition_penalty != 1.0f) *v = *v > 0 ? *v / p->repetition_penalty : *v * p->repetition_penalty;
-        *v -= p->frequency_penalty * (float)ws->count[t] + p->presence_penalty;
-        ws->count[t] = 0; /* each token penalised once; leaves the counts zeroed */
+        pen[2 * (off + k)] = t;
+        pen[2 * (off + k) + 1] = ws->count[t];
+        k++;
+        ws->count[t] = 0; /* each token once; leaves the counts zeroed */
+    }
+    return k;
+}
+
+static void penalise(const eng_sample_row_t *r, const int32_t *pen, float *val)
+{
+    for (int i = 0; i < r->n_pen; i++) {
+        const int32_t *pair = pen + 2 * (r->pen_off + i);
+        float *v = &val[pair[0]];
+        if (r->repetition_penalty != 1.0f) *v = *v > 0 ? *v / r->repetition_penalty : *v * r->repetition_penalty;
+        *v -= r->frequency_penalty * (float)pair[1] + r->presence_penalty;
     }
 }
 
-/* Orders idx[lo..hi) so that its k largest values (by val) come first. */
+/* The canonical order of candidates: larger value first, ties to the lower token id. */
+static inline bool above(const float *val, int32_t a, int32_t b)
+{
+    return val[a] > val[b] || (val[a] == val[b] && a < b);
+}
+
+/* Orders idx[lo..hi) so that its k first (by `above`) come first. */
 static void select_top(const float *val, int32_t *idx, int lo, int hi, int k)
 {
     while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2;
-        float a = val[idx[lo]], b = val[idx[mid]], c = val[idx[hi - 1]];
-        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int32_t a = idx[lo], b = idx[lo + (hi - lo) / 2], c = idx[hi - 1];
+        int32_t pivot = above(val, b, a) ? (above(val, c, b) ? b : (above(val, c, a) ? c : a))
+                                         : (above(val, c, a) ? a : (above(val, c, b) ? c : b));
         int i = lo, j = hi - 1;
         while (i <= j) { /* Hoare partition, descending */
-            while (val[idx[i]] > pivot) i++;
-            while (val[idx[j]] < pivot) j--;
+            while (above(val, idx[i], pivot)) i++;
+            while (above(val, pivot, idx[j])) j--;
             if (i <= j) {
                 int32_t t = idx[i];
                 idx[i++] = idx[j];
@@ -108,14 +149,14 @@ static void select_top(const float *val, int32_t *idx, int lo, int hi, int k)
     }
 }
 
-/* Sorts idx[lo..hi) by val, descending (insertion sort for short runs, else select + recurse). */
+/* Sorts idx[lo..hi) by `above` (insertion sort for short runs, else select + recurse). */
 static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
 {
     if (hi - lo <= 16) {
         for (int i = lo + 1; i < hi; i++) {
             int32_t t = idx[i];
             int j = i;
-            for (; j > lo && val[idx[j - 1]] < val[t]; j--) idx[j] = idx[j - 1];
+            for (; j > lo && above(val, t, idx[j - 1]); j--) idx[j] = idx[j - 1];
             idx[j] = t;
         }
         return;
@@ -193,34 +234,81 @@ static float raw_logprob(const float *logits, int vocab, int32_t token)
     return (float)((double)logits[token] - mx - log(sum_exp(logits, vocab, mx)));
 }
 
-int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logits, const int32_t *prev,
-                       int n_prev, int32_t *token, float *logprob)
+static int by_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static bool samples(float temperature, int top_k)
+{
+    return temperature > 0 && top_k != 1;
+}
+
+int eng_sampler_prepare(eng_sampler_t *s, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev,
+                        eng_sample_row_t *row, int32_t *pen, int pen_off)
 {
     const eng_sampler_params_t *p = &s->p;
+    int n = window_pairs(p, ws, prev, n_prev, pen, pen_off);
+    *row = (eng_sample_row_t){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p,
+                              .min_p = p->min_p, .repetition_penalty = p->repetition_penalty,
+                              .frequency_penalty = p->frequency_penalty,
+                              .presence_penalty = p->presence_penalty, .pen_off = pen_off, .n_pen = n,
+                              .u = samples(p->temperature, p->top_k) ? uniform(&s->rng) : 0};
+    return n;
+}
+
+int eng_sample_rows_check(const eng_sample_row_t *rows, int n_rows, const int32_t *pen, int n_pen,
+                          int vocab, char *err, int errlen)
+{
+    if (n_pen < 0 || (n_pen > 0 && !pen)) {
+        snprintf(err, (size_t)errlen, "%d penalty pairs", n_pen);
+        return SL_EINVAL;
+    }
+    for (int j = 0; j < n_pen; j++)
+        if (pen[2 * j] < 0 || pen[2 * j] >= vocab) {
+            snprintf(err, (size_t)errlen, "pair %d names token %d outside the vocabulary of %d", j,
+                     pen[2 * j], vocab);
+            return SL_EINVAL;
+        }
+    for (int r = 0; r < n_rows; r++)
+        if (rows[r].pen_off < 0 || rows[r].n_pen < 0 || rows[r].pen_off > n_pen - rows[r].n_pen) {
+            snprintf(err, (size_t)errlen, "row %d's pairs [%d, +%d) are outside the %d given", r,
+                     rows[r].pen_off, rows[r].n_pen, n_pen);
+            return SL_EINVAL;
+        }
+    return SL_OK;
+}
+
+int eng_sampler_pick(eng_sampler_ws_t *ws, const float *logits, const eng_sample_row_t *row,
+                     const int32_t *pen, int32_t *token, float *logprob)
+{
     int V = ws->vocab;
     float *val = ws->val;
     memcpy(val, logits, (size_t)V * sizeof *val);
     for (int i = 0; i < V; i++)
         if (isnan(val[i])) val[i] = -INFINITY;
-    penalise(p, ws, prev, n_prev);
+    penalise(row, pen, val);
     int best = argmax(val, V);
     if (best < 0) return SL_EINVAL;
     int32_t chosen = best;
-    if (p->temperature > 0 && p->top_k != 1) {
+    if (samples(row->temperature, row->top_k)) {
         int32_t *idx = ws->idx;
         int n = V;
+        bool reordered = false;
         for (int i = 0; i < V; i++) idx[i] = i;
-        if (p->top_k > 0 && p->top_k < n) {
-            select_top(val, idx, 0, n, p->top_k);
-            n = p->top_k;
+        if (row->top_k > 0 && row->top_k < n) {
+            select_top(val, idx, 0, n, row->top_k);
+            n = row->top_k;
+            reordered = true;
         }
         /* probabilities (unnormalised, top = 1) in place of the logits of the candidates */
-        float mx = val[best], inv_t = 1.0f / p->temperature;
+        float mx = val[best], inv_t = 1.0f / row->temperature;
         double sum = 0;
         for (int i = 0; i < n; i++) sum += val[idx[i]] = expf((val[idx[i]] - mx) * inv_t);
-        if (p->top_p < 1.0f) { /* grow a sorted prefix until it holds top_p of the mass */
+        if (row->top_p < 1.0f) { /* grow a sorted prefix until it holds top_p of the mass */
             int sorted = 0;
-            double mass = 0, want = (double)p->top_p * sum;
+            double mass = 0, want = (double)row->top_p * sum;
             for (int m = 64;; m *= 4) {
                 int end = m < n ? m : n;
                 select_top(val, idx, sorted, n, end);
@@ -234,20 +322,18 @@ int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logi
                     break;
                 }
             }
-            sum = 0;
-            for (int i = 0; i < n; i++) sum += val[idx[i]];
+            reordered = true;
         }
-        if (p->min_p > 0) { /* the top probability is 1 here */
+        if (row->min_p > 0) { /* the top probability is 1 here; keeps the order */
             int k = 0;
-            sum = 0;
             for (int i = 0; i < n; i++)
-                if (val[idx[i]] >= p->min_p) {
-                    idx[k++] = idx[i];
-                    sum += val[idx[i]];
-                }
+                if (val[idx[i]] >= row->min_p) idx[k++] = idx[i];
             n = k; /* the top token always survives: min_p <= 1 */
         }
-        double r = uniform(&s->rng) * sum, acc = 0;
+        if (reordered) qsort(idx, (size_t)n, sizeof *idx, by_id); /* the draw walks token ids */
+        sum = 0;
+        for (int i = 0; i < n; i++) sum += val[idx[i]];
+        double r = row->u * sum, acc = 0;
         chosen = idx[n - 1];
         for (int i = 0; i < n; i++) {
             acc += val[idx[i]];
@@ -260,6 +346,14 @@ int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logi
     *token = chosen;
     if (logprob) *logprob = raw_logprob(logits, V, chosen);
     return SL_OK;
+}
+
+int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logits, const int32_t *prev,
+                       int n_prev, int32_t *token, float *logprob)
+{
+    eng_sample_row_t row;
+    eng_sampler_prepare(s, ws, prev, n_prev, &row, ws->pen, 0);
+    return eng_sampler_pick(ws, logits, &row, ws->pen, token, logprob);
 }
 
 /* ---------------------------------------------------------------- stop strings ---------------- */

@@ -50,9 +50,55 @@ void eng_sampler_ws_free(eng_sampler_ws_t *ws);
  * the token to *token and, if logprob is not NULL, its log-probability under the model's raw
  * distribution (log-softmax of the unmodified row: what logprobs and best_of report). Returns
  * SL_OK, or SL_EINVAL when the row has no finite logit (*token untouched). Previous tokens out of
- * range are ignored. Advances the sampler's PRNG only when it draws (not in greedy mode). */
+ * range are ignored. Advances the sampler's PRNG only when it draws (not in greedy mode).
+ * Equivalent to eng_sampler_prepare followed by eng_sampler_pick. */
 int eng_sampler_sample(eng_sampler_t *s, eng_sampler_ws_t *ws, const float *logits,
                        const int32_t *prev, int n_prev, int32_t *token, float *logprob);
+
+/* ---- the two halves of a draw, for backends that select on the device ------------------------
+ *
+ * A draw splits into what depends on the sequence (its parameters, the tokens its penalties see,
+ * its PRNG) and a pure function of (logits row, that description). eng_sampler_prepare makes the
+ * description on the host; eng_sampler_pick is the reference selection a device kernel mirrors
+ * (engine/cuda: eng_cuda_launch_sample), so both give the same token for the same row.
+ *
+ * The selection is canonical, independent of how it is computed: top-k keeps the k largest
+ * penalised logits, ties to the lower token id; top-p orders the candidates by probability, ties
+ * to the lower id, and keeps the shortest prefix whose mass reaches top_p of theirs; the draw then
+ * walks the survivors in token-id order and takes the first whose running mass exceeds u * total. */
+typedef struct eng_sample_row {
+    float temperature;        /* <= 0: greedy */
+    int top_k;                /* 0: off; 1: greedy */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty, frequency_penalty, presence_penalty;
+    int pen_off;              /* this row's first (token, count) pair in the step's pair array */
+    int n_pen;                /* its pairs: pen[2 (pen_off + i)] a token, pen[2 (pen_off + i) + 1]
+                                 how often it occurs in the window (each token once) */
+    int pad_;
+    double u;                 /* the uniform [0, 1) draw; 0 for greedy rows */
+} eng_sample_row_t;
+
+/* Pairs eng_sampler_prepare may append for a sequence with n_prev previous tokens. */
+int eng_sampler_max_pairs(const eng_sampler_t *s, int n_prev);
+
+/* Describes the sequence's next draw in *row and appends its penalty pairs at pen[2 pen_off ...]
+ * (room for eng_sampler_max_pairs pairs). Draws u from the PRNG when the row samples (temperature
+ * > 0 and top_k != 1), so the sequence's stream is the same as eng_sampler_sample's. Returns the
+ * number of pairs appended. ws: any workspace of the model's vocabulary (scratch counts). */
+int eng_sampler_prepare(eng_sampler_t *s, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev,
+                        eng_sample_row_t *row, int32_t *pen, int pen_off);
+
+/* SL_OK when n_rows rows and their n_pen pairs are safe to pick with for a vocabulary of vocab:
+ * every row's pairs inside pen, every pair's token inside the vocabulary. Else SL_EINVAL with
+ * the first problem in err ("row 3's pairs [10, +4) are outside the 12 given"). */
+int eng_sample_rows_check(const eng_sample_row_t *rows, int n_rows, const int32_t *pen, int n_pen,
+                          int vocab, char *err, int errlen);
+
+/* The selection of row over logits[0..vocab) (pen as prepared): token and raw log-probability as
+ * eng_sampler_sample documents. SL_OK, or SL_EINVAL when the row has no finite logit. */
+int eng_sampler_pick(eng_sampler_ws_t *ws, const float *logits, const eng_sample_row_t *row,
+                     const int32_t *pen, int32_t *token, float *logprob);
 
 /* Stop strings over streamed text. text[0..len) is everything generated so far (decoded);
  * stops[0..n_stops) the stop strings (empty ones are ignored).

@@ -54,11 +54,9 @@ build_peer
 [ "$BUILD_ONLY" = 1 ] && exit 0
 [ -f "$MODEL" ] || { echo "bench-cpu-peer: $MODEL not found (scripts/setup.sh installs SmolLM2)" >&2; exit 1; }
 
-make BUILD="$BUILD" CUDA=0 -j2 "$BUILD/libengine.a" "$BUILD/libsched.a" >/dev/null
-cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -o "$BUILD/bench_cpu" tests/bench/bench_cpu.c \
-    "$BUILD/libengine.a" "$BUILD/libsched.a" -lm -lpthread
+make BUILD="$BUILD" CUDA=0 -j2 "$BUILD/bench/bench_cpu" >/dev/null || exit 2
 
-ours=$("$BUILD/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -b "$B")
+ours=$("$BUILD/bench/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -b "$B")
 echo "$ours"
 peer=$("$PEER_DIR/build/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -o csv 2>/dev/null)
 # llama-bench reports the mean; with -r R it also prints stddev. Take avg_ts per test.

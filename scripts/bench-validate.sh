@@ -34,12 +34,8 @@ done
 [ -x "$BIN" ] || { echo "bench-validate: $BIN not built (make)" >&2; exit 2; }
 if [ "$INLOOP" = 1 ]; then
     B=$(dirname "$BIN")
-    cc -std=c11 -D_GNU_SOURCE -O2 -pthread -I. -I/usr/include/cjson -o "$B/bench_inloop" tests/bench/bench_inloop.c \
-        "$B/libcli.a" "$B/libhttp.a" "$B/libsim.a" "$B/libanalysis.a" "$B/libengine.a" "$B/libworkloads.a" \
-        "$B/libsched.a" -lgsl -lgslcblas -lm -lsqlite3 -lcjson -lmicrohttpd -lpthread -ldl \
-        $(grep -q cuda_backend "$B/libengine.a" 2>/dev/null && echo "-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart -lstdc++") ||
-        exit 2
-    exec "$B/bench_inloop" models/SmolLM2-135M-Instruct.Q4_1.gguf -t "$THREADS" -c 6
+    make BUILD="$B" -j2 "$B/bench/bench_inloop" >/dev/null || exit 2
+    exec "$B/bench/bench_inloop" models/SmolLM2-135M-Instruct.Q4_1.gguf -t "$THREADS" -c 6
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -68,8 +68,10 @@ typedef struct eng_cpu_ctx {
     int32_t *seq_first;           /* (cap_seq + 1) first token of each sequence */
     int32_t *task_first;          /* (cap_seq + 1) first attention tile of each sequence */
     atomic_int *ready;            /* (n_kv_heads) q/k/v chunks finished per KV head group this step */
-    float *glogits;               /* (cap_glogits, vocab) forward_greedy's rows */
+    float *glogits;               /* (cap_glogits, vocab) forward_greedy's and forward_sample's rows */
     int cap_glogits;
+    eng_sampler_ws_t **sws;       /* (n_sws) forward_sample's sampler scratch per thread, made on first use */
+    int n_sws;
     char err[256];
 } eng_cpu_ctx_t;
 
@@ -458,7 +460,8 @@ static int cpu_forward(eng_backend_t *be, const eng_batch_t *b, float *logits, i
     return SL_OK;
 }
 
-static int cpu_forward_greedy(eng_backend_t *be, const eng_batch_t *b, int32_t *tokens, int *n_rows)
+/* Logits rows into c->glogits (grown to the batch's requested rows). */
+static int forward_own_rows(eng_backend_t *be, const eng_batch_t *b, int *n_rows)
 {
     eng_cpu_ctx_t *c = be->ctx;
     const int vocab = c->m->cfg.vocab;
@@ -473,7 +476,14 @@ static int cpu_forward_greedy(eng_backend_t *be, const eng_batch_t *b, int32_t *
         c->glogits = g;
         c->cap_glogits = rows;
     }
-    int rc = cpu_forward(be, b, c->glogits, n_rows);
+    return cpu_forward(be, b, c->glogits, n_rows);
+}
+
+static int cpu_forward_greedy(eng_backend_t *be, const eng_batch_t *b, int32_t *tokens, int *n_rows)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    const int vocab = c->m->cfg.vocab;
+    int rc = forward_own_rows(be, b, n_rows);
     if (rc != SL_OK)
         return rc;
     for (int r = 0; r < *n_rows; r++) {
@@ -483,6 +493,50 @@ static int cpu_forward_greedy(eng_backend_t *be, const eng_batch_t *b, int32_t *
             best = row[i] > row[best] ? i : best;
         tokens[r] = best;
     }
+    return SL_OK;
+}
+
+/* forward_sample's region: the threads claim rows and pick their tokens */
+typedef struct eng_cpu_pick {
+    eng_cpu_ctx_t *c;
+    const eng_sample_row_t *rows;
+    const int32_t *pen;
+    int n_rows;
+    int32_t *tokens;
+    float *logprobs;
+} eng_cpu_pick_t;
+
+static void pick_main(void *arg, int ith, int nth)
+{
+    const eng_cpu_pick_t *p = arg;
+    const size_t vocab = (size_t)p->c->m->cfg.vocab;
+    for (int r; (r = eng_cpu_pool_claim(p->c->pool)) < p->n_rows;)
+        if (eng_sampler_pick(p->c->sws[ith], p->c->glogits + (size_t)r * vocab, &p->rows[r], p->pen,
+                             &p->tokens[r], &p->logprobs[r]) != SL_OK)
+            p->tokens[r] = -1;
+}
+
+/* The engine's sampling, spread over the pool's threads instead of one row after another on the
+ * engine thread (a 49,152-entry row costs tens of microseconds). */
+static int cpu_forward_sample(eng_backend_t *be, const eng_batch_t *b, const eng_sample_row_t *rows,
+                              const int32_t *pen, int n_pen, int32_t *tokens, float *logprobs, int *n_rows)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    const int nth = eng_cpu_pool_size(c->pool);
+    if (!c->sws && (c->sws = sl_calloc((size_t)nth, sizeof *c->sws)))
+        c->n_sws = nth;
+    for (int i = 0; i < nth; i++)
+        if (!c->sws || (!c->sws[i] && !(c->sws[i] = eng_sampler_ws_create(c->m->cfg.vocab))))
+            return fail(c, SL_ENOMEM, "cpu: out of memory for the sampler's scratch");
+    int rc = forward_own_rows(be, b, n_rows);
+    if (rc != SL_OK)
+        return rc;
+    char why[160];
+    if (eng_sample_rows_check(rows, *n_rows, pen, n_pen, c->m->cfg.vocab, why, (int)sizeof why) != SL_OK)
+        return fail(c, SL_EINVAL, "cpu: forward_sample: %s", why);
+    eng_cpu_pick_t pk = {c, rows, pen, *n_rows, tokens, logprobs};
+    if (*n_rows > 0)
+        eng_cpu_pool_run(c->pool, pick_main, &pk);
     return SL_OK;
 }
 
@@ -526,6 +580,9 @@ static void cpu_free(eng_backend_t *be)
         aligned_free(c->kv.data);
         aligned_free(c->ws);
         aligned_free(c->glogits);
+        for (int i = 0; i < c->n_sws; i++)
+            eng_sampler_ws_free(c->sws[i]);
+        sl_free(c->sws);
         sl_free(c->ready);
         sl_free(c);
     }
@@ -539,6 +596,7 @@ static const eng_backend_ops_t cpu_ops = {
     .kv_alloc = cpu_kv_alloc,
     .forward = cpu_forward,
     .forward_greedy = cpu_forward_greedy,
+    .forward_sample = cpu_forward_sample,
     .errmsg = cpu_errmsg,
     .free = cpu_free,
 };

@@ -17,7 +17,8 @@
  *     attention rows/tiles, logits rows, block tables, copies), uploaded with one copy; then
  *     copy-on-write block copies, then the layers, then the LM head on the wanted rows only, in
  *     chunks of ENG_CUDA_MAX_LOGIT_ROWS, each followed by its device-to-host copy (fp32 logits, or
- *     int32 ids after an on-device argmax for forward_greedy).
+ *     int32 ids after an on-device argmax for forward_greedy, or ids and log-probabilities after
+ *     the on-device sampler for forward_sample: cuda_sample.cu).
  *  4. Graphs: a decode step (1..256 sequences, one token each, logits wanted) is padded to its
  *     bucket (1,2,4,...,256) and replays a graph keyed by (greedy, bucket, split bucket); the
  *     split bucket is the power of two >= ceil(longest context / ENG_CUDA_ATTN_PART), so one graph
@@ -83,6 +84,11 @@ typedef struct cuda_ctx {
     float *x, *logits, *partial;
     uint16_t *xn, *qkv, *att, *gu, *h;
     int32_t *ids, *meta;
+    float *lps, *samp_w;      /* forward_sample: log-probabilities, probability rows */
+    eng_sample_row_t *rows_d; /* forward_sample: one chunk's rows */
+    int32_t *pen_d;           /* forward_sample: the step's penalty pairs (grown on demand) */
+    float *pen_raw_d;         /* ... and their raw logits */
+    int pen_cap;              /* pairs pen_d holds */
     void *blas_ws;
     /* pinned host memory */
     int32_t *meta_h;
@@ -285,7 +291,10 @@ static int alloc_workspace(cuda_ctx_t *c) {
                       (size_t)(T * 2 * ffn * 2),     (size_t)(T * ffn * 2),
                       (size_t)(s->partial_floats * 4),
                       (size_t)ENG_CUDA_MAX_LOGIT_ROWS * (size_t)g->vocab * 4,
-                      (size_t)ENG_CUDA_MAX_LOGIT_ROWS * 4, (size_t)s->meta_bytes,
+                      (size_t)ENG_CUDA_MAX_LOGIT_ROWS * (size_t)g->vocab * 4,
+                      (size_t)ENG_CUDA_MAX_LOGIT_ROWS * 4, (size_t)ENG_CUDA_MAX_LOGIT_ROWS * 4,
+                      (size_t)ENG_CUDA_MAX_LOGIT_ROWS * sizeof(eng_sample_row_t),
+                      (size_t)s->meta_bytes,
                       (size_t)s->cublas_ws_bytes};
     enum { N = sizeof parts / sizeof parts[0] };
     size_t total = 0;
@@ -295,7 +304,8 @@ static int alloc_workspace(cuda_ctx_t *c) {
     char *p = c->ws;
     void **dst[N] = {(void **)&c->x,  (void **)&c->xn,      (void **)&c->qkv,
                      (void **)&c->att, (void **)&c->gu,     (void **)&c->h,
-                     (void **)&c->partial, (void **)&c->logits, (void **)&c->ids,
+                     (void **)&c->partial, (void **)&c->logits, (void **)&c->samp_w,
+                     (void **)&c->ids, (void **)&c->lps, (void **)&c->rows_d,
                      (void **)&c->meta, (void **)&c->blas_ws};
     for (int i = 0; i < N; i++) {
         *dst[i] = p;
@@ -503,12 +513,60 @@ static int decode_graph(cuda_ctx_t *c, const eng_cuda_plan_t *p, int greedy,
     return SL_OK;
 }
 
-/* One step: logits (tokens == NULL) or greedy ids; eager 1 never replays a graph. */
-static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logits,
-                        int32_t *tokens, int *n_rows, int eager) {
+/* What a step returns: logits rows (forward), argmax ids (forward_greedy: tokens), or sampled ids
+ * and log-probabilities (forward_sample: tokens, logprobs, rows, pen). */
+typedef struct step_out {
+    float *logits;
+    int32_t *tokens;
+    float *logprobs;
+    const eng_sample_row_t *rows;
+    const int32_t *pen;
+    int n_pen;
+} step_out_t;
+
+/* The penalty pairs of a sampled step on the device (pen_d grown when needed; not captured). */
+static int upload_pairs(cuda_ctx_t *c, const int32_t *pen, int n_pen) {
+    if (n_pen > c->pen_cap) {
+        int cap = n_pen > 2 * c->pen_cap ? n_pen : 2 * c->pen_cap;
+        CK(c, cudaFree(c->pen_d));
+        CK(c, cudaFree(c->pen_raw_d));
+        c->pen_d = NULL, c->pen_raw_d = NULL, c->pen_cap = 0;
+        CK(c, cudaMalloc((void **)&c->pen_d, (size_t)cap * 8));
+        CK(c, cudaMalloc((void **)&c->pen_raw_d, (size_t)cap * 4));
+        c->pen_cap = cap;
+    }
+    if (n_pen > 0)
+        CK(c, cudaMemcpyAsync(c->pen_d, pen, (size_t)n_pen * 8, cudaMemcpyHostToDevice, c->stream));
+    return SL_OK;
+}
+
+/* Rows [r0, r0 + n) of the head's output to the host: logits, ids, or sampled ids + logprobs. */
+static int fetch_rows(cuda_ctx_t *c, const step_out_t *o, int r0, int n) {
+    const int V = c->cfg.vocab;
+    if (o->rows) {
+        CK(c, cudaMemcpyAsync(c->rows_d, o->rows + r0, (size_t)n * sizeof *o->rows,
+                              cudaMemcpyHostToDevice, c->stream));
+        LAUNCH(c, PROF_OTHER,
+               eng_cuda_launch_sample(c->ids, c->lps, c->logits, c->samp_w, c->rows_d, c->pen_d,
+                                      c->pen_raw_d, n, V, c->stream));
+        CK(c, cudaMemcpyAsync(o->logprobs + r0, c->lps, (size_t)n * 4, cudaMemcpyDeviceToHost,
+                              c->stream));
+    }
+    if (o->tokens)
+        CK(c, cudaMemcpyAsync(o->tokens + r0, c->ids, (size_t)n * 4, cudaMemcpyDeviceToHost,
+                              c->stream));
+    else
+        CK(c, cudaMemcpyAsync(o->logits + (size_t)r0 * V, c->logits, (size_t)n * V * 4,
+                              cudaMemcpyDeviceToHost, c->stream));
+    return SL_OK;
+}
+
+/* One step; eager 1 never replays a graph. */
+static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, const step_out_t *o,
+                        int *n_rows, int eager) {
     cuda_ctx_t *c = b->ctx;
     const eng_model_config_t *g = &c->cfg;
-    const int greedy = tokens != NULL;
+    const int greedy = o->tokens != NULL && o->rows == NULL; /* argmax inside the graph */
     *n_rows = 0;
     if (!c->kv)
         return fail(c, SL_ESTATE, "cuda: forward before kv_alloc");
@@ -521,6 +579,8 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logit
     eng_cuda_plan_t p;
     TRY(eng_cuda_plan_build(batch, &geom, pad, c->meta_h, ENG_CUDA_META_CAP, &p, c->err,
                             (int)sizeof c->err));
+    if (o->rows)
+        TRY(upload_pairs(c, o->pen, o->n_pen));
     TRY(mark(c, PROF_START));
     LAUNCH(c, PROF_OTHER, cudaMemcpyAsync(c->meta, c->meta_h, (size_t)p.n_ints * 4,
                                           cudaMemcpyHostToDevice, c->stream));
@@ -547,12 +607,7 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logit
         int n = n_out - r0 < ENG_CUDA_MAX_LOGIT_ROWS ? n_out - r0 : ENG_CUDA_MAX_LOGIT_ROWS;
         if (!exec)
             TRY(run_head(c, &p, r0, n, greedy));
-        if (greedy)
-            CK(c, cudaMemcpyAsync(tokens + r0, c->ids, (size_t)n * 4, cudaMemcpyDeviceToHost,
-                                  c->stream));
-        else
-            CK(c, cudaMemcpyAsync(logits + (size_t)r0 * g->vocab, c->logits,
-                                  (size_t)n * g->vocab * 4, cudaMemcpyDeviceToHost, c->stream));
+        TRY(fetch_rows(c, o, r0, n));
     }
     CK(c, cudaStreamSynchronize(c->stream));
     *n_rows = n_out;
@@ -562,12 +617,36 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, float *logit
 /* ---- ops ----------------------------------------------------------------------------------------- */
 
 static int cuda_forward(eng_backend_t *b, const eng_batch_t *batch, float *logits, int *n_rows) {
-    return forward_impl(b, batch, logits, NULL, n_rows, 0);
+    const step_out_t o = {.logits = logits};
+    return forward_impl(b, batch, &o, n_rows, 0);
 }
 
 static int cuda_forward_greedy(eng_backend_t *b, const eng_batch_t *batch, int32_t *tokens,
                                int *n_rows) {
-    return forward_impl(b, batch, NULL, tokens, n_rows, 0);
+    const step_out_t o = {.tokens = tokens};
+    return forward_impl(b, batch, &o, n_rows, 0);
+}
+
+/* The rows and pairs of a sampled step are checked before the device indexes with them. */
+static int check_sample_rows(cuda_ctx_t *c, const eng_batch_t *batch, const eng_sample_row_t *rows,
+                             const int32_t *pen, int n_pen) {
+    int n = 0;
+    for (int i = 0; i < batch->n_seqs; i++)
+        n += batch->seqs[i].logits == 2 ? batch->seqs[i].n_tokens : batch->seqs[i].logits != 0;
+    char why[160];
+    if (eng_sample_rows_check(rows, n, pen, n_pen, c->cfg.vocab, why, (int)sizeof why) != SL_OK)
+        return fail(c, SL_EINVAL, "cuda: forward_sample: %s", why);
+    return SL_OK;
+}
+
+static int cuda_forward_sample(eng_backend_t *b, const eng_batch_t *batch,
+                               const eng_sample_row_t *rows, const int32_t *pen, int n_pen,
+                               int32_t *tokens, float *logprobs, int *n_rows) {
+    *n_rows = 0;
+    TRY(check_sample_rows(b->ctx, batch, rows, pen, n_pen));
+    const step_out_t o = {.tokens = tokens, .logprobs = logprobs, .rows = rows, .pen = pen,
+                          .n_pen = n_pen};
+    return forward_impl(b, batch, &o, n_rows, 0);
 }
 
 static int64_t kv_budget(cuda_ctx_t *c) {
@@ -620,6 +699,8 @@ static void ctx_free(cuda_ctx_t *c) {
         cudaStreamDestroy(c->stream);
     cudaFree(c->kv);
     cudaFree(c->ws);
+    cudaFree(c->pen_d);
+    cudaFree(c->pen_raw_d);
     cudaFree(c->wbuf);
     cudaFree(c->nbuf);
     cudaFreeHost(c->meta_h);
@@ -641,6 +722,7 @@ static const eng_backend_ops_t cuda_ops = {
     .kv_alloc = cuda_kv_alloc,
     .forward = cuda_forward,
     .forward_greedy = cuda_forward_greedy,
+    .forward_sample = cuda_forward_sample,
     .errmsg = cuda_errmsg,
     .free = cuda_free,
 };
@@ -828,7 +910,8 @@ int eng_cuda_profile_step(eng_backend_t *b, const eng_batch_t *batch, int32_t *t
     if (rc == SL_OK) {
         int rows;
         c->prof = &pr;
-        rc = forward_impl(b, batch, NULL, tokens, &rows, 1);
+        const step_out_t o = {.tokens = tokens};
+        rc = forward_impl(b, batch, &o, &rows, 1);
         c->prof = NULL;
     }
     for (int i = 1; rc == SL_OK && i < pr.n; i++) {

@@ -9,6 +9,7 @@
  *                   fp16 buffers are uint16_t *). Every launcher enqueues on the given stream and
  *                   returns cudaGetLastError(); it never synchronises.
  *   cuda_gemv.cu    the small-M projection kernel (chosen against cuBLAS by timing at create).
+ *   cuda_sample.cu  token selection on the device (the host sampler's pipeline).
  *   cuda_backend.c  eng_cuda_backend_create and the ops table (weights, KV pool, forward, graphs),
  *                   plus the internal entry points below for the checks and the benchmark.
  *
@@ -70,7 +71,8 @@ typedef struct eng_cuda_sizes {
     int64_t norm_bytes;       /* fp32 norm weights */
     int64_t act_bytes;        /* activation workspace for ENG_CUDA_MAX_STEP_TOKENS tokens */
     int64_t partial_floats;   /* split-K attention partials capacity, floats */
-    int64_t logits_bytes;     /* logits rows + argmax ids */
+    int64_t logits_bytes;     /* logits rows, the sampler's probability rows, ids, logprobs and
+                                 sampling rows for ENG_CUDA_MAX_LOGIT_ROWS rows */
     int64_t meta_bytes;       /* the step plan array */
     int64_t cublas_ws_bytes;  /* cuBLAS workspace */
     int64_t total_bytes;      /* everything above (partials as bytes) */
@@ -161,6 +163,13 @@ int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, in
 /* ids[r] = argmax of logits row r (lowest index on ties). */
 int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int vocab,
                            eng_cuda_stream_t s);
+/* For each row r < n (one block each): ids[r] and lps[r] = the token eng_sampler_pick picks from
+ * logits row r with rows[r] and the pairs pen (as eng_sampler_prepare made them), and its raw
+ * log-probability; -1 and NaN for a row without a finite logit. Changes the logits rows
+ * (penalties, NaN -> -inf) and uses scratch (n x vocab floats) and pen_raw (one float per pair). */
+int eng_cuda_launch_sample(int32_t *ids, float *lps, float *logits, float *scratch,
+                           const eng_sample_row_t *rows, const int32_t *pen, float *pen_raw, int n,
+                           int vocab, eng_cuda_stream_t s);
 /* For each pair c < n and each of n_pools pools (layers x K/V, pool p at base + p * pool_elems):
  * block copies[2c] -> copies[2c+1], block_elems fp16 elements each (block_elems % 8 == 0). */
 int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,

@@ -66,7 +66,8 @@ void eng_cuda_sizes(const eng_model_config_t *c, eng_cuda_sizes_t *o) {
     int64_t splits = (ctx + ENG_CUDA_ATTN_PART - 1) / ENG_CUDA_ATTN_PART;
     int64_t decode = (int64_t)(1 << (ENG_CUDA_N_BUCKETS - 1)) * splits;
     o->partial_floats = (decode > T ? decode : T) * nh * (hd + 2);
-    o->logits_bytes = (int64_t)ENG_CUDA_MAX_LOGIT_ROWS * (4 * (int64_t)c->vocab + 4);
+    o->logits_bytes = (int64_t)ENG_CUDA_MAX_LOGIT_ROWS *
+                      (8 * (int64_t)c->vocab + 8 + (int64_t)sizeof(eng_sample_row_t));
     o->meta_bytes = 4 * (int64_t)ENG_CUDA_META_CAP;
     o->cublas_ws_bytes = 32 << 20;
     o->total_bytes = o->weight_bytes + o->norm_bytes + o->act_bytes + 4 * o->partial_floats +

@@ -462,6 +462,9 @@ typedef struct perf {
     int32_t *bt, *toks, *ids; /* bt: per sequence a row of max_blocks */
     int max_blocks;
     eng_batch_seq_t *q;
+    eng_sample_row_t *rows; /* decode_step_s(sampled): every sequence's sampling row */
+    int32_t *pen;           /* ... and their penalty pairs, 64 per sequence */
+    float *lps;
 } perf_t;
 
 /* Sequence i of B at context ctx (+ 32 steps) gets its own run of blocks, wrapping round the pool
@@ -494,8 +497,10 @@ static int fill(perf_t *p, int B, int ctx) {
     return 0;
 }
 
-/* Median seconds of one decode step of B sequences at context ctx (growing by one per step). */
-static double decode_step_s(perf_t *p, int B, int ctx, int steps) {
+/* Median seconds of one decode step of B sequences at context ctx (growing by one per step):
+ * argmax on the device, or (sampled) the device sampler with temperature 0.8, top-k 50, top-p 0.9
+ * and a repetition penalty over 64 tokens per sequence. */
+static double decode_step_s(perf_t *p, int B, int ctx, int steps, int sampled) {
     set_tables(p, B, ctx);
     if (fill(p, B, ctx) != 0)
         return -1;
@@ -509,7 +514,9 @@ static double decode_step_s(perf_t *p, int B, int ctx, int steps) {
         eng_batch_t b = {B, p->q, 0, NULL, NULL};
         int rows;
         double t0 = now_s();
-        if (p->b->ops->forward_greedy(p->b, &b, p->ids, &rows) != SL_OK)
+        if ((sampled ? p->b->ops->forward_sample(p->b, &b, p->rows, p->pen, 64 * B, p->ids, p->lps,
+                                                 &rows)
+                     : p->b->ops->forward_greedy(p->b, &b, p->ids, &rows)) != SL_OK)
             return -1;
         if (k >= 3)
             t[k - 3] = now_s() - t0;
@@ -622,13 +629,24 @@ static int run_perf(out_t *o, const char *shape) {
     p.toks = malloc(4096 * 4);
     p.ids = malloc(4096 * 4);
     p.q = malloc((size_t)max_seqs * sizeof *p.q);
+    p.rows = malloc((size_t)max_seqs * sizeof *p.rows);
+    p.pen = malloc((size_t)max_seqs * 64 * 2 * 4);
+    p.lps = malloc((size_t)max_seqs * 4);
     int rc = 2;
-    if (!p.bt || !p.toks || !p.ids || !p.q || b->ops->kv_alloc(b, p.num_blocks, BS) != SL_OK) {
+    if (!p.bt || !p.toks || !p.ids || !p.q || !p.rows || !p.pen || !p.lps ||
+        b->ops->kv_alloc(b, p.num_blocks, BS) != SL_OK) {
         fprintf(stderr, "setup: %s\n", b->ops->errmsg(b));
         goto out;
     }
     for (int i = 0; i < 4096; i++)
         p.toks[i] = 1 + (i * 2654435761u) % (uint32_t)(p.vocab - 1);
+    for (int i = 0; i < max_seqs; i++) {
+        p.rows[i] = (eng_sample_row_t){.temperature = 0.8f, .top_k = 50, .top_p = 0.9f,
+                                       .repetition_penalty = 1.1f, .pen_off = 64 * i, .n_pen = 64,
+                                       .u = (double)i / max_seqs};
+        for (int j = 0; j < 64; j++)
+            p.pen[2 * (64 * i + j)] = p.toks[(i + 61 * j) % 4096], p.pen[2 * (64 * i + j) + 1] = 1;
+    }
 
     /* the GEMV kernel and cuBLAS must compute the same logits (so the timed choice hides no bug) */
     set_tables(&p, 8, 0);
@@ -653,9 +671,20 @@ static int run_perf(out_t *o, const char *shape) {
         goto fail;
 
     double v;
-    if ((v = decode_step_s(&p, 1, 128, 30)) < 0)
+    if ((v = decode_step_s(&p, 1, 128, 30, 0)) < 0)
         goto fail;
     const double b1 = v;
+    /* what sampling on the device adds to a decode step, against the argmax the others time */
+    for (int B = 1; B <= 64; B *= 64) {
+        double greedy = B == 1 ? b1 : decode_step_s(&p, B, 512, 20, 0), sampled;
+        if (greedy < 0 || (sampled = decode_step_s(&p, B, B == 1 ? 128 : 512, 20, 1)) < 0)
+            goto fail;
+        char name[64];
+        snprintf(name, sizeof name, "sampling cost b%d (top-k 50, top-p 0.9, penalty)", B);
+        report(o, name, (sampled - greedy) * 1e6, "us", 0, "info");
+        snprintf(name, sizeof name, "sampling share of decode b%d", B);
+        report(o, name, 100.0 * (sampled - greedy) / sampled, "%", 0, "info");
+    }
     p.ids[0] = p.toks[0];
     p.q[0] = (eng_batch_seq_t){p.ids, 1, 128 + 40, p.bt, p.max_blocks, 1};
     eng_batch_t pb = {1, p.q, 0, NULL, NULL};
@@ -691,7 +720,7 @@ static int run_perf(out_t *o, const char *shape) {
         if (need > p.num_blocks)
             printf("(b%d ctx%d: %lld blocks needed, %d in the pool: blocks are shared)\n", dec[i].B,
                    dec[i].ctx, (long long)need, p.num_blocks);
-        if ((v = decode_step_s(&p, dec[i].B, dec[i].ctx, 20)) < 0)
+        if ((v = decode_step_s(&p, dec[i].B, dec[i].ctx, 20, 0)) < 0)
             goto fail;
         char name[64];
         snprintf(name, sizeof name, "decode b%d ctx%d", dec[i].B, dec[i].ctx);
@@ -706,6 +735,9 @@ out:
     free(p.toks);
     free(p.ids);
     free(p.q);
+    free(p.rows);
+    free(p.pen);
+    free(p.lps);
     eng_backend_free(b);
     eng_model_free(m);
     return rc;

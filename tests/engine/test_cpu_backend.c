@@ -356,6 +356,56 @@ static void test_bad_batches_and_names_fail_with_a_message(void **state)
     free_tiny(m);
 }
 
+/* forward_sample picks what eng_sampler_pick picks from forward's logits, row by row, whatever
+ * thread takes the row; a pair outside the vocabulary is refused before anything runs. */
+static void test_forward_sample_picks_each_row_as_the_host_sampler(void **state)
+{
+    eng_model_t *m = tiny_model(ENG_T_Q8_0);
+    const int V = m->cfg.vocab;
+    int32_t tok[6] = {1, 2, 3, 4, 5, 6}, table[4] = {0, 1, 2, 3}, table2[4] = {4, 5, 6, 7}, ids[8];
+    float *logits = malloc(sizeof(float) * 8 * V), lps[8];
+    eng_backend_t *b = make_backend(m, 2, 0);
+    eng_batch_seq_t s[2] = {
+        {.tokens = tok, .n_tokens = 6, .pos = 0, .block_table = table, .n_blocks = 4, .logits = 2},
+        {.tokens = tok, .n_tokens = 3, .pos = 0, .block_table = table2, .n_blocks = 4, .logits = 1},
+    };
+    eng_batch_t bt = {.n_seqs = 2, .seqs = s};
+    int32_t pen[] = {3, 2, 5, 1, 0, 4};
+    eng_sample_row_t rows[7];
+    for (int r = 0; r < 7; r++)
+        rows[r] = (eng_sample_row_t){.temperature = r == 0 ? 0.0f : 0.5f + 0.25f * (float)r,
+                                     .top_k = r % 3 == 1 ? 5 : 0, .top_p = r % 2 ? 0.8f : 1.0f,
+                                     .min_p = r == 6 ? 0.1f : 0.0f, .repetition_penalty = 1.3f,
+                                     .frequency_penalty = r == 2 ? 0.5f : 0.0f,
+                                     .pen_off = r % 3, .n_pen = r < 4 ? 1 : 0, .u = (double)r / 7.0 + 0.01};
+    int rows1, rows2;
+    assert_int_equal(b->ops->forward(b, &bt, logits, &rows1), SL_OK);
+    assert_int_equal(b->ops->forward_sample(b, &bt, rows, pen, 3, ids, lps, &rows2), SL_OK);
+    assert_int_equal(rows2, 7);
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    int distinct = 0;
+    for (int r = 0; r < 7; r++) {
+        int32_t want;
+        float lp;
+        assert_int_equal(eng_sampler_pick(ws, logits + (size_t)r * V, &rows[r], pen, &want, &lp), SL_OK);
+        assert_int_equal(ids[r], want);
+        assert_true(lps[r] == lp);
+        distinct += r > 0 && ids[r] != ids[r - 1];
+    }
+    assert_true(distinct > 0);
+    pen[2] = V; /* a token outside the vocabulary */
+    assert_int_equal(b->ops->forward_sample(b, &bt, rows, pen, 3, ids, lps, &rows2), SL_EINVAL);
+    assert_non_null(strstr(b->ops->errmsg(b), "pair 1 names token"));
+    pen[2] = 5;
+    rows[3].pen_off = 3; /* its one pair past the three given */
+    assert_int_equal(b->ops->forward_sample(b, &bt, rows, pen, 3, ids, lps, &rows2), SL_EINVAL);
+    assert_non_null(strstr(b->ops->errmsg(b), "row 3's pairs [3, +1) are outside the 3 given"));
+    eng_sampler_ws_free(ws);
+    eng_backend_free(b);
+    free(logits);
+    free_tiny(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -364,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_f16_kv_stays_close_to_f32_kv),
         cmocka_unit_test(test_results_do_not_depend_on_thread_count),
         cmocka_unit_test(test_forward_greedy_returns_argmax_of_each_requested_row),
+        cmocka_unit_test(test_forward_sample_picks_each_row_as_the_host_sampler),
         cmocka_unit_test(test_bad_batches_and_names_fail_with_a_message),
     };
     return cmocka_run_group_tests_name("cpu_backend", tests, NULL, NULL);

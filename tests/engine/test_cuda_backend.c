@@ -1,6 +1,7 @@
 /* test_cuda_backend.c — the CUDA backend end to end on a device: "no CUDA device" is a clear error;
  * a decode step replayed from a graph equals the same step run eagerly; the flash prefill kernel
- * equals token-by-token split-K attention; chunked prefill equals one-shot prefill. On a machine
+ * equals token-by-token split-K attention; chunked prefill equals one-shot prefill; the device
+ * sampler picks the host sampler's tokens. On a machine
  * without a device (or a build without CUDA) the device tests report SKIPPED. The comparison with
  * the CPU backend on real GGUFs is tests/bench/bench_cuda.c check (run by scripts/device-check.sh). */
 #include <setjmp.h>
@@ -169,11 +170,97 @@ static void test_gemv_matches_cublas(void **state) {
     eng_model_free(m);
 }
 
+/* The device sampler picks what the host sampler picks from the same logits, row by row: greedy,
+ * temperature, top-k, top-p, min-p and penalties, flat rows (synthetic weights: nuclei of
+ * thousands of tokens) and peaked ones (temperature 0.05), in a graphed decode step of 64 rows and
+ * an eager one of 300 (two LM-head chunks); bad pairs are refused before the device sees them. */
+static void test_device_sampler_matches_the_host(void **state) {
+    (void)state;
+    if (!have_device()) {
+        print_message("SKIPPED: no CUDA device\n");
+        skip();
+    }
+    char err[512] = "";
+    eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
+    assert_non_null(m);
+    eng_backend_params_t p = eng_backend_params_default();
+    p.gpu_memory_utilization = 0.3;
+    eng_backend_t *b = eng_backend_create("cuda", m, &p, err, sizeof err);
+    assert_non_null(b);
+    enum { N = 300 };
+    assert_int_equal(b->ops->kv_alloc(b, N, 16), SL_OK);
+    const int V = m->cfg.vocab;
+    float *logits = malloc((size_t)N * V * 4), lps[N];
+    int32_t *bt = malloc(N * 4), *toks = malloc(N * 4), ids[N], pen[2 * 64];
+    eng_batch_seq_t *s = malloc(N * sizeof *s);
+    eng_sample_row_t *rows = malloc(N * sizeof *rows);
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    assert_true(logits && bt && toks && s && rows && ws);
+    for (int j = 0; j < 64; j++)
+        pen[2 * j] = (j * 7717 + 5) % V, pen[2 * j + 1] = 1 + j % 3;
+    const float temps[] = {0.0f, 1.0f, 0.05f, 0.7f, 1.3f};
+    const int top_ks[] = {0, 1, 40, 1000};
+    const float top_ps[] = {1.0f, 0.9f, 0.5f, 0.05f};
+    int mismatches = 0, sampled = 0;
+    for (int n = 64; n <= N; n += N - 64) {
+        for (int i = 0; i < n; i++) {
+            bt[i] = i;
+            toks[i] = (i * 7919 + n) % V;
+            s[i] = (eng_batch_seq_t){&toks[i], 1, 0, &bt[i], 1, 1};
+            rows[i] = (eng_sample_row_t){.temperature = temps[i % 5], .top_k = top_ks[(i / 5) % 4],
+                                         .top_p = top_ps[(i / 20) % 4],
+                                         .min_p = i % 7 == 3 ? 0.05f : 0.0f,
+                                         .repetition_penalty = i % 3 ? 1.0f : 1.3f,
+                                         .frequency_penalty = i % 4 == 1 ? 0.4f : 0.0f,
+                                         .presence_penalty = i % 6 == 2 ? 0.7f : 0.0f,
+                                         .pen_off = i % 50, .n_pen = i % 3 ? 0 : 14,
+                                         .u = (double)((i * 2654435761u) % 1000003u) / 1000003.0};
+            sampled += rows[i].temperature > 0 && rows[i].top_k != 1;
+        }
+        eng_batch_t batch = {n, s, 0, NULL, NULL};
+        int r1 = 0, r2 = 0;
+        assert_int_equal(b->ops->forward(b, &batch, logits, &r1), SL_OK);
+        assert_int_equal(b->ops->forward_sample(b, &batch, rows, pen, 64, ids, lps, &r2), SL_OK);
+        assert_int_equal(r1, n);
+        assert_int_equal(r2, n);
+        for (int r = 0; r < n; r++) {
+            int32_t want;
+            float lp;
+            assert_int_equal(eng_sampler_pick(ws, logits + (size_t)r * V, &rows[r], pen, &want, &lp),
+                             SL_OK);
+            if (ids[r] != want) {
+                print_message("row %d: device %d, host %d (T %g k %d p %g)\n", r, ids[r], want,
+                              rows[r].temperature, rows[r].top_k, rows[r].top_p);
+                mismatches++;
+            }
+            assert_true(fabsf(lps[r] - lp) < 1e-4f);
+        }
+    }
+    print_message("device sampler: %d of %d rows differ from the host (%d sampled)\n", mismatches,
+                  64 + N, sampled);
+    assert_int_equal(mismatches, 0);
+    pen[0] = V;
+    eng_batch_t one = {1, s, 0, NULL, NULL};
+    rows[0].n_pen = 1, rows[0].pen_off = 0;
+    int r3;
+    assert_int_equal(b->ops->forward_sample(b, &one, rows, pen, 64, ids, lps, &r3), SL_EINVAL);
+    assert_non_null(strstr(b->ops->errmsg(b), "names token"));
+    eng_sampler_ws_free(ws);
+    free(rows);
+    free(s);
+    free(bt);
+    free(toks);
+    free(logits);
+    eng_backend_free(b);
+    eng_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_without_device_says_so),
         cmocka_unit_test(test_graph_flash_and_chunks_agree),
         cmocka_unit_test(test_gemv_matches_cublas),
+        cmocka_unit_test(test_device_sampler_matches_the_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,8 @@
  * parallel samples share prompt blocks, shutdown with requests in flight returns in time,
  * presence/frequency penalties change greedy output, top_logprobs are the raw row's best tokens
  * (streamed and in the result, also with best_of > n), the adaptive controller raises a tiny token
- * budget under a burst without changing greedy outputs. */
+ * budget under a burst without changing greedy outputs; with the KV cache in F16 the batched
+ * greedy tokens are still llama.cpp's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <math.h>
@@ -20,6 +21,7 @@
 #include <cmocka.h>
 
 #include "engine/backend.h"
+#include "engine/engine.h"
 #include "engine/model.h"
 #include "include/sluice.h"
 
@@ -236,6 +238,30 @@ static void test_engine_adaptive_raises_a_tiny_token_budget(void **state)
     assert_non_null(strstr(err, "budget_min"));
 }
 
+/* The KV cache in F16 (kv_f16): the fixtures' prompts twice each at once (shared prompt blocks from
+ * the prefix cache, batched decode) still give llama.cpp's tokens, and the pool under the same
+ * kv_memory_mb holds twice the blocks of F32. */
+static void test_engine_f16_kv_batched_matches_fixtures(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    p.kv_memory_mb = 4; /* the cap sizes the pool, not max_num_seqs */
+    sluice_engine *e32 = create(&p);
+    int b32 = eng_engine_sched_config(e32)->num_blocks;
+    sluice_engine_free(e32);
+    p.kv_f16 = true;
+    sluice_engine *e = create(&p);
+    int b16 = eng_engine_sched_config(e)->num_blocks;
+    if (b16 < 2 * b32 || b16 > 2 * b32 + 1) /* + 1: the F32 count is rounded down */
+        fail_msg("F16 pool %d blocks, F32 pool %d", b16, b32);
+    check_fixtures_batched(e, 2);
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+    sluice_engine_free(e);
+}
+
 static void test_engine_batched_continuous_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_CONTINUOUS); }
 static void test_engine_batched_naive_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_NAIVE); }
 static void test_engine_batched_bucketed_matches_fixtures(void **s) { (void)s; run_strategy(SLUICE_STRATEGY_BUCKETED); }
@@ -394,6 +420,35 @@ static void test_engine_seeded_sampling_is_reproducible(void **state)
     sluice_result_free(a);
     sluice_result_free(b);
     sluice_result_free(c);
+    sluice_engine_free(e);
+}
+
+/* The backend picks tokens (forward_sample) unless a sequence wants top logprobs, which sends the
+ * logits to the host sampler: the same seed gives the same tokens and logprobs either way. */
+static void test_engine_samples_on_the_backend_as_on_the_host(void **state)
+{
+    (void)state;
+    sluice_engine *e = create_small();
+    sluice_request_params r = sluice_request_default_params();
+    r.prompt = "Once upon a time";
+    r.max_tokens = 48;
+    r.temperature = 0.9f;
+    r.top_k = 40;
+    r.top_p = 0.9f;
+    r.min_p = 0.02f;
+    r.repeat_penalty = 1.2f;
+    r.ignore_eos = true;
+    r.seed = 4321;
+    sluice_result *dev = generate(e, &r);
+    r.top_logprobs = 2;
+    sluice_result *host = generate(e, &r);
+    const sluice_sample *a = &dev->samples[0], *b = &host->samples[0];
+    assert_null(a->top_logprobs);
+    assert_non_null(b->top_logprobs);
+    assert_ids_equal(a->ids, a->n_ids, b->ids, b->n_ids);
+    assert_memory_equal(a->logprobs, b->logprobs, sizeof(float) * (size_t)a->n_ids);
+    sluice_result_free(dev);
+    sluice_result_free(host);
     sluice_engine_free(e);
 }
 
@@ -788,12 +843,14 @@ int main(void)
         cmocka_unit_test(test_engine_batched_naive_matches_fixtures),
         cmocka_unit_test(test_engine_batched_bucketed_matches_fixtures),
         cmocka_unit_test(test_engine_batched_memory_aware_matches_fixtures),
+        cmocka_unit_test(test_engine_f16_kv_batched_matches_fixtures),
         cmocka_unit_test(test_engine_adaptive_raises_a_tiny_token_budget),
         cmocka_unit_test(test_engine_cancel_mid_stream_frees_every_block),
         cmocka_unit_test(test_engine_callback_false_cancels),
         cmocka_unit_test(test_engine_queue_full_has_its_own_code),
         cmocka_unit_test(test_engine_over_context_is_too_long),
         cmocka_unit_test(test_engine_seeded_sampling_is_reproducible),
+        cmocka_unit_test(test_engine_samples_on_the_backend_as_on_the_host),
         cmocka_unit_test(test_engine_parallel_samples_share_prompt_blocks),
         cmocka_unit_test(test_engine_steps_report_their_attention_work),
         cmocka_unit_test(test_engine_shutdown_aborts_in_flight_within_deadline),

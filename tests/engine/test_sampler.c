@@ -241,6 +241,107 @@ static void test_row_without_finite_logit_is_an_error(void **state)
     assert_null(eng_sampler_ws_create(0));
 }
 
+/* prepare lists the window's distinct tokens with their counts and draws only when it samples */
+static void test_prepare_lists_the_window_and_draws_only_to_sample(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    eng_sampler_params_t p = eng_sampler_params_default();
+    p.temperature = 0;
+    p.repetition_penalty = 1.3f;
+    p.repetition_last_n = 5;
+    eng_sampler_t s;
+    eng_sampler_init(&s, &p);
+    const int32_t prev[] = {1, 9, 5, 5, 3, 5, V + 4};
+    assert_int_equal(eng_sampler_max_pairs(&s, 7), 5);
+    int32_t pen[2 * 8] = {0};
+    eng_sample_row_t row;
+    assert_int_equal(eng_sampler_prepare(&s, ws, prev, 7, &row, pen, 2), 2); /* 5 x3, 3 x1; V+4 out of range */
+    assert_int_equal(row.pen_off, 2);
+    assert_int_equal(row.n_pen, 2);
+    const int32_t want[] = {5, 3, 3, 1};
+    assert_memory_equal(pen + 4, want, sizeof want);
+    assert_true(row.u == 0 && s.rng == p.seed); /* greedy: no draw */
+    p.temperature = 0.7f;
+    p.repetition_penalty = 1.0f;
+    eng_sampler_init(&s, &p);
+    assert_int_equal(eng_sampler_max_pairs(&s, 7), 0);
+    assert_int_equal(eng_sampler_prepare(&s, ws, prev, 7, &row, pen, 0), 0);
+    assert_true(row.u >= 0 && row.u < 1 && s.rng != p.seed);
+    eng_sampler_ws_free(ws);
+}
+
+static int32_t pick(eng_sampler_ws_t *ws, const float *l, eng_sample_row_t row)
+{
+    int32_t tok = -1;
+    assert_int_equal(eng_sampler_pick(ws, l, &row, NULL, &tok, NULL), SL_OK);
+    return tok;
+}
+
+/* The selection does not depend on how it is computed: top-k ties go to the lower id, the top-p
+ * prefix is ordered by probability then id, and the draw walks the survivors by id. */
+static void test_pick_is_canonical(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    for (int i = 0; i < V; i++) l[i] = -INFINITY;
+    l[40] = l[30] = l[20] = l[10] = 1.0f; /* four equal candidates */
+    eng_sample_row_t r = {.temperature = 1, .top_k = 3, .top_p = 1, .repetition_penalty = 1};
+    /* survivors {10, 20, 30}, each a third of the mass */
+    r.u = 0.0;
+    assert_int_equal(pick(ws, l, r), 10);
+    r.u = 0.5;
+    assert_int_equal(pick(ws, l, r), 20);
+    r.u = 0.999;
+    assert_int_equal(pick(ws, l, r), 30);
+    /* top-p 0.5 of four equal: the two lowest ids reach it */
+    r.top_k = 0, r.top_p = 0.5f, r.u = 0.999;
+    assert_int_equal(pick(ws, l, r), 20);
+    /* no filter: the walk is by id, so u just under 3/4 lands on the third candidate */
+    r.top_p = 1, r.u = 0.74;
+    assert_int_equal(pick(ws, l, r), 30);
+    /* penalties from pairs: 20 repeated twice drops below the others with frequency 1.0 */
+    const int32_t pen[] = {20, 2};
+    r = (eng_sample_row_t){.temperature = 0, .top_p = 1, .repetition_penalty = 1,
+                           .frequency_penalty = 1.0f, .n_pen = 1};
+    l[20] = 2.5f;
+    int32_t tok;
+    assert_int_equal(eng_sampler_pick(ws, l, &r, pen, &tok, NULL), SL_OK);
+    assert_int_equal(tok, 10); /* 2.5 - 2 = 0.5 < 1.0; 10 is the lowest of the rest */
+    eng_sampler_ws_free(ws);
+}
+
+/* eng_sampler_sample is prepare + pick: the same tokens from the same seed for every filter */
+static void test_sample_is_prepare_then_pick(void **state)
+{
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(V);
+    float l[V];
+    row(l);
+    const eng_sampler_params_t base = eng_sampler_params_default();
+    eng_sampler_params_t ps[4] = {base, base, base, base};
+    ps[1].top_k = 40, ps[1].temperature = 0.8f;
+    ps[2].top_p = 0.9f, ps[2].repetition_penalty = 1.2f;
+    ps[3].min_p = 0.05f, ps[3].top_k = 200, ps[3].top_p = 0.95f, ps[3].presence_penalty = 0.5f;
+    int32_t prev[64 + 1];
+    for (int c = 0; c < 4; c++) {
+        eng_sampler_t a, b;
+        ps[c].seed = 11 + (uint64_t)c;
+        eng_sampler_init(&a, &ps[c]);
+        eng_sampler_init(&b, &ps[c]);
+        for (int i = 0; i < 64; i++) {
+            int32_t ta, tb, pen[2 * 64];
+            float la, lb;
+            eng_sample_row_t r;
+            assert_int_equal(eng_sampler_sample(&a, ws, l, prev, i, &ta, &la), SL_OK);
+            eng_sampler_prepare(&b, ws, prev, i, &r, pen, 0);
+            assert_int_equal(eng_sampler_pick(ws, l, &r, pen, &tb, &lb), SL_OK);
+            assert_int_equal(ta, tb);
+            assert_true(la == lb);
+            prev[i] = ta;
+        }
+    }
+    eng_sampler_ws_free(ws);
+}
+
 static void test_stop_string_found_cuts_before_it(void **state)
 {
     const char *stops[] = {"", "END", "\n\n"};
@@ -277,6 +378,9 @@ int main(void)
         cmocka_unit_test(test_min_p_drops_unlikely_tokens),
         cmocka_unit_test(test_repetition_penalty_changes_the_greedy_pick),
         cmocka_unit_test(test_row_without_finite_logit_is_an_error),
+        cmocka_unit_test(test_prepare_lists_the_window_and_draws_only_to_sample),
+        cmocka_unit_test(test_pick_is_canonical),
+        cmocka_unit_test(test_sample_is_prepare_then_pick),
         cmocka_unit_test(test_stop_string_found_cuts_before_it),
         cmocka_unit_test(test_stop_string_prefix_is_held_back),
     };

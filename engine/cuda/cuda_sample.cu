@@ -1,0 +1,315 @@
+/* cuda_sample.cu — token selection on the device: eng_sampler_pick (engine/sampler.h) as a
+ * kernel, so that only token ids and log-probabilities cross the bus.
+ *
+ * One block of 1024 threads per logits row. Thread t owns the contiguous slice
+ * [t C, (t + 1) C) of the vocabulary (C = ceil(V / 1024)), so that "the first in token-id order"
+ * is a block-wide exclusive scan of per-slice counts or masses: the canonical tie rules of the
+ * host sampler (top-k ties and top-p ties to the lower id, the draw walking ids) need exactly that.
+ *
+ * Passes over the row (each a slice walk plus a block reduction):
+ *   1. raw max and sum of exp (the log-probability's normaliser); NaN -> -inf in place;
+ *   2. penalties from the (token, count) pairs, in place, each pair's raw logit kept aside;
+ *   3. argmax (first index on ties): greedy rows stop here;
+ *   4. top-k: binary search over the order-preserving 32-bit key of the logit for the largest key
+ *      with at least k elements at or above it (<= 32 counting passes), ties ranked by id;
+ *   5. probabilities w = exp((v - max) / T) of the top-k survivors (0 for the others) into the
+ *      scratch row, then top-p: binary search over the bits of w for the largest threshold whose
+ *      mass at or above reaches top_p of the total (<= 30 passes, double sums), ties by id;
+ *   6. min-p, then the draw: u * (kept mass) located by a scan of per-slice masses.
+ * Sums are in double like the host's; they differ from the host's only in summation order, which
+ * can flip a choice only when u * mass or the top-p target falls within rounding of a boundary.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "engine/cuda/cuda_backend.h"
+
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+
+/* Scratch for the block reductions: one slot per warp. */
+struct Reduce {
+    double d[kWarps];
+    int i[kWarps];
+    float f[kWarps];
+};
+
+template <typename T> __device__ T warp_sum(T x) {
+    for (int o = 16; o > 0; o >>= 1)
+        x += __shfl_xor_sync(kFull, x, o);
+    return x;
+}
+
+/* Sum over the block, returned to every thread; a fixed tree, so the same inputs give the same
+ * bits on every call (the binary searches compare such sums with each other). */
+template <typename T> __device__ T block_sum(T x, T *slot) {
+    x = warp_sum(x);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        slot[threadIdx.x >> 5] = x;
+    __syncthreads();
+    return warp_sum(slot[threadIdx.x & 31]);
+}
+
+/* Exclusive prefix over threads in index order; *total gets the block's sum. */
+template <typename T> __device__ T block_exclusive(T x, T *slot, T *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    T inc = x;
+    for (int o = 1; o < 32; o <<= 1) {
+        T y = __shfl_up_sync(kFull, inc, o);
+        if (lane >= o)
+            inc += y;
+    }
+    __syncthreads();
+    if (lane == 31)
+        slot[warp] = inc;
+    __syncthreads();
+    T w = slot[lane], winc = w;
+    for (int o = 1; o < 32; o <<= 1) {
+        T y = __shfl_up_sync(kFull, winc, o);
+        if (lane >= o)
+            winc += y;
+    }
+    T wexc = __shfl_up_sync(kFull, winc, 1);
+    if (lane == 0)
+        wexc = 0;
+    *total = __shfl_sync(kFull, winc, 31);
+    return __shfl_sync(kFull, wexc, warp) + inc - x;
+}
+
+__device__ float block_max(float x, float *slot) {
+    for (int o = 16; o > 0; o >>= 1)
+        x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        slot[threadIdx.x >> 5] = x;
+    __syncthreads();
+    x = slot[threadIdx.x & 31];
+    for (int o = 16; o > 0; o >>= 1)
+        x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
+    return x;
+}
+
+__device__ int block_min_int(int x, int *slot) {
+    for (int o = 16; o > 0; o >>= 1)
+        x = min(x, __shfl_xor_sync(kFull, x, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        slot[threadIdx.x >> 5] = x;
+    __syncthreads();
+    x = slot[threadIdx.x & 31];
+    for (int o = 16; o > 0; o >>= 1)
+        x = min(x, __shfl_xor_sync(kFull, x, o));
+    return x;
+}
+
+/* (value, index) with the larger value, the lower index on ties; index -1 loses to any. */
+__device__ void better(float *v, int *i, float ov, int oi) {
+    if (oi >= 0 && (*i < 0 || ov > *v || (ov == *v && oi < *i))) {
+        *v = ov;
+        *i = oi;
+    }
+}
+
+__device__ void block_argmax(float *v, int *i, Reduce *r) {
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(kFull, *v, o), __shfl_xor_sync(kFull, *i, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+        r->f[threadIdx.x >> 5] = *v;
+        r->i[threadIdx.x >> 5] = *i;
+    }
+    __syncthreads();
+    *v = r->f[threadIdx.x & 31];
+    *i = r->i[threadIdx.x & 31];
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(kFull, *v, o), __shfl_xor_sync(kFull, *i, o));
+}
+
+/* Order-preserving key of a float that is not NaN (-0 as +0, as float comparison has it). */
+__device__ unsigned order_key(float v) {
+    unsigned b = __float_as_uint(v == 0.0f ? 0.0f : v);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(kThreads)
+sample_kernel(int32_t *ids, float *lps, float *logits, float *scratch,
+              const eng_sample_row_t *rows, const int32_t *pen, float *pen_raw, int V) {
+    __shared__ Reduce red;
+    __shared__ float raw_chosen;
+    const eng_sample_row_t row = rows[blockIdx.x];
+    float *l = logits + (size_t)blockIdx.x * V;
+    float *w = scratch + (size_t)blockIdx.x * V;
+    const int C = (V + kThreads - 1) / kThreads;
+    const int i0 = min(V, (int)threadIdx.x * C), i1 = min(V, i0 + C);
+
+    /* 1. the raw row's normaliser, then NaN -> -inf */
+    float rmax = -INFINITY;
+    for (int i = i0; i < i1; i++)
+        rmax = fmaxf(rmax, l[i]); /* fmaxf skips NaN */
+    rmax = block_max(rmax, red.f);
+    double rsum = 0;
+    for (int i = i0; i < i1; i++) {
+        float x = l[i];
+        if (isnan(x))
+            l[i] = -INFINITY;
+        else
+            rsum += expf(x - rmax);
+    }
+    rsum = block_sum(rsum, red.d);
+
+    /* 2. penalties (each pair's token once) */
+    for (int j = threadIdx.x; j < row.n_pen; j += kThreads) {
+        const int32_t *pair = pen + 2 * (row.pen_off + j);
+        float v = l[pair[0]];
+        pen_raw[row.pen_off + j] = v;
+        if (row.repetition_penalty != 1.0f)
+            v = v > 0 ? v / row.repetition_penalty : v * row.repetition_penalty;
+        /* _rn: no contraction into an FMA, which would round differently from the host */
+        l[pair[0]] = v - __fadd_rn(__fmul_rn(row.frequency_penalty, (float)pair[1]),
+                                   row.presence_penalty);
+    }
+    __syncthreads();
+
+    /* 3. argmax */
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int i = i0; i < i1; i++)
+        if (l[i] > bv)
+            bv = l[i], bi = i;
+    block_argmax(&bv, &bi, &red);
+    if (bi < 0) { /* no finite logit: uniform across the block, so all return */
+        if (threadIdx.x == 0)
+            ids[blockIdx.x] = -1, lps[blockIdx.x] = NAN;
+        return;
+    }
+    int chosen = bi;
+    if (row.temperature > 0 && row.top_k != 1) {
+        /* 4. top-k on the logits: key kt, `k_ties` elements equal to it survive, by id */
+        const bool use_k = row.top_k > 0 && row.top_k < V;
+        unsigned kt = 0;
+        int k_ties = V, k_rank = 0;
+        if (use_k) {
+            unsigned lo = 0, hi = order_key(bv);
+            while (lo < hi) {
+                unsigned mid = (unsigned)(((uint64_t)lo + hi + 1) / 2);
+                int c = 0;
+                for (int i = i0; i < i1; i++)
+                    c += order_key(l[i]) >= mid;
+                if (block_sum(c, red.i) >= row.top_k)
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            kt = lo;
+            int gt = 0, eq = 0, total;
+            for (int i = i0; i < i1; i++) {
+                unsigned k = order_key(l[i]);
+                gt += k > kt;
+                eq += k == kt;
+            }
+            k_ties = row.top_k - block_sum(gt, red.i);
+            k_rank = block_exclusive(eq, red.i, &total);
+        }
+        /* 5. probabilities of the top-k survivors */
+        const float inv_t = 1.0f / row.temperature;
+        double mass = 0;
+        for (int i = i0, rank = k_rank; i < i1; i++) {
+            unsigned k = order_key(l[i]);
+            bool in = !use_k || k > kt || (k == kt && rank++ < k_ties);
+            float p = in ? expf((l[i] - bv) * inv_t) : 0.0f;
+            w[i] = p;
+            mass += p;
+        }
+        /* top-p: threshold pt, `p_ties` elements equal to it survive, by id */
+        const bool use_p = row.top_p < 1.0f;
+        unsigned pt = 0;
+        int p_ties = V, p_rank = 0;
+        if (use_p) {
+            double want = (double)row.top_p * block_sum(mass, red.d);
+            if (want <= 0) { /* the single most likely token, which has p = 1 */
+                pt = __float_as_uint(1.0f);
+                p_ties = 1;
+            } else {
+                unsigned lo = 0, hi = __float_as_uint(1.0f);
+                while (lo < hi) {
+                    unsigned mid = lo + (hi - lo + 1) / 2;
+                    double m = 0;
+                    for (int i = i0; i < i1; i++)
+                        if (__float_as_uint(w[i]) >= mid)
+                            m += w[i];
+                    if (block_sum(m, red.d) >= want)
+                        lo = mid;
+                    else
+                        hi = mid - 1;
+                }
+                pt = lo;
+                double above = 0;
+                for (int i = i0; i < i1; i++)
+                    if (__float_as_uint(w[i]) > pt)
+                        above += w[i];
+                above = block_sum(above, red.d);
+                double need = ceil((want - above) / (double)__uint_as_float(pt));
+                p_ties = need < 1 ? 1 : need > V ? V : (int)need;
+            }
+            int eq = 0, total;
+            for (int i = i0; i < i1; i++)
+                eq += __float_as_uint(w[i]) == pt;
+            p_rank = block_exclusive(eq, red.i, &total);
+        }
+        /* 6. min-p, then the draw over the survivors in id order */
+        double kept = 0;
+        int last = -1;
+        for (int i = i0, rank = p_rank; i < i1; i++) {
+            unsigned k = __float_as_uint(w[i]);
+            bool in = w[i] > 0 && (!use_p || k > pt || (k == pt && rank++ < p_ties)) &&
+                      w[i] >= row.min_p;
+            if (!in)
+                w[i] = 0;
+            kept += w[i];
+            last = in ? i : last;
+        }
+        double total;
+        double acc = block_exclusive(kept, red.d, &total);
+        const double r = row.u * total;
+        int pick = V;
+        for (int i = i0; i < i1 && pick == V; i++) {
+            acc += w[i];
+            if (w[i] > 0 && r < acc)
+                pick = i;
+        }
+        pick = block_min_int(pick, red.i);
+        if (pick == V) /* r past the scanned total by rounding: the last survivor, as the host */
+            pick = -block_min_int(-last, red.i);
+        chosen = pick;
+    }
+
+    /* log-probability under the raw row; a penalised token's raw logit was kept aside */
+    if (threadIdx.x == 0)
+        raw_chosen = l[chosen];
+    __syncthreads();
+    for (int j = threadIdx.x; j < row.n_pen; j += kThreads)
+        if (pen[2 * (row.pen_off + j)] == chosen)
+            raw_chosen = pen_raw[row.pen_off + j];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        ids[blockIdx.x] = chosen;
+        lps[blockIdx.x] = (float)((double)raw_chosen - rmax - log(rsum));
+    }
+}
+
+} // namespace
+
+extern "C" int eng_cuda_launch_sample(int32_t *ids, float *lps, float *logits, float *scratch,
+                                      const eng_sample_row_t *rows, const int32_t *pen,
+                                      float *pen_raw, int n, int vocab, eng_cuda_stream_t s) {
+    if (n <= 0)
+        return cudaSuccess;
+    sample_kernel<<<n, kThreads, 0, (cudaStream_t)s>>>(ids, lps, logits, scratch, rows, pen,
+                                                       pen_raw, vocab);
+    return cudaGetLastError();
+}
