@@ -60,6 +60,21 @@ int cli_number(const char *cmd, const char *flag, const char *v, double lo, doub
     return 0;
 }
 
+bool cli_is_kv_dtype_flag(const char *a)
+{
+    return !strcmp(a, "--kv-dtype") || !strcmp(a, "--kv-cache-dtype");
+}
+
+int cli_kv_dtype(const char *cmd, const char *flag, const char *v, bool *f16)
+{
+    if (!v || (strcmp(v, "f16") && strcmp(v, "f32")))
+        return cli_fail(cmd, "%s: expected f16 or f32, got '%s'", flag, v ? v : "");
+    *f16 = !strcmp(v, "f16");
+    return 0;
+}
+
+const char *cli_kv_dtype_name(bool f16) { return f16 ? "f16" : "f32"; }
+
 const char *cli_code_revision(void) { return SLUICE_REVISION; }
 
 int cli_main(int argc, char **argv)

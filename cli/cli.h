@@ -4,6 +4,8 @@
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 
+#include <stdbool.h>
+
 int cli_main(int argc, char **argv);
 
 /* Subcommands: argv[0] is the subcommand name. */
@@ -25,6 +27,15 @@ int cmd_report(int argc, char **argv);
 /* Parses v as a number in lo..hi for option flag of subcommand cmd into *out. Returns 0, or prints
  * "sluice CMD: FLAG: expected a number in LO..HI, got 'V'" and returns 2 (v NULL: missing). */
 int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
+
+/* The KV cache element type flag of the engine commands (run, bench, serve, profile, validate):
+ * `--kv-dtype f16|f32`, also spelled `--kv-cache-dtype` (vLLM's name). cli_is_kv_dtype_flag: 1
+ * when a is either spelling. cli_kv_dtype: parses v into *f16 (true for "f16"); returns 0, or prints
+ * "sluice CMD: FLAG: expected f16 or f32, got 'V'" and returns 2 (v NULL: missing).
+ * cli_kv_dtype_name: "f16" or "f32". None can fail otherwise. */
+bool cli_is_kv_dtype_flag(const char *a);
+int cli_kv_dtype(const char *cmd, const char *flag, const char *v, bool *f16);
+const char *cli_kv_dtype_name(bool f16);
 
 /* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */
 const char *cli_code_revision(void);

@@ -43,6 +43,8 @@ static const char usage[] =
     "  --backend cpu|cuda        (default cpu)\n"
     "  --threads N               cpu threads (default: all cores)\n"
     "  --kv-memory-mb MB         KV pool cap (default: sized from max_num_seqs, capped by memory)\n"
+    "  --kv-dtype f16|f32        KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
+    "                            alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS         poll for new work this long after a step before sleeping (default 1000)\n"
     "  --seed S                  prompt RNG seed (default 1)\n"
     "  --db FILE                 run store (default sluice.db); --no-record to skip\n"
@@ -62,10 +64,11 @@ static void print_lat(const char *name, double mean, double p50, double p90, dou
     printf("  %-10s mean %8.3f  p50 %8.3f  p90 %8.3f  p99 %8.3f s\n", name, mean, p50, p90, p99);
 }
 
-static void print_summary(const an_summary_t *s, const char *model, const char *backend,
+static void print_summary(const an_summary_t *s, const char *model, const char *backend, const char *kv_dtype,
                           const sched_config_t *sc, const char *workload, int rejected, int clipped)
 {
-    printf("sluice bench: %s on %s, %s, %s\n", model, backend, sched_strategy_name(sc->strategy), workload);
+    printf("sluice bench: %s on %s (KV %s), %s, %s\n", model, backend, kv_dtype, sched_strategy_name(sc->strategy),
+           workload);
     printf("  requests   %.0f (%.0f completed, %d rejected, %d clipped to the context) over %.1f s\n",
            s->n_requests, s->n_completed, rejected, clipped, s->duration);
     printf("  throughput %.2f req/s, %.0f input tok/s, %.0f output tok/s\n", s->request_throughput,
@@ -120,8 +123,8 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
     int64_t run_id = 0;
     if (!o->run.no_record && record(o, e, workload, wl_trace_hash(tr), &r, &sum, &run_id) != SL_OK)
         status = 2;
-    print_summary(&sum, o->eng.model, eng_engine_backend_name(e), eng_engine_sched_config(e), workload,
-                  r.rejected, r.clipped);
+    print_summary(&sum, o->eng.model, eng_engine_backend_name(e), cli_engine_kv_dtype(e, o->eng.kv_f16),
+                  eng_engine_sched_config(e), workload, r.rejected, r.clipped);
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
     if (run_id > 0)
         printf("recorded as run %lld in %s\n", (long long)run_id, o->run.db);

@@ -23,7 +23,9 @@ static const char usage[] =
     "  --ignore-eos            keep generating past end-of-sequence\n"
     "  --print-ids             print prompt_ids: and output_ids: lines after the text\n"
     "  --backend cpu|cuda      (default cpu)\n"
-    "  --threads N             cpu threads (default: all cores)\n";
+    "  --threads N             cpu threads (default: all cores)\n"
+    "  --kv-dtype f16|f32      KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
+    "                          alias --kv-cache-dtype\n";
 
 /* Parses a number flag value into *out; prints the error and returns 0 when it is not one. */
 static int num_arg(const char *flag, const char *v, double lo, double hi, double *out)
@@ -113,6 +115,10 @@ int cmd_run(int argc, char **argv)
             if (!num_arg(a, v, 0, 4096, &x))
                 return 2;
             ep.n_threads = (int)x, i++;
+        } else if (cli_is_kv_dtype_flag(a)) {
+            if (cli_kv_dtype("run", a, v, &ep.kv_f16))
+                return 2;
+            i++;
         } else if (!strcmp(a, "--chat")) {
             rp.chat = true;
         } else if (!strcmp(a, "--ignore-eos")) {

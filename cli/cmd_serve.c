@@ -53,6 +53,8 @@ static const char usage[] =
     "  --backend cpu|cuda          (default cpu)\n"
     "  --threads N                 cpu threads (default: all cores)\n"
     "  --kv-memory-mb MB           KV pool cap (default: enough for max_num_seqs full sequences)\n"
+    "  --kv-dtype f16|f32          KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
+    "                              alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS           after the last step, poll for new work this long before sleeping\n"
     "                              (a core that slept starts slow; default 1000, 0 = sleep at once)\n"
     "  --max-body BYTES            request body limit before 413 (default 1048576)\n"
@@ -138,7 +140,7 @@ static void rec_step(const sluice_step_info *i, void *user)
 }
 
 /* Writes the run to db (after the engine thread is joined). 0, or 2 with the reason printed. */
-static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine *e, const char *model, int threads)
+static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine *e, const sluice_engine_params *ep)
 {
     if (rec->n_req == 0) {
         fprintf(stderr, "sluice serve: no request finished: nothing recorded in %s\n", db);
@@ -149,7 +151,8 @@ static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine
     an_summary_t sum;
     if (cli_engine_summary(e, &run, &sum) != SL_OK)
         return cli_fail(CMD, "out of memory collecting the run records: nothing recorded in %s", db);
-    cli_engine_opts_t o = {.model = model, .threads = threads, .sched = *eng_engine_sched_config(e)};
+    cli_engine_opts_t o = {.model = ep->model, .threads = ep->n_threads, .kv_f16 = ep->kv_f16,
+                           .sched = *eng_engine_sched_config(e)};
     an_store_t *st = NULL;
     int64_t run_id = 0;
     int rc = an_store_open(db, &st);
@@ -225,6 +228,7 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",
                                              "--chat-template", "--backend", "--threads", "--kv-memory-mb", "--idle-spin-ms",
+                                             "--kv-dtype", "--kv-cache-dtype",
                                              "--max-body", "--max-connections", "--shutdown-timeout",
                                              "--settings-from", "--recommendation", "--db", "--record-max",
                                              "--slo"};
@@ -264,6 +268,8 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         } else if (!strcmp(a, "--idle-spin-ms")) {
             if (!num_arg(a, v, 0, 3600e3, &x)) return 2;
             o->ep.idle_spin_ms = x;
+        } else if (cli_is_kv_dtype_flag(a)) {
+            if (cli_kv_dtype(CMD, a, v, &o->ep.kv_f16)) return 2;
         } else if (!strcmp(a, "--max-body")) {
             if (!num_arg(a, v, 64, 1 << 30, &x)) return 2;
             o->sc.max_body = (size_t)x;
@@ -393,8 +399,9 @@ int cmd_serve(int argc, char **argv)
     }
     const sched_config_t *eff = eng_engine_sched_config(e);
     fprintf(stderr, "sluice serve: ready: model '%s' on http://%s:%d (%s, max_num_seqs %d, max_sequence_length %d, "
-            "%d KV blocks)\n", o.sc.model_name, o.sc.host, srv_port(srv), sched_strategy_name(eff->strategy),
-            eff->max_num_seqs, eff->max_sequence_length, eff->num_blocks);
+            "%d KV blocks of %s)\n", o.sc.model_name, o.sc.host, srv_port(srv), sched_strategy_name(eff->strategy),
+            eff->max_num_seqs, eff->max_sequence_length, eff->num_blocks,
+            cli_engine_kv_dtype(e, o.ep.kv_f16));
     if (o.ep.adaptive)
         fprintf(stderr, "sluice serve: adaptive: %s toward p99 TTFT %g s, p99 TPOT %g s (0 = no target)\n",
                 eff->strategy == SCHED_CONTINUOUS ? "max_num_batched_tokens" : "batch_timeout_ms",
@@ -407,7 +414,7 @@ int cmd_serve(int argc, char **argv)
     int aborted = srv_shutdown(srv, o.shutdown_s); /* joins the engine thread */
     srv_free(srv);
     fprintf(stderr, "sluice serve: stopped (%d request%s aborted)\n", aborted, aborted == 1 ? "" : "s");
-    int status = o.db ? rec_write(&rec, o.db, e, o.ep.model, o.ep.n_threads) : 0;
+    int status = o.db ? rec_write(&rec, o.db, e, &o.ep) : 0;
     sluice_engine_free(e);
     sl_free(rec.req);
     sl_free(rec.step);

@@ -47,6 +47,8 @@ static const char usage[] =
     "  --rate R            preset arrival rate (req/s);  --rate-scale X  multiply arrival rates\n"
     "  --backend cpu|cuda  (default cpu);  --threads N (default: the profile's)\n"
     "  --kv-memory-mb MB   KV pool cap;  --seed S (default 1);  --db FILE (default sluice.db)\n"
+    "  --kv-dtype f16|f32  KV cache elements on the cpu backend (default f32; alias --kv-cache-dtype):\n"
+    "                      the profile's must be the same\n"
     "  --idle-spin-ms MS   the engine polls for work this long after a step before sleeping (default 1000)\n"
     "  --no-record         do not record the two runs\n"
     "  --no-rescale        price the simulation at the profile's speed, not at the speed the anchor\n"
@@ -194,8 +196,8 @@ static int time_anchors(const opts_t *o, const sim_profile_t *p, const sched_con
     char err[1024];
     double t[CLI_FWD_ANCHORS];
     int m[CLI_FWD_ANCHORS];
-    cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, T + sc->max_num_seqs,
-                                            err, sizeof err);
+    cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, o->eng.kv_f16,
+                                            T + sc->max_num_seqs, err, sizeof err);
     int status = b ? 0 : cli_fail(CMD, "timing the anchor shapes: %s", err);
     if (!status && (cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) < 0 ||
                     cli_fwd_bench_anchors(b, sc->max_num_seqs, sc->max_sequence_length, T, t, m, err,
@@ -381,7 +383,8 @@ int cmd_validate(int argc, char **argv)
         o.eng.threads = n > 0 ? (int)n : 1;
     }
     if (!o.profile)
-        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, name, sizeof name), o.profile = name;
+        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_f16, name, sizeof name),
+            o.profile = name;
     sim_profile_t prof;
     if (cli_profile_load(o.run.db, o.profile, &prof, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
@@ -389,6 +392,8 @@ int cmd_validate(int argc, char **argv)
         o.eng.threads = prof.threads;
     cli_machine_id(host, sizeof host, cpu, sizeof cpu);
     if (sim_profile_check(&prof, host, cpu, o.eng.backend, o.eng.threads, NULL, err, sizeof err) != SL_OK)
+        return cli_fail(CMD, "%s", err);
+    if (cli_profile_check_kv(&prof, o.eng.kv_f16, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
 
     cli_engine_run_t runs[MAX_REPEAT] = {0};

@@ -167,10 +167,16 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     ep.backend = o->backend;
     ep.n_threads = o->threads;
     ep.kv_memory_mb = o->kv_mb;
+    ep.kv_f16 = o->kv_f16;
     ep.idle_spin_ms = o->idle_spin_ms;
     ep.on_step = on_step;
     ep.step_user = r;
     return eng_engine_create(&ep, &o->sched, err, errlen);
+}
+
+const char *cli_engine_kv_dtype(const sluice_engine *e, bool kv_f16)
+{
+    return strcmp(eng_engine_backend_name(e), "cpu") ? "f16" : cli_kv_dtype_name(kv_f16);
 }
 
 int cli_engine_check_fits(const sluice_engine *e, const wl_trace_t *tr, char *err, size_t errlen)
@@ -283,8 +289,8 @@ int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_o
 {
     const sched_config_t *sc = eng_engine_sched_config(e);
     char json[2048];
-    int k = snprintf(json, sizeof json, "{\"backend\": \"%s\", \"threads\": %d",
-                     eng_engine_backend_name(e), o->threads);
+    int k = snprintf(json, sizeof json, "{\"backend\": \"%s\", \"threads\": %d, \"kv_dtype\": \"%s\"",
+                     eng_engine_backend_name(e), o->threads, cli_engine_kv_dtype(e, o->kv_f16));
     for (int i = 0; i < sched_knob_count() && k < (int)sizeof json - 128; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);
@@ -325,7 +331,7 @@ void cli_engine_run_free(cli_engine_run_t *r)
 cli_engine_opts_t cli_engine_opts_default(void)
 {
     sluice_engine_params ep = sluice_engine_default_params();
-    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms,
+    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms, .kv_f16 = ep.kv_f16,
                                .sched = eng_sched_config_from_params(&ep)};
 }
 
@@ -352,6 +358,9 @@ int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_eng
     if (!strcmp(a, "--no-record")) {
         run->no_record = true;
         return 1;
+    } else if (cli_is_kv_dtype_flag(a)) {
+        if (cli_kv_dtype(cmd, a, v, &eng->kv_f16))
+            return 2;
     } else if (str) {
         if (!v)
             return cli_fail(cmd, "%s needs a value", a);

@@ -37,6 +37,7 @@ typedef struct cli_engine_opts {
     const char *backend; /* "cpu" (NULL) or "cuda" */
     int threads;         /* cpu threads, 0 = all cores */
     double kv_mb;        /* KV pool cap, 0 = engine default sizing */
+    bool kv_f16;         /* KV cache in F16 (sluice_engine_params.kv_f16), else F32 */
     double idle_spin_ms; /* sluice_engine_params.idle_spin_ms */
     uint64_t seed;       /* prompt RNG */
     sched_config_t sched;
@@ -59,7 +60,7 @@ typedef struct cli_replay_opts {
 cli_replay_opts_t cli_replay_opts_default(void);
 
 /* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
- * --idle-spin-ms, --seed, every scheduler knob (cli/sched_opts.h, --config FILE too) into eng;
+ * --kv-dtype (--kv-cache-dtype), --idle-spin-ms, --seed, every scheduler knob (cli/sched_opts.h, --config FILE too) into eng;
  * --trace, --preset, --db, -n, --rate, --rate-scale, --no-record into run. Returns 1 when it
  * consumed the option (*i then points at its value), 0 when argv[*i] is not one of these, 2 after
  * printing what is wrong with a bad or missing value. */
@@ -89,6 +90,10 @@ typedef struct cli_engine_run {
  * caller) receives the step records of every step this engine executes. NULL + err on error. */
 sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, char *err, size_t errlen);
 
+/* "f16" or "f32": the KV cache element type engine e keeps when asked for kv_f16 (the cpu backend
+ * keeps what it is asked for, cuda always F16). Cannot fail. */
+const char *cli_engine_kv_dtype(const sluice_engine *e, bool kv_f16);
+
 /* SL_ETOO_LONG with "request 12: prompt 500 + output 100 tokens exceed the engine's
  * max_sequence_length 512" in err when a row cannot be served unclipped; SL_OK otherwise. */
 int cli_engine_check_fits(const sluice_engine *e, const wl_trace_t *tr, char *err, size_t errlen);
@@ -103,7 +108,8 @@ int cli_engine_replay(sluice_engine *e, const cli_engine_opts_t *o, const wl_tra
  * were lost). */
 int cli_engine_summary(const sluice_engine *e, const cli_engine_run_t *r, an_summary_t *out);
 
-/* Records the run (mode real) in st: config JSON with backend, threads and every scheduler knob.
+/* Records the run (mode real) in st: config JSON with backend, threads, kv_dtype and every
+ * scheduler knob.
  * On error the status, with an_store_errmsg(st) saying why. */
 int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_opts_t *o, const char *workload,
                       uint64_t hash, const cli_engine_run_t *r, const an_summary_t *sum, int64_t *run_id);

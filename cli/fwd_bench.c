@@ -40,8 +40,8 @@ double cli_median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, int max_tokens,
-                                    char *err, size_t errlen)
+cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, bool kv_f16,
+                                    int max_tokens, char *err, size_t errlen)
 {
     cli_fwd_bench_t *b = sl_calloc(1, sizeof *b);
     if (!b) {
@@ -54,6 +54,7 @@ cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int 
     }
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = threads;
+    bp.kv_f16 = kv_f16;
     if (!(b->be = eng_backend_create(backend, b->model, &bp, err, errlen))) {
         cli_fwd_bench_free(b);
         return NULL;

@@ -22,11 +22,12 @@ enum { CLI_FWD_MAX_SEQS = 256 };
 
 typedef struct cli_fwd_bench cli_fwd_bench_t;
 
-/* Loads model for backend ("cpu", "cuda") with threads (0: all cores) and sizes scratch for steps of
- * up to max_tokens tokens and CLI_FWD_MAX_SEQS sequences. The pool is allocated by
- * cli_fwd_bench_pool. NULL with err on error. */
-cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, int max_tokens,
-                                    char *err, size_t errlen);
+/* Loads model for backend ("cpu", "cuda") with threads (0: all cores), the KV cache in F16 when kv_f16
+ * (the engine's sluice_engine_params.kv_f16), and sizes scratch for steps of up to max_tokens tokens
+ * and CLI_FWD_MAX_SEQS sequences. The pool is allocated by cli_fwd_bench_pool. NULL with err on
+ * error. */
+cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, bool kv_f16,
+                                    int max_tokens, char *err, size_t errlen);
 
 /* What the backend offers for the KV pool, in bytes (0: no limit known). */
 int64_t cli_fwd_bench_kv_budget(const cli_fwd_bench_t *b);

@@ -31,13 +31,27 @@ void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen)
         fclose(f);
 }
 
-void cli_profile_default_name(const char *model, const char *backend, int threads, char *out, size_t n)
+void cli_profile_default_name(const char *model, const char *backend, int threads, bool kv_f16, char *out,
+                              size_t n)
 {
     const char *base = strrchr(model, '/');
     base = base ? base + 1 : model;
     const char *dot = strstr(base, ".gguf");
     int len = dot ? (int)(dot - base) : (int)strlen(base);
-    snprintf(out, n, "%.*s-%.15s-t%d", len < 40 ? len : 40, base, backend, threads);
+    snprintf(out, n, "%.*s-%.15s-t%d%s", len < 40 ? len : 40, base, backend, threads, kv_f16 ? "-kvf16" : "");
+}
+
+int cli_profile_check_kv(const sim_profile_t *p, bool kv_f16, char *err, size_t errlen)
+{
+    double want = kv_f16 ? 2 : 4;
+    if (p->model.bytes_per_kv == want)
+        return SL_OK;
+    const char *was = p->model.bytes_per_kv == 2 ? "f16" : p->model.bytes_per_kv == 4 ? "f32" : "?",
+               *now = kv_f16 ? "f16" : "f32";
+    snprintf(err, errlen, "profile '%s' is stale: measured with --kv-dtype %s (%g bytes per KV element), this run "
+             "uses --kv-dtype %s: profile again with --kv-dtype %s, or run with --kv-dtype %s", p->name, was,
+             p->model.bytes_per_kv, now, now, was);
+    return SL_EINVAL;
 }
 
 int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 #ifndef SLUICE_CLI_PROFILE_DB_H
 #define SLUICE_CLI_PROFILE_DB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "sim/profile.h"
@@ -18,9 +19,16 @@
 /* Host name (gethostname) and CPU model (/proc/cpuinfo "model name", else "unknown"). Cannot fail. */
 void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen);
 
-/* The name `sluice profile` gives when -o is not given: "STEM-BACKEND-tTHREADS" (STEM: the
- * model file's name without .gguf). Cannot fail (truncates). */
-void cli_profile_default_name(const char *model, const char *backend, int threads, char *out, size_t n);
+/* The name `sluice profile` gives when -o is not given: "STEM-BACKEND-tTHREADS", with "-kvf16"
+ * after it for a profile of the KV cache in F16 (STEM: the model file's name without .gguf). Cannot
+ * fail (truncates). */
+void cli_profile_default_name(const char *model, const char *backend, int threads, bool kv_f16, char *out,
+                              size_t n);
+
+/* SL_OK when p was measured with the KV cache element type this run uses (F16 when kv_f16, the
+ * profile's model.bytes_per_kv 2, else 4); SL_EINVAL with "profile 'NAME' is stale: measured with
+ * --kv-dtype f16, ..." in err otherwise. */
+int cli_profile_check_kv(const sim_profile_t *p, bool kv_f16, char *err, size_t errlen);
 
 /* Saves p under p->name in the store at db. SL_EDB (and others) with the reason in err. */
 int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen);

@@ -3,8 +3,10 @@
 # engine on this machine, replays a short generated trace on the engine and in the simulator with
 # that profile, and prints both side by side (what it measured is in the output). Then the refusals:
 # a profile for another thread count (stale), a profile name that does not exist, a trace with a
-# request over the context (named), each exit 2. About 30 s (60 s with the retry): validate runs
-# the engine three times (its default --repeat) and compares the simulator with their medians.
+# request over the context (named), a profile of the other --kv-dtype (either way), each exit 2;
+# and an F16-KV run finds its profile under the default name `profile --kv-dtype f16` gives. About
+# 35 s (65 s with the retry): validate runs the engine three times (its default --repeat) and
+# compares the simulator with their medians.
 #
 # Settings, and why:
 #   --threads 1      the engine's thread pool synchronises its workers with spinning barriers; on a
@@ -87,6 +89,23 @@ printf 'arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,20,10\n0.1,500,100\
 "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --trace "$dir/long.csv" --db "$db" "${knobs[@]}" \
     >"$dir/long.txt" 2>&1
 check "a request over the context is refused and named" 2 $? "$dir/long.txt" "request 1: prompt 500 + output 100"
+
+# the KV cache element type is part of a profile's identity (one pass: --budget 1, a few seconds)
+p16="$(basename "$MODEL" .gguf)-cpu-t1-kvf16"
+"$BIN" profile -m "$MODEL" --threads 1 --kv-dtype f16 --budget 1 --db "$db" "${knobs[@]}" >"$dir/p16.txt" 2>&1
+check "profile --kv-dtype f16 stores under the -kvf16 default name" 0 $? "$dir/p16.txt" \
+    "stored as engine profile '$p16'"
+"$BIN" validate -m "$MODEL" --profile "$p16" --threads 1 --preset sharegpt -n 5 --db "$db" \
+    "${knobs[@]}" >"$dir/kv32.txt" 2>&1
+check "an F16-KV profile is refused for an F32-KV run" 2 $? "$dir/kv32.txt" \
+    "stale: measured with --kv-dtype f16 (2 bytes per KV element), this run uses --kv-dtype f32"
+"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --kv-dtype f16 --preset sharegpt -n 5 --db "$db" \
+    "${knobs[@]}" >"$dir/kv16.txt" 2>&1
+check "an F32-KV profile is refused for an F16-KV run" 2 $? "$dir/kv16.txt" "measured with --kv-dtype f32"
+"$BIN" validate -m "$MODEL" --threads 1 --kv-dtype f16 --preset sharegpt -n 8 --rate 4 --seed 3 --repeat 1 \
+    --tolerance 1000% --no-record --db "$db" "${knobs[@]}" >"$dir/kv16ok.txt" 2>&1
+check "an F16-KV run is validated against the F16-KV profile of the default name" 0 $? "$dir/kv16ok.txt" \
+    "profile $p16 "
 
 [ $fail -eq 0 ] && echo "test-validate: PASSED" || echo "test-validate: FAILED"
 exit $fail

@@ -1,7 +1,8 @@
 /* attention.c — K/V stores into the paged pool and one query's causal attention (attention.h).
  *
  * Two passes over the context, block by block: scores q.k (kept in `scores`), then the softmax
- * weights applied to V. The context of one query is at most a few thousand positions, so the
+ * weights applied to V, each over a block's rows at once (dot_rows / axpy_rows of the pool's
+ * element type, F32 or F16). The context of one query is at most a few thousand positions, so the
  * scores fit in cache and a one-pass (online softmax) form would buy little here.
  */
 #include "engine/cpu/attention.h"
@@ -33,8 +34,7 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
         int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
         const char *krow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 0, head, 0);
         if (kv->f16)
-            for (int i = 0; i < n; i++)
-                scores[p0 + i] = scale * k->dot_f16(q, (const uint16_t *)krow + (size_t)i * hd, hd);
+            k->dot_rows_f16(q, (const uint16_t *)krow, n, hd, scale, scores + p0);
         else
             k->dot_rows_f32(q, (const float *)krow, n, hd, scale, scores + p0);
         for (int i = 0; i < n; i++)
@@ -46,8 +46,7 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
         int n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
         const char *vrow = eng_cpu_kv_row(kv, block_table[p0 / bs], layer, 1, head, 0);
         if (kv->f16)
-            for (int i = 0; i < n; i++)
-                k->axpy_f16(scores[p0 + i], (const uint16_t *)vrow + (size_t)i * hd, out, hd);
+            k->axpy_rows_f16(scores + p0, (const uint16_t *)vrow, n, hd, out);
         else
             k->axpy_rows_f32(scores + p0, (const float *)vrow, n, hd, out);
     }

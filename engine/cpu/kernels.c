@@ -188,14 +188,6 @@ static float dot_f32_scalar(const float *a, const float *b, int n)
     return s;
 }
 
-static float dot_f16_scalar(const float *a, const uint16_t *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * eng_f16_to_f32(b[i]);
-    return s;
-}
-
 static void axpy_f32_scalar(float a, const float *x, float *y, int n)
 {
     for (int i = 0; i < n; i++)
@@ -214,10 +206,24 @@ static void axpy_rows_f32_scalar(const float *w, const float *rows, int n, int h
         axpy_f32_scalar(w[i], rows + (size_t)i * hd, y, hd);
 }
 
-static void axpy_f16_scalar(float a, const uint16_t *x, float *y, int n)
+static void dot_rows_f16_scalar(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out)
 {
-    for (int i = 0; i < n; i++)
-        y[i] += a * eng_f16_to_f32(x[i]);
+    for (int i = 0; i < n; i++) {
+        const uint16_t *r = rows + (size_t)i * hd;
+        float s = 0.0f;
+        for (int e = 0; e < hd; e++)
+            s += q[e] * eng_f16_to_f32(r[e]);
+        out[i] = scale * s;
+    }
+}
+
+static void axpy_rows_f16_scalar(const float *w, const uint16_t *rows, int n, int hd, float *y)
+{
+    for (int i = 0; i < n; i++) {
+        const uint16_t *r = rows + (size_t)i * hd;
+        for (int e = 0; e < hd; e++)
+            y[e] += w[i] * eng_f16_to_f32(r[e]);
+    }
 }
 
 static void to_f16_scalar(const float *x, uint16_t *y, int n)
@@ -248,11 +254,11 @@ const eng_cpu_kernels_t eng_cpu_kernels_scalar = {
     .quantize_q8 = quantize_q8_scalar,
     .gemm = gemm_scalar,
     .dot_f32 = dot_f32_scalar,
-    .dot_f16 = dot_f16_scalar,
     .axpy_f32 = axpy_f32_scalar,
-    .axpy_f16 = axpy_f16_scalar,
     .dot_rows_f32 = dot_rows_f32_scalar,
+    .dot_rows_f16 = dot_rows_f16_scalar,
     .axpy_rows_f32 = axpy_rows_f32_scalar,
+    .axpy_rows_f16 = axpy_rows_f16_scalar,
     .to_f16 = to_f16_scalar,
     .exp_sum = exp_sum_scalar,
     .silu_mul = silu_mul_scalar,

@@ -74,16 +74,17 @@ typedef struct eng_cpu_kernels {
     void (*quantize_q8)(const float *x, void *row, int k);
     /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(). */
     void (*gemm)(const eng_cpu_gemm_t *g, int r0, int r1);
-    /* Dot products of a float vector with a float / F16 vector of n elements. */
+    /* Dot product of two float vectors of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);
-    float (*dot_f16)(const float *a, const uint16_t *b, int n);
-    /* Attention over n rows of hd floats, rows contiguous: out[i] = scale * dot(q, rows + i hd), and
-     * y[0..hd) += sum_i w[i] * (rows + i hd). The partial sums stay in registers across rows. */
+    /* Attention over n rows of hd elements (F32 floats or F16 values, uint16_t), rows contiguous:
+     * out[i] = scale * dot(q, rows + i hd), and y[0..hd) += sum_i w[i] * (rows + i hd). The partial
+     * sums stay in registers across rows; F16 elements are widened to float as they load. */
     void (*dot_rows_f32)(const float *q, const float *rows, int n, int hd, float scale, float *out);
+    void (*dot_rows_f16)(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out);
     void (*axpy_rows_f32)(const float *w, const float *rows, int n, int hd, float *y);
-    /* y += a * x for a float / F16 x of n elements. */
+    void (*axpy_rows_f16)(const float *w, const uint16_t *rows, int n, int hd, float *y);
+    /* y += a * x for a float x of n elements. */
     void (*axpy_f32)(float a, const float *x, float *y, int n);
-    void (*axpy_f16)(float a, const uint16_t *x, float *y, int n);
     /* y = f16(x), n elements. */
     void (*to_f16)(const float *x, uint16_t *y, int n);
     /* x[i] = exp(x[i] - max) in place; returns the sum. */

@@ -426,60 +426,68 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
 
 /* ---- vector helpers ------------------------------------------------------------------------ */
 
-static float dot_f32(const float *a, const float *b, int n)
+/* The attention helpers read K/V rows of F32 or F16 (`type`, a constant at every call site, as in
+ * the products): F16 elements are widened by F16C on load, so both run the same FMAs. */
+ENG_INLINE const void *row_at(const int type, const void *rows, int i, int hd)
+{
+    return (const char *)rows + (size_t)i * hd * (type == ENG_T_F16 ? 2 : 4);
+}
+
+/* dot of n floats a with n elements b of type */
+ENG_INLINE float dot_t(const int type, const float *a, const void *b, int n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8f(type, b, i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8f(type, b, i + 8), s1);
     }
     for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8f(type, b, i), s0);
     float s = hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++)
-        s += a[i] * b[i];
+        s += a[i] * load1f(type, b, i);
     return s;
 }
 
-static float dot_f16(const float *a, const uint16_t *b, int n)
-{
-    __m256 s0 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8f(ENG_T_F16, b, i), s0);
-    float s = hsum8(s0);
-    for (; i < n; i++)
-        s += a[i] * _cvtsh_ss(b[i]);
-    return s;
-}
-
-static void axpy_f32(float a, const float *x, float *y, int n)
+/* y += a * x for n elements x of type */
+ENG_INLINE void axpy_t(const int type, float a, const void *x, float *y, int n)
 {
     __m256 av = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load8f(type, x, i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++)
-        y[i] += a * x[i];
+        y[i] += a * load1f(type, x, i);
+}
+
+static float dot_f32(const float *a, const float *b, int n)
+{
+    return dot_t(ENG_T_F32, a, b, n);
+}
+
+static void axpy_f32(float a, const float *x, float *y, int n)
+{
+    axpy_t(ENG_T_F32, a, x, y, n);
 }
 
 /* 4 rows at a time: 4 dot products accumulate side by side and reduce together (one horizontal
  * sum for 4 rows instead of one per row) */
-static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float scale, float *out)
+ENG_INLINE void dot_rows(const int type, const float *q, const void *rows, int n, int hd, float scale, float *out)
 {
     int i = 0;
     if (hd % 8 == 0) {
         for (; i + 4 <= n; i += 4) {
-            const float *r = rows + (size_t)i * hd;
+            const void *r0 = row_at(type, rows, i, hd), *r1 = row_at(type, rows, i + 1, hd),
+                       *r2 = row_at(type, rows, i + 2, hd), *r3 = row_at(type, rows, i + 3, hd);
             __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
                    s3 = _mm256_setzero_ps();
             for (int k = 0; k < hd; k += 8) {
                 __m256 qv = _mm256_loadu_ps(q + k);
-                s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + k), s0);
-                s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + hd + k), s1);
-                s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 2 * hd + k), s2);
-                s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r + 3 * hd + k), s3);
+                s0 = _mm256_fmadd_ps(qv, load8f(type, r0, k), s0);
+                s1 = _mm256_fmadd_ps(qv, load8f(type, r1, k), s1);
+                s2 = _mm256_fmadd_ps(qv, load8f(type, r2, k), s2);
+                s3 = _mm256_fmadd_ps(qv, load8f(type, r3, k), s3);
             }
             __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
             __m128 v = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
@@ -487,15 +495,15 @@ static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float
         }
     }
     for (; i < n; i++)
-        out[i] = scale * dot_f32(q, rows + (size_t)i * hd, hd);
+        out[i] = scale * dot_t(type, q, row_at(type, rows, i, hd), hd);
 }
 
 /* y += sum_i w[i] rows[i], 64 elements of y in registers at a time across all the rows */
-static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, float *y)
+ENG_INLINE void axpy_rows(const int type, const float *w, const void *rows, int n, int hd, float *y)
 {
     if (hd % 8 != 0) {
         for (int i = 0; i < n; i++)
-            axpy_f32(w[i], rows + (size_t)i * hd, y, hd);
+            axpy_t(type, w[i], row_at(type, rows, i, hd), y, hd);
         return;
     }
     for (int k0 = 0; k0 < hd; k0 += 64) {
@@ -505,12 +513,12 @@ static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, floa
         for (int j = 0; j < 8; j++)
             acc[j] = j < m ? _mm256_loadu_ps(y + k0 + 8 * j) : _mm256_setzero_ps();
         for (int i = 0; i < n; i++) {
-            const float *r = rows + (size_t)i * hd + k0;
+            const void *r = row_at(type, rows, i, hd);
             __m256 wv = _mm256_set1_ps(w[i]);
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++)
                 if (j < m)
-                    acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 8 * j), acc[j]);
+                    acc[j] = _mm256_fmadd_ps(wv, load8f(type, r, k0 + 8 * j), acc[j]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
@@ -519,14 +527,24 @@ static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, floa
     }
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, int n)
+static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float scale, float *out)
 {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load8f(ENG_T_F16, x, i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * _cvtsh_ss(x[i]);
+    dot_rows(ENG_T_F32, q, rows, n, hd, scale, out);
+}
+
+static void dot_rows_f16(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out)
+{
+    dot_rows(ENG_T_F16, q, rows, n, hd, scale, out);
+}
+
+static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, float *y)
+{
+    axpy_rows(ENG_T_F32, w, rows, n, hd, y);
+}
+
+static void axpy_rows_f16(const float *w, const uint16_t *rows, int n, int hd, float *y)
+{
+    axpy_rows(ENG_T_F16, w, rows, n, hd, y);
 }
 
 static void to_f16(const float *x, uint16_t *y, int n)
@@ -575,11 +593,11 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .quantize_q8 = quantize_q8,
     .gemm = gemm,
     .dot_f32 = dot_f32,
-    .dot_f16 = dot_f16,
     .axpy_f32 = axpy_f32,
-    .axpy_f16 = axpy_f16,
     .dot_rows_f32 = dot_rows_f32,
+    .dot_rows_f16 = dot_rows_f16,
     .axpy_rows_f32 = axpy_rows_f32,
+    .axpy_rows_f16 = axpy_rows_f16,
     .to_f16 = to_f16,
     .exp_sum = exp_sum,
     .silu_mul = silu_mul,

@@ -4,8 +4,12 @@
  * With -b B (B > 1) it also decodes B sequences together, N steps of one token each from an
  * empty cache, and reports their total tokens/s against tg (one stream): the engine's target is
  * 16 streams >= 4x one stream, which holds when a step of B tokens reads the weights once.
+ * With -d D the N decoded tokens go at positions D..D+N-1 (llama-bench's depth: decode over a
+ * context of D tokens, prefilled untimed past the P of pp) instead of 0..N-1, the B sequences' too
+ * (their pools written once first, one token per block, so attention reads real memory; the
+ * timing does not depend on the values); -k f16 keeps the KV cache in F16 (default f32).
  *
- *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16]
+ *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16] [-d 0] [-k f32]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,17 +39,20 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int threads = 2, P = 512, N = 128, R = 5, B = 1;
+    int threads = 2, P = 512, N = 128, R = 5, B = 1, D = 0, kv_f16 = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "-t") == 0) threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-p") == 0) P = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-n") == 0) N = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-r") == 0) R = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-b") == 0) B = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "-d") == 0) D = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "-k") == 0) kv_f16 = !strcmp(argv[++i], "f16") ? 1 : !strcmp(argv[i], "f32") ? 0 : -1;
         else path = argv[i];
     }
-    if (!path || P <= 0 || N <= 0 || R <= 0 || R > 100 || B <= 0 || B > 256) {
-        fprintf(stderr, "usage: bench_cpu MODEL [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS]\n");
+    if (!path || P <= 0 || N <= 0 || R <= 0 || R > 100 || B <= 0 || B > 256 || D < 0 || kv_f16 < 0) {
+        fprintf(stderr, "usage: bench_cpu MODEL [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS] [-d DEPTH] "
+                        "[-k f16|f32]\n");
         return 2;
     }
     char err[512];
@@ -56,8 +63,9 @@ int main(int argc, char **argv)
     }
     eng_backend_params_t prm = eng_backend_params_default();
     prm.n_threads = threads;
+    prm.kv_f16 = kv_f16;
     eng_backend_t *b = eng_backend_create("cpu", m, &prm, err, sizeof err);
-    int ctx = P > N ? P : N, nblocks = (ctx + BLOCK - 1) / BLOCK;
+    int ctx = P > D + N ? P : D + N, nblocks = (ctx + BLOCK - 1) / BLOCK;
     if (!b || b->ops->kv_alloc(b, nblocks * B, BLOCK) != SL_OK) {
         fprintf(stderr, "bench_cpu: %s\n", b ? b->ops->errmsg(b) : err);
         return 1;
@@ -69,6 +77,17 @@ int main(int argc, char **argv)
         tokens[i] = (int32_t)((i * 7919 + 13) % m->cfg.vocab);
     for (int i = 0; i < nblocks * B; i++)
         table[i] = i;
+    for (int j = 1; B > 1 && D > 0 && j < B; j++) /* touch the other sequences' blocks */
+        for (int k = 0; k < nblocks; k++) {
+            int rows;
+            eng_batch_seq_t s = {.tokens = tokens, .n_tokens = 1, .pos = k * BLOCK, .block_table = table + j * nblocks,
+                                 .n_blocks = nblocks, .logits = 1};
+            eng_batch_t bt = {.n_seqs = 1, .seqs = &s};
+            if (b->ops->forward(b, &bt, logits, &rows) != SL_OK) {
+                fprintf(stderr, "bench_cpu: %s\n", b->ops->errmsg(b));
+                return 1;
+            }
+        }
     double pp[100], tg[100], bd[100];
     for (int r = -1; r < R; r++) { /* run -1 warms caches and pages */
         int rows;
@@ -80,16 +99,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_cpu: %s\n", b->ops->errmsg(b));
             return 1;
         }
+        if (D > P) { /* the rest of the depth, untimed */
+            s = (eng_batch_seq_t){.tokens = tokens + P, .n_tokens = D - P, .pos = P, .block_table = table,
+                                  .n_blocks = nblocks, .logits = 1};
+            b->ops->forward(b, &bt, logits, &rows);
+        }
         double t1 = now_s();
         for (int i = 0; i < N; i++) {
-            s = (eng_batch_seq_t){.tokens = &tokens[i], .n_tokens = 1, .pos = i, .block_table = table,
+            s = (eng_batch_seq_t){.tokens = &tokens[D + i], .n_tokens = 1, .pos = D + i, .block_table = table,
                                   .n_blocks = nblocks, .logits = 1};
             b->ops->forward(b, &bt, logits, &rows);
         }
         double t2 = now_s();
-        for (int i = 0; B > 1 && i < N; i++) { /* sequence j decodes token i + j at position i */
+        for (int i = 0; B > 1 && i < N; i++) { /* sequence j decodes token i + j at position D + i */
             for (int j = 0; j < B; j++)
-                seqs[j] = (eng_batch_seq_t){.tokens = &tokens[i + j], .n_tokens = 1, .pos = i,
+                seqs[j] = (eng_batch_seq_t){.tokens = &tokens[i + j], .n_tokens = 1, .pos = D + i,
                                             .block_table = table + j * nblocks, .n_blocks = nblocks, .logits = 1};
             eng_batch_t bb = {.n_seqs = B, .seqs = seqs};
             b->ops->forward(b, &bb, logits, &rows);
@@ -103,12 +127,16 @@ int main(int argc, char **argv)
     }
     qsort(pp, R, sizeof(double), cmp_double);
     qsort(tg, R, sizeof(double), cmp_double);
-    printf("sluice cpu (%s, %d threads): pp%d %.1f t/s  tg%d %.1f t/s  (median of %d; pp range %.1f-%.1f, tg range %.1f-%.1f)\n",
-           eng_cpu_backend_isa(b), threads, P, pp[R / 2], N, tg[R / 2], R, pp[0], pp[R - 1], tg[0], tg[R - 1]);
+    char depth[32] = "";
+    if (D > 0)
+        snprintf(depth, sizeof depth, " @ d%d", D);
+    printf("sluice cpu (%s, %d threads, KV %s): pp%d %.1f t/s  tg%d%s %.1f t/s  (median of %d; pp range %.1f-%.1f, "
+           "tg range %.1f-%.1f)\n", eng_cpu_backend_isa(b), threads, kv_f16 ? "f16" : "f32", P, pp[R / 2], N, depth,
+           tg[R / 2], R, pp[0], pp[R - 1], tg[0], tg[R - 1]);
     if (B > 1) {
         qsort(bd, R, sizeof(double), cmp_double);
-        printf("sluice cpu batched decode: %d sequences x %d steps: %.1f t/s in all (range %.1f-%.1f), "
-               "%.2fx one stream's tg%d\n", B, N, bd[R / 2], bd[0], bd[R - 1], bd[R / 2] / tg[R / 2], N);
+        printf("sluice cpu batched decode: %d sequences x %d steps%s: %.1f t/s in all (range %.1f-%.1f), "
+               "%.2fx one stream's tg%d\n", B, N, depth, bd[R / 2], bd[0], bd[R - 1], bd[R / 2] / tg[R / 2], N);
     }
     eng_backend_free(b);
     eng_model_free(m);

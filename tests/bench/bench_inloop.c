@@ -57,7 +57,7 @@ static double in_loop(const cli_engine_opts_t *eo, sched_config_t *sc)
 static double back_to_back(const cli_engine_opts_t *eo, const sched_config_t *sc)
 {
     char err[1024];
-    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, 1024, err, sizeof err);
+    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, eo->kv_f16, 1024, err, sizeof err);
     double v[48], med = NAN;
     int n = 0;
     if (b && cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) >= 0) {

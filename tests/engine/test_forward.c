@@ -1,5 +1,6 @@
 /* test_forward.c — the CPU forward against llama.cpp's golden outputs on stories260K (greedy
- * tokens, perplexity) and against a plain scalar forward written out here (logits, F32).
+ * tokens, perplexity; with the KV cache in F32 and again in F16) and against a plain scalar
+ * forward written out here (logits, F32).
  * Skips, saying so, when ../shared/models/stories260K.gguf is absent.
  */
 #include <math.h>
@@ -30,7 +31,8 @@ typedef struct fx {
     int32_t table[NBLOCKS];
 } fx_t;
 
-static int setup(void **state)
+/* A backend over stories260K with its KV cache in F32 (kv_f16 0) or F16. */
+static int open_fx(void **state, int kv_f16)
 {
     char err[256];
     eng_model_t *m = eng_model_load(MODEL_PATH, err, sizeof err);
@@ -43,6 +45,7 @@ static int setup(void **state)
     f->m = m;
     eng_backend_params_t p = eng_backend_params_default();
     p.n_threads = 2;
+    p.kv_f16 = kv_f16;
     f->b = eng_backend_create("cpu", m, &p, err, sizeof err);
     assert_non_null(f->b);
     assert_int_equal(f->b->ops->kv_alloc(f->b, NBLOCKS, BLOCK), 0);
@@ -51,6 +54,10 @@ static int setup(void **state)
     *state = f;
     return 0;
 }
+
+static int setup(void **state) { return open_fx(state, 0); }
+/* per test: the KV cache in F16 (llama.cpp's default cache type) */
+static int setup_f16(void **state) { return open_fx(state, 1); }
 
 static int teardown(void **state)
 {
@@ -302,12 +309,21 @@ static void test_f32_logits_match_scalar_reference_forward(void **state)
     free(got);
 }
 
+/* the same checks on a backend whose KV cache is F16 (setup_f16) */
+static void test_f16_kv_greedy_tokens_match_llama_cpp(void **state) { test_greedy_tokens_match_llama_cpp(state); }
+static void test_f16_kv_perplexity_within_one_percent_of_llama_cpp(void **state)
+{
+    test_perplexity_within_one_percent_of_llama_cpp(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_tokens_match_llama_cpp),
         cmocka_unit_test(test_perplexity_within_one_percent_of_llama_cpp),
         cmocka_unit_test(test_f32_logits_match_scalar_reference_forward),
+        cmocka_unit_test_setup_teardown(test_f16_kv_greedy_tokens_match_llama_cpp, setup_f16, teardown),
+        cmocka_unit_test_setup_teardown(test_f16_kv_perplexity_within_one_percent_of_llama_cpp, setup_f16, teardown),
     };
     return cmocka_run_group_tests_name("forward", tests, setup, teardown);
 }

@@ -2,7 +2,8 @@
 """test_settings.py - `sluice serve --settings-from DB [--recommendation ID]` and the run record:
 a recommendation stored by `sluice tune` is applied and printed, a flag on the command line
 overrides it, a missing store or an unknown id exits 2 with a message, and with --db the served
-requests are recorded as a real run at shutdown (seen in `sluice runs`). Standard library only."""
+requests are recorded as a real run at shutdown (seen in `sluice runs`); --kv-dtype f16 sizes and
+records the KV pool in F16, a bad value exits 2. Standard library only."""
 import os
 import re
 import subprocess
@@ -62,6 +63,39 @@ class Settings(unittest.TestCase):
         self.assertIn("no such file", out)
         rc, out = run("serve", "-m", MODEL, "--recommendation", "1")
         self.assertEqual(rc, 2)
+
+
+class KvDtype(unittest.TestCase):
+    """--kv-dtype f16 on `sluice serve`: the pool under the same --kv-memory-mb holds twice the blocks of
+    f32, requests are served, the recorded run says kv_dtype f16; a bad value exits 2 naming it."""
+
+    def ready_blocks(self, srv):
+        m = re.search(r"(\d+) KV blocks of (f16|f32)\)", "".join(srv.log))
+        self.assertIsNotNone(m, "".join(srv.log))
+        return int(m.group(1)), m.group(2)
+
+    def test_f16_pool_served_and_recorded(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = os.path.join(tmp, "kv.db")
+            cap = ("--kv-memory-mb", "1", "--max-sequence-length", "256", "--threads", "1")
+            srv = Server(*cap)
+            b32, t32 = self.ready_blocks(srv)
+            self.assertEqual(srv.stop(), 0)
+            srv = Server(*cap, "--kv-cache-dtype", "f16", "--db", db)
+            b16, t16 = self.ready_blocks(srv)
+            self.assertEqual((t32, t16), ("f32", "f16"))
+            self.assertEqual(b16, 2 * b32)
+            status, _, r = post_json(srv.port, "/v1/completions", {"prompt": "Once", "max_tokens": 8})
+            self.assertEqual(status, 200, r)
+            self.assertEqual(srv.stop(), 0)
+            rc, out = run("show", "last", "--db", db)
+            self.assertEqual(rc, 0, out)
+            self.assertIn('"kv_dtype": "f16"', out)
+
+    def test_bad_kv_dtype_exits_2(self):
+        rc, out = run("serve", "-m", MODEL, "--kv-dtype", "q8")
+        self.assertEqual(rc, 2)
+        self.assertIn("sluice serve: --kv-dtype: expected f16 or f32, got 'q8'", out)
 
 
 if __name__ == "__main__":
