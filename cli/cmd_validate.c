@@ -393,7 +393,7 @@ int cmd_validate(int argc, char **argv)
     cli_machine_id(host, sizeof host, cpu, sizeof cpu);
     if (sim_profile_check(&prof, host, cpu, o.eng.backend, o.eng.threads, NULL, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
-    if (cli_profile_check_kv(&prof, o.eng.kv_f16, err, sizeof err) != SL_OK)
+    if (cli_profile_check_kv(&prof, o.eng.backend, o.eng.kv_f16, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
 
     cli_engine_run_t runs[MAX_REPEAT] = {0};

@@ -41,8 +41,9 @@ void cli_profile_default_name(const char *model, const char *backend, int thread
     snprintf(out, n, "%.*s-%.15s-t%d%s", len < 40 ? len : 40, base, backend, threads, kv_f16 ? "-kvf16" : "");
 }
 
-int cli_profile_check_kv(const sim_profile_t *p, bool kv_f16, char *err, size_t errlen)
+int cli_profile_check_kv(const sim_profile_t *p, const char *backend, bool kv_f16, char *err, size_t errlen)
 {
+    kv_f16 = kv_f16 || strcmp(backend, "cpu") != 0; /* the cuda pool is always F16 */
     double want = kv_f16 ? 2 : 4;
     if (p->model.bytes_per_kv == want)
         return SL_OK;

@@ -25,10 +25,10 @@ void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen);
 void cli_profile_default_name(const char *model, const char *backend, int threads, bool kv_f16, char *out,
                               size_t n);
 
-/* SL_OK when p was measured with the KV cache element type this run uses (F16 when kv_f16, the
- * profile's model.bytes_per_kv 2, else 4); SL_EINVAL with "profile 'NAME' is stale: measured with
+/* SL_OK when p was measured with the KV cache element type this run uses (F16 when kv_f16 or the
+ * backend is not "cpu": the profile's model.bytes_per_kv 2, else 4); SL_EINVAL with "profile 'NAME' is stale: measured with
  * --kv-dtype f16, ..." in err otherwise. */
-int cli_profile_check_kv(const sim_profile_t *p, bool kv_f16, char *err, size_t errlen);
+int cli_profile_check_kv(const sim_profile_t *p, const char *backend, bool kv_f16, char *err, size_t errlen);
 
 /* Saves p under p->name in the store at db. SL_EDB (and others) with the reason in err. */
 int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen);

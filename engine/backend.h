@@ -80,6 +80,7 @@ typedef struct eng_backend_ops {
 struct eng_backend {
     const eng_backend_ops_t *ops;
     const eng_model_t *model; /* not owned; must outlive the backend */
+    int kv_elem_bytes;        /* bytes per K or V element in its pool: 2 (F16) or 4 (F32) */
     void *ctx;
 };
 

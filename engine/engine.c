@@ -350,7 +350,7 @@ sluice_request_params sluice_request_default_params(void)
 static void *engine_main(void *arg);
 
 /* The model's shape for the memory estimator, with the real bytes per weight of its tensors. */
-static sched_model_shape_t model_shape(const eng_model_t *m, bool kv_f16)
+static sched_model_shape_t model_shape(const eng_model_t *m, int kv_elem_bytes)
 {
     const eng_model_config_t *c = &m->cfg;
     sched_model_shape_t s = {0};
@@ -364,7 +364,7 @@ static sched_model_shape_t model_shape(const eng_model_t *m, bool kv_f16)
     s.vocab = c->vocab;
     s.max_context = c->n_ctx_train;
     s.tied_embeddings = c->tied_output;
-    s.bytes_per_kv = kv_f16 ? 2 : 4;
+    s.bytes_per_kv = kv_elem_bytes;
     s.bytes_per_weight = 1;
     double bytes = (double)m->tok_embd.nbytes + (double)m->out_norm.nbytes +
                    (c->tied_output ? 0.0 : (double)m->output.nbytes);
@@ -391,7 +391,7 @@ static int size_kv(sluice_engine *e, const sluice_engine_params *p, char *err, s
                                      : (mc->n_ctx_train > 0 && mc->n_ctx_train < ENG_DEFAULT_MAX_SEQ
                                             ? mc->n_ctx_train
                                             : ENG_DEFAULT_MAX_SEQ);
-    c->model = model_shape(e->model, p->kv_f16);
+    c->model = model_shape(e->model, e->backend->kv_elem_bytes); /* what the backend stores */
     c->num_speculative_tokens = 0; /* the engine proposes no drafts */
     if (c->block_size <= 0) {
         set_err(err, errlen, "block_size: must be >= 1, got %d", c->block_size);

@@ -669,6 +669,7 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     }
     be->ops = &cpu_ops;
     be->model = model;
+    be->kv_elem_bytes = p.kv_f16 ? 2 : 4;
     be->ctx = c;
     const eng_model_config_t *cfg = &model->cfg;
     c->m = model;

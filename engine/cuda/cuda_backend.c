@@ -1009,6 +1009,7 @@ eng_backend_t *eng_cuda_backend_create(const eng_model_t *model, const eng_backe
     }
     b->ops = &cuda_ops;
     b->model = model;
+    b->kv_elem_bytes = 2; /* the pool is fp16 whatever kv_f16 says */
     b->ctx = c;
     return b;
 }

@@ -228,6 +228,23 @@ static void test_validate_refuses_a_profile_of_the_other_kv_dtype(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The cuda pool is always F16: a cuda run expects an F16 profile whatever --kv-dtype says. */
+static void test_cuda_runs_expect_f16_profiles(void **state)
+{
+    (void)state;
+    sim_profile_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "x-cuda-t1");
+    char err[512];
+    p.model.bytes_per_kv = 2;
+    assert_int_equal(cli_profile_check_kv(&p, "cuda", false, err, sizeof err), SL_OK);
+    assert_int_equal(cli_profile_check_kv(&p, "cpu", false, err, sizeof err), SL_EINVAL);
+    p.model.bytes_per_kv = 4;
+    assert_int_equal(cli_profile_check_kv(&p, "cuda", false, err, sizeof err), SL_EINVAL);
+    assert_non_null(strstr(err, "measured with --kv-dtype f32"));
+    assert_int_equal(cli_profile_check_kv(&p, "cpu", false, err, sizeof err), SL_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_run_with_f16_kv_gives_llama_cpp_greedy_tokens),
         cmocka_unit_test(test_bench_with_f16_kv_fits_twice_the_blocks),
         cmocka_unit_test(test_validate_refuses_a_profile_of_the_other_kv_dtype),
+        cmocka_unit_test(test_cuda_runs_expect_f16_profiles),
     };
     return cmocka_run_group_tests_name("kv_dtype_cli", tests, NULL, NULL);
 }
