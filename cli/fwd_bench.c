@@ -17,6 +17,9 @@ struct cli_fwd_bench {
     int32_t *tokens, *blocks; /* scratch: token ids, block tables (disjoint ranges of the pool) */
     float *logits;
     eng_batch_seq_t seqs[CLI_FWD_MAX_SEQS];
+    eng_sample_row_t greedy[CLI_FWD_MAX_SEQS]; /* forward_sample's rows, as the engine's greedy runs */
+    int32_t picks[CLI_FWD_MAX_SEQS];
+    float logprobs[CLI_FWD_MAX_SEQS];
 };
 
 static double now_s(void)
@@ -146,8 +149,13 @@ int cli_fwd_bench_run(cli_fwd_bench_t *b, double *t, char *err, size_t errlen)
 {
     eng_batch_t batch = {.n_seqs = b->n_seqs, .seqs = b->seqs};
     int rows = 0;
+    const eng_backend_ops_t *ops = b->be->ops;
+    for (int i = 0; ops->forward_sample && i < b->n_seqs; i++)
+        b->greedy[i] = (eng_sample_row_t){.top_p = 1, .repetition_penalty = 1};
     double t0 = now_s();
-    int rc = b->be->ops->forward(b->be, &batch, b->logits, &rows);
+    /* what the engine times as a step's forward: with the pick where the backend samples */
+    int rc = ops->forward_sample ? ops->forward_sample(b->be, &batch, b->greedy, NULL, 0, b->picks, b->logprobs, &rows)
+                                 : ops->forward(b->be, &batch, b->logits, &rows);
     *t = now_s() - t0;
     if (rc != SL_OK)
         snprintf(err, errlen, "%s forward (%d sequences): %s", b->be->ops->name, b->n_seqs, b->be->ops->errmsg(b->be));

@@ -44,7 +44,8 @@ int cli_fwd_bench_pool(cli_fwd_bench_t *b, int num_blocks, int block_size, doubl
 bool cli_fwd_bench_shape(cli_fwd_bench_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_dec, int ctx_dec,
                          sim_profile_point_t *pt);
 
-/* Runs the shape built last once, its time in *t (s). */
+/* Runs the shape built last once, its time in *t (s): the forward and, where the backend samples
+ * (forward_sample), its greedy pick of every row, as the engine's step forward_s counts it. */
 int cli_fwd_bench_run(cli_fwd_bench_t *b, double *t, char *err, size_t errlen);
 
 /* Runs it at least once and up to max_reps times while the runs took under max_s in all; *t the
