@@ -30,6 +30,7 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xffffffffu;
+static_assert(kWarps == 32, "the block reductions finish in one warp: one slot per lane");
 
 /* Scratch for the block reductions: one slot per warp. */
 struct Reduce {
