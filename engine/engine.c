@@ -1373,8 +1373,7 @@ static int ensure_seqs(sluice_engine *e, int n_seqs)
 }
 
 /* Grows the engine thread's step buffers. SL_ENOMEM leaves usable (smaller) buffers. */
-static int ensure_scratch(sluice_engine *e, int n_seqs, int n_toks, int n_blocks, int n_copies,
-                          int n_rows)
+static int ensure_scratch(sluice_engine *e, int n_seqs, int n_toks, int n_blocks, int n_copies)
 {
     if (ensure_seqs(e, n_seqs) != SL_OK)
         return SL_ENOMEM;
@@ -1397,6 +1396,13 @@ static int ensure_scratch(sluice_engine *e, int n_seqs, int n_toks, int n_blocks
             return SL_ENOMEM;
         e->cap_copies = cap;
     }
+    return SL_OK;
+}
+
+/* Host logits rows, grown on demand: only steps the host samples need them (a backend that samples
+ * keeps its logits; 256 rows of a 128k vocabulary are 128 MiB). */
+static int ensure_logits(sluice_engine *e, int n_rows)
+{
     if (n_rows > e->cap_rows) {
         int cap = next_cap(e->cap_rows, n_rows);
         if (resize(&e->logits, sizeof(float) * (size_t)cap * (size_t)e->vocab))
@@ -1411,13 +1417,12 @@ static int ensure_scratch(sluice_engine *e, int n_seqs, int n_toks, int n_blocks
  * left out. Under the lock. */
 static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
 {
-    int ntok = 0, nblk = 0, nrows = 0;
+    int ntok = 0, nblk = 0;
     for (int i = 0; i < st->n_seqs; i++) {
         ntok += st->seqs[i].n_tokens;
         nblk += st->seqs[i].n_blocks;
-        nrows += st->seqs[i].sample;
     }
-    int rc = ensure_scratch(e, st->n_seqs, ntok, nblk, st->n_copies, nrows);
+    int rc = ensure_scratch(e, st->n_seqs, ntok, nblk, st->n_copies);
     if (rc != SL_OK)
         return rc;
     int nb = 0, to = 0, bo = 0;
@@ -1507,10 +1512,13 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
 {
     for (int i = 0; i < st->n_seqs; i++)
         e->results[i] = (sched_seq_result_t){0, NULL, SCHED_FINISH_NONE};
-    double t0 = eng_now(e);
-    int n_rows = 0, rc = SL_OK;
     const bool on_backend = backend_samples(e, st, b);
-    if (b->n_seqs > 0)
+    int n_rows = 0, rc;
+    for (int j = 0; j < b->n_seqs && !on_backend; j++)
+        n_rows += b->seqs[j].logits != 0;
+    rc = ensure_logits(e, n_rows);
+    double t0 = eng_now(e);
+    if (b->n_seqs > 0 && rc == SL_OK)
         rc = on_backend ? forward_sampled(e, st, b, &n_rows) : e->backend->ops->forward(e->backend, b, e->logits, &n_rows);
     double now = eng_now(e);
     *forward_s = now - t0;
@@ -1524,7 +1532,7 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
         float lp = 0;
         sched_finish_reason_t fin = SCHED_FINISH_NONE;
         if (rc == SL_OK && s->n_out < s->req->max_new) {
-            const float *lg = e->logits + (size_t)r * (size_t)e->vocab;
+            const float *lg = on_backend ? NULL : e->logits + (size_t)r * (size_t)e->vocab;
             if (on_backend)
                 tok = e->stoks[r], lp = e->slps[r];
             else if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok,
