@@ -100,7 +100,7 @@ step "CPU vs CUDA: synthetic:smollm2-135m:f16 (the SmolLM2 shape, F16 weights bo
 timeout 120 $B/bench_cuda check synthetic:smollm2-135m:f16 "$CSV" 2>&1 | tee "$OUT/check_smollm2_f16.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { grep -q "check synthetic:smollm2-135m:f16" "$CSV" || fail_row "check smollm2 f16"; status=1; }
 
-step "benchmark: synthetic llama2-7b fp16 (weights generated on the device; SLUICE_CUDA_GEMV=${SLUICE_CUDA_GEMV:-auto} SLUICE_CUDA_PREFILL_ATTN=${SLUICE_CUDA_PREFILL_ATTN:-fa2} SLUICE_CUDA_ELTWISE=${SLUICE_CUDA_ELTWISE:-vec} SLUICE_CUDA_FUSE=${SLUICE_CUDA_FUSE:-on} SLUICE_CUDA_DECODE_ATTN=${SLUICE_CUDA_DECODE_ATTN:-single})"
+step "benchmark: synthetic llama2-7b fp16 (weights generated on the device; SLUICE_CUDA_GEMV=${SLUICE_CUDA_GEMV:-auto} SLUICE_CUDA_PREFILL_ATTN=${SLUICE_CUDA_PREFILL_ATTN:-fa2} SLUICE_CUDA_ELTWISE=${SLUICE_CUDA_ELTWISE:-vec} SLUICE_CUDA_FUSE=${SLUICE_CUDA_FUSE:-on} SLUICE_CUDA_DECODE_ATTN=${SLUICE_CUDA_DECODE_ATTN:-single} SLUICE_CUDA_SAMPLE=${SLUICE_CUDA_SAMPLE:-device})"
 echo "(first: prefill through the old attention kernel and the scalar elementwise kernels vs the"
 echo " default paths, split-K vs one-pass decode attention, logits within 5e-3; fused vs unfused"
 echo " GEMVs within 1e-6; a FAIL there names the path to bypass with its variable)"

@@ -36,6 +36,7 @@
  */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,9 @@ typedef struct cuda_ctx {
     int32_t *pen_d;           /* forward_sample: the step's penalty pairs (grown on demand) */
     float *pen_raw_d;         /* ... and their raw logits */
     int pen_cap;              /* pairs pen_d holds */
+    float *host_logits;       /* SLUICE_CUDA_SAMPLE=host: the rows forward_sample picks from */
+    int cap_host_rows;
+    eng_sampler_ws_t *host_ws;
     void *blas_ws;
     /* pinned host memory */
     int32_t *meta_h;
@@ -639,11 +643,38 @@ static int check_sample_rows(cuda_ctx_t *c, const eng_batch_t *batch, const eng_
     return SL_OK;
 }
 
+/* The bypass of the device sampler: the logits come back and the host's reference picks. */
+static int sample_on_host(eng_backend_t *b, const eng_batch_t *batch, const eng_sample_row_t *rows,
+                          const int32_t *pen, int32_t *tokens, float *logprobs, int *n_rows) {
+    cuda_ctx_t *c = b->ctx;
+    const size_t V = (size_t)c->cfg.vocab;
+    int n = 0;
+    for (int i = 0; i < batch->n_seqs; i++)
+        n += batch->seqs[i].logits == 2 ? batch->seqs[i].n_tokens : batch->seqs[i].logits != 0;
+    if (!c->host_ws && !(c->host_ws = eng_sampler_ws_create(c->cfg.vocab)))
+        return fail(c, SL_ENOMEM, "cuda: out of host memory for the sampler");
+    if (n > c->cap_host_rows) {
+        float *l = sl_realloc(c->host_logits, (size_t)n * V * sizeof *l);
+        if (!l)
+            return fail(c, SL_ENOMEM, "cuda: out of host memory for %d logits rows", n);
+        c->host_logits = l, c->cap_host_rows = n;
+    }
+    TRY(cuda_forward(b, batch, c->host_logits, n_rows));
+    for (int r = 0; r < *n_rows; r++)
+        if (eng_sampler_pick(c->host_ws, c->host_logits + (size_t)r * V, &rows[r], pen, &tokens[r],
+                             &logprobs[r]) != SL_OK)
+            tokens[r] = -1, logprobs[r] = NAN;
+    return SL_OK;
+}
+
 static int cuda_forward_sample(eng_backend_t *b, const eng_batch_t *batch,
                                const eng_sample_row_t *rows, const int32_t *pen, int n_pen,
                                int32_t *tokens, float *logprobs, int *n_rows) {
+    cuda_ctx_t *c = b->ctx;
     *n_rows = 0;
-    TRY(check_sample_rows(b->ctx, batch, rows, pen, n_pen));
+    TRY(check_sample_rows(c, batch, rows, pen, n_pen));
+    if (c->path[ENG_CUDA_PATH_SAMPLE])
+        return sample_on_host(b, batch, rows, pen, tokens, logprobs, n_rows);
     const step_out_t o = {.tokens = tokens, .logprobs = logprobs, .rows = rows, .pen = pen,
                           .n_pen = n_pen};
     return forward_impl(b, batch, &o, n_rows, 0);
@@ -701,6 +732,8 @@ static void ctx_free(cuda_ctx_t *c) {
     cudaFree(c->ws);
     cudaFree(c->pen_d);
     cudaFree(c->pen_raw_d);
+    sl_free(c->host_logits);
+    eng_sampler_ws_free(c->host_ws);
     cudaFree(c->wbuf);
     cudaFree(c->nbuf);
     cudaFreeHost(c->meta_h);
@@ -860,6 +893,7 @@ static const struct {
     [ENG_CUDA_PATH_ELTWISE] = {"SLUICE_CUDA_ELTWISE", {"vec", "scalar"}, 1},
     [ENG_CUDA_PATH_FUSE] = {"SLUICE_CUDA_FUSE", {"on", "off"}, 1},
     [ENG_CUDA_PATH_DECODE_ATTN] = {"SLUICE_CUDA_DECODE_ATTN", {"single", "split"}, 1},
+    [ENG_CUDA_PATH_SAMPLE] = {"SLUICE_CUDA_SAMPLE", {"device", "host"}, 0},
 };
 
 /* Path `path` from its environment variable (unset or empty: the default). */

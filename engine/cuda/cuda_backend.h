@@ -246,9 +246,11 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
  *   FUSE          SLUICE_CUDA_FUSE=on|off              GEMVs normalise their own input (no RMSNorm
  *                 launch) and the gate/up GEMV applies SiLU*mul (no SiLU launch) | separate kernels
  *   DECODE_ATTN   SLUICE_CUDA_DECODE_ATTN=single|split rows with at most ENG_CUDA_ATTN_SINGLE_MAX
- *                 keys in one pass | always split-K + reduce */
+ *                 keys in one pass | always split-K + reduce
+ *   SAMPLE        SLUICE_CUDA_SAMPLE=device|host       forward_sample picks on the device
+ *                 (cuda_sample.cu) | copies the logits back and picks with eng_sampler_pick */
 enum { ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PATH_ELTWISE, ENG_CUDA_PATH_FUSE,
-       ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_N_PATHS };
+       ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_PATH_SAMPLE, ENG_CUDA_N_PATHS };
 /* Sets a path of a created backend to value 0 or 1 (< 0: as the environment says); drops the
  * decode graphs when it changes what they run. SL_OK, or SL_EINVAL with the reason in errmsg. */
 int eng_cuda_set_path(eng_backend_t *b, int path, int value);

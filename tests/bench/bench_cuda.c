@@ -684,6 +684,14 @@ static int run_perf(out_t *o, const char *shape) {
         report(o, name, (sampled - greedy) * 1e6, "us", 0, "info");
         snprintf(name, sizeof name, "sampling share of decode b%d", B);
         report(o, name, 100.0 * (sampled - greedy) / sampled, "%", 0, "info");
+        /* the baseline: logits to the host and the host's pick (SLUICE_CUDA_SAMPLE=host) */
+        double host;
+        if (eng_cuda_set_path(b, ENG_CUDA_PATH_SAMPLE, 1) != SL_OK ||
+            (host = decode_step_s(&p, B, B == 1 ? 128 : 512, 20, 1)) < 0 ||
+            eng_cuda_set_path(b, ENG_CUDA_PATH_SAMPLE, 0) != SL_OK)
+            goto fail;
+        snprintf(name, sizeof name, "sampling cost b%d, logits to the host", B);
+        report(o, name, (host - greedy) * 1e6, "us", 0, "info");
     }
     p.ids[0] = p.toks[0];
     p.q[0] = (eng_batch_seq_t){p.ids, 1, 128 + 40, p.bt, p.max_blocks, 1};

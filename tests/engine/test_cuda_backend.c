@@ -239,6 +239,24 @@ static void test_device_sampler_matches_the_host(void **state) {
     print_message("device sampler: %d of %d rows differ from the host (%d sampled)\n", mismatches,
                   64 + N, sampled);
     assert_int_equal(mismatches, 0);
+    /* the bypass (SLUICE_CUDA_SAMPLE=host) picks on the host from the same logits */
+    assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_SAMPLE, 1), SL_OK);
+    {
+        eng_batch_t batch = {N, s, 0, NULL, NULL};
+        int r1 = 0, r2 = 0;
+        assert_int_equal(b->ops->forward(b, &batch, logits, &r1), SL_OK);
+        assert_int_equal(b->ops->forward_sample(b, &batch, rows, pen, 64, ids, lps, &r2), SL_OK);
+        assert_int_equal(r2, N);
+        for (int r = 0; r < N; r++) {
+            int32_t want;
+            float lp;
+            assert_int_equal(eng_sampler_pick(ws, logits + (size_t)r * V, &rows[r], pen, &want, &lp),
+                             SL_OK);
+            assert_int_equal(ids[r], want);
+            assert_true(lps[r] == lp);
+        }
+    }
+    assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_SAMPLE, 0), SL_OK);
     pen[0] = V;
     eng_batch_t one = {1, s, 0, NULL, NULL};
     rows[0].n_pen = 1, rows[0].pen_off = 0;
