@@ -38,10 +38,16 @@ static inline void *eng_cpu_kv_row(const eng_cpu_kv_t *kv, int block, int layer,
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                       int layer, int pos, int which, const float *row, int e0, int e1);
 
-/* out (head_dim) = softmax(q . K[0..n_ctx) * scale) . V[0..n_ctx) for kv head `head` of `layer`
- * of a sequence. scores is scratch of n_ctx floats. Cannot fail. */
+#define ENG_CPU_ATTEND_MAX_Q 8     /* queries one eng_cpu_attend call takes */
+#define ENG_CPU_ATTEND_WIDEN 4096  /* floats of its scratch that F16 rows are widened into */
+
+/* Causal attention of nq (1..ENG_CPU_ATTEND_MAX_Q) consecutive queries of a sequence over kv head `head` of `layer`: query
+ * i (row q + i q_stride) attends positions [0, n_ctx + i), out row i (out + i out_stride, head_dim
+ * floats) = softmax(q_i . K * scale) . V. The queries go through the context together, block by
+ * block, so each K or V block is read once for all of them (and an F16 block widened once, when
+ * nq > 1). scores is scratch of nq * (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Cannot fail. */
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
-                    int layer, int head, const float *q, int n_ctx, float scale, float *scores,
-                    float *out);
+                    int layer, int head, const float *q, size_t q_stride, int nq, int n_ctx,
+                    float scale, float *scores, float *out, size_t out_stride);
 
 #endif

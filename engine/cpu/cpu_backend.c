@@ -41,7 +41,9 @@
 
 #define ENG_CPU_CHUNK_ROWS 16 /* weight rows per claimed matrix-product chunk */
 #define ENG_CPU_CHUNK_MACS (1 << 18) /* products a matrix-product chunk grows to (chunk_rows) */
-#define ENG_CPU_ATT_QTILE 8   /* query tokens per claimed attention task */
+#define ENG_CPU_ATT_QTILE ENG_CPU_ATTEND_MAX_Q /* query tokens per claimed attention task */
+/* floats of one thread's eng_cpu_attend scratch for contexts up to ctx */
+#define ATT_SCRATCH(ctx) ((size_t)ENG_CPU_ATT_QTILE * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
 #define ENG_CPU_ALIGN 64
 
 typedef struct eng_cpu_ctx {
@@ -62,7 +64,7 @@ typedef struct eng_cpu_ctx {
     void *xq;                     /* (n_threads, cap_tok, eng_cpu_q8_row_bytes(kmax)) each thread's
                                    * copy of the current input, quantised */
     float *rope;                  /* (cap_tok, head_dim) cos / sin table per token */
-    float *scores;                /* (n_threads, cap_ctx) attention scratch */
+    float *scores;                /* (n_threads, ATT_SCRATCH(cap_ctx)) attention scratch */
     int32_t *tok_seq;             /* (cap_tok) sequence of each token */
     int32_t *rows;                /* (cap_tok) tokens whose logits are returned */
     int32_t *seq_first;           /* (cap_seq + 1) first token of each sequence */
@@ -223,7 +225,7 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     const int cq = n_chunks(group * hd), ck = n_chunks(hd), per = cq + 2 * ck;
     const int n_mm = cfg->n_kv_heads * per, n_tasks = nh * tiles;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)ith * c->cap_ctx;
+    float *scores = c->scores + (size_t)ith * ATT_SCRATCH(c->cap_ctx);
     int s = 0;
     for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < n_mm + n_tasks;) {
         if (ci < n_mm) {
@@ -256,11 +258,9 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
         const eng_batch_seq_t *sq = &b->seqs[s];
         int i0 = (tile - c->task_first[s]) * ENG_CPU_ATT_QTILE;
         int i1 = i0 + ENG_CPU_ATT_QTILE < sq->n_tokens ? i0 + ENG_CPU_ATT_QTILE : sq->n_tokens;
-        for (int i = i0; i < i1; i++) {
-            size_t t = (size_t)c->seq_first[s] + i;
-            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd,
-                           sq->pos + i + 1, scale, scores, c->att + t * qdim + head * hd);
-        }
+        const size_t t = (size_t)c->seq_first[s] + i0;
+        eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd, qdim, i1 - i0,
+                       sq->pos + i0 + 1, scale, scores, c->att + t * qdim + head * hd, qdim);
     }
     eng_cpu_pool_barrier(c->pool);
 }
@@ -358,7 +358,7 @@ static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
         (size_t)T * cfg->dim * 4, (size_t)nth * T * cfg->dim * 4, (size_t)T * qdim * 4, (size_t)T * qdim * 4,
         (size_t)T * kvdim * 4, (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
         (size_t)nth * T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
-        (size_t)nth * C * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
+        (size_t)nth * ATT_SCRATCH(C) * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)

@@ -232,6 +232,12 @@ static void to_f16_scalar(const float *x, uint16_t *y, int n)
         y[i] = eng_f32_to_f16(x[i]);
 }
 
+static void to_f32_scalar(const uint16_t *x, float *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = eng_f16_to_f32(x[i]);
+}
+
 static float exp_sum_scalar(float *x, int n, float max)
 {
     float s = 0.0f;
@@ -260,6 +266,7 @@ const eng_cpu_kernels_t eng_cpu_kernels_scalar = {
     .axpy_rows_f32 = axpy_rows_f32_scalar,
     .axpy_rows_f16 = axpy_rows_f16_scalar,
     .to_f16 = to_f16_scalar,
+    .to_f32 = to_f32_scalar,
     .exp_sum = exp_sum_scalar,
     .silu_mul = silu_mul_scalar,
 };

@@ -85,8 +85,9 @@ typedef struct eng_cpu_kernels {
     void (*axpy_rows_f16)(const float *w, const uint16_t *rows, int n, int hd, float *y);
     /* y += a * x for a float x of n elements. */
     void (*axpy_f32)(float a, const float *x, float *y, int n);
-    /* y = f16(x), n elements. */
+    /* y = f16(x), n elements; and back (exact). */
     void (*to_f16)(const float *x, uint16_t *y, int n);
+    void (*to_f32)(const uint16_t *x, float *y, int n);
     /* x[i] = exp(x[i] - max) in place; returns the sum. */
     float (*exp_sum)(float *x, int n, float max);
     /* g[i] = silu(g[i]) * u[i]. */

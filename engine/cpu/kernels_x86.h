@@ -557,6 +557,15 @@ static void to_f16(const float *x, uint16_t *y, int n)
         y[i] = eng_f32_to_f16(x[i]);
 }
 
+static void to_f32(const uint16_t *x, float *y, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++)
+        y[i] = eng_f16_to_f32(x[i]);
+}
+
 static float exp_sum(float *x, int n, float max)
 {
     __m256 mv = _mm256_set1_ps(max), s = _mm256_setzero_ps();
@@ -599,6 +608,7 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .axpy_rows_f32 = axpy_rows_f32,
     .axpy_rows_f16 = axpy_rows_f16,
     .to_f16 = to_f16,
+    .to_f32 = to_f32,
     .exp_sum = exp_sum,
     .silu_mul = silu_mul,
 };

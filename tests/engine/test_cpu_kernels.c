@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "engine/cpu/attention.h"
 #include "engine/cpu/kernels.h"
 #include "engine/model.h"
 #include "engine/quant.h"
@@ -325,6 +326,73 @@ static void test_vector_helpers_match_scalar_math(void **state)
     }
 }
 
+/* F16 -> F32 widening is exact on every ISA (subnormals and infinities too; NaN stays NaN). */
+static void test_f16_widening_is_exact(void **state)
+{
+    (void)state;
+    enum { N = 1029 };
+    uint16_t h[N];
+    float got[N];
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        h[i] = (uint16_t)(rng >> 40);
+    }
+    h[0] = 0x0001, h[1] = 0x03ff, h[2] = 0x7c00, h[3] = 0xfc00, h[4] = 0x8000;
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        kt->to_f32(h, got, N);
+        for (int i = 0; i < N; i++) {
+            float want = eng_f16_to_f32(h[i]);
+            if (isnan(want))
+                assert_true(isnan(got[i]));
+            else
+                assert_true(got[i] == want);
+        }
+    }
+}
+
+/* A tile of queries through the context together gives each query exactly what it gets alone,
+ * F32 and F16 pools, a head size with a scalar tail, a scattered block table. */
+static void test_query_tile_equals_one_query_at_a_time(void **state)
+{
+    (void)state;
+    enum { BLOCKS = 8, BS = 16, NQ = ENG_CPU_ATTEND_MAX_Q, CTX = 50 };
+    const int32_t table[BLOCKS] = {3, 1, 4, 0, 6, 2, 7, 5};
+    const int hds[] = {64, 12};
+    for (int h = 0; h < 2; h++)
+        for (int f16 = 0; f16 < 2; f16++) {
+            const int hd = hds[h];
+            eng_cpu_kv_t kv = {.num_blocks = BLOCKS, .block_size = BS, .n_layers = 1, .n_kv_heads = 1,
+                               .head_dim = hd, .f16 = f16};
+            kv.block_bytes = (size_t)2 * BS * hd * (f16 ? 2 : 4);
+            kv.data = malloc(kv.block_bytes * BLOCKS);
+            float *vals = malloc(sizeof(float) * 2 * BLOCKS * BS * hd), q[NQ * 64];
+            float tile[NQ * 64], alone[NQ * 64], scores[NQ * (CTX + NQ) + ENG_CPU_ATTEND_WIDEN];
+            assert_true(kv.data && vals);
+            fill(vals, 2 * BLOCKS * BS * hd, 1.0f);
+            fill(q, NQ * hd, 1.0f);
+            for (int i = 0; i < 2 * BLOCKS * BS * hd; i++)
+                if (f16)
+                    ((uint16_t *)kv.data)[i] = eng_f32_to_f16(vals[i]);
+                else
+                    ((float *)kv.data)[i] = vals[i];
+            for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+                const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+                if (!kt)
+                    continue;
+                eng_cpu_attend(kt, &kv, table, 0, 0, q, (size_t)hd, NQ, CTX, 0.125f, scores, tile, (size_t)hd);
+                for (int i = 0; i < NQ; i++)
+                    eng_cpu_attend(kt, &kv, table, 0, 0, q + i * hd, (size_t)hd, 1, CTX + i, 0.125f, scores,
+                                   alone + i * hd, (size_t)hd);
+                assert_memory_equal(tile, alone, sizeof(float) * NQ * hd);
+            }
+            free(vals);
+            free(kv.data);
+        }
+}
+
 static void test_isa_detection_names_an_available_table(void **state)
 {
     eng_cpu_isa_t isa = eng_cpu_isa_detect();
@@ -345,6 +413,8 @@ int main(void)
         cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
         cmocka_unit_test(test_attention_row_kernels_match_scalar_math),
+        cmocka_unit_test(test_f16_widening_is_exact),
+        cmocka_unit_test(test_query_tile_equals_one_query_at_a_time),
         cmocka_unit_test(test_f16_attention_row_kernels_match_scalar_reference),
         cmocka_unit_test(test_isa_detection_names_an_available_table),
     };
