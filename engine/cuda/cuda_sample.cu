@@ -39,22 +39,34 @@ struct Reduce {
     float f[kWarps];
 };
 
-template <typename T> __device__ T warp_sum(T x) {
+struct Add {
+    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Min {
+    __device__ int operator()(int a, int b) const { return min(a, b); }
+};
+
+template <typename T, typename Op> __device__ T warp_reduce(T x, Op op) {
     for (int o = 16; o > 0; o >>= 1)
-        x += __shfl_xor_sync(kFull, x, o);
+        x = op(x, __shfl_xor_sync(kFull, x, o));
     return x;
 }
 
-/* Sum over the block, returned to every thread; a fixed tree, so the same inputs give the same
+/* op over the block, returned to every thread; a fixed tree, so the same inputs give the same
  * bits on every call (the binary searches compare such sums with each other). */
-template <typename T> __device__ T block_sum(T x, T *slot) {
-    x = warp_sum(x);
+template <typename T, typename Op> __device__ T block_reduce(T x, T *slot, Op op) {
+    x = warp_reduce(x, op);
     __syncthreads();
     if ((threadIdx.x & 31) == 0)
         slot[threadIdx.x >> 5] = x;
     __syncthreads();
-    return warp_sum(slot[threadIdx.x & 31]);
+    return warp_reduce(slot[threadIdx.x & 31], op);
 }
+
+template <typename T> __device__ T block_sum(T x, T *slot) { return block_reduce(x, slot, Add()); }
 
 /* Exclusive prefix over threads in index order; *total gets the block's sum. */
 template <typename T> __device__ T block_exclusive(T x, T *slot, T *total) {
@@ -80,32 +92,6 @@ template <typename T> __device__ T block_exclusive(T x, T *slot, T *total) {
         wexc = 0;
     *total = __shfl_sync(kFull, winc, 31);
     return __shfl_sync(kFull, wexc, warp) + inc - x;
-}
-
-__device__ float block_max(float x, float *slot) {
-    for (int o = 16; o > 0; o >>= 1)
-        x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0)
-        slot[threadIdx.x >> 5] = x;
-    __syncthreads();
-    x = slot[threadIdx.x & 31];
-    for (int o = 16; o > 0; o >>= 1)
-        x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
-    return x;
-}
-
-__device__ int block_min_int(int x, int *slot) {
-    for (int o = 16; o > 0; o >>= 1)
-        x = min(x, __shfl_xor_sync(kFull, x, o));
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0)
-        slot[threadIdx.x >> 5] = x;
-    __syncthreads();
-    x = slot[threadIdx.x & 31];
-    for (int o = 16; o > 0; o >>= 1)
-        x = min(x, __shfl_xor_sync(kFull, x, o));
-    return x;
 }
 
 /* (value, index) with the larger value, the lower index on ties; index -1 loses to any. */
@@ -152,7 +138,7 @@ sample_kernel(int32_t *ids, float *lps, float *logits, float *scratch,
     float rmax = -INFINITY;
     for (int i = i0; i < i1; i++)
         rmax = fmaxf(rmax, l[i]); /* fmaxf skips NaN */
-    rmax = block_max(rmax, red.f);
+    rmax = block_reduce(rmax, red.f, Max());
     double rsum = 0;
     for (int i = i0; i < i1; i++) {
         float x = l[i];
@@ -283,9 +269,9 @@ sample_kernel(int32_t *ids, float *lps, float *logits, float *scratch,
             if (w[i] > 0 && r < acc)
                 pick = i;
         }
-        pick = block_min_int(pick, red.i);
+        pick = block_reduce(pick, red.i, Min());
         if (pick == V) /* r past the scanned total by rounding: the last survivor, as the host */
-            pick = -block_min_int(-last, red.i);
+            pick = -block_reduce(-last, red.i, Min());
         chosen = pick;
     }
 
