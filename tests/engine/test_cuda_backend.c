@@ -115,6 +115,18 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     eng_model_free(m);
 }
 
+/* The SmolLM2-135M shape (synthetic weights, head_dim 64) on the device, in 30% of its memory. */
+static eng_backend_t *smollm2_on_device(eng_model_t **m) {
+    char err[512] = "";
+    *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
+    assert_non_null(*m);
+    eng_backend_params_t p = eng_backend_params_default();
+    p.gpu_memory_utilization = 0.3;
+    eng_backend_t *b = eng_backend_create("cuda", *m, &p, err, sizeof err);
+    assert_non_null(b);
+    return b;
+}
+
 /* The GEMV kernel and cuBLAS compute the same decode logits at every M bucket (graph path), and a
  * bad mode is refused. */
 static void test_gemv_matches_cublas(void **state) {
@@ -123,13 +135,8 @@ static void test_gemv_matches_cublas(void **state) {
         print_message("SKIPPED: no CUDA device\n");
         skip();
     }
-    char err[512] = "";
-    eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
-    assert_non_null(m);
-    eng_backend_params_t p = eng_backend_params_default();
-    p.gpu_memory_utilization = 0.3;
-    eng_backend_t *b = eng_backend_create("cuda", m, &p, err, sizeof err);
-    assert_non_null(b);
+    eng_model_t *m;
+    eng_backend_t *b = smollm2_on_device(&m);
     assert_int_equal(b->ops->kv_alloc(b, 64, 16), SL_OK);
     assert_int_equal(eng_cuda_set_gemv_mode(b, 7), SL_EINVAL);
     const int V = m->cfg.vocab;
@@ -180,13 +187,8 @@ static void test_device_sampler_matches_the_host(void **state) {
         print_message("SKIPPED: no CUDA device\n");
         skip();
     }
-    char err[512] = "";
-    eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
-    assert_non_null(m);
-    eng_backend_params_t p = eng_backend_params_default();
-    p.gpu_memory_utilization = 0.3;
-    eng_backend_t *b = eng_backend_create("cuda", m, &p, err, sizeof err);
-    assert_non_null(b);
+    eng_model_t *m;
+    eng_backend_t *b = smollm2_on_device(&m);
     enum { N = 300 };
     assert_int_equal(b->ops->kv_alloc(b, N, 16), SL_OK);
     const int V = m->cfg.vocab;

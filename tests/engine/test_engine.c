@@ -398,19 +398,26 @@ static sluice_result *generate(sluice_engine *e, const sluice_request_params *r)
     return res;
 }
 
-static void test_engine_seeded_sampling_is_reproducible(void **state)
+/* 48 sampled tokens after "Once upon a time" at temperature t, no other filter, seed `seed`. */
+static sluice_request_params sampled(float t, uint64_t seed)
 {
-    (void)state;
-    sluice_engine *e = create_small();
     sluice_request_params r = sluice_request_default_params();
     r.prompt = "Once upon a time";
     r.max_tokens = 48;
-    r.temperature = 1.0f;
+    r.temperature = t;
     r.top_k = 0;
     r.top_p = 1;
     r.min_p = 0;
     r.ignore_eos = true;
-    r.seed = 1234;
+    r.seed = seed;
+    return r;
+}
+
+static void test_engine_seeded_sampling_is_reproducible(void **state)
+{
+    (void)state;
+    sluice_engine *e = create_small();
+    sluice_request_params r = sampled(1.0f, 1234);
     sluice_result *a = generate(e, &r), *b = generate(e, &r);
     assert_ids_equal(a->samples[0].ids, a->samples[0].n_ids, b->samples[0].ids, b->samples[0].n_ids);
     assert_string_equal(a->samples[0].text, b->samples[0].text);
@@ -429,16 +436,11 @@ static void test_engine_samples_on_the_backend_as_on_the_host(void **state)
 {
     (void)state;
     sluice_engine *e = create_small();
-    sluice_request_params r = sluice_request_default_params();
-    r.prompt = "Once upon a time";
-    r.max_tokens = 48;
-    r.temperature = 0.9f;
+    sluice_request_params r = sampled(0.9f, 4321);
     r.top_k = 40;
     r.top_p = 0.9f;
     r.min_p = 0.02f;
     r.repeat_penalty = 1.2f;
-    r.ignore_eos = true;
-    r.seed = 4321;
     sluice_result *dev = generate(e, &r);
     r.top_logprobs = 2;
     sluice_result *host = generate(e, &r);
