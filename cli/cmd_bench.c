@@ -47,6 +47,8 @@ static const char usage[] =
     "                            alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS         poll for new work this long after a step before sleeping (default 1000)\n"
     "  --seed S                  prompt RNG seed (default 1)\n"
+    "  --num-speculative-tokens K  draft tokens per decode step by prompt lookup (default 0 = off)\n"
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 1, 3)\n"
     "  --db FILE                 run store (default sluice.db); --no-record to skip\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE\n"
     "                            (--max-num-seqs, --max-batch-size, --batch-timeout-ms, ...)\n";
@@ -126,6 +128,11 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
     print_summary(&sum, o->eng.model, eng_engine_backend_name(e), cli_engine_kv_dtype(e, o->eng.kv_f16),
                   eng_engine_sched_config(e), workload, r.rejected, r.clipped);
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
+    if (eng_engine_sched_config(e)->num_speculative_tokens > 0)
+        printf("  speculation %lld draft tokens run, %lld kept (acceptance %.1f%%; prompt lookup %d..%d)\n",
+               (long long)r.draft_tokens, (long long)r.accepted_drafts,
+               r.draft_tokens > 0 ? 100.0 * (double)r.accepted_drafts / (double)r.draft_tokens : 0.0,
+               o->eng.lookup_min, o->eng.lookup_max);
     if (run_id > 0)
         printf("recorded as run %lld in %s\n", (long long)run_id, o->run.db);
 out:

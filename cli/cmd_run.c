@@ -25,7 +25,11 @@ static const char usage[] =
     "  --backend cpu|cuda      (default cpu)\n"
     "  --threads N             cpu threads (default: all cores)\n"
     "  --kv-dtype f16|f32      KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
-    "                          alias --kv-cache-dtype\n";
+    "                          alias --kv-cache-dtype\n"
+    "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup\n"
+    "                          (what followed an earlier occurrence of the last few tokens), verified in\n"
+    "                          the same forward; the output is the same (default 0 = off)\n"
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths matched (default 1, 3)\n";
 
 /* Parses a number flag value into *out; prints the error and returns 0 when it is not one. */
 static int num_arg(const char *flag, const char *v, double lo, double hi, double *out)
@@ -115,6 +119,14 @@ int cmd_run(int argc, char **argv)
             if (!num_arg(a, v, 0, 4096, &x))
                 return 2;
             ep.n_threads = (int)x, i++;
+        } else if (!strcmp(a, "--num-speculative-tokens")) {
+            if (!num_arg(a, v, 0, 16, &x))
+                return 2;
+            ep.num_speculative_tokens = (int)x, i++;
+        } else if (!strcmp(a, "--prompt-lookup-min") || !strcmp(a, "--prompt-lookup-max")) {
+            if (!num_arg(a, v, 1, 16, &x))
+                return 2;
+            *(!strcmp(a, "--prompt-lookup-min") ? &ep.prompt_lookup_min : &ep.prompt_lookup_max) = (int)x, i++;
         } else if (cli_is_kv_dtype_flag(a)) {
             if (cli_kv_dtype("run", a, v, &ep.kv_f16))
                 return 2;
@@ -170,6 +182,15 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tok/s), finish: %s\n", s->n_ids, tg,
                 s->n_ids > 1 && tg > 0 ? (s->n_ids - 1) / tg : 0.0,
                 sluice_finish_reason_name(s->finish_reason));
+        if (ep.num_speculative_tokens > 0) {
+            sluice_stats st;
+            sluice_get_stats(e, &st);
+            fprintf(stderr, "speculation: %lld draft tokens run, %lld kept (acceptance %.1f%%), %lld steps\n",
+                    (long long)st.spec_draft_tokens, (long long)st.spec_accepted_tokens,
+                    st.spec_draft_tokens > 0 ? 100.0 * (double)st.spec_accepted_tokens / (double)st.spec_draft_tokens
+                                             : 0.0,
+                    (long long)st.steps);
+        }
         sluice_result_free(r);
     }
     sluice_engine_free(e);

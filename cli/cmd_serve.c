@@ -57,6 +57,9 @@ static const char usage[] =
     "                              alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS           after the last step, poll for new work this long before sleeping\n"
     "                              (a core that slept starts slow; default 1000, 0 = sleep at once)\n"
+    "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup,\n"
+    "                              verified in the same forward (same output; default 0 = off)\n"
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 1, 3)\n"
     "  --max-body BYTES            request body limit before 413 (default 1048576)\n"
     "  --max-connections N         concurrent connections (default 512)\n"
     "  --shutdown-timeout S        seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
@@ -228,7 +231,7 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",
                                              "--chat-template", "--backend", "--threads", "--kv-memory-mb", "--idle-spin-ms",
-                                             "--kv-dtype", "--kv-cache-dtype",
+                                             "--kv-dtype", "--kv-cache-dtype", "--prompt-lookup-min", "--prompt-lookup-max",
                                              "--max-body", "--max-connections", "--shutdown-timeout",
                                              "--settings-from", "--recommendation", "--db", "--record-max",
                                              "--slo"};
@@ -270,6 +273,9 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
             o->ep.idle_spin_ms = x;
         } else if (cli_is_kv_dtype_flag(a)) {
             if (cli_kv_dtype(CMD, a, v, &o->ep.kv_f16)) return 2;
+        } else if (!strcmp(a, "--prompt-lookup-min") || !strcmp(a, "--prompt-lookup-max")) {
+            if (!num_arg(a, v, 1, 16, &x)) return 2;
+            *(!strcmp(a, "--prompt-lookup-min") ? &o->ep.prompt_lookup_min : &o->ep.prompt_lookup_max) = (int)x;
         } else if (!strcmp(a, "--max-body")) {
             if (!num_arg(a, v, 64, 1 << 30, &x)) return 2;
             o->sc.max_body = (size_t)x;

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/sched_opts.h"
+#include "engine/draft.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "sched/status.h"
@@ -68,6 +69,8 @@ static void on_step(const sluice_step_info *i, void *user)
     r->prefill_pairs[r->n_step] = i->prefill_pairs;
     r->forward_s[r->n_step] = i->forward_s;
     r->n_sampled[r->n_step] = i->n_sampled;
+    r->draft_tokens += i->n_draft_tokens;
+    r->accepted_drafts += i->n_accepted_drafts;
     r->step[r->n_step++] = (an_step_rec_t){
         .replica = 0, .seq_no = (int64_t)i->seq_no, .t_start = i->t_start, .t_end = i->t_end,
         .n_seqs = i->n_seqs, .n_tokens = i->n_tokens, .n_prefill_tokens = i->n_prefill_tokens,
@@ -169,6 +172,9 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     ep.kv_memory_mb = o->kv_mb;
     ep.kv_f16 = o->kv_f16;
     ep.idle_spin_ms = o->idle_spin_ms;
+    ep.num_speculative_tokens = o->sched.num_speculative_tokens;
+    ep.prompt_lookup_min = o->lookup_min;
+    ep.prompt_lookup_max = o->lookup_max;
     ep.on_step = on_step;
     ep.step_user = r;
     return eng_engine_create(&ep, &o->sched, err, errlen);
@@ -299,6 +305,11 @@ int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_o
                           kn->type == SCHED_KNOB_STRATEGY ? ", \"%s\": \"%s\"" : ", \"%s\": %s",
                           kn->name, v);
     }
+    if (sc->num_speculative_tokens > 0 && k < (int)sizeof json - 160)
+        k += snprintf(json + k, sizeof json - (size_t)k,
+                      ", \"prompt_lookup_min\": %d, \"prompt_lookup_max\": %d, \"spec_draft_tokens\": %lld, "
+                      "\"spec_accepted_tokens\": %lld",
+                      o->lookup_min, o->lookup_max, (long long)r->draft_tokens, (long long)r->accepted_drafts);
     snprintf(json + k, sizeof json - (size_t)k, "}");
     an_run_info_t info = {.mode = "real", .hardware = eng_engine_backend_name(e), .model = o->model,
                           .strategy = sched_strategy_name(sc->strategy), .config_json = json,
@@ -332,6 +343,7 @@ cli_engine_opts_t cli_engine_opts_default(void)
 {
     sluice_engine_params ep = sluice_engine_default_params();
     return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms, .kv_f16 = ep.kv_f16,
+                               .lookup_min = ep.prompt_lookup_min, .lookup_max = ep.prompt_lookup_max,
                                .sched = eng_sched_config_from_params(&ep)};
 }
 
@@ -355,9 +367,18 @@ int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_eng
                   : !strcmp(a, "--idle-spin-ms")                               ? &eng->idle_spin_ms
                                                                                : NULL;
     double x;
+    int *count = !strcmp(a, "--prompt-lookup-min") ? &eng->lookup_min
+                 : !strcmp(a, "--prompt-lookup-max") ? &eng->lookup_max
+                                                      : NULL;
     if (!strcmp(a, "--no-record")) {
         run->no_record = true;
         return 1;
+    } else if (count) {
+        if (cli_number(cmd, a, v, 1, ENG_DRAFT_MAX_NGRAM, &x))
+            return 2;
+        if (x != floor(x))
+            return cli_fail(cmd, "%s: expected a whole number, got '%s'", a, v);
+        *count = (int)x;
     } else if (cli_is_kv_dtype_flag(a)) {
         if (cli_kv_dtype(cmd, a, v, &eng->kv_f16))
             return 2;

@@ -39,6 +39,7 @@ typedef struct cli_engine_opts {
     double kv_mb;        /* KV pool cap, 0 = engine default sizing */
     bool kv_f16;         /* KV cache in F16 (sluice_engine_params.kv_f16), else F32 */
     double idle_spin_ms; /* sluice_engine_params.idle_spin_ms */
+    int lookup_min, lookup_max; /* sluice_engine_params.prompt_lookup_min / _max (speculative drafts) */
     uint64_t seed;       /* prompt RNG */
     sched_config_t sched;
 } cli_engine_opts_t;
@@ -60,7 +61,8 @@ typedef struct cli_replay_opts {
 cli_replay_opts_t cli_replay_opts_default(void);
 
 /* The options `bench` and `validate` share, at argv[*i]: -m/--model, --backend, --kv-memory-mb,
- * --kv-dtype (--kv-cache-dtype), --idle-spin-ms, --seed, every scheduler knob (cli/sched_opts.h, --config FILE too) into eng;
+ * --kv-dtype (--kv-cache-dtype), --idle-spin-ms, --prompt-lookup-min/-max, --seed, every scheduler
+ * knob (cli/sched_opts.h, --config FILE too) into eng;
  * --trace, --preset, --db, -n, --rate, --rate-scale, --no-record into run. Returns 1 when it
  * consumed the option (*i then points at its value), 0 when argv[*i] is not one of these, 2 after
  * printing what is wrong with a bad or missing value. */
@@ -81,6 +83,7 @@ typedef struct cli_engine_run {
     size_t n_step, cap_step, n_dec_kv, cap_dec_kv;
     int rejected, clipped;
     int64_t out_tokens;
+    int64_t draft_tokens, accepted_drafts; /* speculative decoding: drafts run, and kept */
     double wall;            /* first submit to the last request done, s */
     bool oom;               /* a step record could not be kept */
 } cli_engine_run_t;
@@ -108,8 +111,9 @@ int cli_engine_replay(sluice_engine *e, const cli_engine_opts_t *o, const wl_tra
  * were lost). */
 int cli_engine_summary(const sluice_engine *e, const cli_engine_run_t *r, an_summary_t *out);
 
-/* Records the run (mode real) in st: config JSON with backend, threads, kv_dtype and every
- * scheduler knob.
+/* Records the run (mode real) in st: config JSON with backend, threads, kv_dtype, every
+ * scheduler knob and, with speculative decoding, the prompt-lookup lengths and the drafts run and
+ * kept.
  * On error the status, with an_store_errmsg(st) saying why. */
 int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_opts_t *o, const char *workload,
                       uint64_t hash, const cli_engine_run_t *r, const an_summary_t *sum, int64_t *run_id);

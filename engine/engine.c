@@ -59,6 +59,7 @@
 
 #include "engine/backend.h"
 #include "engine/chat.h"
+#include "engine/draft.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "sched/adapt.h"
@@ -156,6 +157,7 @@ struct sluice_engine {
     double t0;                          /* CLOCK_MONOTONIC at create */
     sluice_step_cb on_step;
     void *step_user;
+    int lookup_min, lookup_max;         /* prompt-lookup n-gram lengths (speculative drafts) */
 
     /* under mu */
     pthread_mutex_t mu;
@@ -175,6 +177,7 @@ struct sluice_engine {
     double stop_deadline;
     int n_shutdown_aborted;
     int64_t submitted, rejected, finished, canceled, prompt_tokens, gen_tokens;
+    int64_t spec_drafts, spec_accepted;
     double busy_s;
     struct { double t; int64_t p, g; } rate[ENG_RATE_SLOTS];
     int rate_head, rate_n;
@@ -187,6 +190,9 @@ struct sluice_engine {
     eng_sampler_ws_t *ws;
     eng_batch_seq_t *bseqs;
     int *bseq_step;                     /* batch seq -> step seq */
+    int *bdrafts;                       /* batch seq -> draft tokens it runs after its first */
+    int *step_ntok;                     /* step seq -> tokens run (its drafts trimmed to those proposed) */
+    int step_drafts, step_accepted;     /* the step's draft tokens run, and kept */
     int32_t *btoks;                     /* copies of the step's tokens */
     int32_t *bblocks;                   /* copies of the block tables */
     int32_t *copy_src, *copy_dst;
@@ -293,6 +299,9 @@ sluice_engine_params sluice_engine_default_params(void)
         .max_waiting_requests = c.max_waiting_requests,
         .enable_prefix_caching = c.enable_prefix_caching,
         .enable_chunked_prefill = c.enable_chunked_prefill,
+        .num_speculative_tokens = c.num_speculative_tokens,
+        .prompt_lookup_min = 1,
+        .prompt_lookup_max = 3,
         .on_step = NULL,
         .step_user = NULL,
         .adaptive = false,
@@ -326,6 +335,7 @@ sched_config_t eng_sched_config_from_params(const sluice_engine_params *p)
     c.max_waiting_requests = p->max_waiting_requests;
     c.enable_prefix_caching = p->enable_prefix_caching;
     c.enable_chunked_prefill = p->enable_chunked_prefill;
+    c.num_speculative_tokens = p->num_speculative_tokens;
     return c;
 }
 
@@ -392,7 +402,6 @@ static int size_kv(sluice_engine *e, const sluice_engine_params *p, char *err, s
                                             ? mc->n_ctx_train
                                             : ENG_DEFAULT_MAX_SEQ);
     c->model = model_shape(e->model, e->backend->kv_elem_bytes); /* what the backend stores */
-    c->num_speculative_tokens = 0; /* the engine proposes no drafts */
     if (c->block_size <= 0) {
         set_err(err, errlen, "block_size: must be >= 1, got %d", c->block_size);
         return SL_EINVAL;
@@ -473,6 +482,8 @@ static void engine_destroy(sluice_engine *e)
     eng_sampler_ws_free(e->ws);
     sl_free(e->bseqs);
     sl_free(e->bseq_step);
+    sl_free(e->bdrafts);
+    sl_free(e->step_ntok);
     sl_free(e->btoks);
     sl_free(e->bblocks);
     sl_free(e->copy_src);
@@ -505,6 +516,15 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
         set_err(err, errlen, "idle_spin_ms: must be in 0..3600000, got %g", p->idle_spin_ms);
         return NULL;
     }
+    if (p->prompt_lookup_min < 1 || p->prompt_lookup_min > ENG_DRAFT_MAX_NGRAM) {
+        set_err(err, errlen, "prompt_lookup_min: must be in 1..%d, got %d", ENG_DRAFT_MAX_NGRAM, p->prompt_lookup_min);
+        return NULL;
+    }
+    if (p->prompt_lookup_max < p->prompt_lookup_min || p->prompt_lookup_max > ENG_DRAFT_MAX_NGRAM) {
+        set_err(err, errlen, "prompt_lookup_max: must be in prompt_lookup_min (%d)..%d, got %d", p->prompt_lookup_min,
+                ENG_DRAFT_MAX_NGRAM, p->prompt_lookup_max);
+        return NULL;
+    }
     sluice_engine *e = sl_calloc(1, sizeof *e);
     if (!e) {
         set_err(err, errlen, "out of memory");
@@ -523,6 +543,8 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     e->last_step_end = -INFINITY;
     e->on_step = p->on_step;
     e->step_user = p->step_user;
+    e->lookup_min = p->prompt_lookup_min;
+    e->lookup_max = p->prompt_lookup_max;
     e->scfg = sched ? *sched : eng_sched_config_from_params(p);
 
     const char *backend = p->backend ? p->backend : "cpu";
@@ -1016,6 +1038,8 @@ void sluice_get_stats(sluice_engine *e, sluice_stats *out)
         .requests_canceled = e->canceled,
         .prompt_tokens = e->prompt_tokens,
         .generation_tokens = e->gen_tokens,
+        .spec_draft_tokens = e->spec_drafts,
+        .spec_accepted_tokens = e->spec_accepted,
         .uptime_s = now,
         .busy_s = e->busy_s,
         .max_num_batched_tokens = sched_config(e->sched)->max_num_batched_tokens,
@@ -1364,6 +1388,8 @@ static int ensure_seqs(sluice_engine *e, int n_seqs)
     int cap = next_cap(e->cap_seqs, n_seqs);
     if (resize(&e->bseqs, sizeof *e->bseqs * (size_t)cap) ||
         resize(&e->bseq_step, sizeof(int) * (size_t)cap) ||
+        resize(&e->bdrafts, sizeof(int) * (size_t)cap) ||
+        resize(&e->step_ntok, sizeof(int) * (size_t)cap) ||
         resize(&e->results, sizeof *e->results * (size_t)cap) ||
         resize(&e->out_toks, sizeof(int32_t) * (size_t)cap) ||
         resize(&e->step_kv, sizeof(int) * (size_t)cap))
@@ -1414,7 +1440,9 @@ static int ensure_logits(sluice_engine *e, int n_rows)
 
 /* Copies the step into the backend batch (engine-thread buffers), so the forward pass reads no
  * scheduler memory. Sequences with no token to run (padding-only members of a static batch) are
- * left out. Under the lock. */
+ * left out. A decoding sequence with draft slots runs its token and the drafts prompt lookup
+ * proposes for it (fewer than the slots when fewer are found: the rest is never computed), with a
+ * logits row for each. Under the lock. */
 static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
 {
     int ntok = 0, nblk = 0;
@@ -1428,22 +1456,31 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
     int nb = 0, to = 0, bo = 0;
     for (int i = 0; i < st->n_seqs; i++) {
         const sched_seq_step_t *q = &st->seqs[i];
+        e->step_ntok[i] = 0;
         if (q->n_tokens <= 0)
             continue;
-        if (!q->tokens || q->n_draft != 0)
-            return SL_EINVAL; /* length-only requests and drafts are never submitted here */
-        memcpy(e->btoks + to, q->tokens, sizeof(int32_t) * (size_t)q->n_tokens);
+        if (!q->tokens)
+            return SL_EINVAL; /* length-only requests are never submitted here */
+        int known = q->n_tokens - q->n_draft, drafts = 0;
+        memcpy(e->btoks + to, q->tokens, sizeof(int32_t) * (size_t)known);
+        if (q->n_draft > 0) {
+            const eng_sample_t *s = q->user;
+            drafts = eng_draft_lookup(s->toks, s->req->n_prompt + s->n_out, e->lookup_min, e->lookup_max, q->n_draft,
+                                      e->btoks + to + known);
+        }
         memcpy(e->bblocks + bo, q->block_table, sizeof(int32_t) * (size_t)q->n_blocks);
         e->bseqs[nb] = (eng_batch_seq_t){
             .tokens = e->btoks + to,
-            .n_tokens = q->n_tokens,
+            .n_tokens = known + drafts,
             .pos = q->context_len,
             .block_table = e->bblocks + bo,
             .n_blocks = q->n_blocks,
-            .logits = q->sample ? 1 : 0,
+            .logits = drafts > 0 ? 2 : q->sample ? 1 : 0,
         };
+        e->bdrafts[nb] = drafts;
+        e->step_ntok[i] = known + drafts;
         e->bseq_step[nb++] = i;
-        to += q->n_tokens;
+        to += known + drafts;
         bo += q->n_blocks;
     }
     for (int c = 0; c < st->n_copies; c++) {
@@ -1454,14 +1491,16 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
     return SL_OK;
 }
 
-/* The backend samples (forward_sample) unless it cannot or a sequence of the step wants its top
- * logprobs, which need the logits on the host. */
+/* The backend samples (forward_sample) unless it cannot, a sequence of the step wants its top
+ * logprobs, or one runs drafts: those need the logits on the host (a draft's row is sampled only
+ * after the token before it was drawn and matched). */
 static bool backend_samples(const sluice_engine *e, const sched_step_t *st, const eng_batch_t *b)
 {
     if (!e->backend->ops->forward_sample)
         return false;
     for (int j = 0; j < b->n_seqs; j++)
-        if (b->seqs[j].logits && ((const eng_sample_t *)st->seqs[e->bseq_step[j]].user)->tops)
+        if (b->seqs[j].logits == 2 ||
+            (b->seqs[j].logits && ((const eng_sample_t *)st->seqs[e->bseq_step[j]].user)->tops))
             return false;
     return true;
 }
@@ -1506,16 +1545,40 @@ static int forward_sampled(sluice_engine *e, const sched_step_t *st, const eng_b
     return e->backend->ops->forward_sample(e->backend, b, e->srows, e->spen, np, e->stoks, e->slps, n_rows);
 }
 
-/* Forward + sampling, without the lock. Fills e->results for every step sequence. Returns the
+/* Samples sequence s's next token from logits row lg (NULL: the backend's pick in e->stoks[r]) and
+ * records it (sample_accept). */
+static sched_finish_reason_t sample_row(sluice_engine *e, eng_sample_t *s, const float *lg, int r, double now,
+                                        int32_t *tok_out)
+{
+    int32_t tok = 0;
+    float lp = 0;
+    if (!lg)
+        tok = e->stoks[r], lp = e->slps[r];
+    else if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok, &lp) != SL_OK)
+        tok = -1;
+    if (tok < 0)
+        tok = 0, lp = 0; /* no finite logit: keep the sequence well-formed; the text shows it */
+    if (s->tops)
+        top_logprobs(lg, e->vocab, s->req->n_top, s->tops + (size_t)s->n_out * (size_t)s->req->n_top);
+    *tok_out = tok;
+    return sample_accept(e, s, tok, lp, now);
+}
+
+/* Forward + sampling, without the lock. Fills e->results for every step sequence. A sequence with
+ * drafts samples its rows in order, each after the token before it, and stops at the first row
+ * whose token is not the draft that was run after it (or at EOS / a stop string / max tokens):
+ * the tokens are those plain decoding would give, the PRNG advances as it would, and the KV of
+ * the rejected drafts lies past the sequence's new length, overwritten later. Returns the
  * backend's status. */
 static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t *b, double *forward_s)
 {
     for (int i = 0; i < st->n_seqs; i++)
         e->results[i] = (sched_seq_result_t){0, NULL, SCHED_FINISH_NONE};
+    e->step_drafts = e->step_accepted = 0;
     const bool on_backend = backend_samples(e, st, b);
     int n_rows = 0, rc;
     for (int j = 0; j < b->n_seqs && !on_backend; j++)
-        n_rows += b->seqs[j].logits != 0;
+        n_rows += b->seqs[j].logits == 2 ? b->seqs[j].n_tokens : b->seqs[j].logits;
     rc = ensure_logits(e, n_rows);
     double t0 = eng_now(e);
     if (b->n_seqs > 0 && rc == SL_OK)
@@ -1526,26 +1589,30 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
     for (int j = 0; j < b->n_seqs; j++) {
         if (!b->seqs[j].logits)
             continue;
-        int i = e->bseq_step[j], r = row++;
+        const int i = e->bseq_step[j], rows = b->seqs[j].logits == 2 ? b->seqs[j].n_tokens : 1, r0 = row;
+        const int32_t *drafts = b->seqs[j].tokens + 1;
+        row += rows;
         eng_sample_t *s = st->seqs[i].user;
+        const int out0 = s->n_out;
         int32_t tok = 0;
-        float lp = 0;
         sched_finish_reason_t fin = SCHED_FINISH_NONE;
-        if (rc == SL_OK && s->n_out < s->req->max_new) {
-            const float *lg = on_backend ? NULL : e->logits + (size_t)r * (size_t)e->vocab;
-            if (on_backend)
-                tok = e->stoks[r], lp = e->slps[r];
-            else if (eng_sampler_sample(&s->sampler, e->ws, lg, s->toks, s->req->n_prompt + s->n_out, &tok,
-                                        &lp) != SL_OK)
-                tok = -1;
-            if (tok < 0)
-                tok = 0, lp = 0; /* no finite logit: keep the sequence well-formed; the text shows it */
-            if (s->tops)
-                top_logprobs(lg, e->vocab, s->req->n_top, s->tops + (size_t)s->n_out * (size_t)s->req->n_top);
-            fin = sample_accept(e, s, tok, lp, now);
+        for (int k = 0; k < rows && rc == SL_OK && s->n_out < s->req->max_new; k++) {
+            const float *lg = on_backend ? NULL : e->logits + (size_t)(r0 + k) * (size_t)e->vocab;
+            fin = sample_row(e, s, lg, r0 + k, now, &tok);
+            if (k == rows - 1 || tok != drafts[k])
+                break;
+            e->step_accepted++;
+            if (fin != SCHED_FINISH_NONE)
+                break;
         }
-        e->out_toks[i] = tok;
-        e->results[i] = (sched_seq_result_t){1, &e->out_toks[i], fin};
+        e->step_drafts += rows - 1;
+        const int added = s->n_out - out0;
+        if (added > 0) {
+            e->results[i] = (sched_seq_result_t){added, s->toks + s->req->n_prompt + out0, fin};
+        } else { /* failed step, or nothing left to sample: the scheduler still expects one token */
+            e->out_toks[i] = 0;
+            e->results[i] = (sched_seq_result_t){1, &e->out_toks[i], fin};
+        }
     }
     return rc;
 }
@@ -1612,18 +1679,23 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
     sched_get_stats(e->sched, &s);
     info->seq_no = st->seq_no;
     info->n_seqs = st->n_seqs;
-    info->n_tokens = st->n_tokens;
     info->n_prefill_tokens = st->n_prefill_tokens;
     info->n_decode_seqs = st->n_decode_seqs;
     info->n_padded_tokens = st->n_padded_tokens;
     info->n_preempted = st->n_preempted;
+    info->n_draft_tokens = e->step_drafts;
+    info->n_accepted_drafts = e->step_accepted;
     int n_dec = 0; /* e->step_kv holds st->n_seqs: ensure_seqs ran for this step */
     for (int i = 0; i < st->n_seqs; i++) {
         const sched_seq_step_t *q = &st->seqs[i];
+        const int ran = e->step_ntok[i];
+        info->n_tokens += ran;
+        if (q->sample && ran > 0)
+            info->n_sampled += q->is_prefill ? 1 : ran;
         if (q->is_prefill)
             info->prefill_pairs += (double)q->n_tokens * (q->context_len + (q->n_tokens + 1) / 2.0);
         else
-            e->step_kv[n_dec++] = q->context_len + q->n_tokens;
+            e->step_kv[n_dec++] = q->context_len + ran;
     }
     info->decode_kv = e->step_kv;
     info->kv_blocks_used = s.used_blocks;
@@ -1701,8 +1773,10 @@ static void *engine_main(void *arg)
             /* a commit needs one result per sequence: wait for that little memory */
             while (ensure_seqs(e, st.n_seqs) != SL_OK)
                 nanosleep(&(struct timespec){0, 10000000}, NULL);
+            e->step_drafts = e->step_accepted = 0;
             for (int i = 0; i < st.n_seqs; i++) {
                 e->out_toks[i] = 0;
+                e->step_ntok[i] = 0;
                 e->results[i] = (sched_seq_result_t){st.seqs[i].sample, &e->out_toks[i], SCHED_FINISH_NONE};
             }
         }
@@ -1739,12 +1813,13 @@ static void *engine_main(void *arg)
         }
         e->prompt_tokens += st.n_prefill_tokens;
         e->gen_tokens += nsampled;
+        e->spec_drafts += e->step_drafts;
+        e->spec_accepted += e->step_accepted;
         e->busy_s += now - info.t_start;
         rate_tick(e, now);
         collect_done(e, now);
         info.t_end = now;
         e->last_step_end = now;
-        info.n_sampled = nsampled;
         fill_step_info(e, &st, &info);
         adapt_between_steps(e, now, info.waiting);
         pthread_mutex_unlock(&e->mu);

@@ -82,14 +82,17 @@ typedef struct sluice_step_info {
     double t_start, t_end;    /* planning started / results committed */
     double forward_s;         /* time inside the backend's forward */
     int n_seqs;               /* sequences in the step */
-    int n_tokens;             /* tokens run (prompt chunks + decodes) */
+    int n_tokens;             /* tokens run (prompt chunks + decodes + drafts) */
     int n_prefill_tokens;     /* of which prompt tokens */
     int n_decode_seqs;        /* sequences decoding one token */
     int n_padded_tokens;      /* NAIVE/BUCKETED padding (counted, never computed by the backend) */
-    int n_sampled;            /* logits rows sampled */
+    int n_sampled;            /* logits rows sampled (a speculating sequence: 1 + its drafts) */
+    int n_draft_tokens;       /* draft tokens proposed and run (included in n_tokens) */
+    int n_accepted_drafts;    /* of which kept: the sampler drew the same token */
     int n_preempted;          /* sequences preempted while planning the step */
     double prefill_pairs;     /* the prompt chunks' causal attention work: sum of q * (ctx + (q + 1) / 2) */
-    const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence read (context + 1);
+    const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence read (context +
+                                 its tokens run: 1, plus its drafts);
                                  valid during the callback only */
     int kv_blocks_used, kv_blocks_free, kv_blocks_cached;
     int64_t kv_used_slots;     /* tokens held by running sequences after the step */
@@ -131,6 +134,16 @@ typedef struct sluice_engine_params {
     int max_waiting_requests;    /* queue bound; submits beyond it get SLUICE_EQUEUE_FULL; 0 = none. default 4096 */
     bool enable_prefix_caching;  /* reuse KV blocks of identical prompt prefixes. default true */
     bool enable_chunked_prefill; /* CONTINUOUS: split long prompts over steps. default true */
+
+    /* speculative decoding (CONTINUOUS; docs/C_API.md): each decoding sequence proposes up to
+       num_speculative_tokens draft tokens by prompt lookup (what followed an earlier occurrence of
+       its last prompt_lookup_max .. prompt_lookup_min tokens in its own prompt and output) and runs
+       them in the same forward as its next token; the drafts its sampler would have produced are
+       kept. Outputs are the same tokens as without it (same seed, same logits); it saves forwards
+       where text repeats what came before. Steps with drafts sample on the host. */
+    int num_speculative_tokens;  /* draft tokens per decode step; 0 = off. default 0 */
+    int prompt_lookup_min;       /* shortest n-gram matched, 1..16. default 1 */
+    int prompt_lookup_max;       /* longest n-gram matched, prompt_lookup_min..16. default 3 */
 
     /* observation */
     sluice_step_cb on_step;      /* called on the engine thread after every step, or NULL. default NULL */
@@ -389,6 +402,8 @@ typedef struct sluice_stats {
     /* tokens */
     int64_t prompt_tokens;         /* prompt tokens run through the model (recompute included) */
     int64_t generation_tokens;     /* tokens sampled */
+    int64_t spec_draft_tokens;     /* speculative draft tokens proposed and run */
+    int64_t spec_accepted_tokens;  /* of which kept (acceptance = accepted / draft) */
     /* time */
     double uptime_s;               /* since create */
     double busy_s;                 /* time spent running steps */

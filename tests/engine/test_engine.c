@@ -558,6 +558,117 @@ static void test_engine_steps_report_their_attention_work(void **state)
     }
 }
 
+/* ---- speculative decoding ---- */
+
+typedef struct spec_log {
+    int64_t tokens, drafts, accepted;
+} spec_log_t;
+
+static void log_spec(const sluice_step_info *info, void *user)
+{
+    spec_log_t *l = user;
+    l->tokens += info->n_tokens;
+    l->drafts += info->n_draft_tokens;
+    l->accepted += info->n_accepted_drafts;
+}
+
+/* Runs r alone on a fresh engine with num_speculative_tokens k (0 = off); returns its result, the
+ * engine's stats and the steps' sums. */
+static sluice_result *run_spec(int k, const sluice_request_params *r, sluice_stats *st, spec_log_t *log)
+{
+    sluice_engine_params p = small_params();
+    p.num_speculative_tokens = k;
+    p.on_step = log_spec;
+    p.step_user = log;
+    sluice_engine *e = create(&p);
+    sluice_result *res = generate(e, r);
+    sluice_get_stats(e, st);
+    sluice_engine_free(e); /* joins the engine thread: the log is complete */
+    return res;
+}
+
+/* Greedy decoding with drafts gives llama.cpp's tokens, alone and batched, and each kept draft
+ * saves exactly one step: steps with drafts = steps without - drafts kept. */
+static void test_engine_speculation_keeps_greedy_tokens_and_saves_steps(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    fixture_t fx[N_FIX];
+    memset(fx, 0, sizeof fx);
+    if (read_fixtures(fx) != N_FIX)
+        skip();
+    sluice_request_params r = greedy(fx[0].prompt, fx[0].n_output);
+    sluice_stats plain, spec;
+    spec_log_t lp = {0}, ls = {0};
+    sluice_result *a = run_spec(0, &r, &plain, &lp), *b = run_spec(4, &r, &spec, &ls);
+    assert_ids_equal(a->samples[0].ids, a->samples[0].n_ids, fx[0].output_ids, fx[0].n_output);
+    assert_ids_equal(b->samples[0].ids, b->samples[0].n_ids, fx[0].output_ids, fx[0].n_output);
+    assert_int_equal(plain.spec_draft_tokens, 0);
+    assert_true(spec.spec_draft_tokens > 0 && spec.spec_accepted_tokens > 0);
+    assert_true(spec.spec_accepted_tokens <= spec.spec_draft_tokens);
+    assert_int_equal(spec.steps, plain.steps - spec.spec_accepted_tokens);
+    assert_int_equal(ls.drafts, spec.spec_draft_tokens);
+    assert_int_equal(ls.accepted, spec.spec_accepted_tokens);
+    assert_int_equal(ls.tokens, lp.tokens + ls.drafts - ls.accepted); /* every draft ran; a kept one replaced a step's token */
+    sluice_result_free(a);
+    sluice_result_free(b);
+
+    sluice_engine_params p = small_params();
+    p.num_speculative_tokens = 3;
+    p.prompt_lookup_min = 2;
+    sluice_engine *e = create(&p);
+    check_fixtures_batched(e, 2);
+    sluice_get_stats(e, &spec);
+    assert_true(spec.spec_draft_tokens > 0);
+    assert_int_equal(spec.kv_blocks_used, 0);
+    sluice_engine_free(e);
+}
+
+/* Sampling with every filter and a repetition penalty: the same seed gives the same tokens and
+ * log-probabilities with drafts as without (a row is sampled only after the token before it). */
+static void test_engine_speculation_keeps_seeded_samples(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_request_params r = sampled(0.7f, 777);
+    r.max_tokens = 96;
+    r.top_k = 40;
+    r.top_p = 0.95f;
+    r.min_p = 0.02f;
+    r.repeat_penalty = 1.1f;
+    r.n = 2;
+    r.best_of = 2;
+    sluice_stats plain, spec;
+    spec_log_t lp = {0}, ls = {0};
+    sluice_result *a = run_spec(0, &r, &plain, &lp), *b = run_spec(4, &r, &spec, &ls);
+    assert_true(spec.spec_draft_tokens > 0 && spec.spec_accepted_tokens > 0); /* both paths of a row taken */
+    assert_true(spec.steps < plain.steps); /* two samples share each step: fewer, not by a fixed count */
+    assert_int_equal(a->n_samples, 2);
+    assert_int_equal(b->n_samples, 2);
+    for (int i = 0; i < 2; i++) {
+        const sluice_sample *x = &a->samples[i], *y = &b->samples[i];
+        assert_ids_equal(x->ids, x->n_ids, y->ids, y->n_ids);
+        assert_memory_equal(x->logprobs, y->logprobs, sizeof(float) * (size_t)x->n_ids);
+        assert_string_equal(x->text, y->text);
+    }
+    sluice_result_free(a);
+    sluice_result_free(b);
+}
+
+static void test_engine_rejects_bad_prompt_lookup_lengths(void **state)
+{
+    (void)state;
+    sluice_engine_params p = small_params();
+    char err[256] = "";
+    p.prompt_lookup_min = 0;
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_string_equal(err, "prompt_lookup_min: must be in 1..16, got 0");
+    p.prompt_lookup_min = 3;
+    p.prompt_lookup_max = 2;
+    assert_null(sluice_engine_create(&p, err, sizeof err));
+    assert_string_equal(err, "prompt_lookup_max: must be in prompt_lookup_min (3)..16, got 2");
+}
+
 /* ---- shutdown ---- */
 
 typedef struct done_log {
@@ -860,6 +971,9 @@ int main(void)
         cmocka_unit_test(test_engine_top_logprobs_greedy_token_is_the_top_alternative),
         cmocka_unit_test(test_engine_best_of_result_carries_logprobs),
         cmocka_unit_test(test_engine_request_during_the_idle_spin_starts_at_once),
+        cmocka_unit_test(test_engine_speculation_keeps_greedy_tokens_and_saves_steps),
+        cmocka_unit_test(test_engine_speculation_keeps_seeded_samples),
+        cmocka_unit_test(test_engine_rejects_bad_prompt_lookup_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
