@@ -48,7 +48,7 @@ static const char usage[] =
     "  --idle-spin-ms MS         poll for new work this long after a step before sleeping (default 1000)\n"
     "  --seed S                  prompt RNG seed (default 1)\n"
     "  --num-speculative-tokens K  draft tokens per decode step by prompt lookup (default 0 = off)\n"
-    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 1, 3)\n"
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 2, 3)\n"
     "  --db FILE                 run store (default sluice.db); --no-record to skip\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE\n"
     "                            (--max-num-seqs, --max-batch-size, --batch-timeout-ms, ...)\n";

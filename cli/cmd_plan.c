@@ -21,7 +21,7 @@ static void usage(FILE *out)
         "usage: sluice plan --rate R --slo ttft_p99=1s,tpot_p99=100ms [--model NAME]\n"
         "                   [--gpus a100-80gb,h100-sxm] [--tp 1,2,4] [--trace FILE | --preset NAME]\n"
         "                   [--limit N] [--prices FILE] [-o DIR] [--max-replicas N] [--calib-dir DIR]\n"
-        "                   [scheduler knobs]\n"
+        "                   [scheduler knobs] [--spec-acceptance A (with --num-speculative-tokens)]\n"
         "defaults: --model llama2-7b, --gpus a100-80gb,h100-sxm, --tp 1, --limit 1000 requests of the\n"
         "          workload as in sluice sim, --prices: the built-in table (docs/prices.csv), -o plan,\n"
         "          --max-replicas 256, strategy continuous. Writes DIR/plan.md and DIR/latency_vs_load.{png,svg}.\n");
@@ -179,6 +179,7 @@ int cmd_plan(int argc, char **argv)
     cli_workload_t w = {.n = 1000, .rate_scale = 1};
     double rate = 0;
     int max_replicas = 256;
+    bool spec_given = false; /* --spec-acceptance (as in sluice sim) */
     sim_config_t base;
     char err[1024];
     if (sim_config_default(&base) != SL_OK)
@@ -217,6 +218,8 @@ int cmd_plan(int argc, char **argv)
             w.n = (long)x;
         else if (!strcmp(a, "--max-replicas") && ok && x >= 1 && x <= 65536 && x == floor(x))
             max_replicas = (int)x;
+        else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
+            base.spec_acceptance = x, spec_given = true;
         else {
             usage(stderr);
             return cli_fail(cmd, "%s %s: unknown option or value out of range", a, v);
@@ -224,6 +227,8 @@ int cmd_plan(int argc, char **argv)
     }
     if (!(rate > 0) || !slo_s)
         return cli_fail(cmd, "--rate R and --slo SLO are required");
+    if (cli_sim_spec_check(&base, spec_given, err, sizeof err) != SL_OK)
+        return cli_fail(cmd, "%s", err);
     an_slo_t slo = {0};
     if (an_slo_parse(slo_s, &slo, err, sizeof err) != SL_OK || slo.n == 0)
         return cli_fail(cmd, "--slo: %s", slo.n ? err : "needs at least one term");

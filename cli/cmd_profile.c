@@ -271,7 +271,9 @@ typedef struct opts {
 static int parse(int argc, char **argv, opts_t *o)
 {
     sluice_engine_params ep = sluice_engine_default_params();
-    *o = (opts_t){.db = "sluice.db", .budget = 100, .eng = {.backend = "cpu", .seed = 1, .sched = eng_sched_config_from_params(&ep)}};
+    *o = (opts_t){.db = "sluice.db", .budget = 100,
+                  .eng = {.backend = "cpu", .seed = 1, .lookup_min = ep.prompt_lookup_min,
+                          .lookup_max = ep.prompt_lookup_max, .sched = eng_sched_config_from_params(&ep)}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char err[512];

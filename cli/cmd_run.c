@@ -29,7 +29,7 @@ static const char usage[] =
     "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup\n"
     "                          (what followed an earlier occurrence of the last few tokens), verified in\n"
     "                          the same forward; the output is the same (default 0 = off)\n"
-    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths matched (default 1, 3)\n";
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths matched (default 2, 3)\n";
 
 /* Parses a number flag value into *out; prints the error and returns 0 when it is not one. */
 static int num_arg(const char *flag, const char *v, double lo, double hi, double *out)

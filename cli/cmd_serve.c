@@ -59,7 +59,7 @@ static const char usage[] =
     "                              (a core that slept starts slow; default 1000, 0 = sleep at once)\n"
     "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup,\n"
     "                              verified in the same forward (same output; default 0 = off)\n"
-    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 1, 3)\n"
+    "  --prompt-lookup-min N, --prompt-lookup-max N  n-gram lengths the lookup matches (default 2, 3)\n"
     "  --max-body BYTES            request body limit before 413 (default 1048576)\n"
     "  --max-connections N         concurrent connections (default 512)\n"
     "  --shutdown-timeout S        seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
@@ -82,6 +82,7 @@ typedef struct serve_rec {
     an_step_rec_t *step;
     size_t n_req, cap_req, max_req, dropped_req;
     size_t n_step, cap_step, max_step, dropped_step;
+    int64_t draft_tokens, accepted_drafts; /* every step's, recorded or not */
     bool oom;
 } serve_rec_t;
 
@@ -128,6 +129,8 @@ static void rec_result(const sluice_result *r, void *user)
 static void rec_step(const sluice_step_info *i, void *user)
 {
     serve_rec_t *rec = user;
+    rec->draft_tokens += i->n_draft_tokens;
+    rec->accepted_drafts += i->n_accepted_drafts;
     if (!rec_room((void **)&rec->step, rec->n_step, &rec->cap_step, rec->max_step, sizeof *rec->step, &rec->oom)) {
         rec->dropped_step++;
         return;
@@ -150,11 +153,13 @@ static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine
         return 0;
     }
     cli_engine_run_t run = {.req = rec->req, .n_req = rec->n_req, .step = rec->step, .n_step = rec->n_step,
+                            .draft_tokens = rec->draft_tokens, .accepted_drafts = rec->accepted_drafts,
                             .oom = rec->oom};
     an_summary_t sum;
     if (cli_engine_summary(e, &run, &sum) != SL_OK)
         return cli_fail(CMD, "out of memory collecting the run records: nothing recorded in %s", db);
     cli_engine_opts_t o = {.model = ep->model, .threads = ep->n_threads, .kv_f16 = ep->kv_f16,
+                           .lookup_min = ep->prompt_lookup_min, .lookup_max = ep->prompt_lookup_max,
                            .sched = *eng_engine_sched_config(e)};
     an_store_t *st = NULL;
     int64_t run_id = 0;

@@ -25,7 +25,7 @@ static void usage(FILE *out)
         "                  [--model NAME] [--gpu NAME|FILE] [--strategy NAME] [--replicas N] [--tp N]\n"
         "                  [--router round_robin|least_outstanding|least_kv] [scheduler options]\n"
         "                  [--config FILE] [--slo ttft_p99=1s,tpot_p99=100ms] [--seed S] [--db FILE]\n"
-        "                  [--no-record] [--calib-dir DIR] [--json] [--adaptive]\n"
+        "                  [--no-record] [--calib-dir DIR] [--json] [--adaptive] [--spec-acceptance A]\n"
         "defaults: --trace " CLI_DEFAULT_TRACE " if present, else --preset chat; --model llama2-7b;\n"
         "          --gpu a100-80gb; --strategy continuous; --db ./sluice.db; --max-sequence-length:\n"
         "          the model's context (longer requests are rejected and counted); --num-blocks: what\n"
@@ -33,7 +33,10 @@ static void usage(FILE *out)
         "--gpu NAME that is not built in: a profile file, else a profile `sluice calibrate` stored in --db\n"
         "--adaptive: a controller per replica adjusts max_num_batched_tokens (continuous) or\n"
         "          batch_timeout_ms (static) between steps toward the --slo ttft_p99 / tpot_p99 targets\n"
-        "          (default 1s / 100ms); the recorded config is the starting one; each change is printed\n");
+        "          (default 1s / 100ms); the recorded config is the starting one; each change is printed\n"
+        "--spec-acceptance A: with --num-speculative-tokens K > 0 (required then), the probability that\n"
+        "          the target model accepts a draft token given it accepted the drafts before it (0..1);\n"
+        "          a decode step appends (1 - A^(K+1)) / (1 - A) tokens on average (docs/SIMULATOR.md)\n");
 }
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -44,7 +47,7 @@ typedef struct opts {
     double rate, rate_scale;
     int replicas, tp;
     uint64_t seed;
-    bool json, no_record, adaptive;
+    bool json, no_record, adaptive, spec_given; /* spec_given: --spec-acceptance */
 } opts_t;
 
 static bool num_arg(const char *s, double *out)
@@ -67,6 +70,10 @@ static void print_summary(const an_summary_t *s, const sim_totals_t *t, double w
     printf("sluice sim: %s on %d x %s (tp %d, %s), %s, %s router\n", cfg->model.name, cfg->replicas,
            cfg->hw.name, cfg->tp, sched_strategy_name(cfg->sched.strategy), workload,
            sim_router_name(cfg->router));
+    if (cfg->sched.num_speculative_tokens > 0 && cfg->sched.strategy == SCHED_CONTINUOUS)
+        printf("  speculation %d draft%s per decode, acceptance %g: %.2f tokens per decode step expected\n",
+               cfg->sched.num_speculative_tokens, cfg->sched.num_speculative_tokens == 1 ? "" : "s",
+               cfg->spec_acceptance, sim_spec_tokens_per_step(cfg->spec_acceptance, cfg->sched.num_speculative_tokens));
     printf("  requests   %.0f (%.0f completed, %llu rejected) over %.1f s simulated\n", s->n_requests,
            s->n_completed, (unsigned long long)t->rejected, s->duration);
     printf("  throughput %.2f req/s, %.0f input tok/s, %.0f output tok/s\n", s->request_throughput,
@@ -229,6 +236,12 @@ int cmd_sim(int argc, char **argv)
                 *s = v;
                 continue;
             }
+            if (!strcmp(a, "--spec-acceptance")) {
+                if (cli_number(cmd, a, v, 0, 1, &cfg.spec_acceptance))
+                    return 2;
+                o.spec_given = true;
+                continue;
+            }
             if (!num_arg(v, &x))
                 return cli_fail(cmd, "%s: expected a number, got '%s'", a, v);
             if (!strcmp(a, "-n") && x >= 1 && x <= 1e9 && x == floor(x))
@@ -275,6 +288,8 @@ int cmd_sim(int argc, char **argv)
     cfg.replicas = o.replicas, cfg.tp = o.tp, cfg.seed = o.seed;
     if (sched_config_validate(&cfg.sched, err, sizeof err) != SL_OK)
         return cli_fail(cmd, "scheduler: %s", err);
+    if (cli_sim_spec_check(&cfg, o.spec_given, err, sizeof err) != SL_OK)
+        return cli_fail(cmd, "%s", err);
 
     /* workload */
     wl_trace_t *tr = wl_trace_create();

@@ -21,7 +21,7 @@ static void usage(FILE *out)
         "usage: sluice tune --slo ttft_p99=1s,tpot_p99=100ms [--trace FILE | --preset NAME [--rate R]]\n"
         "                   [--limit N] [--rate-scale X] [--model NAME] [--gpu NAME|FILE] [--replicas N]\n"
         "                   [--tp N] [--budget RUNS] [--jobs N] [--strategies naive,bucketed,...]\n"
-        "                   [--db FILE] [--calib-dir DIR] [--seed S] [--record-steps]\n"
+        "                   [--db FILE] [--calib-dir DIR] [--seed S] [--record-steps] [--spec-acceptance A]\n"
         "                   [scheduler knobs for the base config]\n"
         "       sluice tune --from-runs --slo SLO [--db FILE] [--model NAME] [--gpu NAME]\n"
         "defaults: --budget 50, --jobs 2, --model llama2-7b, --gpu a100-80gb, --db sluice.db, all strategies;\n"
@@ -34,7 +34,7 @@ typedef struct opts {
     cli_workload_t w;
     const char *model, *gpu, *slo, *db, *calib_dir, *strategies; /* model: cfg.model's name */
     int budget, jobs, replicas, tp;
-    bool from_runs, record_steps;
+    bool from_runs, record_steps, spec_given; /* spec_given: --spec-acceptance (as in sluice sim) */
 } opts_t;
 
 /* ---- evaluation: one simulation per candidate, recorded under a lock ------------------------ */
@@ -212,6 +212,8 @@ static int parse(int argc, char **argv, opts_t *o, sim_config_t *cfg, char *err,
             o->tp = (int)x;
         else if (!strcmp(a, "--seed") && integral && x >= 0)
             o->w.seed = (uint64_t)x;
+        else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
+            cfg->spec_acceptance = x, o->spec_given = true;
         else {
             snprintf(err, (size_t)errlen, "%s %s: unknown option or value out of range", a, v);
             return 2;
@@ -281,6 +283,8 @@ int cmd_tune(int argc, char **argv)
     if (sim_hw_resolve(o.gpu, &cfg.hw, err, sizeof err) != SL_OK)
         return cli_fail(cmd, "--gpu: %s", err);
     cfg.replicas = o.replicas, cfg.tp = o.tp, cfg.seed = o.w.seed;
+    if (cli_sim_spec_check(&cfg, o.spec_given, err, sizeof err) != SL_OK)
+        return cli_fail(cmd, "%s", err);
     sim_tune_opts_default(&to, &cfg.sched);
     to.budget = o.budget, to.jobs = o.jobs;
     if (o.strategies && parse_strategies(o.strategies, to.strategy, err, sizeof err) != SL_OK)

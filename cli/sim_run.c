@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,10 +171,28 @@ int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_c
     return rc;
 }
 
+int cli_sim_spec_check(const sim_config_t *cfg, bool acceptance_given, char *err, size_t errlen)
+{
+    if (cfg->sched.num_speculative_tokens <= 0 || acceptance_given)
+        return SL_OK;
+    snprintf(err, errlen,
+             "num_speculative_tokens %d needs --spec-acceptance A (0..1): the probability that the target "
+             "model accepts a draft token, given it accepted the drafts before it (an engine's accepted / "
+             "drafted share is lower; docs/SIMULATOR.md, \"Speculative decoding\", converts it)",
+             cfg->sched.num_speculative_tokens);
+    return SL_EINVAL;
+}
+
 bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len)
 {
-    size_t k = (size_t)snprintf(buf, len, "{\"replicas\": %d, \"tp\": %d, \"router\": \"%s\", \"calib_dir\": \"%s\"",
-                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), calib_dir);
+    char acc[32]; /* the shortest text that reads back as the same double */
+    snprintf(acc, sizeof acc, "%.15g", cfg->spec_acceptance);
+    if (strtod(acc, NULL) != cfg->spec_acceptance)
+        snprintf(acc, sizeof acc, "%.17g", cfg->spec_acceptance);
+    size_t k = (size_t)snprintf(buf, len,
+                                "{\"replicas\": %d, \"tp\": %d, \"router\": \"%s\", \"spec_acceptance\": %s, "
+                                "\"calib_dir\": \"%s\"",
+                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), acc, calib_dir);
     for (int i = 0; i < sched_knob_count() && k < len; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);

@@ -76,8 +76,14 @@ double cli_wall_now(void);
 int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_config_t *cfg, const an_slo_t *slo,
                     an_summary_t *out);
 
+/* Speculative decoding needs an acceptance: SL_EINVAL with the reason in err ("num_speculative_tokens
+ * 4 needs --spec-acceptance A ...") when cfg->sched.num_speculative_tokens > 0 and the command was
+ * not given --spec-acceptance (acceptance_given false), SL_OK otherwise. For `sluice sim`, `tune`
+ * and `plan`, after their options are parsed. */
+int cli_sim_spec_check(const sim_config_t *cfg, bool acceptance_given, char *err, size_t errlen);
+
 /* The run's configuration as JSON (every scheduler knob by name, plus replicas, tp, router,
- * calib_dir) into buf. Returns false when buf is too small. */
+ * spec_acceptance, calib_dir) into buf. Returns false when buf is too small. */
 bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len);
 
 /* Recording in two halves, so steps can stream into the run while it is simulated:

@@ -300,7 +300,7 @@ sluice_engine_params sluice_engine_default_params(void)
         .enable_prefix_caching = c.enable_prefix_caching,
         .enable_chunked_prefill = c.enable_chunked_prefill,
         .num_speculative_tokens = c.num_speculative_tokens,
-        .prompt_lookup_min = 1,
+        .prompt_lookup_min = 2,
         .prompt_lookup_max = 3,
         .on_step = NULL,
         .step_user = NULL,

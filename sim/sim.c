@@ -6,6 +6,8 @@
  *    generation number and are dropped).
  * 2. The heap holds at most one ARRIVAL: the next trace row; popping it pushes the one after.
  * 3. Nothing allocates per step: result arrays grow geometrically to the largest step seen.
+ * 4. A sequence's result depends only on (seed, req_id, its step's shape for it): token ids and
+ *    draft acceptances are hashes of the position they are for, never drawn from a stream.
  */
 #include "sim/sim.h"
 
@@ -36,9 +38,10 @@ typedef struct replica {
     uint64_t wake_gen;
     double wake_at;            /* time of the live WAKE, INFINITY when none */
     int64_t outstanding;       /* submitted, not yet done */
-    sched_seq_result_t *res;
-    int32_t *res_tok;          /* (res_cap) sampled token ids for token-carrying requests */
-    int res_cap;
+    sched_seq_result_t *res;   /* (res_cap) */
+    int32_t *res_tok;          /* (tok_cap) sampled token ids for token-carrying requests: up to
+                                  1 + n_draft per sequence, packed */
+    int res_cap, tok_cap;
 } replica_t;
 
 struct sim {
@@ -156,6 +159,10 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
         snprintf(err, errlen, "replicas: must be 1..4096, got %d", cfg->replicas);
         return NULL;
     }
+    if (!(cfg->spec_acceptance >= 0 && cfg->spec_acceptance <= 1)) { /* NaN too */
+        snprintf(err, errlen, "spec_acceptance: must be 0..1, got %g", cfg->spec_acceptance);
+        return NULL;
+    }
     sim_t *s = sl_calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -237,10 +244,19 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* Group tokens hash (seed, 1, group, j); unique tokens hash (seed, 2, row, j). */
+/* Domains of the (seed, domain, id, j) hash: group prompt tokens (id = group, j = position),
+ * unique prompt tokens (trace row, position), output tokens (req_id, position), draft
+ * acceptance draws (req_id, the draft's position). */
+enum { SYN_GROUP = 1, SYN_PROMPT = 2, SYN_OUTPUT = 3, SYN_DRAFT = 4 };
+
+static uint64_t synth(uint64_t seed, uint64_t domain, uint64_t id, uint64_t j)
+{
+    return mix64(mix64(mix64(seed ^ domain) ^ id) ^ j);
+}
+
 static int32_t synth_token(uint64_t seed, uint64_t domain, uint64_t id, uint64_t j)
 {
-    return (int32_t)(mix64(mix64(mix64(seed ^ domain) ^ id) ^ j) & 0x7fffffff);
+    return (int32_t)(synth(seed, domain, id, j) & 0x7fffffff);
 }
 
 static int fill_prompt(sim_t *s, const wl_trace_t *tr, size_t i)
@@ -255,8 +271,8 @@ static int fill_prompt(sim_t *s, const wl_trace_t *tr, size_t i)
     }
     int shared = tr->prefix_len[i] < len ? tr->prefix_len[i] : len;
     for (int j = 0; j < len; j++)
-        s->prompt[j] = j < shared ? synth_token(s->cfg.seed, 1, (uint64_t)tr->prefix_group[i], j)
-                                  : synth_token(s->cfg.seed, 2, i, j);
+        s->prompt[j] = j < shared ? synth_token(s->cfg.seed, SYN_GROUP, (uint64_t)tr->prefix_group[i], j)
+                                  : synth_token(s->cfg.seed, SYN_PROMPT, i, j);
     return SL_OK;
 }
 
@@ -330,31 +346,102 @@ static int drain(sim_t *s, int ri, const sim_sink_t *sink, sim_totals_t *tot)
     return SL_OK;
 }
 
+/* ---- speculative decoding ------------------------------------------------------------------ */
+
+double sim_spec_tokens_per_step(double alpha, int k)
+{
+    if (k <= 0)
+        return 1;
+    if (alpha >= 1)
+        return k + 1;
+    if (k > 64)
+        return (1 - pow(alpha, k + 1)) / (1 - alpha);
+    double t = 1; /* 1 + alpha (1 + alpha (...)): no cancellation as alpha nears 1 */
+    for (int j = 0; j < k; j++)
+        t = 1 + alpha * t;
+    return t;
+}
+
+double sim_spec_alpha_from_rate(double rate, int k)
+{
+    if (!(rate >= 0 && rate <= 1) || k < 1)
+        return NAN;
+    if (rate == 0 || rate == 1)
+        return rate;
+    double lo = 0, hi = 1; /* the accepted share rises strictly with alpha: bisect */
+    for (int i = 0; i < 64; i++) {
+        double mid = 0.5 * (lo + hi);
+        if ((sim_spec_tokens_per_step(mid, k) - 1) / k < rate)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* Drafts the target model accepts in sequence q's decode step: the leading ones whose draw
+ * u_j = hash(seed, req_id, the draft's position) in [0, 1) is below alpha. Draft j proposes the
+ * token at position context_len + 1 + j (the step's own token sits at context_len); a position
+ * is drawn for at most once over a request's life (the next step's drafts start past the token
+ * that replaced the first rejected draft), so the draws are independent across steps too. */
+static int spec_accepted(const sim_t *s, const sched_seq_step_t *q)
+{
+    double alpha = s->cfg.spec_acceptance;
+    int n = 0;
+    if (alpha <= 0 || !q->sample)
+        return 0;
+    while (n < q->n_draft &&
+           (synth(s->cfg.seed, SYN_DRAFT, q->req_id, (uint64_t)q->context_len + 1 + (uint64_t)n) >> 11) *
+                   0x1.0p-53 < alpha)
+        n++;
+    return n;
+}
+
+/* Room for the step's results: a result per sequence, and up to 1 + n_draft token ids per sampled
+ * sequence. */
+static int reserve_results(replica_t *r, const sched_step_t *st)
+{
+    int ntok = 0;
+    for (int k = 0; k < st->n_seqs; k++)
+        ntok += st->seqs[k].sample ? 1 + st->seqs[k].n_draft : 0;
+    if (st->n_seqs > r->res_cap) {
+        int cap = st->n_seqs > 2 * r->res_cap ? st->n_seqs : 2 * r->res_cap;
+        sched_seq_result_t *p = sl_realloc(r->res, sizeof *p * cap);
+        if (!p)
+            return SL_ENOMEM;
+        r->res = p, r->res_cap = cap;
+    }
+    if (ntok > r->tok_cap) {
+        int cap = ntok > 2 * r->tok_cap ? ntok : 2 * r->tok_cap;
+        int32_t *p = sl_realloc(r->res_tok, sizeof *p * cap);
+        if (!p)
+            return SL_ENOMEM;
+        r->res_tok = p, r->tok_cap = cap;
+    }
+    return SL_OK;
+}
+
 static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_totals_t *tot,
                      char *err, int errlen)
 {
     replica_t *r = &s->rep[ri];
     sched_step_t *st = &r->step;
-    if (st->n_seqs > r->res_cap) {
-        int cap = st->n_seqs > 2 * r->res_cap ? st->n_seqs : 2 * r->res_cap;
-        sched_seq_result_t *p = sl_realloc(r->res, sizeof *p * cap);
-        if (p)
-            r->res = p;
-        int32_t *tk = p ? sl_realloc(r->res_tok, sizeof *tk * cap) : NULL;
-        if (!tk) {
-            snprintf(err, errlen, "out of memory");
-            return SL_ENOMEM;
-        }
-        r->res_tok = tk, r->res_cap = cap;
+    if (reserve_results(r, st) != SL_OK) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
     }
+    int used = 0; /* of res_tok */
     for (int k = 0; k < st->n_seqs; k++) {
         const sched_seq_step_t *q = &st->seqs[k];
-        /* requests with token ids get a unique synthetic output token, others length only */
-        bool tok = q->tokens && q->sample;
-        if (tok)
-            r->res_tok[k] = synth_token(s->cfg.seed, 3, q->req_id, (uint64_t)(q->context_len + q->n_tokens));
-        r->res[k] = (sched_seq_result_t){.n_tokens = q->sample ? 1 : 0, .tokens = tok ? &r->res_tok[k] : NULL,
-                                         .finish = SCHED_FINISH_NONE};
+        int n = q->sample ? 1 + spec_accepted(s, q) : 0;
+        /* requests with token ids get unique synthetic output tokens (one per position: the
+         * first follows the step's known tokens), others length only */
+        int32_t *tk = q->tokens && n > 0 ? &r->res_tok[used] : NULL;
+        uint64_t pos = (uint64_t)q->context_len + (uint64_t)(q->n_tokens - q->n_draft);
+        for (int j = 0; tk && j < n; j++)
+            tk[j] = synth_token(s->cfg.seed, SYN_OUTPUT, q->req_id, pos + (uint64_t)j);
+        used += tk ? n : 0;
+        r->res[k] = (sched_seq_result_t){.n_tokens = n, .tokens = tk, .finish = SCHED_FINISH_NONE};
     }
     sched_result_t res = {st->n_seqs, r->res};
     /* the step's shape stays readable until commit; report it first */

@@ -8,10 +8,20 @@
  *
  * Each replica owns one sched_t (sched_create with cfg.sched) and prices each planned step with
  * its cost model; the step completes at now + cost, when it is committed with one token per
- * sampled sequence (the scheduler finishes requests at max_new_tokens = the trace's output
- * length). Requests carry no tokens unless they are in a prefix group; then the first
- * prefix_len prompt tokens are the group's (equal across the group, so the prefix cache can
- * hit) and the rest are unique to the request.
+ * sampled sequence, plus the accepted drafts of a speculating decode (cfg.spec_acceptance; the
+ * scheduler finishes requests at max_new_tokens = the trace's output length). Requests carry no
+ * tokens unless they are in a prefix group; then the first prefix_len prompt tokens are the
+ * group's (equal across the group, so the prefix cache can hit) and the rest are unique to the
+ * request.
+ *
+ * Speculative decoding (sched.num_speculative_tokens = k > 0, CONTINUOUS): a decode step runs the
+ * sequence's token and k' <= k draft slots (the scheduler clamps k' near max_new_tokens), all
+ * charged by the cost model; the target model accepts draft j (0-based) when draft j - 1 was
+ * accepted and a uniform draw u_j < alpha = spec_acceptance. u_j hashes (seed, req_id, the
+ * draft's position context_len + 1 + j), so a run is reproducible and a request's acceptances do
+ * not depend on what else is in its steps. The step appends 1 + accepted tokens (the accepted
+ * drafts and the target's own next token): (1 - alpha^(k'+1)) / (1 - alpha) on average. The
+ * draft model's own cost is not modelled (zero: prompt-lookup drafts cost nothing to propose).
  *
  * Records stream out through callbacks as they happen; the simulator keeps none, so memory is
  * bounded by the scheduler's live state whatever the trace length.
@@ -57,10 +67,26 @@ typedef struct sim_config {
                                   (sluice_engine_params.idle_spin_ms); the profile's wake term is
                                   charged only to a step after idle_spin + idle_after idle. default
                                   1 (the engine's default) */
+    double spec_acceptance;    /* speculative decoding (sched.num_speculative_tokens > 0): alpha,
+                                  the probability that the target model accepts a draft token given
+                                  it accepted the drafts before it (i.i.d. per draft, Leviathan et
+                                  al. 2023). 0..1; default 0: every draft rejected, drafts are pure
+                                  cost. Unused without drafts */
 } sim_config_t;
 
 /* Defaults above. SL_ENOTFOUND only if the built-in llama2-7b shape is missing. */
 int sim_config_default(sim_config_t *cfg);
+
+/* Expected tokens a decode step with k draft slots appends at acceptance alpha (0..1):
+ * 1 + alpha + ... + alpha^k = (1 - alpha^(k+1)) / (1 - alpha); k + 1 at alpha 1; 1 at k <= 0.
+ * Cannot fail. */
+double sim_spec_tokens_per_step(double alpha, int k);
+
+/* The alpha at which a step with k (>= 1) drafts accepts, on average, the share rate (0..1) of
+ * them: the inverse of rate = (sim_spec_tokens_per_step(alpha, k) - 1) / k. An engine's
+ * accepted / drafted count is such a share, not alpha (alpha 0.8 with k 4 accepts 59% of the
+ * drafts); this converts it. NAN when rate is outside 0..1 or k < 1. */
+double sim_spec_alpha_from_rate(double rate, int k);
 
 /* One finished or rejected request (a rejected one has reason SCHED_FINISH_ABORT and no
  * timings); one executed step with its start, end and the replica's KV stats after commit. */

@@ -572,12 +572,14 @@ static void log_spec(const sluice_step_info *info, void *user)
     l->accepted += info->n_accepted_drafts;
 }
 
-/* Runs r alone on a fresh engine with num_speculative_tokens k (0 = off); returns its result, the
- * engine's stats and the steps' sums. */
+/* Runs r alone on a fresh engine with num_speculative_tokens k (0 = off), drafts from matches of
+ * 1 to 3 tokens (stories260K's short outputs repeat few bigrams); returns its result, the engine's
+ * stats and the steps' sums. */
 static sluice_result *run_spec(int k, const sluice_request_params *r, sluice_stats *st, spec_log_t *log)
 {
     sluice_engine_params p = small_params();
     p.num_speculative_tokens = k;
+    p.prompt_lookup_min = 1;
     p.on_step = log_spec;
     p.step_user = log;
     sluice_engine *e = create(&p);
