@@ -128,6 +128,10 @@ static int engine_series(srv_buf_t *b, const char *model, const sluice_stats *st
         {"adaptive_changes_total", "counter", "Knob changes made by the adaptive controller.", (double)st->adaptive_changes},
         {"prompt_tokens_total", "counter", "Prompt tokens run through the model.", (double)st->prompt_tokens},
         {"generation_tokens_total", "counter", "Tokens generated.", (double)st->generation_tokens},
+        {"spec_decode_num_draft_tokens_total", "counter", "Speculative draft tokens proposed and run.",
+         (double)st->spec_draft_tokens},
+        {"spec_decode_num_accepted_tokens_total", "counter", "Speculative draft tokens kept.",
+         (double)st->spec_accepted_tokens},
         {"requests_submitted_total", "counter", "Requests accepted by the engine.", (double)st->requests_submitted},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

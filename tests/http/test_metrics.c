@@ -32,6 +32,8 @@ static void test_engine_series(void **state)
     st.preemptions = 1;
     st.prompt_tokens = 1234;
     st.generation_tokens = 99;
+    st.spec_draft_tokens = 40;
+    st.spec_accepted_tokens = 25;
     st.max_num_batched_tokens = 1024;
     st.batch_timeout_ms = 12.5;
     st.adaptive_changes = 3;
@@ -46,6 +48,9 @@ static void test_engine_series(void **state)
     assert_has(b.data, "sluice:num_preemptions_total{model_name=\"tiny\"} 1\n");
     assert_has(b.data, "sluice:prompt_tokens_total{model_name=\"tiny\"} 1234\n");
     assert_has(b.data, "sluice:generation_tokens_total{model_name=\"tiny\"} 99\n");
+    assert_has(b.data, "# TYPE sluice:spec_decode_num_draft_tokens_total counter\n"
+                       "sluice:spec_decode_num_draft_tokens_total{model_name=\"tiny\"} 40\n");
+    assert_has(b.data, "sluice:spec_decode_num_accepted_tokens_total{model_name=\"tiny\"} 25\n");
     assert_has(b.data, "# TYPE sluice:max_num_batched_tokens gauge\nsluice:max_num_batched_tokens{model_name=\"tiny\"} 1024\n");
     assert_has(b.data, "sluice:batch_timeout_ms{model_name=\"tiny\"} 12.5\n");
     assert_has(b.data, "sluice:adaptive_changes_total{model_name=\"tiny\"} 3\n");
