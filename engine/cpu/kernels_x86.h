@@ -234,8 +234,8 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
  * lane: no horizontal sums. Q4 partial sums stay 16-bit over a block (16 products of at most
  * 15 x 127 per lane), so a block costs 8 maddubs + 8 adds + one madd for 8 rows; Q8_0
  * (|w| x sign(a, w)) widens every chunk. Block scales d (and offsets m) of the 8 rows are one float
- * vector per block. Decode (one token) builds the chunks from the packed blocks in registers; with
- * more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
+ * vector per block. Up to 3 tokens (decode, small speculative steps) build the chunks from the
+ * packed blocks in registers; with more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
  * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size. */
 #define ENG_Q_ROWS 8
 #define ENG_Q_SLICE 64 /* blocks per unpacked slice: 8 rows x 2048 elements = 16 KiB, L1-resident */
@@ -375,6 +375,43 @@ ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, con
         store_rows(g, t + j, r, n, acc[j], add);
 }
 
+/* rows [r, r + n) x all RN tokens straight from the packed blocks: each block is loaded and
+ * unpacked once in registers and serves every token. For up to 3 tokens (decode, small
+ * speculative steps) this beats unpacking a slice to memory (SmolLM2, 2 threads: 3 tokens +10%,
+ * 2 tokens +8%); at 4 the accumulators no longer fit the registers and it loses (-3..9%). */
+ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *g, const uint8_t *const row[8],
+                            int r, int n)
+{
+    const int nb = g->k / ENG_CPU_QK;
+    const int8_t *aq[4];
+    const float *ad[4], *as[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++) {
+        aq[j] = (const int8_t *)((const char *)g->x + (size_t)j * g->x_stride);
+        ad[j] = eng_cpu_q8_d(aq[j], g->k);
+        as[j] = eng_cpu_q8_s(aq[j], g->k);
+    }
+    /* summed and stored slice by slice, as the unpacked path does, so both round alike */
+    for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
+        const int b1 = nb - b0 < ENG_Q_SLICE ? nb : b0 + ENG_Q_SLICE;
+        __m256 acc[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++)
+            acc[j] = _mm256_setzero_ps();
+        for (int b = b0; b < b1; b++) {
+            __m256i c[8];
+            __m256 dv, mv;
+            load_block(type, row, g->w_stride, b, c, &dv, &mv);
+#pragma GCC unroll 4
+            for (int j = 0; j < RN; j++)
+                acc[j] = block_acc(type, c, dv, mv, aq[j] + b * ENG_CPU_QK, ad[j][b], as[j][b], acc[j]);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++)
+            store_rows(g, j, r, n, acc[j], g->accumulate || b0 > 0);
+    }
+}
+
 ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
     _Alignas(32) __m256i w[ENG_Q_SLICE * 8];
@@ -385,17 +422,11 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         const uint8_t *row[8];
         for (int i = 0; i < 8; i++) /* a short group repeats its first row; those lanes are dropped */
             row[i] = (const uint8_t *)g->w + (size_t)(r + (i < n ? i : 0)) * g->w_stride;
-        if (g->n_tok == 1) { /* decode: straight from the blocks, nothing to reuse */
-            const int8_t *aq = g->x;
-            const float *ad = eng_cpu_q8_d(aq, g->k), *as = eng_cpu_q8_s(aq, g->k);
-            __m256 acc = _mm256_setzero_ps(), dv, mv;
-            __m256i c[8];
-            for (int b = 0; b < nb; b++) {
-                load_block(type, row, g->w_stride, b, c, &dv, &mv);
-                acc = block_acc(type, c, dv, mv, aq + b * ENG_CPU_QK, ad[b], as[b], acc);
-            }
-            store_rows(g, 0, r, n, acc, g->accumulate);
-            continue;
+        switch (g->n_tok) {
+        case 1: direct_rows(type, 1, g, row, r, n); continue;
+        case 2: direct_rows(type, 2, g, row, r, n); continue;
+        case 3: direct_rows(type, 3, g, row, r, n); continue;
+        default: break;
         }
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;

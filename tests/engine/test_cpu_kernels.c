@@ -4,6 +4,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -134,6 +135,52 @@ static void test_gemm_matches_dequantised_reference_for_every_type(void **state)
             check_gemm(type, 11, 6, 32 * 67, 1);
             check_gemm(type, 11, 1, 32 * 67, 0);
         }
+    }
+}
+
+/* A token's outputs are bitwise the same whatever else is in the step: speculative decoding keeps a
+ * draft only when the sampler draws it from a row computed in a step of 1 + drafts tokens, which
+ * must equal the row plain decoding computes alone. Every type, every ISA, steps of 1..9 tokens
+ * (direct from the blocks up to 3, unpacked slices and their remainders past that). */
+static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
+{
+    enum { ROWS = 13, NT = 9 };
+    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) {
+        const int type = all_types[i], block = eng_type_block_elems(type);
+        const int k = block == 1 ? 77 : block == 32 ? 32 * 67 : 512;
+        uint8_t *w = make_weights(type, ROWS, k);
+        const bool quant = type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K;
+        const size_t xs = quant ? eng_cpu_q8_row_bytes(k) : sizeof(float) * (size_t)k;
+        float *x = malloc(sizeof(float) * NT * k), *alone = malloc(sizeof(float) * NT * ROWS),
+              *together = malloc(sizeof(float) * NT * ROWS);
+        char *xb = malloc(xs * NT);
+        fill(x, NT * k, 2.0f);
+        for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+            const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+            if (!kt)
+                continue;
+            for (int t = 0; t < NT; t++) {
+                if (quant)
+                    kt->quantize_q8(x + (size_t)t * k, xb + xs * t, k);
+                else
+                    memcpy(xb + xs * t, x + (size_t)t * k, xs);
+            }
+            eng_cpu_gemm_t g = {.type = type, .w = w, .w_stride = eng_type_row_bytes(type, k), .x_stride = xs,
+                                .k = k, .ldo = ROWS, .n_tok = 1};
+            for (int t = 0; t < NT; t++) {
+                g.x = xb + xs * t, g.out = alone + (size_t)t * ROWS;
+                kt->gemm(&g, 0, ROWS);
+            }
+            for (int n = 2; n <= NT; n++) {
+                g.x = xb, g.out = together, g.n_tok = n;
+                kt->gemm(&g, 0, ROWS);
+                if (memcmp(alone, together, sizeof(float) * (size_t)n * ROWS))
+                    print_error("%s on %s: a step of %d tokens differs from one token at a time\n",
+                                eng_type_name(type), kt->name, n);
+                assert_memory_equal(alone, together, sizeof(float) * (size_t)n * ROWS);
+            }
+        }
+        free(w); free(x); free(alone); free(together); free(xb);
     }
 }
 
@@ -409,6 +456,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_dequantised_reference_for_every_type),
+        cmocka_unit_test(test_gemm_rows_do_not_depend_on_the_step_size),
         cmocka_unit_test(test_quantised_gemm_is_close_to_float_product),
         cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
