@@ -10,7 +10,7 @@
  * table shows the gain where text repeats and the cost where it does not.
  *
  *   bench_spec MODEL [-t THREADS] [-k K] [-n MAX_TOKENS] [-r ROUNDS] [--min N] [--max N]
- * (defaults: all cores, K 4, 128 tokens, 5 rounds, the engine's prompt lookup lengths)
+ * (defaults: all cores, K 2, 128 tokens, 5 rounds, the engine's prompt lookup lengths)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const sluice_engine_params defaults = sluice_engine_default_params();
-    int threads = 0, k = 4, max_tokens = 128, rounds = 5;
+    int threads = 0, k = 2, max_tokens = 128, rounds = 5;
     int lmin = defaults.prompt_lookup_min, lmax = defaults.prompt_lookup_max;
     for (int i = 2; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
