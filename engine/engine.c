@@ -300,6 +300,7 @@ sluice_engine_params sluice_engine_default_params(void)
         .enable_prefix_caching = c.enable_prefix_caching,
         .enable_chunked_prefill = c.enable_chunked_prefill,
         .num_speculative_tokens = c.num_speculative_tokens,
+        .speculative_disable_by_batch_size = c.speculative_disable_by_batch_size,
         .prompt_lookup_min = 2,
         .prompt_lookup_max = 3,
         .on_step = NULL,
@@ -336,6 +337,7 @@ sched_config_t eng_sched_config_from_params(const sluice_engine_params *p)
     c.enable_prefix_caching = p->enable_prefix_caching;
     c.enable_chunked_prefill = p->enable_chunked_prefill;
     c.num_speculative_tokens = p->num_speculative_tokens;
+    c.speculative_disable_by_batch_size = p->speculative_disable_by_batch_size;
     return c;
 }
 

@@ -142,6 +142,8 @@ typedef struct sluice_engine_params {
        kept. Outputs are the same tokens as without it (same seed, same logits); it saves forwards
        where text repeats what came before. Steps with drafts sample on the host. */
     int num_speculative_tokens;  /* draft tokens per decode step; 0 = off. default 0 */
+    int speculative_disable_by_batch_size; /* no drafts in a step planned while this many sequences or
+                                    more run (a large batch has no compute to spare); 0 = never. default 0 */
     int prompt_lookup_min;       /* shortest n-gram matched, 1..16. default 2 (single-token matches
                                     propose mostly drafts that are rejected) */
     int prompt_lookup_max;       /* longest n-gram matched, prompt_lookup_min..16. default 3 */

@@ -177,6 +177,9 @@ static int plan_continuous(sched_t *s, double now)
 {
     const sched_config_t *c = &s->cfg;
     int budget = c->max_num_batched_tokens;
+    const int drafts = c->speculative_disable_by_batch_size > 0 && s->n_running >= c->speculative_disable_by_batch_size
+                           ? 0
+                           : c->num_speculative_tokens;
     /* pass 0: decodes, pass 1: prompt chunks of running sequences; both in priority order. Pass 1
      * runs only when pass 0 passed over a prefilling sequence (pass 0 admits nobody). */
     int prefilling = 0;
@@ -189,7 +192,7 @@ static int plan_continuous(sched_t *s, double now)
                 continue;
             int n, draft = 0;
             if (!prefill) {
-                draft = c->num_speculative_tokens;
+                draft = drafts;
                 if (draft > r->max_new - r->output_len - 1)
                     draft = r->max_new - r->output_len - 1; /* drafts past the length limit are waste */
                 if (draft > budget - 1)

@@ -59,6 +59,7 @@ sched_config_t sched_config_default(void)
     c.enable_prefix_caching = true;
     c.enable_chunked_prefill = true;
     c.num_speculative_tokens = 0;
+    c.speculative_disable_by_batch_size = 0;
     sched_model_shape_builtin("llama2-7b", &c.model);
     c.gpu_memory_utilization = 0.9;
     return c;
@@ -104,6 +105,9 @@ static const knob_entry_t knobs[] = {
      F(enable_chunked_prefill)},
     {{"num_speculative_tokens", SCHED_KNOB_INT, "tokens", 0, 16, "continuous: draft tokens per decode (0 = off)", false},
      F(num_speculative_tokens)},
+    {{"speculative_disable_by_batch_size", SCHED_KNOB_INT, "sequences", 0, 65536,
+      "continuous: no drafts while this many sequences run (0 = never)", false},
+     F(speculative_disable_by_batch_size)},
     {{"model", SCHED_KNOB_MODEL, "", 0, 0, "memory_aware: estimator shape (a built-in model name)", false}, F(model)},
     {{"gpu_memory_utilization", SCHED_KNOB_DOUBLE, "fraction", 0.01, 1, "engine: usable share of device memory", false},
      F(gpu_memory_utilization)},

@@ -68,6 +68,9 @@ typedef struct sched_config {
     bool enable_prefix_caching;  /* reuse cached full blocks across requests. default true */
     bool enable_chunked_prefill; /* CONTINUOUS: split prompts over steps to fit the budget. default true */
     int num_speculative_tokens;  /* CONTINUOUS: draft tokens verified per decode step (0 = off). default 0 */
+    int speculative_disable_by_batch_size; /* CONTINUOUS: no drafts in a step planned while this many
+                                              sequences or more run (drafts cost compute a large
+                                              batch no longer has to spare); 0 = never. default 0 */
     sched_model_shape_t model;   /* MEMORY_AWARE's estimator input; default: llama2-7b fp16 */
     double gpu_memory_utilization; /* engine / estimator: fraction of device memory usable. default 0.9.
                                       The scheduler itself does not read it. */

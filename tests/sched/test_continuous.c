@@ -157,6 +157,45 @@ static void test_continuous_speculation_reserves_drafts_and_trims(void **state)
     sched_free(s);
 }
 
+/* With speculative_disable_by_batch_size 3: two running decodes get their drafts, three get none;
+ * when one finishes, drafts come back. */
+static void test_continuous_speculation_off_for_large_batches(void **state)
+{
+    sched_config_t c = small_config(SCHED_CONTINUOUS);
+    c.num_speculative_tokens = 2;
+    c.speculative_disable_by_batch_size = 3;
+    sched_t *s = make_sched(&c);
+    assert_int_equal(submit_len(s, 1, 0, 0, 4, 10), SL_OK);
+    assert_int_equal(submit_len(s, 2, 0, 0, 4, 10), SL_OK);
+    sched_step_t step;
+    assert_int_equal(plan(s, 0, &step), SCHED_PLAN_STEP); /* both prompts */
+    commit_step(s, &step, 0, NULL, 0);
+    assert_int_equal(plan(s, 1, &step), SCHED_PLAN_STEP);
+    assert_int_equal(step.n_seqs, 2);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(step.seqs[i].n_draft, 2);
+    commit_step(s, &step, 1, NULL, 0);
+    assert_int_equal(submit_len(s, 3, 0, 2, 4, 2), SL_OK);
+    assert_int_equal(plan(s, 2, &step), SCHED_PLAN_STEP); /* 2 decodes with drafts + the new prompt */
+    assert_int_equal(step.n_seqs, 3);
+    assert_int_equal(step.seqs[0].n_draft + step.seqs[1].n_draft, 4);
+    commit_step(s, &step, 2, NULL, 0);
+    assert_int_equal(plan(s, 3, &step), SCHED_PLAN_STEP); /* 3 running: no drafts */
+    assert_int_equal(step.n_seqs, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(step.seqs[i].n_draft, 0);
+        assert_int_equal(step.seqs[i].n_tokens, 1);
+    }
+    commit_step(s, &step, 3, NULL, 0); /* request 3 reaches its 2 tokens and leaves */
+    assert_int_equal(plan(s, 4, &step), SCHED_PLAN_STEP);
+    assert_int_equal(step.n_seqs, 2);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(step.seqs[i].n_draft, 2);
+    commit_step(s, &step, 4, NULL, 0);
+    assert_invariants(s);
+    sched_free(s);
+}
+
 static void test_continuous_eos_finishes_early(void **state)
 {
     sched_config_t c = small_config(SCHED_CONTINUOUS);
@@ -179,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_continuous_without_chunking_prompt_waits_for_budget),
         cmocka_unit_test(test_continuous_preempts_least_urgent_latest_and_recomputes),
         cmocka_unit_test(test_continuous_speculation_reserves_drafts_and_trims),
+        cmocka_unit_test(test_continuous_speculation_off_for_large_batches),
         cmocka_unit_test(test_continuous_eos_finishes_early),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
