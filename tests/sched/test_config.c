@@ -47,14 +47,14 @@ static void test_config_knobs_round_trip_every_field(void **state)
     sched_config_t d = sched_config_default(), c = sched_config_default();
     memset(&c, 0, sizeof c);
     char buf[64], err[200];
-    assert_int_equal(sched_knob_count(), 18);
+    assert_int_equal(sched_knob_count(), 19);
     for (int i = 0; i < sched_knob_count(); i++) {
         const sched_knob_t *k = sched_knob_at(i);
         assert_int_equal(sched_config_get(&d, k->name, buf, sizeof buf), SL_OK);
         assert_int_equal(sched_config_set(&c, k->name, buf, err, sizeof err), SL_OK);
         assert_ptr_equal(sched_knob_find(k->name), k);
     }
-    assert_null(sched_knob_at(18));
+    assert_null(sched_knob_at(19));
     assert_int_equal(memcmp(&c.model, &d.model, sizeof c.model), 0);
     assert_int_equal(c.max_waiting_requests, d.max_waiting_requests);
     assert_true(c.enable_chunked_prefill);
