@@ -77,6 +77,17 @@ const char *cli_kv_dtype_name(bool f16) { return f16 ? "f16" : "f32"; }
 
 const char *cli_code_revision(void) { return SLUICE_REVISION; }
 
+void cli_print_speculation(FILE *out, const char *label, int64_t drafts, int64_t kept, int64_t rejections,
+                           int lookup_min, int lookup_max)
+{
+    fprintf(out, "%s%lld draft tokens run, %lld kept (%.1f%%; prompt lookup %d..%d)", label, (long long)drafts,
+            (long long)kept, drafts > 0 ? 100.0 * (double)kept / (double)drafts : 0.0, lookup_min, lookup_max);
+    if (kept + rejections > 0)
+        fprintf(out, "; per-draft acceptance %.3f (sluice sim --spec-acceptance)",
+                (double)kept / (double)(kept + rejections));
+    fputc('\n', out);
+}
+
 int cli_main(int argc, char **argv)
 {
     /* GSL's default handler aborts the process; every GSL call here checks its return instead. */

@@ -5,6 +5,8 @@
 #define SLUICE_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 
 int cli_main(int argc, char **argv);
 
@@ -23,7 +25,6 @@ int cmd_tune(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
-/* Prints "sluice SUBCMD: <message>" to stderr and returns 2 (for `return cli_usage_error(...)`). */
 /* Parses v as a number in lo..hi for option flag of subcommand cmd into *out. Returns 0, or prints
  * "sluice CMD: FLAG: expected a number in LO..HI, got 'V'" and returns 2 (v NULL: missing). */
 int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
@@ -40,6 +41,13 @@ const char *cli_kv_dtype_name(bool f16);
 /* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */
 const char *cli_code_revision(void);
 
+/* Prints "sluice SUBCMD: <message>" to stderr and returns 2 (for `return cli_fail(...)`). */
 int cli_fail(const char *subcmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One line on speculative decoding, after `label`: drafts run and kept, the kept share, and the
+ * per-draft acceptance estimate kept / (kept + rejections) that `sluice sim --spec-acceptance`
+ * takes (the rate at which a draft is kept when the drafts before it were). Cannot fail. */
+void cli_print_speculation(FILE *out, const char *label, int64_t drafts, int64_t kept, int64_t rejections,
+                           int lookup_min, int lookup_max);
 
 #endif

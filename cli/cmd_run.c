@@ -185,11 +185,8 @@ int cmd_run(int argc, char **argv)
         if (ep.num_speculative_tokens > 0) {
             sluice_stats st;
             sluice_get_stats(e, &st);
-            fprintf(stderr, "speculation: %lld draft tokens run, %lld kept (acceptance %.1f%%), %lld steps\n",
-                    (long long)st.spec_draft_tokens, (long long)st.spec_accepted_tokens,
-                    st.spec_draft_tokens > 0 ? 100.0 * (double)st.spec_accepted_tokens / (double)st.spec_draft_tokens
-                                             : 0.0,
-                    (long long)st.steps);
+            cli_print_speculation(stderr, "speculation: ", st.spec_draft_tokens, st.spec_accepted_tokens,
+                                  st.spec_rejections, ep.prompt_lookup_min, ep.prompt_lookup_max);
         }
         sluice_result_free(r);
     }

@@ -83,7 +83,8 @@ typedef struct cli_engine_run {
     size_t n_step, cap_step, n_dec_kv, cap_dec_kv;
     int rejected, clipped;
     int64_t out_tokens;
-    int64_t draft_tokens, accepted_drafts; /* speculative decoding: drafts run, and kept */
+    int64_t draft_tokens, accepted_drafts, rejections; /* speculative decoding: drafts run, kept, and
+                                                         sequence steps that ended at a rejected one */
     double wall;            /* first submit to the last request done, s */
     bool oom;               /* a step record could not be kept */
 } cli_engine_run_t;

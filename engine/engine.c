@@ -177,7 +177,7 @@ struct sluice_engine {
     double stop_deadline;
     int n_shutdown_aborted;
     int64_t submitted, rejected, finished, canceled, prompt_tokens, gen_tokens;
-    int64_t spec_drafts, spec_accepted;
+    int64_t spec_drafts, spec_accepted, spec_rejections;
     double busy_s;
     struct { double t; int64_t p, g; } rate[ENG_RATE_SLOTS];
     int rate_head, rate_n;
@@ -193,6 +193,7 @@ struct sluice_engine {
     int *bdrafts;                       /* batch seq -> draft tokens it runs after its first */
     int *step_ntok;                     /* step seq -> tokens run (its drafts trimmed to those proposed) */
     int step_drafts, step_accepted;     /* the step's draft tokens run, and kept */
+    int step_rejections;                /* the step's sequences whose drafts ended at a rejected one */
     int32_t *btoks;                     /* copies of the step's tokens */
     int32_t *bblocks;                   /* copies of the block tables */
     int32_t *copy_src, *copy_dst;
@@ -1042,6 +1043,7 @@ void sluice_get_stats(sluice_engine *e, sluice_stats *out)
         .generation_tokens = e->gen_tokens,
         .spec_draft_tokens = e->spec_drafts,
         .spec_accepted_tokens = e->spec_accepted,
+        .spec_rejections = e->spec_rejections,
         .uptime_s = now,
         .busy_s = e->busy_s,
         .max_num_batched_tokens = sched_config(e->sched)->max_num_batched_tokens,
@@ -1576,7 +1578,7 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
 {
     for (int i = 0; i < st->n_seqs; i++)
         e->results[i] = (sched_seq_result_t){0, NULL, SCHED_FINISH_NONE};
-    e->step_drafts = e->step_accepted = 0;
+    e->step_drafts = e->step_accepted = e->step_rejections = 0;
     const bool on_backend = backend_samples(e, st, b);
     int n_rows = 0, rc;
     for (int j = 0; j < b->n_seqs && !on_backend; j++)
@@ -1601,8 +1603,12 @@ static int run_step(sluice_engine *e, const sched_step_t *st, const eng_batch_t 
         for (int k = 0; k < rows && rc == SL_OK && s->n_out < s->req->max_new; k++) {
             const float *lg = on_backend ? NULL : e->logits + (size_t)(r0 + k) * (size_t)e->vocab;
             fin = sample_row(e, s, lg, r0 + k, now, &tok);
-            if (k == rows - 1 || tok != drafts[k])
+            if (k == rows - 1)
                 break;
+            if (tok != drafts[k]) {
+                e->step_rejections++;
+                break;
+            }
             e->step_accepted++;
             if (fin != SCHED_FINISH_NONE)
                 break;
@@ -1687,6 +1693,7 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
     info->n_preempted = st->n_preempted;
     info->n_draft_tokens = e->step_drafts;
     info->n_accepted_drafts = e->step_accepted;
+    info->n_rejections = e->step_rejections;
     int n_dec = 0; /* e->step_kv holds st->n_seqs: ensure_seqs ran for this step */
     for (int i = 0; i < st->n_seqs; i++) {
         const sched_seq_step_t *q = &st->seqs[i];
@@ -1775,7 +1782,7 @@ static void *engine_main(void *arg)
             /* a commit needs one result per sequence: wait for that little memory */
             while (ensure_seqs(e, st.n_seqs) != SL_OK)
                 nanosleep(&(struct timespec){0, 10000000}, NULL);
-            e->step_drafts = e->step_accepted = 0;
+            e->step_drafts = e->step_accepted = e->step_rejections = 0;
             for (int i = 0; i < st.n_seqs; i++) {
                 e->out_toks[i] = 0;
                 e->step_ntok[i] = 0;
@@ -1817,6 +1824,7 @@ static void *engine_main(void *arg)
         e->gen_tokens += nsampled;
         e->spec_drafts += e->step_drafts;
         e->spec_accepted += e->step_accepted;
+        e->spec_rejections += e->step_rejections;
         e->busy_s += now - info.t_start;
         rate_tick(e, now);
         collect_done(e, now);

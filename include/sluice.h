@@ -89,6 +89,7 @@ typedef struct sluice_step_info {
     int n_sampled;            /* logits rows sampled (a speculating sequence: 1 + its drafts) */
     int n_draft_tokens;       /* draft tokens proposed and run (included in n_tokens) */
     int n_accepted_drafts;    /* of which kept: the sampler drew the same token */
+    int n_rejections;         /* sequences whose drafts ended at a rejected one (not all kept) */
     int n_preempted;          /* sequences preempted while planning the step */
     double prefill_pairs;     /* the prompt chunks' causal attention work: sum of q * (ctx + (q + 1) / 2) */
     const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence read (context +
@@ -407,6 +408,9 @@ typedef struct sluice_stats {
     int64_t generation_tokens;     /* tokens sampled */
     int64_t spec_draft_tokens;     /* speculative draft tokens proposed and run */
     int64_t spec_accepted_tokens;  /* of which kept (acceptance = accepted / draft) */
+    int64_t spec_rejections;       /* speculating steps of a sequence that ended at a rejected draft:
+                                      accepted / (accepted + rejections) estimates the per-draft
+                                      acceptance rate the simulator takes (--spec-acceptance) */
     /* time */
     double uptime_s;               /* since create */
     double busy_s;                 /* time spent running steps */

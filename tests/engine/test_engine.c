@@ -561,7 +561,7 @@ static void test_engine_steps_report_their_attention_work(void **state)
 /* ---- speculative decoding ---- */
 
 typedef struct spec_log {
-    int64_t tokens, drafts, accepted;
+    int64_t tokens, drafts, accepted, rejections, spec_steps;
 } spec_log_t;
 
 static void log_spec(const sluice_step_info *info, void *user)
@@ -570,6 +570,8 @@ static void log_spec(const sluice_step_info *info, void *user)
     l->tokens += info->n_tokens;
     l->drafts += info->n_draft_tokens;
     l->accepted += info->n_accepted_drafts;
+    l->rejections += info->n_rejections;
+    l->spec_steps += info->n_draft_tokens > 0;
 }
 
 /* Runs r alone on a fresh engine with num_speculative_tokens k (0 = off), drafts from matches of
@@ -611,6 +613,10 @@ static void test_engine_speculation_keeps_greedy_tokens_and_saves_steps(void **s
     assert_int_equal(spec.steps, plain.steps - spec.spec_accepted_tokens);
     assert_int_equal(ls.drafts, spec.spec_draft_tokens);
     assert_int_equal(ls.accepted, spec.spec_accepted_tokens);
+    assert_int_equal(ls.rejections, spec.spec_rejections);
+    /* one sequence: a step with drafts ends at a rejection or keeps them all (no EOS here) */
+    assert_true(spec.spec_rejections > 0 && spec.spec_rejections <= ls.spec_steps);
+    assert_true(spec.spec_accepted_tokens + spec.spec_rejections <= spec.spec_draft_tokens);
     assert_int_equal(ls.tokens, lp.tokens + ls.drafts - ls.accepted); /* every draft ran; a kept one replaced a step's token */
     sluice_result_free(a);
     sluice_result_free(b);
