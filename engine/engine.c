@@ -20,9 +20,11 @@
  *        abort everything if the shutdown deadline has passed
  *        plan(now) ─ IDLE ─► collect done records; if any, run callbacks; else sleep on wake_cv
  *          │                 until wake_at (static batch timeout), a submit, a cancel or shutdown
- *          STEP: copy tokens and block tables into the batch; unlock
+ *          STEP: copy tokens and block tables into the batch (with prompt-lookup drafts for
+ *                decodes that have draft slots); unlock
  *        forward (padding of static strategies is counted in the step, never computed)
- *        sample each sampled row with its sample's own sampler (per-request params and PRNG),
+ *        sample each sampled row with its sample's own sampler (per-request params and PRNG;
+ *        a sequence with drafts row after row until a draw differs from its draft),
  *        select the row's top_logprobs alternatives when the request asks for them, detokenize the new token, scan stop strings, decide EOS / STOP
  *        lock; commit; fork parallel samples after their first token; drain done records
  *        unlock; token callbacks, completion callbacks, on_step; (loop)
