@@ -663,6 +663,59 @@ static void test_engine_speculation_keeps_seeded_samples(void **state)
     sluice_result_free(b);
 }
 
+/* Speculation under memory pressure: twelve requests at once (greedy and seeded sampling, shared
+ * prompt prefixes for the prefix cache, two with n = 2 for copy-on-write) on a pool that holds a
+ * fraction of them, so sequences are preempted and recomputed while they draft. Every sample is the
+ * same with drafts as without. */
+static void run_crowd(int k, sluice_result **out, sluice_stats *st)
+{
+    static const char *const prompts[] = {"Once upon a time", "Once upon a time there was", "The little dog",
+                                          "Lily and Ben went to the park"};
+    sluice_engine_params p = small_params();
+    p.max_sequence_length = 160;
+    p.kv_memory_mb = 0.75; /* ~300 tokens of stories260K's KV: a crowd of 12 x ~100 tokens must take turns */
+    p.num_speculative_tokens = k;
+    p.prompt_lookup_min = 1;
+    sluice_engine *e = create(&p);
+    sluice_request_id ids[12];
+    for (int i = 0; i < 12; i++) {
+        sluice_request_params r = i % 3 ? greedy(prompts[i % 4], 90) : sampled(0.8f, 100 + (uint64_t)i);
+        r.prompt = prompts[i % 4];
+        r.max_tokens = 90;
+        r.n = i % 5 == 0 ? 2 : 1;
+        assert_int_equal(sluice_submit(e, &r, &ids[i]), SLUICE_OK);
+    }
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(sluice_wait(e, ids[i], 120, &out[i]), SLUICE_OK);
+        assert_int_equal(out[i]->status, SLUICE_OK);
+    }
+    sluice_get_stats(e, st);
+    assert_all_blocks_free(e);
+    sluice_engine_free(e);
+}
+
+static void test_engine_speculation_survives_preemption(void **state)
+{
+    (void)state;
+    REQUIRE_MODEL();
+    sluice_result *plain[12], *spec[12];
+    sluice_stats sp, ss;
+    run_crowd(0, plain, &sp);
+    run_crowd(3, spec, &ss);
+    assert_true(sp.preemptions > 0 && ss.preemptions > 0);
+    assert_true(ss.spec_accepted_tokens > 0);
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(plain[i]->n_samples, spec[i]->n_samples);
+        for (int j = 0; j < plain[i]->n_samples; j++) {
+            const sluice_sample *a = &plain[i]->samples[j], *b = &spec[i]->samples[j];
+            assert_ids_equal(a->ids, a->n_ids, b->ids, b->n_ids);
+            assert_string_equal(a->text, b->text);
+        }
+        sluice_result_free(plain[i]);
+        sluice_result_free(spec[i]);
+    }
+}
+
 static void test_engine_rejects_bad_prompt_lookup_lengths(void **state)
 {
     (void)state;
@@ -981,6 +1034,7 @@ int main(void)
         cmocka_unit_test(test_engine_request_during_the_idle_spin_starts_at_once),
         cmocka_unit_test(test_engine_speculation_keeps_greedy_tokens_and_saves_steps),
         cmocka_unit_test(test_engine_speculation_keeps_seeded_samples),
+        cmocka_unit_test(test_engine_speculation_survives_preemption),
         cmocka_unit_test(test_engine_rejects_bad_prompt_lookup_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
