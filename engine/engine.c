@@ -192,7 +192,6 @@ struct sluice_engine {
     eng_sampler_ws_t *ws;
     eng_batch_seq_t *bseqs;
     int *bseq_step;                     /* batch seq -> step seq */
-    int *bdrafts;                       /* batch seq -> draft tokens it runs after its first */
     int *step_ntok;                     /* step seq -> tokens run (its drafts trimmed to those proposed) */
     int step_drafts, step_accepted;     /* the step's draft tokens run, and kept */
     int step_rejections;                /* the step's sequences whose drafts ended at a rejected one */
@@ -487,7 +486,6 @@ static void engine_destroy(sluice_engine *e)
     eng_sampler_ws_free(e->ws);
     sl_free(e->bseqs);
     sl_free(e->bseq_step);
-    sl_free(e->bdrafts);
     sl_free(e->step_ntok);
     sl_free(e->btoks);
     sl_free(e->bblocks);
@@ -1394,7 +1392,6 @@ static int ensure_seqs(sluice_engine *e, int n_seqs)
     int cap = next_cap(e->cap_seqs, n_seqs);
     if (resize(&e->bseqs, sizeof *e->bseqs * (size_t)cap) ||
         resize(&e->bseq_step, sizeof(int) * (size_t)cap) ||
-        resize(&e->bdrafts, sizeof(int) * (size_t)cap) ||
         resize(&e->step_ntok, sizeof(int) * (size_t)cap) ||
         resize(&e->results, sizeof *e->results * (size_t)cap) ||
         resize(&e->out_toks, sizeof(int32_t) * (size_t)cap) ||
@@ -1483,7 +1480,6 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
             .n_blocks = q->n_blocks,
             .logits = drafts > 0 ? 2 : q->sample ? 1 : 0,
         };
-        e->bdrafts[nb] = drafts;
         e->step_ntok[i] = known + drafts;
         e->bseq_step[nb++] = i;
         to += known + drafts;
