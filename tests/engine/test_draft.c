@@ -74,6 +74,58 @@ static void test_nothing_to_propose(void **state)
     expect(distinct, LEN(distinct), 1, 3, 4, NULL, 0);
 }
 
+/* The contract of draft.h written the plain way: for n = max_n down to min_n, scan the matches of
+ * the last n tokens from the most recent back; take the first with max_draft tokens after it, else
+ * the one with the longest continuation. */
+static int reference(const int32_t *t, int n_toks, int min_n, int max_n, int max_draft, int32_t *out)
+{
+    if (max_draft <= 0)
+        return 0;
+    for (int n = max_n; n >= min_n; n--) {
+        int best_from = -1, best_len = 0;
+        for (int i = n_toks - n - 1; i >= 0 && best_len < max_draft; i--) {
+            int j = 0;
+            while (j < n && t[i + j] == t[n_toks - n + j])
+                j++;
+            if (j == n && n_toks - (i + n) > best_len)
+                best_from = i + n, best_len = n_toks - (i + n);
+        }
+        if (best_len > 0) {
+            int k = best_len < max_draft ? best_len : max_draft;
+            for (int j = 0; j < k; j++)
+                out[j] = t[best_from + j];
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* 20,000 random sequences over small alphabets (so matches of every length happen), every bound:
+ * the lookup proposes exactly what the plain reading of the contract does. */
+static void test_lookup_equals_the_plain_reference(void **state)
+{
+    (void)state;
+    uint64_t rng = 12345;
+    int32_t t[64], got[16], want[16];
+    for (int iter = 0; iter < 20000; iter++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        int n = (int)(rng >> 58), alphabet = 2 + (int)((rng >> 40) % 5);
+        int min_n = 1 + (int)((rng >> 20) % 3), max_n = min_n + (int)((rng >> 24) % 3);
+        int max_draft = (int)((rng >> 28) % 6);
+        for (int i = 0; i < n; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            t[i] = (int32_t)((rng >> 33) % (uint64_t)alphabet);
+        }
+        int k = eng_draft_lookup(t, n, min_n, max_n, max_draft, got);
+        int kr = reference(t, n, min_n, max_n, max_draft, want);
+        if (k != kr)
+            print_error("n %d, bounds %d..%d, max_draft %d: %d tokens, want %d\n", n, min_n, max_n, max_draft, k, kr);
+        assert_int_equal(k, kr);
+        for (int i = 0; i < k; i++)
+            assert_int_equal(got[i], want[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -82,6 +134,7 @@ int main(void)
         cmocka_unit_test(test_longer_ngram_wins_over_a_more_recent_shorter_one),
         cmocka_unit_test(test_short_continuation_takes_the_longest),
         cmocka_unit_test(test_nothing_to_propose),
+        cmocka_unit_test(test_lookup_equals_the_plain_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
