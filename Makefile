@@ -26,8 +26,11 @@ ifneq ($(SANITIZE),)
   CUDA := 0
 endif
 
+# -ffp-contract=off: no compiler-made FMAs (gcc's ISO mode already has none; clang would fuse):
+# the sampler's penalties must round as the CUDA sampler's __fmul_rn/__fadd_rn do.
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-               -pthread -fno-strict-aliasing -I. $(shell pkg-config --cflags gsl sqlite3 libcjson 2>/dev/null)
+               -pthread -fno-strict-aliasing -ffp-contract=off -I. \
+               $(shell pkg-config --cflags gsl sqlite3 libcjson 2>/dev/null)
 ifeq ($(WERROR),1)
   CFLAGS_BASE += -Werror
 endif

@@ -240,9 +240,11 @@ static int by_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Greedy also when 1 / temperature overflows (a temperature in the float denormals): the scaled
+ * logits would be infinite and no probability finite. The CUDA sampler uses the same test. */
 static bool samples(float temperature, int top_k)
 {
-    return temperature > 0 && top_k != 1;
+    return temperature > 0 && isfinite(1.0f / temperature) && top_k != 1;
 }
 
 int eng_sampler_prepare(eng_sampler_t *s, eng_sampler_ws_t *ws, const int32_t *prev, int n_prev,

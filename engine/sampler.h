@@ -18,7 +18,8 @@
 #include <stdint.h>
 
 typedef struct eng_sampler_params {
-    float temperature;        /* > 0 scales logits; <= 0 = greedy. default 1.0 */
+    float temperature;        /* > 0 scales logits; <= 0 (or so small that 1 / T overflows) = greedy.
+                                 default 1.0 */
     int top_k;                /* keep the k most likely; 0 = off. default 0 */
     float top_p;              /* nucleus mass in (0, 1]; 1 = off. default 1.0 */
     float min_p;              /* drop p < min_p * p_max; 0 = off. default 0 */

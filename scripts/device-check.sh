@@ -30,7 +30,7 @@ B=build-dev
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=${NVCC:-$CUDA_HOME/bin/nvcc}
 CUDA_ARCHS=${CUDA_ARCHS:--gencode arch=compute_90,code=sm_90}
-CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -pthread -fno-strict-aliasing -I. -DSLUICE_HAVE_CUDA=1 -I$CUDA_HOME/include"
+CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -pthread -fno-strict-aliasing -ffp-contract=off -I. -DSLUICE_HAVE_CUDA=1 -I$CUDA_HOME/include"
 LIBS="-L$CUDA_HOME/lib64 -Wl,-rpath,$CUDA_HOME/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -lm -lpthread -ldl"
 pick() { for f in "$@"; do [ -f "$f" ] && { echo "$f"; return; }; done; echo "$1"; }
 STORIES=${SLUICE_STORIES:-$(pick .devdata/stories260K.gguf ../shared/models/stories260K.gguf)}

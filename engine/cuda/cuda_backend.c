@@ -88,7 +88,6 @@ typedef struct cuda_ctx {
     float *lps, *samp_w;      /* forward_sample: log-probabilities, probability rows */
     eng_sample_row_t *rows_d; /* forward_sample: one chunk's rows */
     int32_t *pen_d;           /* forward_sample: the step's penalty pairs (grown on demand) */
-    float *pen_raw_d;         /* ... and their raw logits */
     int pen_cap;              /* pairs pen_d holds */
     float *host_logits;       /* SLUICE_CUDA_SAMPLE=host: the rows forward_sample picks from */
     int cap_host_rows;
@@ -533,10 +532,8 @@ static int upload_pairs(cuda_ctx_t *c, const int32_t *pen, int n_pen) {
     if (n_pen > c->pen_cap) {
         int cap = n_pen > 2 * c->pen_cap ? n_pen : 2 * c->pen_cap;
         CK(c, cudaFree(c->pen_d));
-        CK(c, cudaFree(c->pen_raw_d));
-        c->pen_d = NULL, c->pen_raw_d = NULL, c->pen_cap = 0;
+        c->pen_d = NULL, c->pen_cap = 0;
         CK(c, cudaMalloc((void **)&c->pen_d, (size_t)cap * 8));
-        CK(c, cudaMalloc((void **)&c->pen_raw_d, (size_t)cap * 4));
         c->pen_cap = cap;
     }
     if (n_pen > 0)
@@ -551,8 +548,8 @@ static int fetch_rows(cuda_ctx_t *c, const step_out_t *o, int r0, int n) {
         CK(c, cudaMemcpyAsync(c->rows_d, o->rows + r0, (size_t)n * sizeof *o->rows,
                               cudaMemcpyHostToDevice, c->stream));
         LAUNCH(c, PROF_OTHER,
-               eng_cuda_launch_sample(c->ids, c->lps, c->logits, c->samp_w, c->rows_d, c->pen_d,
-                                      c->pen_raw_d, n, V, c->stream));
+               eng_cuda_launch_sample(c->ids, c->lps, c->logits, c->samp_w, c->rows_d, c->pen_d, n, V,
+                                      c->stream));
         CK(c, cudaMemcpyAsync(o->logprobs + r0, c->lps, (size_t)n * 4, cudaMemcpyDeviceToHost,
                               c->stream));
     }
@@ -731,7 +728,6 @@ static void ctx_free(cuda_ctx_t *c) {
     cudaFree(c->kv);
     cudaFree(c->ws);
     cudaFree(c->pen_d);
-    cudaFree(c->pen_raw_d);
     sl_free(c->host_logits);
     eng_sampler_ws_free(c->host_ws);
     cudaFree(c->wbuf);

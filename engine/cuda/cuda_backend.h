@@ -165,11 +165,11 @@ int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int voca
                            eng_cuda_stream_t s);
 /* For each row r < n (one block each): ids[r] and lps[r] = the token eng_sampler_pick picks from
  * logits row r with rows[r] and the pairs pen (as eng_sampler_prepare made them), and its raw
- * log-probability; -1 and NaN for a row without a finite logit. Changes the logits rows
- * (penalties, NaN -> -inf) and uses scratch (n x vocab floats) and pen_raw (one float per pair). */
-int eng_cuda_launch_sample(int32_t *ids, float *lps, float *logits, float *scratch,
-                           const eng_sample_row_t *rows, const int32_t *pen, float *pen_raw, int n,
-                           int vocab, eng_cuda_stream_t s);
+ * log-probability; -1 and NaN for a row without a finite logit. Reads the logits rows only; works
+ * in scratch (n x vocab floats). Rows may share pairs. */
+int eng_cuda_launch_sample(int32_t *ids, float *lps, const float *logits, float *scratch,
+                           const eng_sample_row_t *rows, const int32_t *pen, int n, int vocab,
+                           eng_cuda_stream_t s);
 /* For each pair c < n and each of n_pools pools (layers x K/V, pool p at base + p * pool_elems):
  * block copies[2c] -> copies[2c+1], block_elems fp16 elements each (block_elems % 8 == 0). */
 int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,

@@ -119,6 +119,14 @@ static void test_top_k_1_and_tiny_top_p_are_greedy(void **state)
     p.top_p = 1e-6f;
     eng_sampler_init(&s, &p);
     for (int i = 0; i < 20; i++) assert_int_equal(draw(&p, ws, l, &s), 500);
+    /* a temperature whose inverse overflows (1e-39 is a float denormal) is greedy too, and draws
+     * nothing from the PRNG */
+    p.top_p = 1.0f;
+    p.temperature = 1e-39f;
+    eng_sampler_init(&s, &p);
+    uint64_t before = s.rng;
+    for (int i = 0; i < 20; i++) assert_int_equal(draw(&p, ws, l, &s), 500);
+    assert_true(s.rng == before);
     eng_sampler_ws_free(ws);
 }
 
