@@ -77,14 +77,44 @@ const char *cli_kv_dtype_name(bool f16) { return f16 ? "f16" : "f32"; }
 
 const char *cli_code_revision(void) { return SLUICE_REVISION; }
 
-void cli_print_speculation(FILE *out, const char *label, int64_t drafts, int64_t kept, int64_t rejections,
-                           int lookup_min, int lookup_max)
+void cli_spec_add(cli_spec_counts_t *c, const sluice_step_info *step)
 {
-    fprintf(out, "%s%lld draft tokens run, %lld kept (%.1f%%; prompt lookup %d..%d)", label, (long long)drafts,
-            (long long)kept, drafts > 0 ? 100.0 * (double)kept / (double)drafts : 0.0, lookup_min, lookup_max);
-    if (kept + rejections > 0)
-        fprintf(out, "; per-draft acceptance %.3f (sluice sim --spec-acceptance)",
-                (double)kept / (double)(kept + rejections));
+    c->drafts += step->n_draft_tokens;
+    c->kept += step->n_accepted_drafts;
+    c->rejections += step->n_rejections;
+    c->lookups += step->n_lookups;
+    c->proposals += step->n_proposals;
+}
+
+void cli_spec_merge(cli_spec_counts_t *c, const cli_spec_counts_t *other)
+{
+    c->drafts += other->drafts;
+    c->kept += other->kept;
+    c->rejections += other->rejections;
+    c->lookups += other->lookups;
+    c->proposals += other->proposals;
+}
+
+double cli_spec_acceptance(const cli_spec_counts_t *c)
+{
+    return c->kept + c->rejections > 0 ? (double)c->kept / (double)(c->kept + c->rejections) : NAN;
+}
+
+double cli_spec_propose_rate(const cli_spec_counts_t *c)
+{
+    return c->lookups > 0 ? (double)c->proposals / (double)c->lookups : NAN;
+}
+
+void cli_print_speculation(FILE *out, const char *label, const cli_spec_counts_t *c, int lookup_min, int lookup_max)
+{
+    fprintf(out, "%s%lld draft tokens run, %lld kept (%.1f%%; prompt lookup %d..%d)", label, (long long)c->drafts,
+            (long long)c->kept, c->drafts > 0 ? 100.0 * (double)c->kept / (double)c->drafts : 0.0, lookup_min,
+            lookup_max);
+    double a = cli_spec_acceptance(c), p = cli_spec_propose_rate(c);
+    if (!isnan(p))
+        fprintf(out, "; drafts found in %.1f%% of lookups (sluice sim --spec-propose %.3f)", 100 * p, p);
+    if (!isnan(a))
+        fprintf(out, "; per-draft acceptance %.3f (--spec-acceptance)", a);
     fputc('\n', out);
 }
 

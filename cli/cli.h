@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "include/sluice.h"
+
 int cli_main(int argc, char **argv);
 
 /* Subcommands: argv[0] is the subcommand name. */
@@ -44,10 +46,21 @@ const char *cli_code_revision(void);
 /* Prints "sluice SUBCMD: <message>" to stderr and returns 2 (for `return cli_fail(...)`). */
 int cli_fail(const char *subcmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* One line on speculative decoding, after `label`: drafts run and kept, the kept share, and the
- * per-draft acceptance estimate kept / (kept + rejections) that `sluice sim --spec-acceptance`
- * takes (the rate at which a draft is kept when the drafts before it were). Cannot fail. */
-void cli_print_speculation(FILE *out, const char *label, int64_t drafts, int64_t kept, int64_t rejections,
-                           int lookup_min, int lookup_max);
+/* Speculative decoding counts of a run: sluice_stats' spec_* fields, or its steps' summed. */
+typedef struct cli_spec_counts {
+    int64_t drafts, kept, rejections, lookups, proposals;
+} cli_spec_counts_t;
+
+/* Adds one step's counts; adds another run's. Cannot fail. */
+void cli_spec_add(cli_spec_counts_t *c, const sluice_step_info *step);
+void cli_spec_merge(cli_spec_counts_t *c, const cli_spec_counts_t *other);
+/* The rates the simulator takes, NAN without data: the per-draft acceptance kept / (kept +
+ * rejections) (--spec-acceptance: the rate at which a draft is kept when the drafts before it
+ * were) and the proposal rate proposals / lookups (--spec-propose: how often prompt lookup found
+ * drafts for a sequence with draft slots). */
+double cli_spec_acceptance(const cli_spec_counts_t *c);
+double cli_spec_propose_rate(const cli_spec_counts_t *c);
+/* One line, after `label`: drafts run and kept, the kept share, and the two rates. Cannot fail. */
+void cli_print_speculation(FILE *out, const char *label, const cli_spec_counts_t *c, int lookup_min, int lookup_max);
 
 #endif

@@ -129,8 +129,7 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
                   eng_engine_sched_config(e), workload, r.rejected, r.clipped);
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
     if (eng_engine_sched_config(e)->num_speculative_tokens > 0)
-        cli_print_speculation(stdout, "  speculation ", r.draft_tokens, r.accepted_drafts, r.rejections,
-                              o->eng.lookup_min, o->eng.lookup_max);
+        cli_print_speculation(stdout, "  speculation ", &r.spec, o->eng.lookup_min, o->eng.lookup_max);
     if (run_id > 0)
         printf("recorded as run %lld in %s\n", (long long)run_id, o->run.db);
 out:

@@ -185,8 +185,9 @@ int cmd_run(int argc, char **argv)
         if (ep.num_speculative_tokens > 0) {
             sluice_stats st;
             sluice_get_stats(e, &st);
-            cli_print_speculation(stderr, "speculation: ", st.spec_draft_tokens, st.spec_accepted_tokens,
-                                  st.spec_rejections, ep.prompt_lookup_min, ep.prompt_lookup_max);
+            const cli_spec_counts_t c = {st.spec_draft_tokens, st.spec_accepted_tokens, st.spec_rejections,
+                                         st.spec_lookups, st.spec_proposals};
+            cli_print_speculation(stderr, "speculation: ", &c, ep.prompt_lookup_min, ep.prompt_lookup_max);
         }
         sluice_result_free(r);
     }

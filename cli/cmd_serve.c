@@ -82,7 +82,7 @@ typedef struct serve_rec {
     an_step_rec_t *step;
     size_t n_req, cap_req, max_req, dropped_req;
     size_t n_step, cap_step, max_step, dropped_step;
-    int64_t draft_tokens, accepted_drafts, rejections; /* every step's, recorded or not */
+    cli_spec_counts_t spec; /* every step's, recorded or not */
     bool oom;
 } serve_rec_t;
 
@@ -129,9 +129,7 @@ static void rec_result(const sluice_result *r, void *user)
 static void rec_step(const sluice_step_info *i, void *user)
 {
     serve_rec_t *rec = user;
-    rec->draft_tokens += i->n_draft_tokens;
-    rec->accepted_drafts += i->n_accepted_drafts;
-    rec->rejections += i->n_rejections;
+    cli_spec_add(&rec->spec, i);
     if (!rec_room((void **)&rec->step, rec->n_step, &rec->cap_step, rec->max_step, sizeof *rec->step, &rec->oom)) {
         rec->dropped_step++;
         return;
@@ -154,8 +152,7 @@ static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine
         return 0;
     }
     cli_engine_run_t run = {.req = rec->req, .n_req = rec->n_req, .step = rec->step, .n_step = rec->n_step,
-                            .draft_tokens = rec->draft_tokens, .accepted_drafts = rec->accepted_drafts,
-                            .rejections = rec->rejections,
+                            .spec = rec->spec,
                             .oom = rec->oom};
     an_summary_t sum;
     if (cli_engine_summary(e, &run, &sum) != SL_OK)

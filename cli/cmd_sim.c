@@ -26,6 +26,7 @@ static void usage(FILE *out)
         "                  [--router round_robin|least_outstanding|least_kv] [scheduler options]\n"
         "                  [--config FILE] [--slo ttft_p99=1s,tpot_p99=100ms] [--seed S] [--db FILE]\n"
         "                  [--no-record] [--calib-dir DIR] [--json] [--adaptive] [--spec-acceptance A]\n"
+        "                  [--spec-propose P]\n"
         "defaults: --trace " CLI_DEFAULT_TRACE " if present, else --preset chat; --model llama2-7b;\n"
         "          --gpu a100-80gb; --strategy continuous; --db ./sluice.db; --max-sequence-length:\n"
         "          the model's context (longer requests are rejected and counted); --num-blocks: what\n"
@@ -36,7 +37,9 @@ static void usage(FILE *out)
         "          (default 1s / 100ms); the recorded config is the starting one; each change is printed\n"
         "--spec-acceptance A: with --num-speculative-tokens K > 0 (required then), the probability that\n"
         "          the target model accepts a draft token given it accepted the drafts before it (0..1);\n"
-        "          a decode step appends (1 - A^(K+1)) / (1 - A) tokens on average (docs/SIMULATOR.md)\n");
+        "          a decode step appends (1 - A^(K+1)) / (1 - A) tokens on average (docs/SIMULATOR.md)\n"
+        "--spec-propose P: the probability that a sequence's drafter proposes drafts in a step (default 1;\n"
+        "          prompt lookup finds some only where text repeats: `sluice bench` prints both rates)\n");
 }
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -71,9 +74,12 @@ static void print_summary(const an_summary_t *s, const sim_totals_t *t, double w
            cfg->hw.name, cfg->tp, sched_strategy_name(cfg->sched.strategy), workload,
            sim_router_name(cfg->router));
     if (cfg->sched.num_speculative_tokens > 0 && cfg->sched.strategy == SCHED_CONTINUOUS)
-        printf("  speculation %d draft%s per decode, acceptance %g: %.2f tokens per decode step expected\n",
+        printf("  speculation %d draft%s per decode, proposed %g of the time, acceptance %g: %.2f tokens per "
+               "decode step expected\n",
                cfg->sched.num_speculative_tokens, cfg->sched.num_speculative_tokens == 1 ? "" : "s",
-               cfg->spec_acceptance, sim_spec_tokens_per_step(cfg->spec_acceptance, cfg->sched.num_speculative_tokens));
+               cfg->spec_propose, cfg->spec_acceptance,
+               1 + cfg->spec_propose *
+                       (sim_spec_tokens_per_step(cfg->spec_acceptance, cfg->sched.num_speculative_tokens) - 1));
     printf("  requests   %.0f (%.0f completed, %llu rejected) over %.1f s simulated\n", s->n_requests,
            s->n_completed, (unsigned long long)t->rejected, s->duration);
     printf("  throughput %.2f req/s, %.0f input tok/s, %.0f output tok/s\n", s->request_throughput,
@@ -240,6 +246,11 @@ int cmd_sim(int argc, char **argv)
                 if (cli_number(cmd, a, v, 0, 1, &cfg.spec_acceptance))
                     return 2;
                 o.spec_given = true;
+                continue;
+            }
+            if (!strcmp(a, "--spec-propose")) {
+                if (cli_number(cmd, a, v, 0, 1, &cfg.spec_propose))
+                    return 2;
                 continue;
             }
             if (!num_arg(v, &x))

@@ -149,8 +149,11 @@ static int load_workload(const opts_t *o, int max_seq, wl_trace_t *tr, char *nam
     return 0;
 }
 
+/* spec: the engine runs' speculative decoding counts, pooled; with drafts, the simulator takes
+ * their proposal rate and per-draft acceptance (workload properties, like the output lengths). */
 static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cli_engine_opts_t *eo,
-                   const wl_trace_t *tr, cli_collect_t *col, sim_config_t *cfg, an_summary_t *sum)
+                   const wl_trace_t *tr, const cli_spec_counts_t *spec, cli_collect_t *col, sim_config_t *cfg,
+                   an_summary_t *sum)
 {
     char err[512];
     if (sim_config_default(cfg) != SL_OK)
@@ -161,6 +164,14 @@ static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cl
     cfg->profile = prof;
     cfg->engine_idle_spin_s = eo->idle_spin_ms / 1e3;
     cfg->seed = eo->seed;
+    if (sc->num_speculative_tokens > 0) {
+        double a = cli_spec_acceptance(spec), p = cli_spec_propose_rate(spec);
+        cfg->spec_acceptance = isnan(a) ? 0 : a;
+        cfg->spec_propose = isnan(p) ? 0 : p;
+        printf("  speculation: the engine found drafts in %.1f%% of its lookups and kept drafts at a per-draft "
+               "rate of %.3f; the simulator proposes and accepts at those rates\n",
+               100 * cfg->spec_propose, cfg->spec_acceptance);
+    }
     memset(&cfg->hw, 0, sizeof cfg->hw);
     snprintf(cfg->hw.name, sizeof cfg->hw.name, "%.31s", prof->name);
     sim_t *sim = sim_create(cfg, NULL, err, sizeof err);
@@ -412,13 +423,6 @@ int cmd_validate(int argc, char **argv)
         goto out;
     }
     const sched_config_t sc = *eng_engine_sched_config(e);
-    if (sc.num_speculative_tokens > 0) { /* the simulator would take every draft as rejected */
-        status = cli_fail(CMD, "num_speculative_tokens %d: not supported by validate yet (the engine runs only the "
-                          "drafts prompt lookup finds, the simulator charges every draft slot and accepts drafts "
-                          "at an i.i.d. rate); validate without --num-speculative-tokens",
-                          sc.num_speculative_tokens);
-        goto out;
-    }
     if (sim_profile_check(&prof, NULL, NULL, NULL, 0, &sc.model, err, sizeof err) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
         goto out;
@@ -455,8 +459,11 @@ int cmd_validate(int argc, char **argv)
     sim_profile_t priced = prof;
     if (!o.no_rescale)
         sim_profile_rescale(&priced, f_small, f_large);
+    cli_spec_counts_t spec = {0};
+    for (int d = 0; d < done; d++)
+        cli_spec_merge(&spec, &runs[d].spec);
     sim_config_t cfg;
-    if ((status = run_sim(&priced, &sc, &o.eng, tr, &col, &cfg, &ss)))
+    if ((status = run_sim(&priced, &sc, &o.eng, tr, &spec, &col, &cfg, &ss)))
         goto out;
     if (st) {
         char where[96];

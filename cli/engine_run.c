@@ -69,9 +69,7 @@ static void on_step(const sluice_step_info *i, void *user)
     r->prefill_pairs[r->n_step] = i->prefill_pairs;
     r->forward_s[r->n_step] = i->forward_s;
     r->n_sampled[r->n_step] = i->n_sampled;
-    r->draft_tokens += i->n_draft_tokens;
-    r->accepted_drafts += i->n_accepted_drafts;
-    r->rejections += i->n_rejections;
+    cli_spec_add(&r->spec, i);
     r->step[r->n_step++] = (an_step_rec_t){
         .replica = 0, .seq_no = (int64_t)i->seq_no, .t_start = i->t_start, .t_end = i->t_end,
         .n_seqs = i->n_seqs, .n_tokens = i->n_tokens, .n_prefill_tokens = i->n_prefill_tokens,
@@ -306,12 +304,13 @@ int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_o
                           kn->type == SCHED_KNOB_STRATEGY ? ", \"%s\": \"%s\"" : ", \"%s\": %s",
                           kn->name, v);
     }
-    if (sc->num_speculative_tokens > 0 && k < (int)sizeof json - 160)
+    if (sc->num_speculative_tokens > 0 && k < (int)sizeof json - 256)
         k += snprintf(json + k, sizeof json - (size_t)k,
                       ", \"prompt_lookup_min\": %d, \"prompt_lookup_max\": %d, \"spec_draft_tokens\": %lld, "
-                      "\"spec_accepted_tokens\": %lld, \"spec_rejections\": %lld",
-                      o->lookup_min, o->lookup_max, (long long)r->draft_tokens, (long long)r->accepted_drafts,
-                      (long long)r->rejections);
+                      "\"spec_accepted_tokens\": %lld, \"spec_rejections\": %lld, \"spec_lookups\": %lld, "
+                      "\"spec_proposals\": %lld",
+                      o->lookup_min, o->lookup_max, (long long)r->spec.drafts, (long long)r->spec.kept,
+                      (long long)r->spec.rejections, (long long)r->spec.lookups, (long long)r->spec.proposals);
     snprintf(json + k, sizeof json - (size_t)k, "}");
     an_run_info_t info = {.mode = "real", .hardware = eng_engine_backend_name(e), .model = o->model,
                           .strategy = sched_strategy_name(sc->strategy), .config_json = json,

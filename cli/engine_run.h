@@ -28,6 +28,7 @@
 
 #include "analysis/metrics.h"
 #include "analysis/store.h"
+#include "cli/cli.h"
 #include "include/sluice.h"
 #include "sched/sched.h"
 #include "workloads/trace.h"
@@ -83,8 +84,7 @@ typedef struct cli_engine_run {
     size_t n_step, cap_step, n_dec_kv, cap_dec_kv;
     int rejected, clipped;
     int64_t out_tokens;
-    int64_t draft_tokens, accepted_drafts, rejections; /* speculative decoding: drafts run, kept, and
-                                                         sequence steps that ended at a rejected one */
+    cli_spec_counts_t spec; /* speculative decoding, every step's */
     double wall;            /* first submit to the last request done, s */
     bool oom;               /* a step record could not be kept */
 } cli_engine_run_t;

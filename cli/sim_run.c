@@ -183,16 +183,23 @@ int cli_sim_spec_check(const sim_config_t *cfg, bool acceptance_given, char *err
     return SL_EINVAL;
 }
 
+/* x as text that reads back as the same double, short where it can be */
+static void exact_text(double x, char out[32])
+{
+    snprintf(out, 32, "%.15g", x);
+    if (strtod(out, NULL) != x)
+        snprintf(out, 32, "%.17g", x);
+}
+
 bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len)
 {
-    char acc[32]; /* the shortest text that reads back as the same double */
-    snprintf(acc, sizeof acc, "%.15g", cfg->spec_acceptance);
-    if (strtod(acc, NULL) != cfg->spec_acceptance)
-        snprintf(acc, sizeof acc, "%.17g", cfg->spec_acceptance);
+    char acc[32], prop[32];
+    exact_text(cfg->spec_acceptance, acc);
+    exact_text(cfg->spec_propose, prop);
     size_t k = (size_t)snprintf(buf, len,
                                 "{\"replicas\": %d, \"tp\": %d, \"router\": \"%s\", \"spec_acceptance\": %s, "
-                                "\"calib_dir\": \"%s\"",
-                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), acc, calib_dir);
+                                "\"spec_propose\": %s, \"calib_dir\": \"%s\"",
+                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), acc, prop, calib_dir);
     for (int i = 0; i < sched_knob_count() && k < len; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);

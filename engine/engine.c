@@ -179,7 +179,7 @@ struct sluice_engine {
     double stop_deadline;
     int n_shutdown_aborted;
     int64_t submitted, rejected, finished, canceled, prompt_tokens, gen_tokens;
-    int64_t spec_drafts, spec_accepted, spec_rejections;
+    int64_t spec_drafts, spec_accepted, spec_rejections, spec_lookups, spec_proposals;
     double busy_s;
     struct { double t; int64_t p, g; } rate[ENG_RATE_SLOTS];
     int rate_head, rate_n;
@@ -195,6 +195,7 @@ struct sluice_engine {
     int *step_ntok;                     /* step seq -> tokens run (its drafts trimmed to those proposed) */
     int step_drafts, step_accepted;     /* the step's draft tokens run, and kept */
     int step_rejections;                /* the step's sequences whose drafts ended at a rejected one */
+    int step_lookups, step_proposals;   /* the step's sequences with draft slots, and with drafts found */
     int32_t *btoks;                     /* copies of the step's tokens */
     int32_t *bblocks;                   /* copies of the block tables */
     int32_t *copy_src, *copy_dst;
@@ -1044,6 +1045,8 @@ void sluice_get_stats(sluice_engine *e, sluice_stats *out)
         .spec_draft_tokens = e->spec_drafts,
         .spec_accepted_tokens = e->spec_accepted,
         .spec_rejections = e->spec_rejections,
+        .spec_lookups = e->spec_lookups,
+        .spec_proposals = e->spec_proposals,
         .uptime_s = now,
         .busy_s = e->busy_s,
         .max_num_batched_tokens = sched_config(e->sched)->max_num_batched_tokens,
@@ -1457,6 +1460,7 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
     if (rc != SL_OK)
         return rc;
     int nb = 0, to = 0, bo = 0;
+    e->step_lookups = e->step_proposals = 0;
     for (int i = 0; i < st->n_seqs; i++) {
         const sched_seq_step_t *q = &st->seqs[i];
         e->step_ntok[i] = 0;
@@ -1470,6 +1474,8 @@ static int build_batch(sluice_engine *e, const sched_step_t *st, eng_batch_t *b)
             const eng_sample_t *s = q->user;
             drafts = eng_draft_lookup(s->toks, s->req->n_prompt + s->n_out, e->lookup_min, e->lookup_max, q->n_draft,
                                       e->btoks + to + known);
+            e->step_lookups++;
+            e->step_proposals += drafts > 0;
         }
         memcpy(e->bblocks + bo, q->block_table, sizeof(int32_t) * (size_t)q->n_blocks);
         e->bseqs[nb] = (eng_batch_seq_t){
@@ -1692,6 +1698,8 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
     info->n_draft_tokens = e->step_drafts;
     info->n_accepted_drafts = e->step_accepted;
     info->n_rejections = e->step_rejections;
+    info->n_lookups = e->step_lookups;
+    info->n_proposals = e->step_proposals;
     int n_dec = 0; /* e->step_kv holds st->n_seqs: ensure_seqs ran for this step */
     for (int i = 0; i < st->n_seqs; i++) {
         const sched_seq_step_t *q = &st->seqs[i];
@@ -1699,10 +1707,13 @@ static void fill_step_info(sluice_engine *e, const sched_step_t *st, sluice_step
         info->n_tokens += ran;
         if (q->sample && ran > 0)
             info->n_sampled += q->is_prefill ? 1 : ran;
-        if (q->is_prefill)
+        if (q->is_prefill) {
             info->prefill_pairs += (double)q->n_tokens * (q->context_len + (q->n_tokens + 1) / 2.0);
-        else
-            e->step_kv[n_dec++] = q->context_len + ran;
+        } else { /* the token reads its context; drafts after it are a chunk on top (sim/profile.h) */
+            e->step_kv[n_dec++] = q->context_len + 1;
+            if (ran > 1)
+                info->prefill_pairs += (ran - 1) * (q->context_len + 1 + ran / 2.0);
+        }
     }
     info->decode_kv = e->step_kv;
     info->kv_blocks_used = s.used_blocks;
@@ -1781,6 +1792,7 @@ static void *engine_main(void *arg)
             while (ensure_seqs(e, st.n_seqs) != SL_OK)
                 nanosleep(&(struct timespec){0, 10000000}, NULL);
             e->step_drafts = e->step_accepted = e->step_rejections = 0;
+            e->step_lookups = e->step_proposals = 0;
             for (int i = 0; i < st.n_seqs; i++) {
                 e->out_toks[i] = 0;
                 e->step_ntok[i] = 0;
@@ -1823,6 +1835,8 @@ static void *engine_main(void *arg)
         e->spec_drafts += e->step_drafts;
         e->spec_accepted += e->step_accepted;
         e->spec_rejections += e->step_rejections;
+        e->spec_lookups += e->step_lookups;
+        e->spec_proposals += e->step_proposals;
         e->busy_s += now - info.t_start;
         rate_tick(e, now);
         collect_done(e, now);

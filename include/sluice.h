@@ -90,10 +90,13 @@ typedef struct sluice_step_info {
     int n_draft_tokens;       /* draft tokens proposed and run (included in n_tokens) */
     int n_accepted_drafts;    /* of which kept: the sampler drew the same token */
     int n_rejections;         /* sequences whose drafts ended at a rejected one (not all kept) */
+    int n_lookups;            /* decoding sequences with draft slots (a prompt lookup was made) */
+    int n_proposals;          /* of which the lookup found drafts to run */
     int n_preempted;          /* sequences preempted while planning the step */
-    double prefill_pairs;     /* the prompt chunks' causal attention work: sum of q * (ctx + (q + 1) / 2) */
-    const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence read (context +
-                                 its tokens run: 1, plus its drafts);
+    double prefill_pairs;     /* the prompt chunks' causal attention work: sum of q * (ctx + (q + 1) / 2),
+                                 a decoding sequence's drafts counted as a chunk after its token */
+    const int *decode_kv;     /* (n_decode_seqs) KV tokens each decoding sequence's token read
+                                 (context + 1);
                                  valid during the callback only */
     int kv_blocks_used, kv_blocks_free, kv_blocks_cached;
     int64_t kv_used_slots;     /* tokens held by running sequences after the step */
@@ -411,6 +414,9 @@ typedef struct sluice_stats {
     int64_t spec_rejections;       /* speculating steps of a sequence that ended at a rejected draft:
                                       accepted / (accepted + rejections) estimates the per-draft
                                       acceptance rate the simulator takes (--spec-acceptance) */
+    int64_t spec_lookups;          /* decode steps of a sequence with draft slots */
+    int64_t spec_proposals;        /* of which prompt lookup found drafts: proposals / lookups is the
+                                      rate the simulator takes as --spec-propose */
     /* time */
     double uptime_s;               /* since create */
     double busy_s;                 /* time spent running steps */

@@ -78,6 +78,16 @@ check "validate re-times the anchor shapes and prices the simulation at today's 
     --no-rescale --tolerance 1000% --db "$db" "${knobs[@]}" >"$dir/norescale.txt" 2>&1
 check "--no-rescale prices at the profile's speed" 0 $? "$dir/norescale.txt" "at the profile's speed (--no-rescale)"
 
+# speculative decoding: the simulator takes the engine's proposal and acceptance rates, and the
+# drafts are priced as a chunk after each token (a model wrong there is 30-40% off on every decode)
+"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 40 --rate 4 --seed 3 --repeat 1 \
+    --num-speculative-tokens 2 --prompt-lookup-min 1 --tolerance 50% --no-record --db "$db" "${knobs[@]}" \
+    >"$dir/spec.txt" 2>&1
+rc=$?
+grep -E "speculation:|TPOT p50|decode, 1 seq" "$dir/spec.txt"
+check "speculation: validated with the engine's measured rates, within 50%" 0 $rc "$dir/spec.txt" \
+    "speculation: the engine found drafts in"
+
 "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 2 --preset sharegpt -n 5 --db "$db" "${knobs[@]}" \
     >"$dir/stale.txt" 2>&1
 check "a profile for another thread count is refused" 2 $? "$dir/stale.txt" "stale: measured with 1 threads"

@@ -271,9 +271,11 @@ double sim_profile_step(const sim_profile_t *p, const sched_step_t *step, sim_co
         if (s->is_prefill) {
             double q = s->n_tokens + s->padded_tokens;
             pt.pre_work += q * (s->context_len + (q + 1) / 2);
-        } else {
-            dec += table(p->dec_knot, p->dec, p->n_dec_knots, s->context_len + s->n_tokens);
-            kv += s->context_len + s->n_tokens;
+        } else { /* the token reads its context; drafts after it are a chunk on top (as the engine reports) */
+            dec += table(p->dec_knot, p->dec, p->n_dec_knots, s->context_len + 1);
+            kv += s->context_len + 1;
+            if (s->n_tokens > 1)
+                pt.pre_work += (s->n_tokens - 1) * (s->context_len + 1 + s->n_tokens / 2.0);
         }
     }
     dec += table(p->kv_knot, p->kv, p->n_kv_knots, kv);

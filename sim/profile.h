@@ -8,6 +8,9 @@
  *                                                           step: table at knots, linear in M
  *         + lm(rows)                                        LM head at rows = sampled rows: table
  *         + pre * sum_prefill q * (ctx + (q + 1) / 2)       prefill attention: causal q x kv pairs
+ *                                                           (a decoding sequence's d speculative
+ *                                                           drafts count as a chunk of d after its
+ *                                                           token, on ctx + 1)
  *         + sum over decode sequences of dec(ctx + 1)       decode attention: each sequence reads
  *                                                           its own KV; a table over one sequence's
  *                                                           KV tokens, as the read outgrows caches

@@ -32,6 +32,9 @@ typedef struct replica {
     sim_cost_t *cost;
     bool busy;
     sched_step_t step;
+    sched_step_t priced;       /* the step as priced and reported: drafts not proposed left out */
+    sched_seq_step_t *priced_seqs; /* (priced_cap) priced.seqs when it differs from step.seqs */
+    int priced_cap;
     sim_cost_parts_t parts;
     double step_start;
     double last_end;           /* when its last step ended (-INFINITY before the first) */
@@ -86,6 +89,7 @@ int sim_config_default(sim_config_t *cfg)
     cfg->replicas = 1, cfg->tp = 1, cfg->plan_kv = true;
     cfg->router = SIM_ROUTE_ROUND_ROBIN;
     cfg->engine_idle_spin_s = 1;
+    cfg->spec_propose = 1;
     int rc = sim_hw_builtin("a100-80gb", &cfg->hw);
     if (rc == SL_OK)
         rc = sched_model_shape_builtin("llama2-7b", &cfg->model);
@@ -146,6 +150,7 @@ void sim_free(sim_t *s)
         sim_cost_free(s->rep[i].cost);
         sl_free(s->rep[i].res);
         sl_free(s->rep[i].res_tok);
+        sl_free(s->rep[i].priced_seqs);
     }
     sl_free(s->rep);
     sl_free(s->heap);
@@ -161,6 +166,10 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
     }
     if (!(cfg->spec_acceptance >= 0 && cfg->spec_acceptance <= 1)) { /* NaN too */
         snprintf(err, errlen, "spec_acceptance: must be 0..1, got %g", cfg->spec_acceptance);
+        return NULL;
+    }
+    if (!(cfg->spec_propose >= 0 && cfg->spec_propose <= 1)) {
+        snprintf(err, errlen, "spec_propose: must be 0..1, got %g", cfg->spec_propose);
         return NULL;
     }
     sim_t *s = sl_calloc(1, sizeof *s);
@@ -246,8 +255,8 @@ static uint64_t mix64(uint64_t x)
 
 /* Domains of the (seed, domain, id, j) hash: group prompt tokens (id = group, j = position),
  * unique prompt tokens (trace row, position), output tokens (req_id, position), draft
- * acceptance draws (req_id, the draft's position). */
-enum { SYN_GROUP = 1, SYN_PROMPT = 2, SYN_OUTPUT = 3, SYN_DRAFT = 4 };
+ * acceptance draws (req_id, the draft's position), proposal draws (req_id, the step's context). */
+enum { SYN_GROUP = 1, SYN_PROMPT = 2, SYN_OUTPUT = 3, SYN_DRAFT = 4, SYN_PROPOSE = 5 };
 
 static uint64_t synth(uint64_t seed, uint64_t domain, uint64_t id, uint64_t j)
 {
@@ -300,6 +309,48 @@ static int route(sim_t *s)
     return best;
 }
 
+/* Whether decoding sequence q's drafter proposes its drafts in this step (cfg.spec_propose). */
+static bool spec_proposes(const sim_t *s, const sched_seq_step_t *q)
+{
+    if (q->n_draft <= 0)
+        return false;
+    double p = s->cfg.spec_propose;
+    return p >= 1 || (synth(s->cfg.seed, SYN_PROPOSE, q->req_id, (uint64_t)q->context_len) >> 11) * 0x1.0p-53 < p;
+}
+
+/* r->priced: r->step without the drafts that are not proposed (a copy of its sequences when some
+ * are left out, else the step itself). SL_ENOMEM. */
+static int price_view(const sim_t *s, replica_t *r)
+{
+    const sched_step_t *st = &r->step;
+    r->priced = *st;
+    if (s->cfg.spec_propose >= 1)
+        return SL_OK;
+    int k = 0;
+    while (k < st->n_seqs && (st->seqs[k].n_draft <= 0 || spec_proposes(s, &st->seqs[k])))
+        k++;
+    if (k == st->n_seqs)
+        return SL_OK;
+    if (st->n_seqs > r->priced_cap) {
+        int cap = st->n_seqs > 2 * r->priced_cap ? st->n_seqs : 2 * r->priced_cap;
+        sched_seq_step_t *p = sl_realloc(r->priced_seqs, sizeof *p * (size_t)cap);
+        if (!p)
+            return SL_ENOMEM;
+        r->priced_seqs = p, r->priced_cap = cap;
+    }
+    memcpy(r->priced_seqs, st->seqs, sizeof *st->seqs * (size_t)st->n_seqs);
+    r->priced.seqs = r->priced_seqs;
+    for (; k < st->n_seqs; k++) {
+        sched_seq_step_t *q = &r->priced_seqs[k];
+        if (q->n_draft > 0 && !spec_proposes(s, q)) {
+            q->n_tokens -= q->n_draft;
+            r->priced.n_tokens -= q->n_draft;
+            q->n_draft = 0;
+        }
+    }
+    return SL_OK;
+}
+
 /* Plans the replica's next step if it is idle: schedules STEP_DONE, or a WAKE. */
 static int kick(sim_t *s, int ri, double now, char *err, int errlen)
 {
@@ -309,7 +360,11 @@ static int kick(sim_t *s, int ri, double now, char *err, int errlen)
     double wake_at = INFINITY;
     int rc = sched_plan(r->sched, now, &r->step, &wake_at);
     if (rc == SCHED_PLAN_STEP) {
-        double dt = sim_cost_step(r->cost, &r->step, &r->parts);
+        if (price_view(s, r) != SL_OK) {
+            snprintf(err, errlen, "out of memory");
+            return SL_ENOMEM;
+        }
+        double dt = sim_cost_step(r->cost, &r->priced, &r->parts);
         if (now - r->last_end >= s->wake_after) { /* the engine slept (sim_profile_t.wake_s) */
             dt += s->wake_s, r->parts.host += s->wake_s, r->parts.total += s->wake_s;
         }
@@ -433,7 +488,7 @@ static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_t
     int used = 0; /* of res_tok */
     for (int k = 0; k < st->n_seqs; k++) {
         const sched_seq_step_t *q = &st->seqs[k];
-        int n = q->sample ? 1 + spec_accepted(s, q) : 0;
+        int n = q->sample ? 1 + (spec_proposes(s, q) ? spec_accepted(s, q) : 0) : 0;
         /* requests with token ids get unique synthetic output tokens (one per position: the
          * first follows the step's known tokens), others length only */
         int32_t *tk = q->tokens && n > 0 ? &r->res_tok[used] : NULL;
@@ -448,7 +503,7 @@ static int step_done(sim_t *s, int ri, double now, const sim_sink_t *sink, sim_t
     tot->steps++;
     tot->busy_time += now - r->step_start;
     tot->flops += r->parts.flops;
-    sched_step_t shape = *st;
+    sched_step_t shape = r->priced;
     int rc = sched_commit(r->sched, st, &res, now);
     if (rc != SL_OK) {
         snprintf(err, errlen, "replica %d: sched_commit of step %llu at t=%.6f s: %s", ri,

@@ -20,8 +20,11 @@
  * accepted and a uniform draw u_j < alpha = spec_acceptance. u_j hashes (seed, req_id, the
  * draft's position context_len + 1 + j), so a run is reproducible and a request's acceptances do
  * not depend on what else is in its steps. The step appends 1 + accepted tokens (the accepted
- * drafts and the target's own next token): (1 - alpha^(k'+1)) / (1 - alpha) on average. The
- * draft model's own cost is not modelled (zero: prompt-lookup drafts cost nothing to propose).
+ * drafts and the target's own next token): (1 - alpha^(k'+1)) / (1 - alpha) on average. With
+ * spec_propose p < 1 a sequence proposes its drafts in a step only when a draw hashed from (seed,
+ * req_id, context_len) is below p; otherwise the step prices and appends its own token alone (the
+ * reported step shape counts the tokens priced). The draft model's own cost is not modelled
+ * (zero: prompt-lookup drafts cost nothing to propose).
  *
  * Records stream out through callbacks as they happen; the simulator keeps none, so memory is
  * bounded by the scheduler's live state whatever the trace length.
@@ -72,6 +75,10 @@ typedef struct sim_config {
                                   it accepted the drafts before it (i.i.d. per draft, Leviathan et
                                   al. 2023). 0..1; default 0: every draft rejected, drafts are pure
                                   cost. Unused without drafts */
+    double spec_propose;       /* the probability that a decoding sequence's drafter proposes drafts
+                                  in a step (prompt lookup finds a match only where the text
+                                  repeats); a sequence that does not runs and is charged its own
+                                  token only. 0..1; default 1 (a draft model always proposes) */
 } sim_config_t;
 
 /* Defaults above. SL_ENOTFOUND only if the built-in llama2-7b shape is missing. */

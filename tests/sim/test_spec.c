@@ -118,6 +118,8 @@ static wl_trace_t *make_trace(int n, int prompt, int output, double gap, bool gr
     return t;
 }
 
+static double propose_rate = 1; /* cfg.spec_propose of the runs below */
+
 static void run(const wl_trace_t *t, int k, double alpha, uint64_t seed, probe_t *p, sim_totals_t *tot)
 {
     sim_config_t cfg;
@@ -125,6 +127,7 @@ static void run(const wl_trace_t *t, int k, double alpha, uint64_t seed, probe_t
     cfg.sched.max_sequence_length = 4096;
     cfg.sched.num_speculative_tokens = k;
     cfg.spec_acceptance = alpha;
+    cfg.spec_propose = propose_rate;
     cfg.seed = seed;
     char err[512];
     sim_t *s = sim_create(&cfg, NULL, err, sizeof err);
@@ -322,6 +325,48 @@ static void test_acceptance_one_takes_every_draft(void **state)
         }
 }
 
+/* spec_propose P: a sequence proposes its drafts in a step with probability P, else the step runs,
+ * is priced and reports its token alone. At alpha 1, k 2: proposing steps take 3 tokens, the others
+ * 1; their share is P within 5 binomial standard errors, and P 0 prices every step as no drafts
+ * would (same steps, same TPOT). */
+static void test_propose_rate_drafts_only_that_often(void **state)
+{
+    wl_trace_t *t = make_trace(32, 32, 2048, 200, false);
+    probe_t p = {0}, none = {0}, base = {0};
+    sim_totals_t tot, tnone, tbase;
+    propose_rate = 0.5;
+    run(t, 2, 1, 5, &p, &tot);
+    long n = p.all[1] + p.all[3];
+    double share = (double)p.full[3] / n, tol = 5 * sqrt(0.25 / n);
+    print_message("propose 0.5: %ld decode steps, %.4f proposed (tolerance %.4f)\n", n, share, tol);
+    assert_true(n > 20000);
+    assert_true(fabs(share - 0.5) <= tol);
+    assert_int_equal(p.full[1] + p.full[2], 0); /* a step that proposes at alpha 1 takes all */
+    assert_true(p.all[2] <= 32); /* a draft clamped to one near a request's end */
+    propose_rate = 0;
+    run(t, 2, 1, 5, &none, &tnone);
+    propose_rate = 1;
+    run(t, 0, 1, 5, &base, &tbase);
+    assert_int_equal(none.all[1], 32 * 2047);
+    assert_int_equal(tnone.steps, tbase.steps);
+    assert_true(fabs(none.tpot_sum - base.tpot_sum) <= 1e-9 * base.tpot_sum);
+    probe_free(&p);
+    probe_free(&none);
+    probe_free(&base);
+    wl_trace_free(t);
+}
+
+static void test_propose_rate_outside_0_1_rejected(void **state)
+{
+    sim_config_t cfg;
+    assert_int_equal(sim_config_default(&cfg), SL_OK);
+    assert_true(cfg.spec_propose == 1);
+    char err[256];
+    cfg.spec_propose = 1.5;
+    assert_null(sim_create(&cfg, NULL, err, sizeof err));
+    assert_string_equal(err, "spec_propose: must be 0..1, got 1.5");
+}
+
 /* ---- determinism ---------------------------------------------------------------------------- */
 
 /* A loaded replica (requests overlap, half of them carry token ids): the same seed gives the same
@@ -425,6 +470,8 @@ int main(void)
         cmocka_unit_test(test_same_seed_same_run_other_seed_differs),
         cmocka_unit_test(test_acceptances_independent_of_batching),
         cmocka_unit_test(test_speculation_speeds_up_decode_bound_trace),
+        cmocka_unit_test(test_propose_rate_drafts_only_that_often),
+        cmocka_unit_test(test_propose_rate_outside_0_1_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
