@@ -21,7 +21,7 @@ static void usage(FILE *out)
         "usage: sluice plan --rate R --slo ttft_p99=1s,tpot_p99=100ms [--model NAME]\n"
         "                   [--gpus a100-80gb,h100-sxm] [--tp 1,2,4] [--trace FILE | --preset NAME]\n"
         "                   [--limit N] [--prices FILE] [-o DIR] [--max-replicas N] [--calib-dir DIR]\n"
-        "                   [scheduler knobs] [--spec-acceptance A (with --num-speculative-tokens)]\n"
+        "                   [scheduler knobs] [--spec-acceptance A [--spec-propose P] (with --num-speculative-tokens)]\n"
         "defaults: --model llama2-7b, --gpus a100-80gb,h100-sxm, --tp 1, --limit 1000 requests of the\n"
         "          workload as in sluice sim, --prices: the built-in table (docs/prices.csv), -o plan,\n"
         "          --max-replicas 256, strategy continuous. Writes DIR/plan.md and DIR/latency_vs_load.{png,svg}.\n");
@@ -220,6 +220,8 @@ int cmd_plan(int argc, char **argv)
             max_replicas = (int)x;
         else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
             base.spec_acceptance = x, spec_given = true;
+        else if (!strcmp(a, "--spec-propose") && ok && x >= 0 && x <= 1)
+            base.spec_propose = x;
         else {
             usage(stderr);
             return cli_fail(cmd, "%s %s: unknown option or value out of range", a, v);

@@ -22,6 +22,7 @@ static void usage(FILE *out)
         "                   [--limit N] [--rate-scale X] [--model NAME] [--gpu NAME|FILE] [--replicas N]\n"
         "                   [--tp N] [--budget RUNS] [--jobs N] [--strategies naive,bucketed,...]\n"
         "                   [--db FILE] [--calib-dir DIR] [--seed S] [--record-steps] [--spec-acceptance A]\n"
+        "                   [--spec-propose P]\n"
         "                   [scheduler knobs for the base config]\n"
         "       sluice tune --from-runs --slo SLO [--db FILE] [--model NAME] [--gpu NAME]\n"
         "defaults: --budget 50, --jobs 2, --model llama2-7b, --gpu a100-80gb, --db sluice.db, all strategies;\n"
@@ -214,6 +215,8 @@ static int parse(int argc, char **argv, opts_t *o, sim_config_t *cfg, char *err,
             o->w.seed = (uint64_t)x;
         else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
             cfg->spec_acceptance = x, o->spec_given = true;
+        else if (!strcmp(a, "--spec-propose") && ok && x >= 0 && x <= 1)
+            cfg->spec_propose = x;
         else {
             snprintf(err, (size_t)errlen, "%s %s: unknown option or value out of range", a, v);
             return 2;
