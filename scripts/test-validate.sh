@@ -80,11 +80,21 @@ check "--no-rescale prices at the profile's speed" 0 $? "$dir/norescale.txt" "at
 
 # speculative decoding: the simulator takes the engine's proposal and acceptance rates, and the
 # drafts are priced as a chunk after each token (a model wrong there is 30-40% off on every decode)
-"$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 40 --rate 4 --seed 3 --repeat 1 \
-    --num-speculative-tokens 2 --prompt-lookup-min 1 --tolerance 50% --no-record --db "$db" "${knobs[@]}" \
-    >"$dir/spec.txt" 2>&1
+spec_attempt() {
+    "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 40 --rate 4 --seed 3 --repeat 1 \
+        --num-speculative-tokens 2 --prompt-lookup-min 1 --tolerance 50% --no-record --db "$db" "${knobs[@]}" \
+        >"$dir/spec.txt" 2>&1
+    local rc=$?
+    grep -E "speculation:|machine speed|steps of up|TPOT p50|decode, 1 seq" "$dir/spec.txt"
+    return $rc
+}
+spec_attempt
 rc=$?
-grep -E "speculation:|TPOT p50|decode, 1 seq" "$dir/spec.txt"
+if [ $rc -eq 1 ]; then # one engine run on a shared machine: as above, one retry
+    echo "test-validate: speculation over tolerance once; retrying (load: $(uptime))"
+    spec_attempt
+    rc=$?
+fi
 check "speculation: validated with the engine's measured rates, within 50%" 0 $rc "$dir/spec.txt" \
     "speculation: the engine found drafts in"
 
