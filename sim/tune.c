@@ -86,11 +86,13 @@ void sim_tune_knobs_text(const sched_config_t *cfg, char *buf, int len)
         sched_config_get(cfg, *n, v, sizeof v);
         k += snprintf(buf + k, (size_t)(len - k), "%s%s=%s", k ? " " : "", *n, v);
     }
+    if (cfg->strategy == SCHED_CONTINUOUS && cfg->num_speculative_tokens > 0 && k < len)
+        snprintf(buf + k, (size_t)(len - k), "%snum_speculative_tokens=%d", k ? " " : "", cfg->num_speculative_tokens);
 }
 
 static bool same_point(const sched_config_t *a, const sched_config_t *b)
 {
-    if (a->strategy != b->strategy)
+    if (a->strategy != b->strategy || a->num_speculative_tokens != b->num_speculative_tokens)
         return false;
     for (const char *const *n = sim_tune_knobs(a->strategy); *n; n++)
         if (knob_value(a, *n) != knob_value(b, *n))
@@ -411,6 +413,22 @@ int sim_tune_run(const sim_tune_opts_t *o, sim_tune_result_t *out, char *err, in
             grid_build(&t, (sched_strategy_t)s, quota > 1 ? quota : 1);
     if (t.status == SL_OK)
         run_workers(&t, grid_worker);
+
+    /* 2b. speculation on trial: the best continuous candidate without drafts, so that refinement
+     *     starts from whichever is better at this load */
+    if (t.status == SL_OK && o->strategy[SCHED_CONTINUOUS] && o->base.num_speculative_tokens > 0) {
+        int best = -1;
+        for (int i = 0; i < t.n; i++)
+            if (!t.slot[i].failed && t.slot[i].e.cfg.strategy == SCHED_CONTINUOUS &&
+                (best < 0 || entry_rank(&t.slot[i].e, &t.slot[best].e) < 0))
+                best = i;
+        if (best >= 0) {
+            sched_config_t c = t.slot[best].e.cfg;
+            c.num_speculative_tokens = 0;
+            sim_tune_score_t sc;
+            tuner_eval(&t, 0, &c, "no-spec", &sc);
+        }
+    }
 
     /* 3. refinement until the budget is spent */
     if (t.status == SL_OK) {

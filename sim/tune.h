@@ -5,7 +5,9 @@
  * Search:
  *   1. the baseline: the base config with strategy NAIVE and its default knobs;
  *   2. the grid: for each enabled strategy, the product of a few values of its knobs (below),
- *      cut evenly to about 60% of the budget;
+ *      cut evenly to about 60% of the budget; with num_speculative_tokens > 0 in the base, the best
+ *      CONTINUOUS grid point is also tried without drafts (phase "no-spec"), so that a load where
+ *      speculation does not pay is refined and recommended without it;
  *   3. refinement: the best grid candidate of each of the `jobs` best strategies starts its own
  *      simplex, in log2 space of that strategy's knobs (integers rounded, values clamped to the
  *      knob's range); the simplexes run concurrently, one per thread, until the budget is spent.
@@ -14,7 +16,8 @@
  *      BUCKETED      max_batch_size, batch_timeout_ms, bucket_size
  *      MEMORY_AWARE  memory_limit_mb, batch_timeout_ms
  *      CONTINUOUS    max_num_batched_tokens, max_num_seqs
- *   A configuration is evaluated once (a cache on the rounded knobs); repeats cost no budget.
+ *   A configuration is evaluated once (a cache on the rounded knobs and the draft count); repeats
+ *   cost no budget.
  * Ranking: candidates meeting the SLO first, then by goodput, throughput, lower p99 TTFT.
  *
  * Threads: `jobs` worker threads call eval concurrently, each with its own worker index
@@ -80,7 +83,8 @@ void sim_tune_result_free(sim_tune_result_t *r);
  * before b. Cannot fail. */
 int sim_tune_compare(const sim_tune_score_t *a, const sim_tune_score_t *b);
 
-/* "max_num_batched_tokens=4096 max_num_seqs=128" (the strategy's searched knobs) into buf. */
+/* "max_num_batched_tokens=4096 max_num_seqs=128" (the strategy's searched knobs, and a continuous
+ * config's num_speculative_tokens when it has drafts) into buf. */
 void sim_tune_knobs_text(const sched_config_t *cfg, char *buf, int len);
 
 #endif
