@@ -70,6 +70,16 @@ static int read_fixtures(fixture_t *fx)
     return k + 1;
 }
 
+/* The fixtures into fx, or the test is skipped (and says so) when the file is absent. */
+static void require_fixtures(fixture_t fx[N_FIX])
+{
+    memset(fx, 0, sizeof(fixture_t) * N_FIX);
+    if (read_fixtures(fx) != N_FIX) {
+        print_message("skipped: %s is absent\n", FIXTURE);
+        skip();
+    }
+}
+
 static int model_present(void) { return access(MODEL, R_OK) == 0; }
 
 #define REQUIRE_MODEL()                                                                        \
@@ -135,11 +145,7 @@ static void assert_ids_equal(const int32_t *a, int na, const int32_t *b, int nb)
 static void check_fixtures_batched(sluice_engine *e, int reps)
 {
     fixture_t fx[N_FIX];
-    memset(fx, 0, sizeof fx);
-    if (read_fixtures(fx) != N_FIX) {
-        print_message("skipped: %s is absent\n", FIXTURE);
-        skip();
-    }
+    require_fixtures(fx);
     assert_true(reps >= 1 && reps <= MAX_REPS);
     sluice_request_id ids[N_FIX * MAX_REPS];
     for (int i = 0; i < N_FIX * reps; i++) {
@@ -165,9 +171,7 @@ static void test_engine_greedy_matches_llama_cpp_alone(void **state)
     (void)state;
     REQUIRE_MODEL();
     fixture_t fx[N_FIX];
-    memset(fx, 0, sizeof fx);
-    if (read_fixtures(fx) != N_FIX)
-        skip();
+    require_fixtures(fx);
     sluice_engine_params p = small_params();
     sluice_engine *e = create(&p);
     for (int k = 0; k < N_FIX; k++) {
@@ -598,9 +602,7 @@ static void test_engine_speculation_keeps_greedy_tokens_and_saves_steps(void **s
     (void)state;
     REQUIRE_MODEL();
     fixture_t fx[N_FIX];
-    memset(fx, 0, sizeof fx);
-    if (read_fixtures(fx) != N_FIX)
-        skip();
+    require_fixtures(fx);
     sluice_request_params r = greedy(fx[0].prompt, fx[0].n_output);
     sluice_stats plain, spec;
     spec_log_t lp = {0}, ls = {0};
