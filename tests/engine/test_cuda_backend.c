@@ -127,6 +127,55 @@ static eng_backend_t *smollm2_on_device(eng_model_t **m) {
     return b;
 }
 
+/* A speculative step: a decoding sequence's token and 3 drafts in one forward with a logits row
+ * each (eager, the tokens a short chunk on top of the context) gives the rows decoding the same 4
+ * tokens one step at a time gives (graph path). */
+static void test_speculative_step_rows_match_one_at_a_time(void **state) {
+    (void)state;
+    if (!have_device()) {
+        print_message("SKIPPED: no CUDA device\n");
+        skip();
+    }
+    eng_model_t *m;
+    eng_backend_t *b = smollm2_on_device(&m);
+    assert_int_equal(b->ops->kv_alloc(b, 8, 16), SL_OK);
+    const int V = m->cfg.vocab, n = 60, q = 4;
+    int32_t toks[64], bt[8] = {7, 3, 5, 1, 0, 2, 4, 6};
+    for (int i = 0; i < n + q; i++)
+        toks[i] = (i * 7919 + 13) % V;
+    float *one = malloc(sizeof(float) * (size_t)V * q), *all = malloc(sizeof(float) * (size_t)V * q);
+    assert_non_null(one);
+    assert_non_null(all);
+    int rows;
+    for (int pass = 0; pass < 2; pass++) {
+        eng_batch_seq_t s = {toks, n, 0, bt, 8, 1};
+        eng_batch_t batch = {1, &s, 0, NULL, NULL};
+        assert_int_equal(b->ops->forward(b, &batch, all, &rows), SL_OK);
+        if (pass == 0) {
+            for (int j = 0; j < q; j++) {
+                eng_batch_seq_t d = {toks + n + j, 1, n + j, bt, 8, 1};
+                eng_batch_t bd = {1, &d, 0, NULL, NULL};
+                assert_int_equal(b->ops->forward(b, &bd, one + (size_t)j * V, &rows), SL_OK);
+                assert_int_equal(rows, 1);
+            }
+        } else {
+            eng_batch_seq_t d = {toks + n, q, n, bt, 8, 2};
+            eng_batch_t bd = {1, &d, 0, NULL, NULL};
+            assert_int_equal(b->ops->forward(b, &bd, all, &rows), SL_OK);
+            assert_int_equal(rows, q);
+        }
+    }
+    for (int j = 0; j < q; j++) {
+        double e = rel(all + (size_t)j * V, one + (size_t)j * V, V);
+        print_message("row %d (position %d): rel err %.2e\n", j, n + j, e);
+        assert_true(e < 1e-2);
+    }
+    free(one);
+    free(all);
+    eng_backend_free(b);
+    eng_model_free(m);
+}
+
 /* The GEMV kernel and cuBLAS compute the same decode logits at every M bucket (graph path), and a
  * bad mode is refused. */
 static void test_gemv_matches_cublas(void **state) {
@@ -281,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_graph_flash_and_chunks_agree),
         cmocka_unit_test(test_gemv_matches_cublas),
         cmocka_unit_test(test_device_sampler_matches_the_host),
+        cmocka_unit_test(test_speculative_step_rows_match_one_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
