@@ -84,7 +84,7 @@ typedef struct sluice_step_info {
     int n_seqs;               /* sequences in the step */
     int n_tokens;             /* tokens run (prompt chunks + decodes + drafts) */
     int n_prefill_tokens;     /* of which prompt tokens */
-    int n_decode_seqs;        /* sequences decoding one token */
+    int n_decode_seqs;        /* sequences decoding (one token, and its drafts under speculation) */
     int n_padded_tokens;      /* NAIVE/BUCKETED padding (counted, never computed by the backend) */
     int n_sampled;            /* logits rows sampled (a speculating sequence: 1 + its drafts) */
     int n_draft_tokens;       /* draft tokens proposed and run (included in n_tokens) */
