@@ -3,7 +3,8 @@
 # loopback port, runs tests/serve/test_http_api.py (stdlib HTTP: endpoints, streaming, errors,
 # disconnects, 429, SIGTERM, penalties, top logprobs, best_of), tests/serve/test_settings.py
 # (--settings-from a `sluice tune` recommendation, flags over it, the recorded run; bad store / id
-# exit 2; --kv-dtype f16; these start their own servers) and tests/serve/test_openai_client.py (the official `openai` client;
+# exit 2; --kv-dtype f16; speculative decoding keeps the text, streamed and not, and /metrics counts the
+# drafts; these start their own servers) and tests/serve/test_openai_client.py (the official `openai` client;
 # prints SKIPPED when the package is missing) against it, then stops it with SIGTERM and checks
 # that it exits 0.
 #

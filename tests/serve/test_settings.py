@@ -3,7 +3,8 @@
 a recommendation stored by `sluice tune` is applied and printed, a flag on the command line
 overrides it, a missing store or an unknown id exits 2 with a message, and with --db the served
 requests are recorded as a real run at shutdown (seen in `sluice runs`); --kv-dtype f16 sizes and
-records the KV pool in F16, a bad value exits 2. Standard library only."""
+records the KV pool in F16, a bad value exits 2; --num-speculative-tokens keeps the text and counts
+the drafts. Standard library only."""
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_util import BIN, MODEL, Server, post_json  # noqa: E402
+from serve_util import BIN, MODEL, Server, metrics, open_stream, post_json, sse_events  # noqa: E402
 
 
 def run(*args):
@@ -96,6 +97,44 @@ class KvDtype(unittest.TestCase):
         rc, out = run("serve", "-m", MODEL, "--kv-dtype", "q8")
         self.assertEqual(rc, 2)
         self.assertIn("sluice serve: --kv-dtype: expected f16 or f32, got 'q8'", out)
+
+
+class Speculation(unittest.TestCase):
+    """--num-speculative-tokens on `sluice serve`: a greedy completion, streamed and not, has the same
+    text as on a server without drafts (several tokens per step reach the stream in order), and
+    /metrics counts drafts run and kept."""
+
+    def completion(self, port, stream):
+        body = {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0}
+        if not stream:
+            status, _, r = post_json(port, "/v1/completions", body)
+            self.assertEqual(status, 200, r)
+            return r["choices"][0]["text"]
+        conn, resp = open_stream(port, "/v1/completions", dict(body, stream=True))
+        self.assertEqual(resp.status, 200)
+        events = list(sse_events(resp))
+        conn.close()
+        self.assertEqual(events[-1], "[DONE]")
+        return "".join(e["choices"][0]["text"] for e in events[:-1])
+
+    def test_drafts_keep_the_text_and_are_counted(self):
+        plain = Server("--threads", "1")
+        want = self.completion(plain.port, False)
+        self.assertEqual(plain.stop(), 0)
+        srv = Server("--threads", "1", "--num-speculative-tokens", "3", "--prompt-lookup-min", "1")
+        self.assertEqual(self.completion(srv.port, False), want)
+        self.assertEqual(self.completion(srv.port, True), want)
+        m = metrics(srv.port)
+        drafts = m["sluice:spec_decode_num_draft_tokens_total"]
+        kept = m["sluice:spec_decode_num_accepted_tokens_total"]
+        self.assertGreater(kept, 0)
+        self.assertGreaterEqual(drafts, kept)
+        self.assertEqual(srv.stop(), 0)
+
+    def test_bad_lookup_length_exits_2(self):
+        rc, out = run("serve", "-m", MODEL, "--prompt-lookup-max", "17")
+        self.assertEqual(rc, 2)
+        self.assertIn("--prompt-lookup-max: expected a number in 1..16, got '17'", out)
 
 
 if __name__ == "__main__":
