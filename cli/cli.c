@@ -79,11 +79,9 @@ const char *cli_code_revision(void) { return SLUICE_REVISION; }
 
 void cli_spec_add(cli_spec_counts_t *c, const sluice_step_info *step)
 {
-    c->drafts += step->n_draft_tokens;
-    c->kept += step->n_accepted_drafts;
-    c->rejections += step->n_rejections;
-    c->lookups += step->n_lookups;
-    c->proposals += step->n_proposals;
+    const cli_spec_counts_t s = {step->n_draft_tokens, step->n_accepted_drafts, step->n_rejections, step->n_lookups,
+                                 step->n_proposals};
+    cli_spec_merge(c, &s);
 }
 
 void cli_spec_merge(cli_spec_counts_t *c, const cli_spec_counts_t *other)

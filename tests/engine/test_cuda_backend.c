@@ -27,6 +27,14 @@ static int have_device(void) {
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+/* Skips the calling test, saying so, when there is no device. */
+static void require_device(void) {
+    if (!have_device()) {
+        print_message("SKIPPED: no CUDA device\n");
+        skip();
+    }
+}
+
 static void test_create_without_device_says_so(void **state) {
     (void)state;
     if (have_device()) {
@@ -72,10 +80,7 @@ static void run(eng_backend_t *b, const int32_t *toks, int n, int chunk, float *
 
 static void test_graph_flash_and_chunks_agree(void **state) {
     (void)state;
-    if (!have_device()) {
-        print_message("SKIPPED: no CUDA device\n");
-        skip();
-    }
+    require_device();
     char err[512] = "";
     eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err); /* head_dim 64 */
     assert_non_null(m);
@@ -132,10 +137,7 @@ static eng_backend_t *smollm2_on_device(eng_model_t **m) {
  * tokens one step at a time gives (graph path). */
 static void test_speculative_step_rows_match_one_at_a_time(void **state) {
     (void)state;
-    if (!have_device()) {
-        print_message("SKIPPED: no CUDA device\n");
-        skip();
-    }
+    require_device();
     eng_model_t *m;
     eng_backend_t *b = smollm2_on_device(&m);
     assert_int_equal(b->ops->kv_alloc(b, 8, 16), SL_OK);
@@ -180,10 +182,7 @@ static void test_speculative_step_rows_match_one_at_a_time(void **state) {
  * bad mode is refused. */
 static void test_gemv_matches_cublas(void **state) {
     (void)state;
-    if (!have_device()) {
-        print_message("SKIPPED: no CUDA device\n");
-        skip();
-    }
+    require_device();
     eng_model_t *m;
     eng_backend_t *b = smollm2_on_device(&m);
     assert_int_equal(b->ops->kv_alloc(b, 64, 16), SL_OK);
@@ -232,10 +231,7 @@ static void test_gemv_matches_cublas(void **state) {
  * an eager one of 300 (two LM-head chunks); bad pairs are refused before the device sees them. */
 static void test_device_sampler_matches_the_host(void **state) {
     (void)state;
-    if (!have_device()) {
-        print_message("SKIPPED: no CUDA device\n");
-        skip();
-    }
+    require_device();
     eng_model_t *m;
     eng_backend_t *b = smollm2_on_device(&m);
     enum { N = 300 };
