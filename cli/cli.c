@@ -131,3 +131,13 @@ int cli_main(int argc, char **argv)
     usage(stderr);
     return 2;
 }
+
+void cli_print_thread_drops(FILE *out, const char *label, sluice_engine *e)
+{
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    if (st.thread_drops > 0)
+        fprintf(out, "%scpu threads: dropped one %lld time(s) while other processes held the cores, %d at the end "
+                     "(--fixed-threads keeps them all)\n",
+                label, (long long)st.thread_drops, st.threads_active);
+}

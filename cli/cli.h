@@ -62,5 +62,8 @@ double cli_spec_acceptance(const cli_spec_counts_t *c);
 double cli_spec_propose_rate(const cli_spec_counts_t *c);
 /* One line, after `label`: drafts run and kept, the kept share, and the two rates. Cannot fail. */
 void cli_print_speculation(FILE *out, const char *label, const cli_spec_counts_t *c, int lookup_min, int lookup_max);
+/* When e's cpu backend moved its steps to fewer threads (other processes held the cores): one line
+ * after `label` saying so, since the run's speed is then not the thread count's. Else nothing. */
+void cli_print_thread_drops(FILE *out, const char *label, sluice_engine *e);
 
 #endif

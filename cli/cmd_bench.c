@@ -42,6 +42,8 @@ static const char usage[] =
     "  --max-tokens T            closed loop: output tokens (default 128)\n"
     "  --backend cpu|cuda        (default cpu)\n"
     "  --threads N               cpu threads (default: all cores)\n"
+    "  --fixed-threads           every step on all N threads, even while other processes hold cores\n"
+    "                            (default: fewer threads then)\n"
     "  --kv-memory-mb MB         KV pool cap (default: sized from max_num_seqs, capped by memory)\n"
     "  --kv-dtype f16|f32        KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
     "                            alias --kv-cache-dtype\n"
@@ -130,6 +132,7 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
     if (eng_engine_sched_config(e)->num_speculative_tokens > 0)
         cli_print_speculation(stdout, "  speculation ", &r.spec, o->eng.lookup_min, o->eng.lookup_max);
+    cli_print_thread_drops(stdout, "  ", e);
     if (run_id > 0)
         printf("recorded as run %lld in %s\n", (long long)run_id, o->run.db);
 out:

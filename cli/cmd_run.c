@@ -24,6 +24,8 @@ static const char usage[] =
     "  --print-ids             print prompt_ids: and output_ids: lines after the text\n"
     "  --backend cpu|cuda      (default cpu)\n"
     "  --threads N             cpu threads (default: all cores)\n"
+    "  --fixed-threads         every step on all N threads, even while other processes hold cores\n"
+    "                          (default: fewer threads then)\n"
     "  --kv-dtype f16|f32      KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
     "                          alias --kv-cache-dtype\n"
     "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup\n"
@@ -135,6 +137,8 @@ int cmd_run(int argc, char **argv)
             rp.chat = true;
         } else if (!strcmp(a, "--ignore-eos")) {
             rp.ignore_eos = true;
+        } else if (!strcmp(a, "--fixed-threads")) {
+            ep.fixed_threads = true;
         } else if (!strcmp(a, "--print-ids")) {
             want_ids = true;
         } else {
@@ -189,6 +193,7 @@ int cmd_run(int argc, char **argv)
                                          st.spec_lookups, st.spec_proposals};
             cli_print_speculation(stderr, "speculation: ", &c, ep.prompt_lookup_min, ep.prompt_lookup_max);
         }
+        cli_print_thread_drops(stderr, "", e);
         sluice_result_free(r);
     }
     sluice_engine_free(e);

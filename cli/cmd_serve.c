@@ -52,6 +52,8 @@ static const char usage[] =
     "  --chat-template chatml|llama2  template for models without one sluice can render\n"
     "  --backend cpu|cuda          (default cpu)\n"
     "  --threads N                 cpu threads (default: all cores)\n"
+    "  --fixed-threads             every step on all N threads, even while other processes hold cores\n"
+    "                              (default: fewer threads then)\n"
     "  --kv-memory-mb MB           KV pool cap (default: enough for max_num_seqs full sequences)\n"
     "  --kv-dtype f16|f32          KV cache elements on the cpu backend (default f32; cuda: always f16);\n"
     "                              alias --kv-cache-dtype\n"
@@ -231,6 +233,10 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
         }
         if (!strcmp(a, "--adaptive")) {
             o->ep.adaptive = true;
+            continue;
+        }
+        if (!strcmp(a, "--fixed-threads")) {
+            o->ep.fixed_threads = true;
             continue;
         }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "--served-model-name",

@@ -168,6 +168,7 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     ep.model = o->model;
     ep.backend = o->backend;
     ep.n_threads = o->threads;
+    ep.fixed_threads = o->fixed_threads;
     ep.kv_memory_mb = o->kv_mb;
     ep.kv_f16 = o->kv_f16;
     ep.idle_spin_ms = o->idle_spin_ms;
@@ -371,8 +372,8 @@ int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_eng
     int *count = !strcmp(a, "--prompt-lookup-min") ? &eng->lookup_min
                  : !strcmp(a, "--prompt-lookup-max") ? &eng->lookup_max
                                                       : NULL;
-    if (!strcmp(a, "--no-record")) {
-        run->no_record = true;
+    if (!strcmp(a, "--no-record") || !strcmp(a, "--fixed-threads")) {
+        *(!strcmp(a, "--no-record") ? &run->no_record : &eng->fixed_threads) = true;
         return 1;
     } else if (count) {
         if (cli_number(cmd, a, v, 1, ENG_DRAFT_MAX_NGRAM, &x))

@@ -37,6 +37,7 @@ typedef struct cli_engine_opts {
     const char *model;   /* GGUF path or synthetic:SHAPE */
     const char *backend; /* "cpu" (NULL) or "cuda" */
     int threads;         /* cpu threads, 0 = all cores */
+    bool fixed_threads;  /* sluice_engine_params.fixed_threads */
     double kv_mb;        /* KV pool cap, 0 = engine default sizing */
     bool kv_f16;         /* KV cache in F16 (sluice_engine_params.kv_f16), else F32 */
     double idle_spin_ms; /* sluice_engine_params.idle_spin_ms */

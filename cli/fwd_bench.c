@@ -57,6 +57,7 @@ cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int 
     }
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = threads;
+    bp.fixed_threads = 1; /* a profile times the thread count it is named by */
     bp.kv_f16 = kv_f16;
     if (!(b->be = eng_backend_create(backend, b->model, &bp, err, errlen))) {
         cli_fwd_bench_free(b);

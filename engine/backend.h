@@ -44,6 +44,8 @@ typedef struct eng_backend_params {
     int use_graphs;             /* cuda: capture decode steps in CUDA graphs. default 1 */
     double idle_spin_s;         /* cpu: workers poll for the next step this long after one before
                                    they sleep (the engine passes its idle_spin_ms). default 0.002 */
+    int fixed_threads;          /* cpu: 1 = every step on n_threads; 0 = on fewer while other processes
+                                   hold the cores (engine/cpu/threadpool.h). default 0 */
 } eng_backend_params_t;
 
 eng_backend_params_t eng_backend_params_default(void);
@@ -73,6 +75,10 @@ typedef struct eng_backend_ops {
     int (*forward_sample)(eng_backend_t *b, const eng_batch_t *batch, const eng_sample_row_t *rows,
                           const int32_t *pen, int n_pen, int32_t *tokens, float *logprobs,
                           int *n_rows);
+    /* (optional) Threads the next step runs on and how many times the backend has dropped one
+     * because other processes held its cores (engine/cpu/threadpool.h). Called by the thread that
+     * runs the steps. NULL when the backend has no such pool. */
+    void (*threads)(eng_backend_t *b, int *active, int64_t *drops);
     const char *(*errmsg)(eng_backend_t *b);
     void (*free)(eng_backend_t *b);
 } eng_backend_ops_t;

@@ -172,6 +172,8 @@ struct sluice_engine {
     sched_adapt_t *adapt;               /* NULL unless params.adaptive */
     sched_adapt_change_t adapt_change;  /* the change the controller just logged */
     int64_t adapt_changes;              /* applied */
+    int threads_active;                 /* the backend's threads for the next step (0: no pool) */
+    int64_t thread_drops;
     eng_req_t **reqs;                   /* live and uncollected requests */
     int n_reqs, cap_reqs;
     uint64_t next_id;
@@ -563,6 +565,7 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
 
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = p->n_threads;
+    bp.fixed_threads = p->fixed_threads;
     bp.kv_f16 = p->kv_f16;
     bp.idle_spin_s = p->idle_spin_ms / 1e3;
     bp.gpu_memory_utilization = p->gpu_memory_utilization;
@@ -572,6 +575,8 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
         set_err(err, errlen, "%s", buf);
         goto err;
     }
+    if (e->backend->ops->threads)
+        e->backend->ops->threads(e->backend, &e->threads_active, &e->thread_drops);
     if (size_kv(e, p, err, errlen) != SL_OK)
         goto err;
     e->sched = sched_create(&e->scfg, buf, sizeof buf);
@@ -1052,6 +1057,8 @@ void sluice_get_stats(sluice_engine *e, sluice_stats *out)
         .max_num_batched_tokens = sched_config(e->sched)->max_num_batched_tokens,
         .batch_timeout_ms = sched_config(e->sched)->batch_timeout_ms,
         .adaptive_changes = e->adapt_changes,
+        .threads_active = e->threads_active,
+        .thread_drops = e->thread_drops,
     };
     /* rates: against the oldest snapshot inside the window */
     for (int k = e->rate_n; k > 0; k--) {
@@ -1838,6 +1845,8 @@ static void *engine_main(void *arg)
         e->spec_lookups += e->step_lookups;
         e->spec_proposals += e->step_proposals;
         e->busy_s += now - info.t_start;
+        if (e->backend->ops->threads)
+            e->backend->ops->threads(e->backend, &e->threads_active, &e->thread_drops);
         rate_tick(e, now);
         collect_done(e, now);
         info.t_end = now;

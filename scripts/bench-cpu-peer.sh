@@ -2,7 +2,8 @@
 # bench-cpu-peer.sh — sluice's CPU backend against llama.cpp on the same GGUF and thread count:
 # pp (prompt tokens/s) and tg (decode tokens/s), as llama-bench measures them, and the ratios.
 #
-#   scripts/bench-cpu-peer.sh [-m MODEL] [-t THREADS] [-p 512] [-n 128] [-r 5] [-b SEQS] [--build-peer-only]
+#   scripts/bench-cpu-peer.sh [-m MODEL] [-t THREADS] [-p 512] [-n 128] [-r 5] [-b SEQS] [--busy-core]
+#                             [--build-peer-only]
 #
 # -b SEQS (> 1) adds sluice's batched decode: SEQS sequences decoding together, against one stream
 # (llama-bench has no such figure).
@@ -12,12 +13,14 @@
 # build takes minutes. Our side is tests/bench/bench_cpu.c linked against $BUILD (default
 # build-cpu; CUDA off).
 # Both report the median of R runs. Run on a quiet machine: both engines spin threads on
-# barriers, so other load on the cores distorts both figures.
+# barriers, so other load on the cores distorts both figures. --busy-core measures exactly that:
+# a spinning shell loop holds the last core for both engines' runs (the machine as shared with
+# another job).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-THREADS=2 P=512 N=128 R=5 B=1 BUILD_ONLY=0
+THREADS=2 P=512 N=128 R=5 B=1 BUILD_ONLY=0 BUSY=0
 PEER_DIR=${SLUICE_PEER_DIR:-$HOME/.cache/sluice-peer}
 BUILD=${BUILD:-build-cpu}
 while [ $# -gt 0 ]; do
@@ -29,7 +32,8 @@ while [ $# -gt 0 ]; do
         -r) R=$2; shift 2 ;;
         -b) B=$2; shift 2 ;;
         --build-peer-only) BUILD_ONLY=1; shift ;;
-        *) echo "usage: $0 [-m MODEL] [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS] [--build-peer-only]" >&2; exit 2 ;;
+        --busy-core) BUSY=1; shift ;;
+        *) echo "usage: $0 [-m MODEL] [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS] [--busy-core] [--build-peer-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -55,6 +59,14 @@ build_peer
 [ -f "$MODEL" ] || { echo "bench-cpu-peer: $MODEL not found (scripts/setup.sh installs SmolLM2)" >&2; exit 1; }
 
 make BUILD="$BUILD" CUDA=0 -j2 "$BUILD/bench/bench_cpu" >/dev/null || exit 2
+
+if [ "$BUSY" = 1 ]; then
+    core=$(( $(nproc) - 1 ))
+    taskset -c "$core" sh -c 'while :; do :; done' &
+    busy_pid=$!
+    trap 'kill "$busy_pid" 2>/dev/null' EXIT
+    echo "a spinning loop holds core $core for both engines' runs"
+fi
 
 ours=$("$BUILD/bench/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -b "$B")
 echo "$ours"

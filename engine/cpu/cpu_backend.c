@@ -42,6 +42,8 @@
 #define ENG_CPU_CHUNK_ROWS 16 /* weight rows per claimed matrix-product chunk */
 #define ENG_CPU_CHUNK_MACS (1 << 18) /* products a matrix-product chunk grows to (chunk_rows) */
 #define ENG_CPU_ATT_QTILE ENG_CPU_ATTEND_MAX_Q /* query tokens per claimed attention task */
+#define ENG_CPU_LONG_STEP 64 /* steps of this many tokens or more keep a thread count of their own
+                              * (threadpool.h: kinds of regions) */
 /* floats of one thread's eng_cpu_attend scratch for contexts up to ctx */
 #define ATT_SCRATCH(ctx) ((size_t)ENG_CPU_ATT_QTILE * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
 #define ENG_CPU_ALIGN 64
@@ -455,7 +457,7 @@ static int cpu_forward(eng_backend_t *be, const eng_batch_t *b, float *logits, i
         atomic_store_explicit(&c->ready[g], 0, memory_order_relaxed);
     eng_cpu_step_t st = {.c = c, .batch = b, .n_tok = n_tok, .n_rows = rows, .logits = logits};
     if (n_tok > 0 || b->n_copies > 0)
-        eng_cpu_pool_run(c->pool, step_main, &st);
+        eng_cpu_pool_run(c->pool, n_tok >= ENG_CPU_LONG_STEP ? 1 : 0, step_main, &st);
     *n_rows = rows;
     return SL_OK;
 }
@@ -536,7 +538,7 @@ static int cpu_forward_sample(eng_backend_t *be, const eng_batch_t *b, const eng
         return fail(c, SL_EINVAL, "cpu: forward_sample: %s", why);
     eng_cpu_pick_t pk = {c, rows, pen, *n_rows, tokens, logprobs};
     if (*n_rows > 0)
-        eng_cpu_pool_run(c->pool, pick_main, &pk);
+        eng_cpu_pool_run(c->pool, 0, pick_main, &pk);
     return SL_OK;
 }
 
@@ -589,6 +591,13 @@ static void cpu_free(eng_backend_t *be)
     sl_free(be);
 }
 
+static void cpu_threads(eng_backend_t *be, int *active, int64_t *drops)
+{
+    const eng_cpu_ctx_t *c = be->ctx;
+    *active = eng_cpu_pool_active(c->pool, 0);
+    *drops = eng_cpu_pool_drops(c->pool);
+}
+
 static const eng_backend_ops_t cpu_ops = {
     .version = ENG_BACKEND_VERSION,
     .name = "cpu",
@@ -597,6 +606,7 @@ static const eng_backend_ops_t cpu_ops = {
     .forward = cpu_forward,
     .forward_greedy = cpu_forward_greedy,
     .forward_sample = cpu_forward_sample,
+    .threads = cpu_threads,
     .errmsg = cpu_errmsg,
     .free = cpu_free,
 };
@@ -686,7 +696,7 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
         cpu_free(be);
         return NULL;
     }
-    if (eng_cpu_pool_create(p.n_threads, p.idle_spin_s, &c->pool) != SL_OK) {
+    if (eng_cpu_pool_create(p.n_threads, p.idle_spin_s, !p.fixed_threads, &c->pool) != SL_OK) {
         snprintf(err, errlen, "cpu: cannot start %d threads", p.n_threads);
         cpu_free(be);
         return NULL;

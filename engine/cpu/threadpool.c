@@ -15,6 +15,11 @@
  *    particular work rather than on every thread).
  * 5. A region ends when `done` reaches nth - 1 (every worker returned); thread 0 waits for that
  *    as in a barrier.
+ * 6. Adaptive pools: `run_nth` is the region's thread count, written before `gen` is bumped; a
+ *    worker with ith >= run_nth skips the region, and its idle time runs from the last region it
+ *    took part in, so a dropped worker goes to sleep after spin_s. A region on one thread runs on
+ *    the caller alone, with no wake-up at all. Thread 0 (tl_wait points at its accumulator) times
+ *    each wait from the end of the spin: one clock read pair per long wait, none on a quiet run.
  */
 #include "engine/cpu/threadpool.h"
 
@@ -38,6 +43,9 @@ typedef struct eng_cpu_worker {
 
 struct eng_cpu_pool {
     int nth;
+    int run_nth;                /* threads of the current region (6) */
+    int adaptive;
+    eng_cpu_adapt_t adapt[ENG_CPU_POOL_KINDS];
     double spin_s;              /* polling time after a region before a worker sleeps */
     int n_started;              /* workers actually started (for cleanup on error) */
     pthread_t *threads;         /* (nth - 1) */
@@ -68,14 +76,43 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static _Thread_local double *tl_wait; /* thread 0's long-wait time during a region, else NULL */
+
+static int phase_moved(const void *phase, int seen)
+{
+    return atomic_load_explicit((const atomic_uint *)phase, memory_order_acquire) != (unsigned)seen;
+}
+
+static int count_reached(const void *count, int target)
+{
+    return atomic_load_explicit((const atomic_int *)count, memory_order_acquire) >= target;
+}
+
+/* Spins until ready(v, arg), yielding after ENG_BARRIER_SPIN polls; thread 0 adds the time past
+ * the spin to its long waits. */
+static void wait_until(int (*ready)(const void *, int), const void *v, int arg)
+{
+    for (int i = 0; i < ENG_BARRIER_SPIN; i++) {
+        if (ready(v, arg))
+            return;
+        cpu_relax();
+    }
+    const double t0 = tl_wait ? mono_s() : 0;
+    while (!ready(v, arg))
+        sched_yield();
+    if (tl_wait)
+        *tl_wait += mono_s() - t0;
+}
+
 static void *worker_main(void *p_)
 {
     eng_cpu_worker_t *w = p_;
     eng_cpu_pool_t *p = w->pool;
     unsigned seen = 0;
+    double last_region = mono_s();
     for (;;) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        const double until = mono_s() + p->spin_s;
+        const double until = last_region + p->spin_s;
         for (int i = 1; g == seen; i++) {
             cpu_relax();
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
@@ -94,12 +131,15 @@ static void *worker_main(void *p_)
         if (atomic_load(&p->stop))
             return NULL;
         seen = g;
-        p->fn(p->arg, w->ith, p->nth);
+        if (w->ith >= p->run_nth)
+            continue;
+        p->fn(p->arg, w->ith, p->run_nth);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        last_region = mono_s();
     }
 }
 
-int eng_cpu_pool_create(int n_threads, double spin_s, eng_cpu_pool_t **out)
+int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool_t **out)
 {
     *out = NULL;
     if (n_threads <= 0) {
@@ -109,7 +149,10 @@ int eng_cpu_pool_create(int n_threads, double spin_s, eng_cpu_pool_t **out)
     eng_cpu_pool_t *p = sl_calloc(1, sizeof *p);
     if (!p)
         return SL_ENOMEM;
-    p->nth = n_threads;
+    p->nth = p->run_nth = n_threads;
+    p->adaptive = adaptive != 0 && n_threads > 1;
+    for (int k = 0; k < ENG_CPU_POOL_KINDS; k++)
+        eng_cpu_adapt_init(&p->adapt[k], n_threads);
     p->spin_s = spin_s > 0 ? spin_s : 0;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -155,63 +198,127 @@ int eng_cpu_pool_size(const eng_cpu_pool_t *p)
     return p->nth;
 }
 
-void eng_cpu_pool_run(eng_cpu_pool_t *p, eng_cpu_task_fn fn, void *arg)
+int eng_cpu_pool_active(const eng_cpu_pool_t *p, int kind)
 {
-    if (p->nth == 1) {
-        atomic_store(&p->claim, 0);
+    return p->adaptive ? p->adapt[kind].active : p->nth;
+}
+
+long eng_cpu_pool_drops(const eng_cpu_pool_t *p)
+{
+    long n = 0;
+    for (int k = 0; k < ENG_CPU_POOL_KINDS; k++)
+        n += p->adapt[k].drops;
+    return n;
+}
+
+/* One region on p->run_nth threads. */
+static void run_region(eng_cpu_pool_t *p, eng_cpu_task_fn fn, void *arg)
+{
+    atomic_store(&p->claim, 0);
+    if (p->run_nth == 1) {
         fn(arg, 0, 1);
         return;
     }
     p->fn = fn;
     p->arg = arg;
     atomic_store(&p->done, 0);
-    atomic_store(&p->claim, 0);
     atomic_store(&p->bar_count, 0);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->nth);
-    for (int i = 0; atomic_load_explicit(&p->done, memory_order_acquire) != p->nth - 1; i++) {
-        if (i < ENG_BARRIER_SPIN)
-            cpu_relax();
-        else
-            sched_yield();
+    fn(arg, 0, p->run_nth);
+    wait_until(count_reached, &p->done, p->run_nth - 1);
+}
+
+void eng_cpu_pool_run(eng_cpu_pool_t *p, int kind, eng_cpu_task_fn fn, void *arg)
+{
+    if (!p->adaptive) {
+        run_region(p, fn, arg);
+        return;
     }
+    double wait_s = 0;
+    eng_cpu_adapt_t *a = &p->adapt[kind];
+    p->run_nth = a->active;
+    tl_wait = &wait_s;
+    const double t0 = mono_s();
+    run_region(p, fn, arg);
+    const double t1 = mono_s();
+    tl_wait = NULL;
+    eng_cpu_adapt_update(a, t1 - t0, wait_s, t1);
 }
 
 void eng_cpu_pool_barrier(eng_cpu_pool_t *p)
 {
-    if (p->nth == 1) {
+    if (p->run_nth == 1) {
         atomic_store(&p->claim, 0);
         return;
     }
     unsigned phase = atomic_load_explicit(&p->bar_phase, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->nth - 1) {
+    if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->run_nth - 1) {
         atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
         atomic_store_explicit(&p->claim, 0, memory_order_relaxed);
         atomic_store_explicit(&p->bar_phase, phase + 1, memory_order_release);
         return;
     }
-    for (int i = 0; atomic_load_explicit(&p->bar_phase, memory_order_acquire) == phase; i++) {
-        if (i < ENG_BARRIER_SPIN)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    wait_until(phase_moved, &p->bar_phase, (int)phase);
 }
 
 void eng_cpu_pool_await(const atomic_int *v, int target)
 {
-    for (int i = 0; atomic_load_explicit(v, memory_order_acquire) < target; i++) {
-        if (i < ENG_BARRIER_SPIN)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    wait_until(count_reached, v, target);
 }
 
 int eng_cpu_pool_claim(eng_cpu_pool_t *p)
 {
     return atomic_fetch_add_explicit(&p->claim, 1, memory_order_relaxed);
+}
+
+/* ---- the adaptive thread count ---- */
+
+void eng_cpu_adapt_init(eng_cpu_adapt_t *a, int max)
+{
+    *a = (eng_cpu_adapt_t){.max = max, .active = max, .backoff_s = ENG_ADAPT_BACKOFF_MIN_S};
+}
+
+int eng_cpu_adapt_update(eng_cpu_adapt_t *a, double region_s, double wait_s, double now)
+{
+    if (a->warmup) {
+        a->warmup = 0;
+        return a->active;
+    }
+    a->win_s += region_s;
+    a->wait_s += wait_s;
+    if (a->win_s >= ENG_ADAPT_WINDOW_S) {
+        const int over = a->wait_s > ENG_ADAPT_WAIT_SHARE * a->win_s;
+        a->over = over ? a->over + 1 : 0;
+        const int contended = a->over >= ENG_ADAPT_WINDOWS;
+        a->win_s = a->wait_s = 0;
+        if (contended && a->active > 1) {
+            /* a drop soon after a try is the try failing: the next waits twice as long; a drop
+             * long after one starts over */
+            const int failed = a->tried && now - a->tried_at < ENG_ADAPT_TRY_S;
+            a->backoff_s = !failed ? ENG_ADAPT_BACKOFF_MIN_S
+                           : 2 * a->backoff_s < ENG_ADAPT_BACKOFF_MAX_S ? 2 * a->backoff_s
+                                                                         : ENG_ADAPT_BACKOFF_MAX_S;
+            a->probing = 0;
+            a->over = 0;
+            a->active--;
+            a->drops++;
+            a->probe_at = now + a->backoff_s;
+            return a->active;
+        }
+        if (!over)
+            a->probing = 0; /* a window under the share lets the next thread be tried */
+    }
+    if (!a->probing && a->active < a->max && now >= a->probe_at) {
+        a->active++;
+        a->probing = 1;
+        a->tried = 1;
+        a->tried_at = now;
+        a->warmup = 1;
+        a->win_s = a->wait_s = 0;
+        a->over = 0;
+    }
+    return a->active;
 }

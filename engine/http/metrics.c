@@ -133,6 +133,10 @@ static int engine_series(srv_buf_t *b, const char *model, const sluice_stats *st
         {"spec_decode_num_accepted_tokens_total", "counter", "Speculative draft tokens kept.",
          (double)st->spec_accepted_tokens},
         {"requests_submitted_total", "counter", "Requests accepted by the engine.", (double)st->requests_submitted},
+        {"cpu_threads_active", "gauge", "CPU threads the next step runs on (fewer than --threads while other processes hold the cores).",
+         st->threads_active},
+        {"cpu_thread_drops_total", "counter", "Times the CPU backend moved its steps to one thread fewer.",
+         (double)st->thread_drops},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int rc = series(b, model, rows[i].name, rows[i].type, rows[i].help, rows[i].value);

@@ -138,6 +138,12 @@ int main(int argc, char **argv)
         printf("sluice cpu batched decode: %d sequences x %d steps%s: %.1f t/s in all (range %.1f-%.1f), "
                "%.2fx one stream's tg%d\n", B, N, depth, bd[R / 2], bd[0], bd[R - 1], bd[R / 2] / tg[R / 2], N);
     }
+    int active;
+    int64_t drops;
+    b->ops->threads(b, &active, &drops);
+    if (drops > 0)
+        printf("sluice cpu: other processes held the cores: dropped a thread %lld time(s), %d at the end\n",
+               (long long)drops, active);
     eng_backend_free(b);
     eng_model_free(m);
     free(tokens);

@@ -1,11 +1,15 @@
 /* test_cpu_threadpool.c — the persistent pool: every thread runs a region, barriers order
- * phases, claims hand out each item exactly once, regions can follow each other many times. */
+ * phases, claims hand out each item exactly once, regions can follow each other many times; an
+ * adaptive pool drops a thread that stalls the others and tries it again after a backoff (the
+ * policy's exact decisions on crafted timings, and a pool whose worker sleeps in every region). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -45,13 +49,13 @@ static void body(void *arg, int ith, int nth)
 static void run_pool(int n_threads, int regions)
 {
     eng_cpu_pool_t *p = NULL;
-    assert_int_equal(eng_cpu_pool_create(n_threads, 0.002, &p), 0);
+    assert_int_equal(eng_cpu_pool_create(n_threads, 0.002, 0, &p), 0);
     assert_int_equal(eng_cpu_pool_size(p), n_threads);
     static job_t j;
     for (int r = 0; r < regions; r++) {
         memset(&j, 0, sizeof j);
         j.pool = p;
-        eng_cpu_pool_run(p, body, &j);
+        eng_cpu_pool_run(p, 0, body, &j);
         assert_int_equal(atomic_load(&j.ran), n_threads);
         assert_int_equal(j.bad, 0);
         for (int i = 0; i < N_ITEMS; i++)
@@ -70,7 +74,7 @@ static void test_every_item_claimed_once_per_loop_across_many_regions(void **sta
 static void test_zero_threads_means_online_cpus(void **state)
 {
     eng_cpu_pool_t *p = NULL;
-    assert_int_equal(eng_cpu_pool_create(0, 0.002, &p), 0);
+    assert_int_equal(eng_cpu_pool_create(0, 0.002, 1, &p), 0);
     assert_true(eng_cpu_pool_size(p) >= 1);
     eng_cpu_pool_free(p);
     eng_cpu_pool_free(NULL);
@@ -92,12 +96,197 @@ static void test_static_split_covers_range_without_overlap(void **state)
         }
 }
 
+/* ---- the adaptive thread count ---- */
+
+/* n regions of region_s each with wait_s of long waits, the clock advancing by region_s */
+static int regions(eng_cpu_adapt_t *a, int n, double region_s, double wait_s, double *now)
+{
+    int active = a->active;
+    for (int i = 0; i < n; i++) {
+        *now += region_s;
+        active = eng_cpu_adapt_update(a, region_s, wait_s, *now);
+    }
+    return active;
+}
+
+/* n regions of 5 ms with `wait` seconds of long waits each, then `active` threads for the next */
+typedef struct phase {
+    int n;
+    double wait;
+    int active;
+} phase_t;
+
+static void play(eng_cpu_adapt_t *a, double *now, const phase_t *ph, int n_ph)
+{
+    for (int i = 0; i < n_ph; i++)
+        assert_int_equal(regions(a, ph[i].n, 0.005, ph[i].wait, now), ph[i].active);
+}
+
+static eng_cpu_adapt_t adapt_of(int max)
+{
+    eng_cpu_adapt_t a;
+    eng_cpu_adapt_init(&a, max);
+    return a;
+}
+
+static void test_adapt_keeps_every_thread_while_waits_are_short_or_brief(void **state)
+{
+    eng_cpu_adapt_t a = adapt_of(4);
+    double now = 0;
+    /* 34% of every window waiting: under the share */
+    assert_int_equal(regions(&a, 1000, 0.005, 0.0017, &now), 4);
+    /* windows over the share, but never two in a row */
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(regions(&a, 4, 0.005, 0.004, &now), 4);
+        assert_int_equal(regions(&a, 4, 0.005, 0, &now), 4);
+    }
+    assert_int_equal(a.drops, 0);
+    /* a 1-row sampling region: 50 us, most of it waiting for the worker that took the row; decode
+     * steps of 10 ms with no long wait complete the window, so its share is small */
+    a = adapt_of(2);
+    assert_int_equal(regions(&a, 1, 50e-6, 45e-6, &now), 2);
+    assert_int_equal(regions(&a, 2, 0.010, 0, &now), 2);
+    assert_int_equal(a.drops, 0);
+}
+
+static void test_adapt_drops_a_thread_after_two_windows_over_the_share(void **state)
+{
+    eng_cpu_adapt_t a = adapt_of(2);
+    double now = 0;
+    /* regions at 40% waiting: the first 20 ms window is over the share, not yet a drop; the region
+     * that completes the second drops a thread, with a try again in 0.25 s */
+    play(&a, &now, (const phase_t[]){{4, 0.002, 2}, {3, 0.002, 2}, {1, 0.002, 1}}, 3);
+    assert_int_equal(a.drops, 1);
+    assert_true(a.probe_at > now + 0.249 && a.probe_at < now + 0.251);
+    /* never below one thread, and alone it waits for nobody */
+    assert_int_equal(regions(&a, 40, 0.005, 0, &now), 1);
+    assert_int_equal(a.drops, 1);
+}
+
+static void test_adapt_tries_again_and_backs_off_while_the_tries_fail(void **state)
+{
+    eng_cpu_adapt_t a = adapt_of(2);
+    double now = 0;
+    assert_int_equal(regions(&a, 8, 0.005, 0.003, &now), 1);
+    double expect_backoff = 0.25;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        const double probe_at = a.probe_at;
+        /* alone until the backoff has passed */
+        while (now + 0.005 < probe_at)
+            assert_int_equal(regions(&a, 1, 0.005, 0, &now), 1);
+        assert_int_equal(regions(&a, 1, 0.005, 0, &now), 2);
+        /* the first region of the try is not judged (a worker that slept wakes in it) */
+        assert_int_equal(regions(&a, 1, 0.005, 0.005, &now), 2);
+        /* still contended: dropped again, and the next try waits twice as long, up to 8 s */
+        assert_int_equal(regions(&a, 7, 0.005, 0.003, &now), 2);
+        assert_int_equal(regions(&a, 1, 0.005, 0.003, &now), 1);
+        expect_backoff = expect_backoff * 2 < 8 ? expect_backoff * 2 : 8;
+        assert_true(fabs(a.probe_at - now - expect_backoff) < 1e-9);
+    }
+    assert_int_equal(a.drops, 9);
+}
+
+static void test_adapt_counts_a_drop_soon_after_a_try_as_the_try_failing(void **state)
+{
+    eng_cpu_adapt_t a = adapt_of(2);
+    double now = 0;
+    assert_int_equal(regions(&a, 8, 0.005, 0.003, &now), 1);
+    now = a.probe_at;
+    /* the try, its first region (not judged); on a shared core the waits swing: a window under the
+     * share, then two over */
+    play(&a, &now, (const phase_t[]){{1, 0, 2}, {1, 0.005, 2}, {4, 0.001, 2}, {8, 0.003, 1}}, 4);
+    assert_true(fabs(a.backoff_s - 0.5) < 1e-12);
+}
+
+static void test_adapt_keeps_a_thread_whose_try_succeeds(void **state)
+{
+    eng_cpu_adapt_t a = adapt_of(3);
+    double now = 0;
+    play(&a, &now, (const phase_t[]){{8, 0.003, 2}, {8, 0.003, 1}}, 2); /* the second, fresh: 0.25 s */
+    assert_true(fabs(a.probe_at - now - 0.25) < 1e-9);
+    now = a.probe_at;
+    /* try 2 threads; the try's first region + 15 ms; the window completes quiet: 2 are kept, and 3
+     * are tried at once */
+    play(&a, &now, (const phase_t[]){{1, 0, 2}, {4, 0, 2}, {1, 0, 3}, {300, 0, 3}}, 4);
+    /* contention 1.5 s later (the first region completes the quiet window before it, then two
+     * windows over the share, then 15 ms) is a fresh drop: the backoff starts over at 0.25 s */
+    assert_int_equal(regions(&a, 12, 0.005, 0.003, &now), 2);
+    assert_int_equal(a.drops, 3);
+    assert_true(fabs(a.backoff_s - 0.25) < 1e-12);
+}
+
+typedef struct stall_job {
+    eng_cpu_pool_t *pool;
+    atomic_int hits[N_ITEMS];
+    atomic_int ran;
+} stall_job_t;
+
+/* Worker 1 sleeps 4 ms before it takes part: the OS descheduling it, as another process would. */
+static void stall_body(void *arg, int ith, int nth)
+{
+    stall_job_t *j = arg;
+    atomic_fetch_add(&j->ran, 1);
+    if (ith == 1)
+        nanosleep(&(struct timespec){0, 4000000}, NULL);
+    for (int i; (i = eng_cpu_pool_claim(j->pool)) < N_ITEMS;)
+        atomic_fetch_add(&j->hits[i], 1);
+    eng_cpu_pool_barrier(j->pool);
+}
+
+static void test_adaptive_pool_drops_a_stalled_worker_and_keeps_results(void **state)
+{
+    eng_cpu_pool_t *p = NULL;
+    assert_int_equal(eng_cpu_pool_create(2, 0.002, 1, &p), 0);
+    static stall_job_t j;
+    int alone = 0;
+    for (int r = 0; r < 40; r++) {
+        memset(&j, 0, sizeof j);
+        j.pool = p;
+        const int nth = eng_cpu_pool_active(p, 0);
+        eng_cpu_pool_run(p, 0, stall_body, &j);
+        assert_int_equal(atomic_load(&j.ran), nth);
+        for (int i = 0; i < N_ITEMS; i++)
+            assert_int_equal(atomic_load(&j.hits[i]), 1);
+        alone += nth == 1;
+    }
+    /* every 2-thread region waits ~4 ms in 4 ms: the first two 20 ms windows drop the worker, and
+     * the try after 0.25 s cannot come within the 40 regions' ~0.1 s */
+    assert_int_equal(eng_cpu_pool_drops(p), 1);
+    assert_true(alone >= 25);
+    /* the other kind of region keeps its own count */
+    assert_int_equal(eng_cpu_pool_active(p, 1), 2);
+    eng_cpu_pool_free(p);
+}
+
+static void test_fixed_pool_keeps_every_thread_however_long_it_waits(void **state)
+{
+    eng_cpu_pool_t *p = NULL;
+    assert_int_equal(eng_cpu_pool_create(2, 0.002, 0, &p), 0);
+    static stall_job_t j;
+    for (int r = 0; r < 15; r++) {
+        memset(&j, 0, sizeof j);
+        j.pool = p;
+        eng_cpu_pool_run(p, 0, stall_body, &j);
+        assert_int_equal(atomic_load(&j.ran), 2);
+    }
+    assert_int_equal(eng_cpu_pool_drops(p), 0);
+    assert_int_equal(eng_cpu_pool_active(p, 0), 2);
+    eng_cpu_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_item_claimed_once_per_loop_across_many_regions),
         cmocka_unit_test(test_zero_threads_means_online_cpus),
         cmocka_unit_test(test_static_split_covers_range_without_overlap),
+        cmocka_unit_test(test_adapt_keeps_every_thread_while_waits_are_short_or_brief),
+        cmocka_unit_test(test_adapt_drops_a_thread_after_two_windows_over_the_share),
+        cmocka_unit_test(test_adapt_tries_again_and_backs_off_while_the_tries_fail),
+        cmocka_unit_test(test_adapt_counts_a_drop_soon_after_a_try_as_the_try_failing),
+        cmocka_unit_test(test_adapt_keeps_a_thread_whose_try_succeeds),
+        cmocka_unit_test(test_adaptive_pool_drops_a_stalled_worker_and_keeps_results),
+        cmocka_unit_test(test_fixed_pool_keeps_every_thread_however_long_it_waits),
     };
     return cmocka_run_group_tests_name("cpu_threadpool", tests, NULL, NULL);
 }

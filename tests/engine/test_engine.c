@@ -186,6 +186,18 @@ static void test_engine_greedy_matches_llama_cpp_alone(void **state)
     sluice_engine_free(e);
 }
 
+static void test_engine_reports_its_cpu_threads(void **state)
+{
+    REQUIRE_MODEL();
+    sluice_engine_params p = small_params();
+    sluice_engine *e = create(&p);
+    sluice_stats st;
+    sluice_get_stats(e, &st);
+    assert_int_equal(st.threads_active, 2);
+    assert_int_equal(st.thread_drops, 0);
+    sluice_engine_free(e);
+}
+
 static void run_strategy(sluice_strategy s)
 {
     REQUIRE_MODEL();
@@ -1015,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_engine_cuda_synthetic_fails_fast_without_host_weights),
         cmocka_unit_test(test_cpu_backend_refuses_a_shape_only_model),
         cmocka_unit_test(test_engine_greedy_matches_llama_cpp_alone),
+        cmocka_unit_test(test_engine_reports_its_cpu_threads),
         cmocka_unit_test(test_engine_batched_continuous_matches_fixtures),
         cmocka_unit_test(test_engine_batched_naive_matches_fixtures),
         cmocka_unit_test(test_engine_batched_bucketed_matches_fixtures),
