@@ -441,12 +441,47 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
     }
 }
 
+#define ENG_WIDEN_FLOATS 32768 /* F32 elements of rows widened at once (128 KiB of stack) */
+#define ENG_WIDEN_MIN_TOK 4    /* steps of fewer tokens widen each tile's rows as they load */
+
+/* F16 / BF16 rows [r0, r1): a step of several tokens widens blocks of rows to F32 once and runs
+ * the F32 tiles on them, instead of widening every row again for each pair of tokens (F16 prompts
+ * ran 25% slower than F32 ones). Widening is exact and the tiles sum in the same order, so the
+ * products are bitwise those of the per-tile path. */
+ENG_INLINE void gemm_widened(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
+{
+    const int rb = ENG_WIDEN_FLOATS / g->k / 4 * 4;
+    if (g->n_tok < ENG_WIDEN_MIN_TOK || rb < 4) {
+        drive(type, 4, 2, g, r0, r1);
+        return;
+    }
+    float buf[ENG_WIDEN_FLOATS] __attribute__((aligned(32)));
+    for (int r = r0; r < r1; r += rb) {
+        const int n = r1 - r < rb ? r1 - r : rb;
+        for (int i = 0; i < n; i++) {
+            const void *w = (const uint8_t *)g->w + (size_t)(r + i) * g->w_stride;
+            float *f = buf + (size_t)i * g->k;
+            int e = 0;
+            for (; e + 8 <= g->k; e += 8)
+                _mm256_storeu_ps(f + e, load8f(type, w, e));
+            for (; e < g->k; e++)
+                f[e] = load1f(type, w, e);
+        }
+        eng_cpu_gemm_t wide = *g;
+        wide.type = ENG_T_F32;
+        wide.w = buf;
+        wide.w_stride = (size_t)g->k * sizeof(float);
+        wide.out = g->out + r;
+        drive(ENG_T_F32, 4, 2, &wide, 0, n);
+    }
+}
+
 static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
 {
     switch (g->type) {
     case ENG_T_F32: drive(ENG_T_F32, 4, 2, g, r0, r1); break;
-    case ENG_T_F16: drive(ENG_T_F16, 4, 2, g, r0, r1); break;
-    case ENG_T_BF16: drive(ENG_T_BF16, 4, 2, g, r0, r1); break;
+    case ENG_T_F16: gemm_widened(ENG_T_F16, g, r0, r1); break;
+    case ENG_T_BF16: gemm_widened(ENG_T_BF16, g, r0, r1); break;
     case ENG_T_Q4_0: gemm_q32(ENG_T_Q4_0, g, r0, r1); break;
     case ENG_T_Q4_1: gemm_q32(ENG_T_Q4_1, g, r0, r1); break;
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
