@@ -265,6 +265,9 @@ int cli_engine_replay(sluice_engine *e, const cli_engine_opts_t *o, const wl_tra
     }
     sluice_engine_shutdown(e, status ? 0 : 1e9); /* serve everything in flight, then join */
     r->wall = wall_now() - t0;
+    sluice_stats es;
+    sluice_get_stats(e, &es);
+    r->thread_drops = es.thread_drops;
     if (status == SL_OK && r->oom) {
         snprintf(err, errlen, "out of memory collecting the step records");
         status = SL_ENOMEM;
@@ -295,8 +298,11 @@ int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_o
 {
     const sched_config_t *sc = eng_engine_sched_config(e);
     char json[2048];
-    int k = snprintf(json, sizeof json, "{\"backend\": \"%s\", \"threads\": %d, \"kv_dtype\": \"%s\"",
-                     eng_engine_backend_name(e), o->threads, cli_engine_kv_dtype(e, o->kv_f16));
+    int k = snprintf(json, sizeof json,
+                     "{\"backend\": \"%s\", \"threads\": %d, \"fixed_threads\": %s, \"thread_drops\": %lld, "
+                     "\"kv_dtype\": \"%s\"",
+                     eng_engine_backend_name(e), o->threads, o->fixed_threads ? "true" : "false",
+                     (long long)r->thread_drops, cli_engine_kv_dtype(e, o->kv_f16));
     for (int i = 0; i < sched_knob_count() && k < (int)sizeof json - 128; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);

@@ -87,6 +87,7 @@ typedef struct cli_engine_run {
     int64_t out_tokens;
     cli_spec_counts_t spec; /* speculative decoding, every step's */
     double wall;            /* first submit to the last request done, s */
+    int64_t thread_drops;   /* sluice_stats.thread_drops at the end of the replay */
     bool oom;               /* a step record could not be kept */
 } cli_engine_run_t;
 
@@ -113,7 +114,8 @@ int cli_engine_replay(sluice_engine *e, const cli_engine_opts_t *o, const wl_tra
  * were lost). */
 int cli_engine_summary(const sluice_engine *e, const cli_engine_run_t *r, an_summary_t *out);
 
-/* Records the run (mode real) in st: config JSON with backend, threads, kv_dtype, every
+/* Records the run (mode real) in st: config JSON with backend, threads, fixed_threads, thread_drops
+ * (steps moved to fewer threads while other processes held the cores), kv_dtype, every
  * scheduler knob and, with speculative decoding, the prompt-lookup lengths and the drafts run and
  * kept.
  * On error the status, with an_store_errmsg(st) saying why. */
