@@ -15,8 +15,10 @@
  *    particular work rather than on every thread).
  * 5. A region ends when `done` reaches nth - 1 (every worker returned); thread 0 waits for that
  *    as in a barrier.
- * 6. Adaptive pools: `run_nth` is the region's thread count, written before `gen` is bumped; a
- *    worker with ith >= run_nth skips the region, and its idle time runs from the last region it
+ * 6. Adaptive pools: a region's thread count travels in the low bits of `gen` with its number
+ *    (ENG_GEN_NTH_BITS), so a worker reads both in one load: reading a separate count after `gen`
+ *    could see the next region's, which thread 0 may write while a worker left out of the current
+ *    region is still looking at it. A worker with ith >= that count skips the region, and its idle time runs from the last region it
  *    took part in, so a dropped worker goes to sleep after spin_s. A region on one thread runs on
  *    the caller alone, with no wake-up at all. Thread 0 (tl_wait points at its accumulator) times
  *    each wait from the end of the spin: one clock read pair per long wait, none on a quiet run.
@@ -31,6 +33,7 @@
 
 #include "sched/status.h"
 
+#define ENG_GEN_NTH_BITS 16 /* a pool has fewer than 2^16 threads */
 #define ENG_POOL_POLLS 4096 /* polls of `gen` between clock reads and yields while a worker spins */
 #define ENG_BARRIER_SPIN (1 << 14) /* polls in a barrier before yielding the CPU (tens of us: a
                                       * barrier on idle cores takes microseconds; on a loaded machine
@@ -54,7 +57,7 @@ struct eng_cpu_pool {
     pthread_cond_t cv;
     eng_cpu_task_fn fn;
     void *arg;
-    atomic_uint gen;            /* region counter; bumped to start a region */
+    atomic_ullong gen;          /* region number << ENG_GEN_NTH_BITS | its thread count (6) */
     atomic_int stop;
     atomic_int done;            /* workers finished with the current region */
     atomic_int bar_count;
@@ -108,10 +111,10 @@ static void *worker_main(void *p_)
 {
     eng_cpu_worker_t *w = p_;
     eng_cpu_pool_t *p = w->pool;
-    unsigned seen = 0;
+    unsigned long long seen = 0;
     double last_region = mono_s();
     for (;;) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        unsigned long long g = atomic_load_explicit(&p->gen, memory_order_acquire);
         const double until = last_region + p->spin_s;
         for (int i = 1; g == seen; i++) {
             cpu_relax();
@@ -131,9 +134,10 @@ static void *worker_main(void *p_)
         if (atomic_load(&p->stop))
             return NULL;
         seen = g;
-        if (w->ith >= p->run_nth)
+        const int nth = (int)(g & ((1u << ENG_GEN_NTH_BITS) - 1));
+        if (w->ith >= nth)
             continue;
-        p->fn(p->arg, w->ith, p->run_nth);
+        p->fn(p->arg, w->ith, nth);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
         last_region = mono_s();
     }
@@ -146,6 +150,8 @@ int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
     }
+    if (n_threads >= 1 << ENG_GEN_NTH_BITS)
+        return SL_EINVAL;
     eng_cpu_pool_t *p = sl_calloc(1, sizeof *p);
     if (!p)
         return SL_ENOMEM;
@@ -224,7 +230,8 @@ static void run_region(eng_cpu_pool_t *p, eng_cpu_task_fn fn, void *arg)
     atomic_store(&p->done, 0);
     atomic_store(&p->bar_count, 0);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    const unsigned long long next = (atomic_load_explicit(&p->gen, memory_order_relaxed) >> ENG_GEN_NTH_BITS) + 1;
+    atomic_store_explicit(&p->gen, next << ENG_GEN_NTH_BITS | (unsigned)p->run_nth, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->run_nth);

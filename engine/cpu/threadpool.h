@@ -40,8 +40,8 @@ typedef void (*eng_cpu_task_fn)(void *arg, int ith, int nth);
 /* Creates a pool of n_threads threads in all (the caller counts as one; n_threads <= 0 means the
  * number of online CPUs) whose workers poll spin_s seconds after a region before sleeping; with
  * adaptive set, regions run on fewer threads while the machine is oversubscribed (above). SL_OK,
- * SL_ENOMEM, or SL_EINVAL when threads cannot be started; *out is NULL on error and nothing
- * leaks. */
+ * SL_ENOMEM, or SL_EINVAL when threads cannot be started (or n_threads >= 65536); *out is NULL on
+ * error and nothing leaks. */
 int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool_t **out);
 /* Stops and joins the workers. NULL is a no-op. */
 void eng_cpu_pool_free(eng_cpu_pool_t *p);

@@ -221,12 +221,15 @@ typedef struct stall_job {
     atomic_int ran;
 } stall_job_t;
 
-/* Worker 1 sleeps 4 ms before it takes part: the OS descheduling it, as another process would. */
+static int stall_from = 1; /* workers ith >= this sleep */
+
+/* Workers stall_from.. sleep 4 ms before they take part: the OS descheduling them, as another
+ * process would. */
 static void stall_body(void *arg, int ith, int nth)
 {
     stall_job_t *j = arg;
     atomic_fetch_add(&j->ran, 1);
-    if (ith == 1)
+    if (ith >= stall_from)
         nanosleep(&(struct timespec){0, 4000000}, NULL);
     for (int i; (i = eng_cpu_pool_claim(j->pool)) < N_ITEMS;)
         atomic_fetch_add(&j->hits[i], 1);
@@ -258,6 +261,31 @@ static void test_adaptive_pool_drops_a_stalled_worker_and_keeps_results(void **s
     eng_cpu_pool_free(p);
 }
 
+/* Three stalled workers of four are dropped one after another; the count changes between regions
+ * while left-out workers are still polling, and every region still runs on exactly its count. */
+static void test_adaptive_pool_steps_down_one_thread_at_a_time(void **state)
+{
+    eng_cpu_pool_t *p = NULL;
+    assert_int_equal(eng_cpu_pool_create(4, 0.002, 1, &p), 0);
+    static stall_job_t j;
+    int prev = 4, reached_one = 0;
+    for (int r = 0; r < 80; r++) {
+        memset(&j, 0, sizeof j);
+        j.pool = p;
+        const int nth = eng_cpu_pool_active(p, 0);
+        assert_true(nth >= prev - 1 && nth <= prev + 1); /* + 1: a try, if the machine is slow */
+        prev = nth;
+        reached_one |= nth == 1;
+        eng_cpu_pool_run(p, 0, stall_body, &j);
+        assert_int_equal(atomic_load(&j.ran), nth);
+        for (int i = 0; i < N_ITEMS; i++)
+            assert_int_equal(atomic_load(&j.hits[i]), 1);
+    }
+    assert_true(reached_one);
+    assert_true(eng_cpu_pool_drops(p) >= 3);
+    eng_cpu_pool_free(p);
+}
+
 static void test_fixed_pool_keeps_every_thread_however_long_it_waits(void **state)
 {
     eng_cpu_pool_t *p = NULL;
@@ -286,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_adapt_counts_a_drop_soon_after_a_try_as_the_try_failing),
         cmocka_unit_test(test_adapt_keeps_a_thread_whose_try_succeeds),
         cmocka_unit_test(test_adaptive_pool_drops_a_stalled_worker_and_keeps_results),
+        cmocka_unit_test(test_adaptive_pool_steps_down_one_thread_at_a_time),
         cmocka_unit_test(test_fixed_pool_keeps_every_thread_however_long_it_waits),
     };
     return cmocka_run_group_tests_name("cpu_threadpool", tests, NULL, NULL);
