@@ -11,16 +11,16 @@
  *    machine still makes progress) until the phase changes. Spin-then-futex-wait was measured
  *    against this on the 2-core Zen 1 with a `yes` on one core: decode 18-21 tok/s against
  *    24-31 (the futex wake-up latency on every barrier costs more than yielding does).
- * 4. eng_cpu_pool_await waits the same way for a count other threads raise (a dependency on
+ * 3. eng_cpu_pool_await waits the same way for a count other threads raise (a dependency on
  *    particular work rather than on every thread).
- * 5. A region ends when `done` reaches nth - 1 (every worker returned); thread 0 waits for that
+ * 4. A region ends when `done` reaches nth - 1 (every worker returned); thread 0 waits for that
  *    as in a barrier.
- * 6. Adaptive pools: a region's thread count travels in the low bits of `gen` with its number
+ * 5. Adaptive pools: a region's thread count travels in the low bits of `gen` with its number
  *    (ENG_GEN_NTH_BITS), so a worker reads both in one load: reading a separate count after `gen`
  *    could see the next region's, which thread 0 may write while a worker left out of the current
- *    region is still looking at it. A worker with ith >= that count skips the region, and its idle time runs from the last region it
- *    took part in, so a dropped worker goes to sleep after spin_s. A region on one thread runs on
- *    the caller alone, with no wake-up at all. Thread 0 (tl_wait points at its accumulator) times
+ *    region is still looking at it. A worker with ith >= that count skips the region, and its idle
+ *    time runs from the last region it took part in, so a dropped worker goes to sleep after
+ *    spin_s. A region on one thread runs on the caller alone, with no wake-up at all. Thread 0 (tl_wait points at its accumulator) times
  *    each wait from the end of the spin: one clock read pair per long wait, none on a quiet run.
  */
 #include "engine/cpu/threadpool.h"
@@ -57,7 +57,7 @@ struct eng_cpu_pool {
     pthread_cond_t cv;
     eng_cpu_task_fn fn;
     void *arg;
-    atomic_ullong gen;          /* region number << ENG_GEN_NTH_BITS | its thread count (6) */
+    atomic_ullong gen;          /* region number << ENG_GEN_NTH_BITS | its thread count (5) */
     atomic_int stop;
     atomic_int done;            /* workers finished with the current region */
     atomic_int bar_count;
