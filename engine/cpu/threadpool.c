@@ -46,7 +46,7 @@ typedef struct eng_cpu_worker {
 
 struct eng_cpu_pool {
     int nth;
-    int run_nth;                /* threads of the current region (6) */
+    int run_nth;                /* threads of the current region (5) */
     int adaptive;
     eng_cpu_adapt_t adapt[ENG_CPU_POOL_KINDS];
     double spin_s;              /* polling time after a region before a worker sleeps */
