@@ -484,6 +484,11 @@ int cmd_validate(int argc, char **argv)
     for (int i = 0; i < done; i++)
         printf(" %.1f s", runs[i].wall);
     printf("\n");
+    for (int i = 0; i < done; i++)
+        if (runs[i].thread_drops > 0)
+            printf("  warning: engine run %d moved steps to fewer threads %lld time(s): other processes held the\n"
+                   "  cores, so it did not run at the profile's thread count (--fixed-threads keeps them all)\n",
+                   i + 1, (long long)runs[i].thread_drops);
     if (o.no_rescale)
         printf("  the simulator prices steps at the profile's speed (--no-rescale)\n");
     else
