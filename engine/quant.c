@@ -133,6 +133,23 @@ void eng_dequant_q6_K(const eng_block_q6_K *src, float *dst, int64_t n)
     }
 }
 
+void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n)
+{
+    for (int64_t b = 0; b < n / ENG_QK_K; b++) {
+        const float d = eng_f16_to_f32(src[b].d), dmin = eng_f16_to_f32(src[b].dmin);
+        for (int p = 0; p < 4; p++, dst += 64) {
+            const uint8_t *q = src[b].qs + 32 * p;
+            int sc0, m0, sc1, m1;
+            eng_q4_K_scale_min(src[b].scales, 2 * p, &sc0, &m0);
+            eng_q4_K_scale_min(src[b].scales, 2 * p + 1, &sc1, &m1);
+            for (int l = 0; l < 32; l++) {
+                dst[l] = d * (float)sc0 * (float)(q[l] & 15) - dmin * (float)m0;
+                dst[l + 32] = d * (float)sc1 * (float)(q[l] >> 4) - dmin * (float)m1;
+            }
+        }
+    }
+}
+
 static int row_ok(int type, int64_t n)
 {
     int be = eng_type_block_elems(type);
@@ -150,6 +167,7 @@ int eng_dequantize_row(int type, const void *src, float *dst, int64_t n)
     case ENG_T_Q4_0: eng_dequant_q4_0(src, dst, n); break;
     case ENG_T_Q4_1: eng_dequant_q4_1(src, dst, n); break;
     case ENG_T_Q8_0: eng_dequant_q8_0(src, dst, n); break;
+    case ENG_T_Q4_K: eng_dequant_q4_K(src, dst, n); break;
     default: eng_dequant_q6_K(src, dst, n); break;
     }
     return SL_OK;

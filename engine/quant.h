@@ -13,6 +13,10 @@
  *           y[l + 32] = d * sc'[s+2] * ((ql'[l+32] & 15 | (qh'[l] >> 2 & 3) << 4) - 32)
  *           y[l + 64] = d * sc'[s+4] * ((ql'[l]   >> 4 | (qh'[l] >> 4 & 3) << 4) - 32)
  *           y[l + 96] = d * sc'[s+6] * ((ql'[l+32] >> 4 | (qh'[l] >> 6 & 3) << 4) - 32)
+ *   Q4_K  256 elements, 144 bytes: f16 d; f16 dmin; u8 scales[12]; u8 qs[128]. Eight sub-blocks of
+ *         32 elements, each with a 6-bit scale sc and a 6-bit minimum m (eng_q4_K_scale_min);
+ *         sub-blocks 2p and 2p+1 share bytes qs[32p .. 32p+31], 2p in the low nibbles, 2p+1 in
+ *         the high ones; value = d * sc * q - dmin * m. (Q4_K_M files are Q4_K and Q6_K.)
  *   F16 IEEE half, BF16 the top 16 bits of an f32, F32.
  *
  * The quantisers follow ggml's reference rounding (Q8_0: d = amax/127, q = round(x/d); Q4_0:
@@ -26,7 +30,7 @@
 #include <stdint.h>
 
 #define ENG_QK 32    /* elements per Q4_0 / Q4_1 / Q8_0 block */
-#define ENG_QK_K 256 /* elements per Q6_K super-block */
+#define ENG_QK_K 256 /* elements per Q6_K / Q4_K super-block */
 
 typedef struct eng_block_q4_0 {
     uint16_t d;       /* f16 scale */
@@ -51,10 +55,32 @@ typedef struct eng_block_q6_K {
     uint16_t d;       /* f16 super-block scale */
 } eng_block_q6_K;
 
+typedef struct eng_block_q4_K {
+    uint16_t d;       /* f16 scale of the sub-block scales */
+    uint16_t dmin;    /* f16 scale of the sub-block minimums */
+    uint8_t scales[12];
+    uint8_t qs[128];
+} eng_block_q4_K;
+
+/* Sub-block j's (0..7) 6-bit scale and minimum: j < 4 in the low 6 bits of scales[j] and
+ * scales[j + 4]; j >= 4 in the nibbles of scales[j + 4] with their top 2 bits in the top 2 bits
+ * of scales[j - 4] and scales[j]. */
+static inline void eng_q4_K_scale_min(const uint8_t *scales, int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = scales[j] & 63;
+        *m = scales[j + 4] & 63;
+    } else {
+        *sc = (scales[j + 4] & 15) | (scales[j - 4] >> 6) << 4;
+        *m = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4;
+    }
+}
+
 _Static_assert(sizeof(eng_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(eng_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(eng_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(eng_block_q6_K) == 210, "q6_K block is 210 bytes");
+_Static_assert(sizeof(eng_block_q4_K) == 144, "q4_K block is 144 bytes");
 
 /* Half and bfloat16 conversions. f32->f16 rounds to nearest even, saturating to inf; NaN stays
  * NaN. f32->bf16 rounds to nearest even. Cannot fail. */
@@ -68,12 +94,13 @@ void eng_dequant_q4_0(const eng_block_q4_0 *src, float *dst, int64_t n);
 void eng_dequant_q4_1(const eng_block_q4_1 *src, float *dst, int64_t n);
 void eng_dequant_q8_0(const eng_block_q8_0 *src, float *dst, int64_t n);
 void eng_dequant_q6_K(const eng_block_q6_K *src, float *dst, int64_t n);
+void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n);
 
 /* Dequantises a row of n elements of any eng_type_t (model.h). SL_EINVAL for an unknown type or
  * an n that is not a multiple of the type's block size (dst untouched). */
 int eng_dequantize_row(int type, const void *src, float *dst, int64_t n);
 /* Quantises a row of n floats into type: F32, F16, BF16, Q8_0, Q4_0, Q4_1. SL_EUNSUPPORTED for
- * Q6_K (sluice reads it, never writes it), SL_EINVAL for an unknown type or a bad n. */
+ * Q6_K and Q4_K (sluice reads them, never writes them), SL_EINVAL for an unknown type or a bad n. */
 int eng_quantize_row(int type, const float *src, void *dst, int64_t n);
 
 #endif

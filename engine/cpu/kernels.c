@@ -20,7 +20,7 @@ int eng_cpu_type_supported(int type)
 {
     switch (type) {
     case ENG_T_F32: case ENG_T_F16: case ENG_T_BF16:
-    case ENG_T_Q8_0: case ENG_T_Q4_0: case ENG_T_Q4_1: case ENG_T_Q6_K:
+    case ENG_T_Q8_0: case ENG_T_Q4_0: case ENG_T_Q4_1: case ENG_T_Q6_K: case ENG_T_Q4_K:
         return 1;
     default:
         return 0;
@@ -29,7 +29,8 @@ int eng_cpu_type_supported(int type)
 
 int eng_cpu_type_quantized(int type)
 {
-    return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K;
+    return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K ||
+           type == ENG_T_Q4_K;
 }
 
 eng_cpu_isa_t eng_cpu_isa_detect(void)
@@ -159,6 +160,28 @@ static float dot_q6_K_scalar(const eng_block_q6_K *w, const void *x, int k)
     return sum;
 }
 
+/* dot of one Q4_K weight row with one q8 activation row: per 32-element sub-block, the integer
+ * sum scaled by d * sc and the activation's scale, less dmin * m times the activation's sum */
+static float dot_q4_K_scalar(const eng_block_q4_K *w, const void *x, int k)
+{
+    const int8_t *xq = x;
+    const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
+    float sum = 0.0f;
+    for (int sb = 0; sb < k / ENG_QK_K; sb++, w++) {
+        const float d = eng_f16_to_f32(w->d), dmin = eng_f16_to_f32(w->dmin);
+        for (int j = 0; j < 8; j++) {
+            const int blk = sb * 8 + j;
+            const uint8_t *q = w->qs + 32 * (j / 2);
+            int sc, m, isum = 0;
+            eng_q4_K_scale_min(w->scales, j, &sc, &m);
+            for (int l = 0; l < 32; l++)
+                isum += ((j & 1) ? q[l] >> 4 : q[l] & 15) * xq[blk * 32 + l];
+            sum += d * xd[blk] * (float)(sc * isum) - dmin * (float)m * xs[blk];
+        }
+    }
+    return sum;
+}
+
 static void gemm_scalar(const eng_cpu_gemm_t *g, int r0, int r1)
 {
     for (int t = 0; t < g->n_tok; t++) {
@@ -168,6 +191,8 @@ static void gemm_scalar(const eng_cpu_gemm_t *g, int r0, int r1)
             float v = 0.0f;
             if (g->type == ENG_T_Q6_K) {
                 v = dot_q6_K_scalar(w, x, g->k);
+            } else if (g->type == ENG_T_Q4_K) {
+                v = dot_q4_K_scalar(w, x, g->k);
             } else if (eng_cpu_type_quantized(g->type)) {
                 v = dot_q32_scalar(g->type, w, x, g->k);
             } else {

@@ -2,7 +2,8 @@
  * 8-bit activation format the quantised products read, and the vector helpers attention and the
  * FFN need. One table of functions per instruction set, chosen at run time.
  *
- * Matrix products: weights stay as the file stores them (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K).
+ * Matrix products: weights stay as the file stores them (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K,
+ * Q4_K).
  * For the quantised types the activation rows are first quantised to 8-bit blocks (32 int8
  * values, a float scale and the scaled block sum, like ggml's q8_1), then every block product
  * is an integer dot: Q4_0 and Q4_1 weights are unsigned nibbles times signed activations, with

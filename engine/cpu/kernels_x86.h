@@ -118,7 +118,31 @@ ENG_INLINE __m256i q6_group(__m256i ql0, __m256i ql1, __m256i qh, int g)
     return _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
 }
 
-/* An RM x RN tile of a float-weight or Q6_K product. */
+/* acc += one Q4_K super-block of a row (its 4 x 32 bytes of nibbles in qs) with one token's q8
+ * activation x (blocks blk0 .. blk0 + 7); the minimums go to *off. Sub-block j's integer sums are
+ * scaled by its 6-bit scale in the madd, then by d and the activation block's scale. */
+ENG_INLINE __m256 q4_K_block(const eng_block_q4_K *b, const char *x, int k, int blk0, __m256 acc, float *off)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+    const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
+    for (int p = 0; p < 4; p++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * p));
+        const __m256i nib[2] = {_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)};
+        for (int h = 0; h < 2; h++) {
+            const int j = 2 * p + h, blk = blk0 + j;
+            int sc, m;
+            eng_q4_K_scale_min(b->scales, j, &sc, &m);
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(x + (size_t)blk * ENG_CPU_QK));
+            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(nib[h], a), _mm256_set1_epi16((short)sc));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xd[blk]), acc);
+            *off -= dmin * (float)m * xs[blk];
+        }
+    }
+    return acc;
+}
+
+/* An RM x RN tile of a float-weight, Q6_K or Q4_K product. */
 ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_gemm_t *g, int r, int t)
 {
     const uint8_t *w[4];
@@ -138,7 +162,15 @@ ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_g
         }
     }
 
-    if (type != ENG_T_Q6_K) { /* F32, F16, BF16 */
+    if (type == ENG_T_Q4_K) {
+        for (int sb = 0; sb < g->k / ENG_QK_K; sb++)
+#pragma GCC unroll 4
+            for (int j = 0; j < RN; j++)
+#pragma GCC unroll 4
+                for (int i = 0; i < RM; i++)
+                    acc[i][j] = q4_K_block((const eng_block_q4_K *)w[i] + sb, x[j], g->k, sb * 8, acc[i][j],
+                                           &off[i][j]);
+    } else if (type != ENG_T_Q6_K) { /* F32, F16, BF16 */
         int k = 0;
         for (; k + 8 <= g->k; k += 8) {
             __m256 wv[4];
@@ -493,6 +525,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q4_1: gemm_q32(ENG_T_Q4_1, g, r0, r1); break;
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
+    case ENG_T_Q4_K: drive(ENG_T_Q4_K, 2, 1, g, r0, r1); break;
     default: break;
     }
 }

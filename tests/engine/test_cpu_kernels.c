@@ -33,7 +33,7 @@ static void fill(float *x, int n, float scale)
         x[i] = frand() * scale;
 }
 
-/* n_rows rows of k elements of type, from random floats (Q6_K: random bytes, finite scale). */
+/* n_rows rows of k elements of type, from random floats (Q6_K, Q4_K: random bytes, finite scales). */
 static uint8_t *make_weights(int type, int n_rows, int k)
 {
     size_t rb = eng_type_row_bytes(type, k);
@@ -47,6 +47,14 @@ static uint8_t *make_weights(int type, int n_rows, int k)
                     ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
                 b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
             }
+        } else if (type == ENG_T_Q4_K) {
+            eng_block_q4_K *b = (eng_block_q4_K *)(w + rb * r);
+            for (int s = 0; s < k / ENG_QK_K; s++) {
+                for (size_t i = 0; i < sizeof b[s]; i++)
+                    ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
+                b[s].d = eng_f32_to_f16(0.001f + 0.001f * frand());
+                b[s].dmin = eng_f32_to_f16(0.001f + 0.001f * frand());
+            }
         } else {
             fill(row, k, 1.0f);
             assert_int_equal(eng_quantize_row(type, row, w + rb * r, k), 0);
@@ -57,7 +65,7 @@ static uint8_t *make_weights(int type, int n_rows, int k)
 }
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
-                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K};
+                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K};
 
 /* One product of every type on every instruction set against the reference; rows, tokens and
  * (for float types) k odd so every tile remainder runs. */
@@ -154,7 +162,7 @@ static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
             continue;
         const int k = block == 1 ? float_ks[c % 3] : block == 32 ? 32 * 67 : 512;
         uint8_t *w = make_weights(type, ROWS, k);
-        const bool quant = type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K;
+        const bool quant = eng_cpu_type_quantized(type);
         const size_t xs = quant ? eng_cpu_q8_row_bytes(k) : sizeof(float) * (size_t)k;
         float *x = malloc(sizeof(float) * NT * k), *alone = malloc(sizeof(float) * NT * ROWS),
               *together = malloc(sizeof(float) * NT * ROWS);

@@ -69,6 +69,34 @@ static void test_dequant_hand_built_blocks_exactly(void **state)
         float want = 0.5f * (float)(k.scales[8 * h + l / 16 + 2 * r]) * (float)(e % 64 - 32);
         if (y[e] != want) fail_msg("q6_K element %d: %g, expected %g", e, y[e], want);
     }
+    /* Q4_K: sub-block j (32 elements) has scale sc_j = j + 1 and minimum m_j = 2j + 3 (j >= 4:
+     * low nibbles in scales[j + 4], top 2 bits in scales[j - 4] / scales[j]); element l of
+     * sub-block 2p / 2p+1 is the low / high nibble of qs[32p + l]. Encode q = (e * 7) % 16. */
+    eng_block_q4_K k4;
+    memset(&k4, 0, sizeof k4);
+    k4.d = eng_f32_to_f16(0.25f);
+    k4.dmin = eng_f32_to_f16(0.125f);
+    for (int j = 0; j < 8; j++) {
+        const int sc = j + 1 + (j >= 4 ? 40 : 0), m = 2 * j + 3 + (j >= 4 ? 32 : 0);
+        if (j < 4) {
+            k4.scales[j] |= (uint8_t)sc;
+            k4.scales[j + 4] |= (uint8_t)m;
+        } else {
+            k4.scales[j + 4] = (uint8_t)((sc & 15) | (m & 15) << 4);
+            k4.scales[j - 4] |= (uint8_t)((sc >> 4) << 6);
+            k4.scales[j] |= (uint8_t)((m >> 4) << 6);
+        }
+    }
+    for (int e = 0; e < 256; e++) {
+        const int j = e / 32, l = e % 32, q = (e * 7) % 16;
+        k4.qs[32 * (j / 2) + l] |= (uint8_t)(q << (j & 1 ? 4 : 0));
+    }
+    eng_dequant_q4_K(&k4, y, 256);
+    for (int e = 0; e < 256; e++) {
+        const int j = e / 32, sc = j + 1 + (j >= 4 ? 40 : 0), m = 2 * j + 3 + (j >= 4 ? 32 : 0);
+        const float want = 0.25f * (float)sc * (float)((e * 7) % 16) - 0.125f * (float)m;
+        if (y[e] != want) fail_msg("q4_K element %d: %g, expected %g", e, y[e], want);
+    }
 }
 
 /* quantise -> dequantise stays within the format's step: half a quantum per block */
@@ -98,20 +126,23 @@ static void test_quant_round_trip_error_bounds(void **state)
         }
     }
     assert_int_equal(eng_quantize_row(ENG_T_Q6_K, x, buf, 256), SL_EUNSUPPORTED);
+    assert_int_equal(eng_quantize_row(ENG_T_Q4_K, x, buf, 256), SL_EUNSUPPORTED);
     assert_int_equal(eng_quantize_row(ENG_T_Q4_0, x, buf, 33), SL_EINVAL);
-    assert_int_equal(eng_dequantize_row(12, buf, y, 256), SL_EINVAL);
+    assert_int_equal(eng_dequantize_row(13, buf, y, 256), SL_EINVAL); /* q5_K: not read */
 }
 
 static void test_type_table(void **state)
 {
     assert_string_equal(eng_type_name(ENG_T_Q4_1), "q4_1");
     assert_string_equal(eng_type_name(12), "q4_K");
+    assert_int_equal(eng_type_block_bytes(ENG_T_Q4_K), 144);
+    assert_int_equal(eng_type_block_elems(ENG_T_Q4_K), 256);
     assert_string_equal(eng_type_name(1000), "?");
     assert_int_equal(eng_type_block_bytes(ENG_T_Q6_K), 210);
     assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 576), 18 * 34);
     assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 577), 0);
     assert_int_equal(eng_type_row_bytes(ENG_T_BF16, 3), 6);
-    assert_int_equal(eng_type_block_elems(12), 0);
+    assert_int_equal(eng_type_block_elems(13), 0); /* q5_K: not read */
 }
 
 int main(void)
