@@ -20,6 +20,7 @@ typedef enum eng_type {
     ENG_T_F16 = 1,
     ENG_T_Q4_0 = 2,
     ENG_T_Q4_1 = 3,
+    ENG_T_Q5_0 = 6,
     ENG_T_Q8_0 = 8,
     ENG_T_Q4_K = 12,
     ENG_T_Q6_K = 14,

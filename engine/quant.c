@@ -150,6 +150,19 @@ void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n)
     }
 }
 
+void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n)
+{
+    for (int64_t b = 0; b < n / ENG_QK; b++, dst += ENG_QK) {
+        const float d = eng_f16_to_f32(src[b].d);
+        const uint32_t qh = (uint32_t)src[b].qh[0] | (uint32_t)src[b].qh[1] << 8 | (uint32_t)src[b].qh[2] << 16 |
+                            (uint32_t)src[b].qh[3] << 24;
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)((int)((src[b].qs[j] & 15) | (qh >> j & 1) << 4) - 16) * d;
+            dst[j + 16] = (float)((int)((src[b].qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) - 16) * d;
+        }
+    }
+}
+
 static int row_ok(int type, int64_t n)
 {
     int be = eng_type_block_elems(type);
@@ -168,6 +181,7 @@ int eng_dequantize_row(int type, const void *src, float *dst, int64_t n)
     case ENG_T_Q4_1: eng_dequant_q4_1(src, dst, n); break;
     case ENG_T_Q8_0: eng_dequant_q8_0(src, dst, n); break;
     case ENG_T_Q4_K: eng_dequant_q4_K(src, dst, n); break;
+    case ENG_T_Q5_0: eng_dequant_q5_0(src, dst, n); break;
     default: eng_dequant_q6_K(src, dst, n); break;
     }
     return SL_OK;

@@ -142,7 +142,25 @@ ENG_INLINE __m256 q4_K_block(const eng_block_q4_K *b, const char *x, int k, int 
     return acc;
 }
 
-/* An RM x RN tile of a float-weight, Q6_K or Q4_K product. */
+/* The 32 values (0..31) of a Q5_0 block: nibbles (elements 0..15 low, 16..31 high) and, from
+ * qh, each element's fifth bit: byte j of a vector holding qh's byte j / 8 in every lane of its
+ * 8, tested against bit j % 8. */
+ENG_INLINE __m256i q5_0_values(const eng_block_q5_0 *b)
+{
+    const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)),
+                                         _mm_and_si128(q, _mm_set1_epi8(15)));
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                              _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+}
+
+/* An RM x RN tile of a float-weight, Q6_K, Q4_K or Q5_0 product. */
 ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_gemm_t *g, int r, int t)
 {
     const uint8_t *w[4];
@@ -162,7 +180,28 @@ ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_g
         }
     }
 
-    if (type == ENG_T_Q4_K) {
+    if (type == ENG_T_Q5_0) {
+        /* (q - 16) . a = maddubs(q, a) - maddubs(16, a), q unsigned */
+        for (int blk = 0; blk < g->k / ENG_CPU_QK; blk++) {
+            __m256i q[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < RM; i++)
+                q[i] = q5_0_values((const eng_block_q5_0 *)w[i] + blk);
+#pragma GCC unroll 4
+            for (int j = 0; j < RN; j++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(x[j] + (size_t)blk * ENG_CPU_QK));
+                const __m256i a16 = _mm256_maddubs_epi16(_mm256_set1_epi8(16), a);
+                const float da = eng_cpu_q8_d(x[j], g->k)[blk];
+#pragma GCC unroll 4
+                for (int i = 0; i < RM; i++) {
+                    const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], a), a16);
+                    const float dw = _cvtsh_ss(((const eng_block_q5_0 *)w[i] + blk)->d);
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))),
+                                                _mm256_set1_ps(dw * da), acc[i][j]);
+                }
+            }
+        }
+    } else if (type == ENG_T_Q4_K) {
         for (int sb = 0; sb < g->k / ENG_QK_K; sb++)
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
@@ -526,6 +565,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
     case ENG_T_Q4_K: drive(ENG_T_Q4_K, 2, 1, g, r0, r1); break;
+    case ENG_T_Q5_0: drive(ENG_T_Q5_0, 2, 1, g, r0, r1); break;
     default: break;
     }
 }

@@ -33,7 +33,8 @@ static void fill(float *x, int n, float scale)
         x[i] = frand() * scale;
 }
 
-/* n_rows rows of k elements of type, from random floats (Q6_K, Q4_K: random bytes, finite scales). */
+/* n_rows rows of k elements of type, from random floats (Q6_K, Q4_K, Q5_0: random bytes, finite
+ * scales). */
 static uint8_t *make_weights(int type, int n_rows, int k)
 {
     size_t rb = eng_type_row_bytes(type, k);
@@ -43,6 +44,13 @@ static uint8_t *make_weights(int type, int n_rows, int k)
         if (type == ENG_T_Q6_K) {
             eng_block_q6_K *b = (eng_block_q6_K *)(w + rb * r);
             for (int s = 0; s < k / ENG_QK_K; s++) {
+                for (size_t i = 0; i < sizeof b[s]; i++)
+                    ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
+                b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
+            }
+        } else if (type == ENG_T_Q5_0) {
+            eng_block_q5_0 *b = (eng_block_q5_0 *)(w + rb * r);
+            for (int s = 0; s < k / ENG_QK; s++) {
                 for (size_t i = 0; i < sizeof b[s]; i++)
                     ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
                 b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
@@ -65,7 +73,7 @@ static uint8_t *make_weights(int type, int n_rows, int k)
 }
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
-                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K};
+                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0};
 
 /* One product of every type on every instruction set against the reference; rows, tokens and
  * (for float types) k odd so every tile remainder runs. */

@@ -92,6 +92,21 @@ static void test_dequant_hand_built_blocks_exactly(void **state)
         k4.qs[32 * (j / 2) + l] |= (uint8_t)(q << (j & 1 ? 4 : 0));
     }
     eng_dequant_q4_K(&k4, y, 256);
+    /* Q5_0: element j's low 4 bits in qs[j % 16] (high nibble for j >= 16), its fifth bit at bit
+     * j of qh; q = (j * 11) % 32 */
+    eng_block_q5_0 k5;
+    memset(&k5, 0, sizeof k5);
+    k5.d = eng_f32_to_f16(0.5f);
+    for (int j = 0; j < 32; j++) {
+        const int q5 = (j * 11) % 32;
+        k5.qs[j % 16] |= (uint8_t)((q5 & 15) << (j >= 16 ? 4 : 0));
+        k5.qh[j / 8] |= (uint8_t)((q5 >> 4) << (j % 8));
+    }
+    float y5[32];
+    eng_dequant_q5_0(&k5, y5, 32);
+    for (int j = 0; j < 32; j++)
+        if (y5[j] != 0.5f * (float)((j * 11) % 32 - 16))
+            fail_msg("q5_0 element %d: %g, expected %g", j, y5[j], 0.5f * (float)((j * 11) % 32 - 16));
     for (int e = 0; e < 256; e++) {
         const int j = e / 32, sc = j + 1 + (j >= 4 ? 40 : 0), m = 2 * j + 3 + (j >= 4 ? 32 : 0);
         const float want = 0.25f * (float)sc * (float)((e * 7) % 16) - 0.125f * (float)m;
@@ -127,6 +142,7 @@ static void test_quant_round_trip_error_bounds(void **state)
     }
     assert_int_equal(eng_quantize_row(ENG_T_Q6_K, x, buf, 256), SL_EUNSUPPORTED);
     assert_int_equal(eng_quantize_row(ENG_T_Q4_K, x, buf, 256), SL_EUNSUPPORTED);
+    assert_int_equal(eng_quantize_row(ENG_T_Q5_0, x, buf, 256), SL_EUNSUPPORTED);
     assert_int_equal(eng_quantize_row(ENG_T_Q4_0, x, buf, 33), SL_EINVAL);
     assert_int_equal(eng_dequantize_row(13, buf, y, 256), SL_EINVAL); /* q5_K: not read */
 }
@@ -137,6 +153,7 @@ static void test_type_table(void **state)
     assert_string_equal(eng_type_name(12), "q4_K");
     assert_int_equal(eng_type_block_bytes(ENG_T_Q4_K), 144);
     assert_int_equal(eng_type_block_elems(ENG_T_Q4_K), 256);
+    assert_int_equal(eng_type_block_bytes(ENG_T_Q5_0), 22);
     assert_string_equal(eng_type_name(1000), "?");
     assert_int_equal(eng_type_block_bytes(ENG_T_Q6_K), 210);
     assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 576), 18 * 34);
