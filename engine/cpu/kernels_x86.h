@@ -565,7 +565,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
     case ENG_T_Q4_K: drive(ENG_T_Q4_K, 2, 1, g, r0, r1); break;
-    case ENG_T_Q5_0: drive(ENG_T_Q5_0, 2, 1, g, r0, r1); break;
+    case ENG_T_Q5_0: drive(ENG_T_Q5_0, 2, 4, g, r0, r1); break;
     default: break;
     }
 }
