@@ -118,30 +118,6 @@ ENG_INLINE __m256i q6_group(__m256i ql0, __m256i ql1, __m256i qh, int g)
     return _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
 }
 
-/* acc += one Q4_K super-block of a row (its 4 x 32 bytes of nibbles in qs) with one token's q8
- * activation x (blocks blk0 .. blk0 + 7); the minimums go to *off. Sub-block j's integer sums are
- * scaled by its 6-bit scale in the madd, then by d and the activation block's scale. */
-ENG_INLINE __m256 q4_K_block(const eng_block_q4_K *b, const char *x, int k, int blk0, __m256 acc, float *off)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
-    const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
-    for (int p = 0; p < 4; p++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * p));
-        const __m256i nib[2] = {_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)};
-        for (int h = 0; h < 2; h++) {
-            const int j = 2 * p + h, blk = blk0 + j;
-            int sc, m;
-            eng_q4_K_scale_min(b->scales, j, &sc, &m);
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(x + (size_t)blk * ENG_CPU_QK));
-            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(nib[h], a), _mm256_set1_epi16((short)sc));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xd[blk]), acc);
-            *off -= dmin * (float)m * xs[blk];
-        }
-    }
-    return acc;
-}
-
 /* The 32 values (0..31) of a Q5_0 block: nibbles (elements 0..15 low, 16..31 high) and, from
  * qh, each element's fifth bit: byte j of a vector holding qh's byte j / 8 in every lane of its
  * 8, tested against bit j % 8. */
@@ -160,7 +136,7 @@ ENG_INLINE __m256i q5_0_values(const eng_block_q5_0 *b)
     return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
 }
 
-/* An RM x RN tile of a float-weight, Q6_K, Q4_K or Q5_0 product. */
+/* An RM x RN tile of a float-weight, Q6_K or Q5_0 product. */
 ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_gemm_t *g, int r, int t)
 {
     const uint8_t *w[4];
@@ -201,14 +177,6 @@ ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_g
                 }
             }
         }
-    } else if (type == ENG_T_Q4_K) {
-        for (int sb = 0; sb < g->k / ENG_QK_K; sb++)
-#pragma GCC unroll 4
-            for (int j = 0; j < RN; j++)
-#pragma GCC unroll 4
-                for (int i = 0; i < RM; i++)
-                    acc[i][j] = q4_K_block((const eng_block_q4_K *)w[i] + sb, x[j], g->k, sb * 8, acc[i][j],
-                                           &off[i][j]);
     } else if (type != ENG_T_Q6_K) { /* F32, F16, BF16 */
         int k = 0;
         for (; k + 8 <= g->k; k += 8) {
@@ -297,7 +265,7 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
     }
 }
 
-/* ---- Q4_0 / Q4_1 / Q8_0 products: 8 rows interleaved, integer sums per block ---------------- */
+/* ---- Q4_0 / Q4_1 / Q8_0 / Q4_K products: 8 rows interleaved, integer sums per block --------- */
 
 /* Rows go in groups of 8, interleaved by 4 elements: for block b and chunk c (elements 4c..4c+3)
  * one 32-byte vector holds the chunk of rows 0..7, row i in bytes 4i..4i+3. The product of a chunk
@@ -307,7 +275,9 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
  * (|w| x sign(a, w)) widens every chunk. Block scales d (and offsets m) of the 8 rows are one float
  * vector per block. Up to 3 tokens (decode, small speculative steps) build the chunks from the
  * packed blocks in registers; with more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
- * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size. */
+ * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size.
+ * A Q4_K sub-block of 32 is a block here: its value d sc q - dmin m is Q4_1's q D + M with
+ * D = d sc and M = -dmin m, and its nibbles come from 32 bytes (low ones for even sub-blocks). */
 #define ENG_Q_ROWS 8
 #define ENG_Q_SLICE 64 /* blocks per unpacked slice: 8 rows x 2048 elements = 16 KiB, L1-resident */
 
@@ -328,9 +298,38 @@ ENG_INLINE void transpose_8x4(const __m128i p[8], __m256i c[4])
  * offsets m (Q4_0: -8 d; Q8_0: 0, unused). Read block by block, the 8 rows jump back and forth; the
  * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
  * tensor's end is harmless). */
+ENG_INLINE void load_block_q4_K(const uint8_t *const row[8], int b, __m256i c[8], __m256 *d, __m256 *m)
+{
+    const int sb = b / 8, j = b % 8;
+    _Alignas(32) float dv[8], mv[8];
+    __m128i lo[8], hi[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        const eng_block_q4_K *blk = (const eng_block_q4_K *)row[i] + sb;
+        lo[i] = _mm_loadu_si128((const __m128i *)(blk->qs + 32 * (j / 2)));
+        hi[i] = _mm_loadu_si128((const __m128i *)(blk->qs + 32 * (j / 2) + 16));
+        int sc, mn;
+        eng_q4_K_scale_min(blk->scales, j, &sc, &mn);
+        dv[i] = _cvtsh_ss(blk->d) * (float)sc;
+        mv[i] = -_cvtsh_ss(blk->dmin) * (float)mn;
+    }
+    transpose_8x4(lo, c);
+    transpose_8x4(hi, c + 4);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(c[i], 4) : c[i], m4);
+    *d = _mm256_load_ps(dv);
+    *m = _mm256_load_ps(mv);
+}
+
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
                            __m256 *d, __m256 *m)
 {
+    if (type == ENG_T_Q4_K) {
+        load_block_q4_K(row, b, c, d, m);
+        return;
+    }
     const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : 18;
     const int qoff = type == ENG_T_Q4_1 ? 4 : 2;
     const char *next = (const char *)row[0] + 8 * stride;
@@ -564,7 +563,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q4_1: gemm_q32(ENG_T_Q4_1, g, r0, r1); break;
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
-    case ENG_T_Q4_K: drive(ENG_T_Q4_K, 2, 1, g, r0, r1); break;
+    case ENG_T_Q4_K: gemm_q32(ENG_T_Q4_K, g, r0, r1); break;
     case ENG_T_Q5_0: drive(ENG_T_Q5_0, 2, 4, g, r0, r1); break;
     default: break;
     }
