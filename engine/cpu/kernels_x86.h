@@ -118,25 +118,7 @@ ENG_INLINE __m256i q6_group(__m256i ql0, __m256i ql1, __m256i qh, int g)
     return _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
 }
 
-/* The 32 values (0..31) of a Q5_0 block: nibbles (elements 0..15 low, 16..31 high) and, from
- * qh, each element's fifth bit: byte j of a vector holding qh's byte j / 8 in every lane of its
- * 8, tested against bit j % 8. */
-ENG_INLINE __m256i q5_0_values(const eng_block_q5_0 *b)
-{
-    const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)),
-                                         _mm_and_si128(q, _mm_set1_epi8(15)));
-    uint32_t qh;
-    memcpy(&qh, b->qh, 4);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
-                                              _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                                                0x0101010101010101, 0));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-    return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
-}
-
-/* An RM x RN tile of a float-weight, Q6_K or Q5_0 product. */
+/* An RM x RN tile of a float-weight or Q6_K product. */
 ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_gemm_t *g, int r, int t)
 {
     const uint8_t *w[4];
@@ -156,28 +138,7 @@ ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_g
         }
     }
 
-    if (type == ENG_T_Q5_0) {
-        /* (q - 16) . a = maddubs(q, a) - maddubs(16, a), q unsigned */
-        for (int blk = 0; blk < g->k / ENG_CPU_QK; blk++) {
-            __m256i q[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < RM; i++)
-                q[i] = q5_0_values((const eng_block_q5_0 *)w[i] + blk);
-#pragma GCC unroll 4
-            for (int j = 0; j < RN; j++) {
-                const __m256i a = _mm256_loadu_si256((const __m256i *)(x[j] + (size_t)blk * ENG_CPU_QK));
-                const __m256i a16 = _mm256_maddubs_epi16(_mm256_set1_epi8(16), a);
-                const float da = eng_cpu_q8_d(x[j], g->k)[blk];
-#pragma GCC unroll 4
-                for (int i = 0; i < RM; i++) {
-                    const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], a), a16);
-                    const float dw = _cvtsh_ss(((const eng_block_q5_0 *)w[i] + blk)->d);
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))),
-                                                _mm256_set1_ps(dw * da), acc[i][j]);
-                }
-            }
-        }
-    } else if (type != ENG_T_Q6_K) { /* F32, F16, BF16 */
+    if (type != ENG_T_Q6_K) { /* F32, F16, BF16 */
         int k = 0;
         for (; k + 8 <= g->k; k += 8) {
             __m256 wv[4];
@@ -265,7 +226,7 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
     }
 }
 
-/* ---- Q4_0 / Q4_1 / Q8_0 / Q4_K products: 8 rows interleaved, integer sums per block --------- */
+/* ---- Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_0 products: 8 rows interleaved, integer sums per block -- */
 
 /* Rows go in groups of 8, interleaved by 4 elements: for block b and chunk c (elements 4c..4c+3)
  * one 32-byte vector holds the chunk of rows 0..7, row i in bytes 4i..4i+3. The product of a chunk
@@ -277,7 +238,15 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
  * packed blocks in registers; with more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
  * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size.
  * A Q4_K sub-block of 32 is a block here: its value d sc q - dmin m is Q4_1's q D + M with
- * D = d sc and M = -dmin m, and its nibbles come from 32 bytes (low ones for even sub-blocks). */
+ * D = d sc and M = -dmin m, and its nibbles come from 32 bytes (low ones for even sub-blocks).
+ * Q5_0 blocks are unpacked to bytes 0..31 (nibbles as Q4_0, fifth bits from qh) with the offset
+ * M = -16 d; their 16-bit sums are widened after 4 of the 8 chunks (8 would overflow). */
+
+/* signed weight bytes, widened every chunk (Q8_0) */
+ENG_INLINE int q_signed(const int type)
+{
+    return type == ENG_T_Q8_0;
+}
 #define ENG_Q_ROWS 8
 #define ENG_Q_SLICE 64 /* blocks per unpacked slice: 8 rows x 2048 elements = 16 KiB, L1-resident */
 
@@ -301,7 +270,7 @@ ENG_INLINE void transpose_8x4(const __m128i p[8], __m256i c[4])
 ENG_INLINE void load_block_q4_K(const uint8_t *const row[8], int b, __m256i c[8], __m256 *d, __m256 *m)
 {
     const int sb = b / 8, j = b % 8;
-    _Alignas(32) float dv[8], mv[8];
+    float dv[8], mv[8];
     __m128i lo[8], hi[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
@@ -319,8 +288,23 @@ ENG_INLINE void load_block_q4_K(const uint8_t *const row[8], int b, __m256i c[8]
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(c[i], 4) : c[i], m4);
-    *d = _mm256_load_ps(dv);
-    *m = _mm256_load_ps(mv);
+    /* built from registers: a vector load of 8 fresh scalar stores would stall */
+    *d = _mm256_set_ps(dv[7], dv[6], dv[5], dv[4], dv[3], dv[2], dv[1], dv[0]);
+    *m = _mm256_set_ps(mv[7], mv[6], mv[5], mv[4], mv[3], mv[2], mv[1], mv[0]);
+}
+
+/* c[k] |= 0x10 in the bytes whose element's bit is set in qh (lane i: row i's qh): chunk k holds
+ * elements 4k..4k+3, so bits 4k..4k+3, each spread to its byte */
+ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
+{
+    const __m256i spread = _mm256_set_epi8(12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0,
+                                           12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0);
+    const __m256i bit = _mm256_set1_epi32(0x08040201);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_srli_epi32(qh, 4 * k), spread), bit);
+        c[k] = _mm256_or_si256(c[k], _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(16)));
+    }
 }
 
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
@@ -330,8 +314,8 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
         load_block_q4_K(row, b, c, d, m);
         return;
     }
-    const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : 18;
-    const int qoff = type == ENG_T_Q4_1 ? 4 : 2;
+    const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : type == ENG_T_Q5_0 ? 22 : 18;
+    const int qoff = type == ENG_T_Q4_1 ? 4 : type == ENG_T_Q5_0 ? 6 : 2;
     const char *next = (const char *)row[0] + 8 * stride;
     for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
@@ -359,24 +343,34 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
             c[4 + i] = _mm256_and_si256(_mm256_srli_epi16(c[i], 4), m4);
             c[i] = _mm256_and_si256(c[i], m4);
         }
+        if (type == ENG_T_Q5_0) {
+            int32_t qh[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                memcpy(&qh[i], blk[i] + 2, 4);
+            /* built from registers: a vector load of 8 fresh scalar stores would stall */
+            q5_0_fifth_bits(_mm256_set_epi32(qh[7], qh[6], qh[5], qh[4], qh[3], qh[2], qh[1], qh[0]), c);
+        }
     }
     *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
     if (type == ENG_T_Q4_1)
         *m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh));
     else
-        *m = type == ENG_T_Q4_0 ? _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f)) : _mm256_setzero_ps();
+        *m = type == ENG_T_Q4_0   ? _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f))
+             : type == ENG_T_Q5_0 ? _mm256_mul_ps(*d, _mm256_set1_ps(-16.0f))
+                                  : _mm256_setzero_ps();
 }
 
 /* s += the products of one chunk vector w (8 rows) with 4 activation bytes a in every lane */
 ENG_INLINE __m256i chunk_dot(const int type, __m256i s, __m256i w, __m256i a)
 {
-    if (type == ENG_T_Q8_0)
+    if (q_signed(type))
         a = _mm256_sign_epi8(a, w), w = _mm256_sign_epi8(w, w);
 #if ENG_X86_VNNI
     return _mm256_dpbusd_epi32(s, w, a);
 #else
     __m256i p = _mm256_maddubs_epi16(w, a);
-    if (type == ENG_T_Q8_0)
+    if (q_signed(type))
         return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
     return _mm256_add_epi16(s, p);
 #endif
@@ -387,17 +381,21 @@ ENG_INLINE __m256i chunk_dot(const int type, __m256i s, __m256i w, __m256i a)
 ENG_INLINE __m256 block_acc(const int type, const __m256i c[8], __m256 d, __m256 m, const int8_t *a, float ad,
                             float as, __m256 acc)
 {
-    __m256i s = _mm256_setzero_si256();
+    __m256i s = _mm256_setzero_si256(), half = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         int32_t a4;
         memcpy(&a4, a + 4 * i, sizeof a4);
         s = chunk_dot(type, s, c[i], _mm256_set1_epi32(a4));
+        if (!ENG_X86_VNNI && type == ENG_T_Q5_0 && i == 3) { /* 16-bit sums of 4 chunks at most */
+            half = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+            s = _mm256_setzero_si256();
+        }
     }
-    if (!ENG_X86_VNNI && type != ENG_T_Q8_0)
-        s = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    if (!ENG_X86_VNNI && !q_signed(type))
+        s = _mm256_add_epi32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)), half);
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(ad)), acc);
-    if (type != ENG_T_Q8_0)
+    if (!q_signed(type))
         acc = _mm256_fmadd_ps(m, _mm256_set1_ps(as), acc);
     return acc;
 }
@@ -564,7 +562,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
     case ENG_T_Q4_K: gemm_q32(ENG_T_Q4_K, g, r0, r1); break;
-    case ENG_T_Q5_0: drive(ENG_T_Q5_0, 2, 4, g, r0, r1); break;
+    case ENG_T_Q5_0: gemm_q32(ENG_T_Q5_0, g, r0, r1); break;
     default: break;
     }
 }
