@@ -212,6 +212,22 @@ class Endpoints(unittest.TestCase):
             self.assertIn(name, m)
         self.assertGreater(m["sluice:generation_tokens_total"], 0)
         self.assertGreater(m["sluice:e2e_request_latency_seconds_count"], 0)
+        # all cores by default, fewer while other processes hold some
+        self.assertGreaterEqual(m["sluice:cpu_threads_active"], 1)
+        self.assertLessEqual(m["sluice:cpu_threads_active"], os.cpu_count())
+        self.assertIn("sluice:cpu_thread_drops_total", m)
+
+    def test_fixed_threads_keep_their_count(self):
+        srv = Server("--threads", "2", "--fixed-threads")
+        try:
+            status, _, _ = post_json(srv.port, "/v1/completions",
+                                     {"model": MODEL, "prompt": "Once", "max_tokens": 16, "temperature": 0})
+            self.assertEqual(status, 200)
+            m = metrics(srv.port)
+            self.assertEqual(m["sluice:cpu_threads_active"], 2)
+            self.assertEqual(m["sluice:cpu_thread_drops_total"], 0)
+        finally:
+            srv.stop()
 
 
 class Streaming(unittest.TestCase):
