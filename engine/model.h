@@ -23,6 +23,7 @@ typedef enum eng_type {
     ENG_T_Q5_0 = 6,
     ENG_T_Q8_0 = 8,
     ENG_T_Q4_K = 12,
+    ENG_T_Q5_K = 13,
     ENG_T_Q6_K = 14,
     ENG_T_BF16 = 30,
 } eng_type_t;

@@ -163,6 +163,22 @@ void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n)
     }
 }
 
+void eng_dequant_q5_K(const eng_block_q5_K *src, float *dst, int64_t n)
+{
+    for (int64_t b = 0; b < n / ENG_QK_K; b++) {
+        const float d = eng_f16_to_f32(src[b].d), dmin = eng_f16_to_f32(src[b].dmin);
+        for (int j = 0; j < 8; j++, dst += 32) {
+            const uint8_t *q = src[b].qs + 32 * (j / 2);
+            int sc, m;
+            eng_q4_K_scale_min(src[b].scales, j, &sc, &m);
+            for (int l = 0; l < 32; l++) {
+                const int v = ((j & 1) ? q[l] >> 4 : q[l] & 15) | (src[b].qh[l] >> j & 1) << 4;
+                dst[l] = d * (float)sc * (float)v - dmin * (float)m;
+            }
+        }
+    }
+}
+
 static int row_ok(int type, int64_t n)
 {
     int be = eng_type_block_elems(type);
@@ -182,6 +198,7 @@ int eng_dequantize_row(int type, const void *src, float *dst, int64_t n)
     case ENG_T_Q8_0: eng_dequant_q8_0(src, dst, n); break;
     case ENG_T_Q4_K: eng_dequant_q4_K(src, dst, n); break;
     case ENG_T_Q5_0: eng_dequant_q5_0(src, dst, n); break;
+    case ENG_T_Q5_K: eng_dequant_q5_K(src, dst, n); break;
     default: eng_dequant_q6_K(src, dst, n); break;
     }
     return SL_OK;

@@ -19,6 +19,8 @@
  *         32 elements, each with a 6-bit scale sc and a 6-bit minimum m (eng_q4_K_scale_min);
  *         sub-blocks 2p and 2p+1 share bytes qs[32p .. 32p+31], 2p in the low nibbles, 2p+1 in
  *         the high ones; value = d * sc * q - dmin * m. (Q4_K_M files are Q4_K and Q6_K.)
+ *   Q5_K  256 elements, 176 bytes: f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]. As Q4_K,
+ *         with a fifth bit: element l of sub-block j adds 16 when bit j of qh[l] is set.
  *   F16 IEEE half, BF16 the top 16 bits of an f32, F32.
  *
  * The quantisers follow ggml's reference rounding (Q8_0: d = amax/127, q = round(x/d); Q4_0:
@@ -70,6 +72,14 @@ typedef struct eng_block_q4_K {
     uint8_t qs[128];
 } eng_block_q4_K;
 
+typedef struct eng_block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[32];   /* bit j of qh[l]: fifth bit of element l of sub-block j */
+    uint8_t qs[128];
+} eng_block_q5_K;
+
 /* Sub-block j's (0..7) 6-bit scale and minimum: j < 4 in the low 6 bits of scales[j] and
  * scales[j + 4]; j >= 4 in the nibbles of scales[j + 4] with their top 2 bits in the top 2 bits
  * of scales[j - 4] and scales[j]. */
@@ -90,6 +100,7 @@ _Static_assert(sizeof(eng_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(eng_block_q6_K) == 210, "q6_K block is 210 bytes");
 _Static_assert(sizeof(eng_block_q4_K) == 144, "q4_K block is 144 bytes");
 _Static_assert(sizeof(eng_block_q5_0) == 22, "q5_0 block is 22 bytes");
+_Static_assert(sizeof(eng_block_q5_K) == 176, "q5_K block is 176 bytes");
 
 /* Half and bfloat16 conversions. f32->f16 rounds to nearest even, saturating to inf; NaN stays
  * NaN. f32->bf16 rounds to nearest even. Cannot fail. */
@@ -105,12 +116,13 @@ void eng_dequant_q8_0(const eng_block_q8_0 *src, float *dst, int64_t n);
 void eng_dequant_q6_K(const eng_block_q6_K *src, float *dst, int64_t n);
 void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n);
 void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n);
+void eng_dequant_q5_K(const eng_block_q5_K *src, float *dst, int64_t n);
 
 /* Dequantises a row of n elements of any eng_type_t (model.h). SL_EINVAL for an unknown type or
  * an n that is not a multiple of the type's block size (dst untouched). */
 int eng_dequantize_row(int type, const void *src, float *dst, int64_t n);
 /* Quantises a row of n floats into type: F32, F16, BF16, Q8_0, Q4_0, Q4_1. SL_EUNSUPPORTED for
- * Q6_K, Q4_K and Q5_0 (sluice reads them, never writes them), SL_EINVAL for an unknown type or a
+ * Q6_K, Q4_K, Q5_K and Q5_0 (sluice reads them, never writes them), SL_EINVAL for an unknown type or a
  * bad n. */
 int eng_quantize_row(int type, const float *src, void *dst, int64_t n);
 

@@ -21,6 +21,7 @@ int eng_cpu_type_supported(int type)
     switch (type) {
     case ENG_T_F32: case ENG_T_F16: case ENG_T_BF16:
     case ENG_T_Q8_0: case ENG_T_Q4_0: case ENG_T_Q4_1: case ENG_T_Q6_K: case ENG_T_Q4_K: case ENG_T_Q5_0:
+    case ENG_T_Q5_K:
         return 1;
     default:
         return 0;
@@ -30,7 +31,7 @@ int eng_cpu_type_supported(int type)
 int eng_cpu_type_quantized(int type)
 {
     return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K ||
-           type == ENG_T_Q4_K || type == ENG_T_Q5_0;
+           type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K;
 }
 
 eng_cpu_isa_t eng_cpu_isa_detect(void)
@@ -160,22 +161,30 @@ static float dot_q6_K_scalar(const eng_block_q6_K *w, const void *x, int k)
     return sum;
 }
 
-/* dot of one Q4_K weight row with one q8 activation row: per 32-element sub-block, the integer
- * sum scaled by d * sc and the activation's scale, less dmin * m times the activation's sum */
-static float dot_q4_K_scalar(const eng_block_q4_K *w, const void *x, int k)
+/* dot of one Q4_K or Q5_K weight row with one q8 activation row: per 32-element sub-block, the
+ * integer sum scaled by d * sc and the activation's scale, less dmin * m times the activation's
+ * sum */
+static float dot_qk_scalar(int type, const uint8_t *w, const void *x, int k)
 {
     const int8_t *xq = x;
     const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
+    const int five = type == ENG_T_Q5_K;
     float sum = 0.0f;
-    for (int sb = 0; sb < k / ENG_QK_K; sb++, w++) {
-        const float d = eng_f16_to_f32(w->d), dmin = eng_f16_to_f32(w->dmin);
+    for (int sb = 0; sb < k / ENG_QK_K; sb++) {
+        const eng_block_q4_K *b4 = (const eng_block_q4_K *)w + sb;
+        const eng_block_q5_K *b5 = (const eng_block_q5_K *)w + sb;
+        const uint16_t dh = five ? b5->d : b4->d, mh = five ? b5->dmin : b4->dmin;
+        const uint8_t *scales = five ? b5->scales : b4->scales, *qs = five ? b5->qs : b4->qs;
+        const float d = eng_f16_to_f32(dh), dmin = eng_f16_to_f32(mh);
         for (int j = 0; j < 8; j++) {
             const int blk = sb * 8 + j;
-            const uint8_t *q = w->qs + 32 * (j / 2);
+            const uint8_t *q = qs + 32 * (j / 2);
             int sc, m, isum = 0;
-            eng_q4_K_scale_min(w->scales, j, &sc, &m);
-            for (int l = 0; l < 32; l++)
-                isum += ((j & 1) ? q[l] >> 4 : q[l] & 15) * xq[blk * 32 + l];
+            eng_q4_K_scale_min(scales, j, &sc, &m);
+            for (int l = 0; l < 32; l++) {
+                const int v = ((j & 1) ? q[l] >> 4 : q[l] & 15) | (five ? (b5->qh[l] >> j & 1) << 4 : 0);
+                isum += v * xq[blk * 32 + l];
+            }
             sum += d * xd[blk] * (float)(sc * isum) - dmin * (float)m * xs[blk];
         }
     }
@@ -210,8 +219,8 @@ static void gemm_scalar(const eng_cpu_gemm_t *g, int r0, int r1)
             float v = 0.0f;
             if (g->type == ENG_T_Q6_K) {
                 v = dot_q6_K_scalar(w, x, g->k);
-            } else if (g->type == ENG_T_Q4_K) {
-                v = dot_q4_K_scalar(w, x, g->k);
+            } else if (g->type == ENG_T_Q4_K || g->type == ENG_T_Q5_K) {
+                v = dot_qk_scalar(g->type, w, x, g->k);
             } else if (g->type == ENG_T_Q5_0) {
                 v = dot_q5_0_scalar(w, x, g->k);
             } else if (eng_cpu_type_quantized(g->type)) {

@@ -12,6 +12,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "engine/cpu/kernels.h"
@@ -238,7 +239,8 @@ ENG_INLINE void drive(const int type, const int RM, const int RN, const eng_cpu_
  * packed blocks in registers; with more tokens a slice of at most ENG_Q_SLICE blocks is unpacked once and serves tiles of 8 rows x
  * RN tokens. Both run block_acc per block and token, so results do not depend on the step's size.
  * A Q4_K sub-block of 32 is a block here: its value d sc q - dmin m is Q4_1's q D + M with
- * D = d sc and M = -dmin m, and its nibbles come from 32 bytes (low ones for even sub-blocks).
+ * D = d sc and M = -dmin m, and its nibbles come from 32 bytes (low ones for even sub-blocks);
+ * Q5_K adds its fifth bits the same way (values 0..31, widened like Q5_0 below).
  * Q5_0 blocks are unpacked to bytes 0..31 (nibbles as Q4_0, fifth bits from qh) with the offset
  * M = -16 d; their 16-bit sums are widened after 4 of the 8 chunks (8 would overflow). */
 
@@ -263,24 +265,32 @@ ENG_INLINE void transpose_8x4(const __m128i p[8], __m256i c[4])
     c[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-/* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
- * offsets m (Q4_0: -8 d; Q8_0: 0, unused). Read block by block, the 8 rows jump back and forth; the
- * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
- * tensor's end is harmless). */
-ENG_INLINE void load_block_q4_K(const uint8_t *const row[8], int b, __m256i c[8], __m256 *d, __m256 *m)
+/* Sub-block b of a Q4_K or Q5_K row group (see above): nibbles, Q5_K's fifth bits (bit j of the
+ * sub-block's qh bytes, transposed like the nibbles), D and M of the 8 rows. */
+ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b, __m256i c[8], __m256 *d,
+                              __m256 *m)
 {
-    const int sb = b / 8, j = b % 8;
+    const int five = type == ENG_T_Q5_K, sb = b / 8, j = b % 8;
+    const size_t bsz = five ? sizeof(eng_block_q5_K) : sizeof(eng_block_q4_K);
+    const size_t qs_off = five ? offsetof(eng_block_q5_K, qs) : offsetof(eng_block_q4_K, qs);
     float dv[8], mv[8];
-    __m128i lo[8], hi[8];
+    __m128i lo[8], hi[8], hlo[8], hhi[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        const eng_block_q4_K *blk = (const eng_block_q4_K *)row[i] + sb;
-        lo[i] = _mm_loadu_si128((const __m128i *)(blk->qs + 32 * (j / 2)));
-        hi[i] = _mm_loadu_si128((const __m128i *)(blk->qs + 32 * (j / 2) + 16));
+        const uint8_t *blk = row[i] + (size_t)sb * bsz, *qs = blk + qs_off + 32 * (j / 2);
+        lo[i] = _mm_loadu_si128((const __m128i *)qs);
+        hi[i] = _mm_loadu_si128((const __m128i *)(qs + 16));
+        if (five) {
+            hlo[i] = _mm_loadu_si128((const __m128i *)(blk + offsetof(eng_block_q5_K, qh)));
+            hhi[i] = _mm_loadu_si128((const __m128i *)(blk + offsetof(eng_block_q5_K, qh) + 16));
+        }
+        uint16_t dh, mh;
+        memcpy(&dh, blk, 2);
+        memcpy(&mh, blk + 2, 2);
         int sc, mn;
-        eng_q4_K_scale_min(blk->scales, j, &sc, &mn);
-        dv[i] = _cvtsh_ss(blk->d) * (float)sc;
-        mv[i] = -_cvtsh_ss(blk->dmin) * (float)mn;
+        eng_q4_K_scale_min(blk + 4, j, &sc, &mn);
+        dv[i] = _cvtsh_ss(dh) * (float)sc;
+        mv[i] = -_cvtsh_ss(mh) * (float)mn;
     }
     transpose_8x4(lo, c);
     transpose_8x4(hi, c + 4);
@@ -288,6 +298,16 @@ ENG_INLINE void load_block_q4_K(const uint8_t *const row[8], int b, __m256i c[8]
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(c[i], 4) : c[i], m4);
+    if (five) {
+        __m256i h[8];
+        transpose_8x4(hlo, h);
+        transpose_8x4(hhi, h + 4);
+        const __m256i bit = _mm256_set1_epi8((char)(1 << j));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            c[i] = _mm256_or_si256(c[i], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h[i], bit), bit),
+                                                          _mm256_set1_epi8(16)));
+    }
     /* built from registers: a vector load of 8 fresh scalar stores would stall */
     *d = _mm256_set_ps(dv[7], dv[6], dv[5], dv[4], dv[3], dv[2], dv[1], dv[0]);
     *m = _mm256_set_ps(mv[7], mv[6], mv[5], mv[4], mv[3], mv[2], mv[1], mv[0]);
@@ -307,11 +327,15 @@ ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
     }
 }
 
+/* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
+ * offsets m (Q4_0: -8 d; Q8_0: 0, unused). Read block by block, the 8 rows jump back and forth; the
+ * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
+ * tensor's end is harmless). */
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
                            __m256 *d, __m256 *m)
 {
-    if (type == ENG_T_Q4_K) {
-        load_block_q4_K(row, b, c, d, m);
+    if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
+        load_block_qk(type, row, b, c, d, m);
         return;
     }
     const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : type == ENG_T_Q5_0 ? 22 : 18;
@@ -387,7 +411,7 @@ ENG_INLINE __m256 block_acc(const int type, const __m256i c[8], __m256 d, __m256
         int32_t a4;
         memcpy(&a4, a + 4 * i, sizeof a4);
         s = chunk_dot(type, s, c[i], _mm256_set1_epi32(a4));
-        if (!ENG_X86_VNNI && type == ENG_T_Q5_0 && i == 3) { /* 16-bit sums of 4 chunks at most */
+        if (!ENG_X86_VNNI && (type == ENG_T_Q5_0 || type == ENG_T_Q5_K) && i == 3) { /* 16-bit sums of 4 chunks */
             half = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
             s = _mm256_setzero_si256();
         }
@@ -562,6 +586,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q8_0: gemm_q32(ENG_T_Q8_0, g, r0, r1); break;
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
     case ENG_T_Q4_K: gemm_q32(ENG_T_Q4_K, g, r0, r1); break;
+    case ENG_T_Q5_K: gemm_q32(ENG_T_Q5_K, g, r0, r1); break;
     case ENG_T_Q5_0: gemm_q32(ENG_T_Q5_0, g, r0, r1); break;
     default: break;
     }

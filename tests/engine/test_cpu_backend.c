@@ -42,7 +42,7 @@ static void make_tensor(eng_tensor_t *t, int type, int64_t n_in, int64_t n_out, 
     uint8_t *d = malloc(rb * n_out);
     float *row = malloc(sizeof(float) * n_in);
     for (int64_t r = 0; r < n_out; r++) {
-        if (type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0) {
+        if (type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K) {
             for (size_t i = 0; i < rb; i++)
                 d[rb * r + i] = (uint8_t)(frand() * 128 + 128);
             for (int64_t s = 0; s < n_in / ENG_QK_K; s++) {
@@ -51,10 +51,11 @@ static void make_tensor(eng_tensor_t *t, int type, int64_t n_in, int64_t n_out, 
                 } else if (type == ENG_T_Q5_0) {
                     for (int64_t q = 0; q < ENG_QK_K / ENG_QK; q++)
                         ((eng_block_q5_0 *)(d + rb * r))[s * (ENG_QK_K / ENG_QK) + q].d = eng_f32_to_f16(scale / 16.0f);
-                } else {
-                    eng_block_q4_K *k = (eng_block_q4_K *)(d + rb * r) + s;
-                    k->d = eng_f32_to_f16(scale / 256.0f);
-                    k->dmin = eng_f32_to_f16(scale / 256.0f);
+                } else { /* Q4_K, Q5_K: d and dmin lead the block */
+                    const uint16_t h = eng_f32_to_f16(scale / 256.0f);
+                    uint8_t *blk = d + rb * r + (size_t)eng_type_block_bytes(type) * s;
+                    memcpy(blk, &h, 2);
+                    memcpy(blk + 2, &h, 2);
                 }
             }
         } else {
@@ -97,7 +98,8 @@ static eng_model_t *tiny_model(int type)
         make_tensor(&L->w_up, type, c->dim, c->ffn_dim, 0.1f);
         make_tensor(&L->w_down, type, c->ffn_dim, c->dim, 0.1f);
     }
-    make_tensor(&m->tok_embd, type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 ? ENG_T_Q8_0 : type,
+    make_tensor(&m->tok_embd,
+                type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K ? ENG_T_Q8_0 : type,
                 c->dim, c->vocab, 1.0f);
     m->output = m->tok_embd;
     make_norm(&m->out_norm, c->dim);
@@ -162,7 +164,8 @@ static void expect_close(const float *got, const float *want, int n, float rel, 
 }
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
-                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0};
+                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0,
+                                ENG_T_Q5_K};
 
 /* Three sequences over two steps, blocks scattered through the pool:
  *   step 1: A tokens 0..12 (all logits), B tokens 0..4 (all logits)

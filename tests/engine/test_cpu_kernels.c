@@ -55,13 +55,16 @@ static uint8_t *make_weights(int type, int n_rows, int k)
                     ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
                 b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
             }
-        } else if (type == ENG_T_Q4_K) {
-            eng_block_q4_K *b = (eng_block_q4_K *)(w + rb * r);
+        } else if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
+            /* d and dmin lead both layouts */
+            const size_t bsz = eng_type_block_bytes(type);
             for (int s = 0; s < k / ENG_QK_K; s++) {
-                for (size_t i = 0; i < sizeof b[s]; i++)
-                    ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
-                b[s].d = eng_f32_to_f16(0.001f + 0.001f * frand());
-                b[s].dmin = eng_f32_to_f16(0.001f + 0.001f * frand());
+                uint8_t *blk = w + rb * r + bsz * s;
+                for (size_t i = 0; i < bsz; i++)
+                    blk[i] = (uint8_t)(frand() * 128 + 128);
+                const uint16_t d = eng_f32_to_f16(0.001f + 0.001f * frand()), dmin = eng_f32_to_f16(0.001f + 0.001f * frand());
+                memcpy(blk, &d, 2);
+                memcpy(blk + 2, &dmin, 2);
             }
         } else {
             fill(row, k, 1.0f);
@@ -73,7 +76,8 @@ static uint8_t *make_weights(int type, int n_rows, int k)
 }
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
-                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0};
+                                ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0,
+                                ENG_T_Q5_K};
 
 /* One product of every type on every instruction set against the reference; rows, tokens and
  * (for float types) k odd so every tile remainder runs. */

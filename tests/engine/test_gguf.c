@@ -248,8 +248,8 @@ static void test_gguf_rejects_unknown_tensor_type(void **state)
     gbuf_t b = {0};
     header(&b, 3, 1, 0);
     int64_t ne[1] = {256};
-    tensor_info(&b, "x", 1, ne, 13, 0);
-    expect_error(&b, SL_EUNSUPPORTED, "t.gguf: unsupported tensor type 13 (q5_K) for 'x'");
+    tensor_info(&b, "x", 1, ne, 11, 0);
+    expect_error(&b, SL_EUNSUPPORTED, "t.gguf: unsupported tensor type 11 (q3_K) for 'x'");
 }
 
 static void test_gguf_rejects_dims_overflow_and_bad_blocks(void **state)

@@ -92,6 +92,26 @@ static void test_dequant_hand_built_blocks_exactly(void **state)
         k4.qs[32 * (j / 2) + l] |= (uint8_t)(q << (j & 1 ? 4 : 0));
     }
     eng_dequant_q4_K(&k4, y, 256);
+    /* Q5_K: Q4_K's block above with fifth bits: element l of sub-block j adds 16 when bit j of
+     * qh[l] is set; set it where (l + j) % 3 == 0 */
+    eng_block_q5_K k5k;
+    memset(&k5k, 0, sizeof k5k);
+    k5k.d = k4.d;
+    k5k.dmin = k4.dmin;
+    memcpy(k5k.scales, k4.scales, sizeof k5k.scales);
+    memcpy(k5k.qs, k4.qs, sizeof k5k.qs);
+    for (int j = 0; j < 8; j++)
+        for (int l = 0; l < 32; l++)
+            if ((l + j) % 3 == 0)
+                k5k.qh[l] |= (uint8_t)(1 << j);
+    float y5k[256];
+    eng_dequant_q5_K(&k5k, y5k, 256);
+    for (int e = 0; e < 256; e++) {
+        const int j = e / 32, l = e % 32, sc = j + 1 + (j >= 4 ? 40 : 0), m = 2 * j + 3 + (j >= 4 ? 32 : 0);
+        const int q = (e * 7) % 16 + ((l + j) % 3 == 0 ? 16 : 0);
+        const float want = 0.25f * (float)sc * (float)q - 0.125f * (float)m;
+        if (y5k[e] != want) fail_msg("q5_K element %d: %g, expected %g", e, y5k[e], want);
+    }
     /* Q5_0: element j's low 4 bits in qs[j % 16] (high nibble for j >= 16), its fifth bit at bit
      * j of qh; q = (j * 11) % 32 */
     eng_block_q5_0 k5;
@@ -144,7 +164,8 @@ static void test_quant_round_trip_error_bounds(void **state)
     assert_int_equal(eng_quantize_row(ENG_T_Q4_K, x, buf, 256), SL_EUNSUPPORTED);
     assert_int_equal(eng_quantize_row(ENG_T_Q5_0, x, buf, 256), SL_EUNSUPPORTED);
     assert_int_equal(eng_quantize_row(ENG_T_Q4_0, x, buf, 33), SL_EINVAL);
-    assert_int_equal(eng_dequantize_row(13, buf, y, 256), SL_EINVAL); /* q5_K: not read */
+    assert_int_equal(eng_quantize_row(ENG_T_Q5_K, x, buf, 256), SL_EUNSUPPORTED);
+    assert_int_equal(eng_dequantize_row(11, buf, y, 256), SL_EINVAL); /* q3_K: not read */
 }
 
 static void test_type_table(void **state)
@@ -159,7 +180,8 @@ static void test_type_table(void **state)
     assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 576), 18 * 34);
     assert_int_equal(eng_type_row_bytes(ENG_T_Q8_0, 577), 0);
     assert_int_equal(eng_type_row_bytes(ENG_T_BF16, 3), 6);
-    assert_int_equal(eng_type_block_elems(13), 0); /* q5_K: not read */
+    assert_int_equal(eng_type_block_elems(11), 0); /* q3_K: not read */
+    assert_int_equal(eng_type_block_bytes(ENG_T_Q5_K), 176);
 }
 
 int main(void)
