@@ -21,6 +21,7 @@ typedef enum eng_type {
     ENG_T_Q4_0 = 2,
     ENG_T_Q4_1 = 3,
     ENG_T_Q5_0 = 6,
+    ENG_T_Q5_1 = 7,
     ENG_T_Q8_0 = 8,
     ENG_T_Q4_K = 12,
     ENG_T_Q5_K = 13,

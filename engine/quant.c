@@ -163,6 +163,19 @@ void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n)
     }
 }
 
+void eng_dequant_q5_1(const eng_block_q5_1 *src, float *dst, int64_t n)
+{
+    for (int64_t b = 0; b < n / ENG_QK; b++, dst += ENG_QK) {
+        const float d = eng_f16_to_f32(src[b].d), m = eng_f16_to_f32(src[b].m);
+        const uint32_t qh = (uint32_t)src[b].qh[0] | (uint32_t)src[b].qh[1] << 8 | (uint32_t)src[b].qh[2] << 16 |
+                            (uint32_t)src[b].qh[3] << 24;
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)((src[b].qs[j] & 15) | (qh >> j & 1) << 4) * d + m;
+            dst[j + 16] = (float)((src[b].qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) * d + m;
+        }
+    }
+}
+
 void eng_dequant_q5_K(const eng_block_q5_K *src, float *dst, int64_t n)
 {
     for (int64_t b = 0; b < n / ENG_QK_K; b++) {
@@ -199,6 +212,7 @@ int eng_dequantize_row(int type, const void *src, float *dst, int64_t n)
     case ENG_T_Q4_K: eng_dequant_q4_K(src, dst, n); break;
     case ENG_T_Q5_0: eng_dequant_q5_0(src, dst, n); break;
     case ENG_T_Q5_K: eng_dequant_q5_K(src, dst, n); break;
+    case ENG_T_Q5_1: eng_dequant_q5_1(src, dst, n); break;
     default: eng_dequant_q6_K(src, dst, n); break;
     }
     return SL_OK;

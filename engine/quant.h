@@ -8,6 +8,7 @@
  *   Q8_0  32 elements, 34 bytes: f16 d; i8 qs[32]; value = q * d.
  *   Q5_0  32 elements, 22 bytes: f16 d; u8 qh[4]; u8 qs[16]. Nibbles as Q4_0, and bit j of the
  *         little-endian 32-bit qh is element j's fifth bit; value = (q - 16) * d.
+ *   Q5_1  32 elements, 24 bytes: f16 d; f16 m; u8 qh[4]; u8 qs[16] (bits as Q5_0); value = q * d + m.
  *   Q6_K  256 elements, 210 bytes: u8 ql[128] (low 4 bits); u8 qh[64] (high 2 bits); i8
  *         scales[16] (one per 16 elements); f16 d. Two halves of 128 elements; in half h, for
  *         l in 0..31 with ql' = ql + 64h, qh' = qh + 32h, sc' = scales + 8h, s = l / 16:
@@ -65,6 +66,13 @@ typedef struct eng_block_q5_0 {
     uint8_t qs[16];
 } eng_block_q5_0;
 
+typedef struct eng_block_q5_1 {
+    uint16_t d;       /* f16 scale */
+    uint16_t m;       /* f16 minimum */
+    uint8_t qh[4];
+    uint8_t qs[16];
+} eng_block_q5_1;
+
 typedef struct eng_block_q4_K {
     uint16_t d;       /* f16 scale of the sub-block scales */
     uint16_t dmin;    /* f16 scale of the sub-block minimums */
@@ -101,6 +109,7 @@ _Static_assert(sizeof(eng_block_q6_K) == 210, "q6_K block is 210 bytes");
 _Static_assert(sizeof(eng_block_q4_K) == 144, "q4_K block is 144 bytes");
 _Static_assert(sizeof(eng_block_q5_0) == 22, "q5_0 block is 22 bytes");
 _Static_assert(sizeof(eng_block_q5_K) == 176, "q5_K block is 176 bytes");
+_Static_assert(sizeof(eng_block_q5_1) == 24, "q5_1 block is 24 bytes");
 
 /* Half and bfloat16 conversions. f32->f16 rounds to nearest even, saturating to inf; NaN stays
  * NaN. f32->bf16 rounds to nearest even. Cannot fail. */
@@ -117,12 +126,13 @@ void eng_dequant_q6_K(const eng_block_q6_K *src, float *dst, int64_t n);
 void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n);
 void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n);
 void eng_dequant_q5_K(const eng_block_q5_K *src, float *dst, int64_t n);
+void eng_dequant_q5_1(const eng_block_q5_1 *src, float *dst, int64_t n);
 
 /* Dequantises a row of n elements of any eng_type_t (model.h). SL_EINVAL for an unknown type or
  * an n that is not a multiple of the type's block size (dst untouched). */
 int eng_dequantize_row(int type, const void *src, float *dst, int64_t n);
 /* Quantises a row of n floats into type: F32, F16, BF16, Q8_0, Q4_0, Q4_1. SL_EUNSUPPORTED for
- * Q6_K, Q4_K, Q5_K and Q5_0 (sluice reads them, never writes them), SL_EINVAL for an unknown type or a
+ * Q6_K, Q4_K, Q5_K, Q5_0 and Q5_1 (sluice reads them, never writes them), SL_EINVAL for an unknown type or a
  * bad n. */
 int eng_quantize_row(int type, const float *src, void *dst, int64_t n);
 

@@ -21,7 +21,7 @@ int eng_cpu_type_supported(int type)
     switch (type) {
     case ENG_T_F32: case ENG_T_F16: case ENG_T_BF16:
     case ENG_T_Q8_0: case ENG_T_Q4_0: case ENG_T_Q4_1: case ENG_T_Q6_K: case ENG_T_Q4_K: case ENG_T_Q5_0:
-    case ENG_T_Q5_K:
+    case ENG_T_Q5_K: case ENG_T_Q5_1:
         return 1;
     default:
         return 0;
@@ -31,7 +31,7 @@ int eng_cpu_type_supported(int type)
 int eng_cpu_type_quantized(int type)
 {
     return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K ||
-           type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K;
+           type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K || type == ENG_T_Q5_1;
 }
 
 eng_cpu_isa_t eng_cpu_isa_detect(void)
@@ -191,21 +191,29 @@ static float dot_qk_scalar(int type, const uint8_t *w, const void *x, int k)
     return sum;
 }
 
-/* dot of one Q5_0 weight row with one q8 activation row */
-static float dot_q5_0_scalar(const eng_block_q5_0 *w, const void *x, int k)
+/* dot of one Q5_0 or Q5_1 weight row with one q8 activation row: values 0..31 (d, and -16 d or
+ * m through the activation block's sum) */
+static float dot_q5_scalar(int type, const uint8_t *w, const void *x, int k)
 {
     const int8_t *xq = x;
-    const float *xd = eng_cpu_q8_d(x, k);
+    const float *xd = eng_cpu_q8_d(x, k), *xs = eng_cpu_q8_s(x, k);
+    const size_t bsz = (size_t)eng_type_block_bytes(type), hoff = type == ENG_T_Q5_1 ? 4 : 2;
     float sum = 0.0f;
-    for (int b = 0; b < k / ENG_QK; b++, w++) {
-        const uint32_t qh = (uint32_t)w->qh[0] | (uint32_t)w->qh[1] << 8 | (uint32_t)w->qh[2] << 16 |
-                            (uint32_t)w->qh[3] << 24;
+    for (int b = 0; b < k / ENG_QK; b++, w += bsz) {
+        uint16_t dh, mh = 0;
+        memcpy(&dh, w, 2);
+        if (type == ENG_T_Q5_1)
+            memcpy(&mh, w + 2, 2);
+        const uint8_t *qs = w + hoff + 4;
+        const uint32_t qh = (uint32_t)w[hoff] | (uint32_t)w[hoff + 1] << 8 | (uint32_t)w[hoff + 2] << 16 |
+                            (uint32_t)w[hoff + 3] << 24;
         int isum = 0;
         for (int j = 0; j < 16; j++) {
-            isum += ((int)((w->qs[j] & 15) | (qh >> j & 1) << 4) - 16) * xq[b * 32 + j];
-            isum += ((int)((w->qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) - 16) * xq[b * 32 + j + 16];
+            isum += (int)((qs[j] & 15) | (qh >> j & 1) << 4) * xq[b * 32 + j];
+            isum += (int)((qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) * xq[b * 32 + j + 16];
         }
-        sum += eng_f16_to_f32(w->d) * xd[b] * (float)isum;
+        const float d = eng_f16_to_f32(dh), m = type == ENG_T_Q5_1 ? eng_f16_to_f32(mh) : -16.0f * d;
+        sum += d * xd[b] * (float)isum + m * xs[b];
     }
     return sum;
 }
@@ -221,8 +229,8 @@ static void gemm_scalar(const eng_cpu_gemm_t *g, int r0, int r1)
                 v = dot_q6_K_scalar(w, x, g->k);
             } else if (g->type == ENG_T_Q4_K || g->type == ENG_T_Q5_K) {
                 v = dot_qk_scalar(g->type, w, x, g->k);
-            } else if (g->type == ENG_T_Q5_0) {
-                v = dot_q5_0_scalar(w, x, g->k);
+            } else if (g->type == ENG_T_Q5_0 || g->type == ENG_T_Q5_1) {
+                v = dot_q5_scalar(g->type, w, x, g->k);
             } else if (eng_cpu_type_quantized(g->type)) {
                 v = dot_q32_scalar(g->type, w, x, g->k);
             } else {

@@ -3,16 +3,16 @@
  * FFN need. One table of functions per instruction set, chosen at run time.
  *
  * Matrix products: weights stay as the file stores them (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
- * Q6_K, Q4_K, Q5_K).
+ * Q5_1, Q6_K, Q4_K, Q5_K).
  * For the quantised types the activation rows are first quantised to 8-bit blocks (32 int8
  * values, a float scale and the scaled block sum, like ggml's q8_1), then every block product
  * is an integer dot: Q4_0 and Q4_1 weights are unsigned nibbles times signed activations, with
- * the offset (-8 d for Q4_0, m for Q4_1) applied once per block through the block sum; Q5_0 is
- * 5-bit values with offset -16 d; a Q4_K / Q5_K sub-block of 32 is such a block with scale d sc
+ * the offset (-8 d for Q4_0, m for Q4_1) applied once per block through the block sum; Q5_0 / Q5_1
+ * are 5-bit values with offset -16 d / m; a Q4_K / Q5_K sub-block of 32 is such a block with scale d sc
  * and offset -dmin m; Q8_0 is signed times signed; Q6_K applies its 16-element scales to integer
  * partial sums. Float weights multiply float activations.
  *
- * Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q4_K / Q5_K rows go in groups of 8 interleaved by 4 elements, so that integer sums of a
+ * Q4_0 / Q4_1 / Q8_0 / Q5_0 / Q5_1 / Q4_K / Q5_K rows go in groups of 8 interleaved by 4 elements, so that integer sums of a
  * block land one row per vector lane (no horizontal sums): decode reads them straight from the
  * blocks; with more tokens a slice of the group is unpacked once into a small int8 buffer that
  * serves every token of the step (see kernels_x86.h).

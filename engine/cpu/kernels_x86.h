@@ -338,8 +338,9 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
         load_block_qk(type, row, b, c, d, m);
         return;
     }
-    const size_t bsz = type == ENG_T_Q8_0 ? 34 : type == ENG_T_Q4_1 ? 20 : type == ENG_T_Q5_0 ? 22 : 18;
-    const int qoff = type == ENG_T_Q4_1 ? 4 : type == ENG_T_Q5_0 ? 6 : 2;
+    const size_t bsz = (size_t)eng_type_block_bytes(type);
+    const int five = type == ENG_T_Q5_0 || type == ENG_T_Q5_1, hoff = type == ENG_T_Q5_1 ? 4 : 2;
+    const int qoff = five ? hoff + 4 : type == ENG_T_Q4_1 ? 4 : 2;
     const char *next = (const char *)row[0] + 8 * stride;
     for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
@@ -367,17 +368,17 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
             c[4 + i] = _mm256_and_si256(_mm256_srli_epi16(c[i], 4), m4);
             c[i] = _mm256_and_si256(c[i], m4);
         }
-        if (type == ENG_T_Q5_0) {
+        if (five) {
             int32_t qh[8];
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++)
-                memcpy(&qh[i], blk[i] + 2, 4);
+                memcpy(&qh[i], blk[i] + hoff, 4);
             /* built from registers: a vector load of 8 fresh scalar stores would stall */
             q5_0_fifth_bits(_mm256_set_epi32(qh[7], qh[6], qh[5], qh[4], qh[3], qh[2], qh[1], qh[0]), c);
         }
     }
     *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
-    if (type == ENG_T_Q4_1)
+    if (type == ENG_T_Q4_1 || type == ENG_T_Q5_1)
         *m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh));
     else
         *m = type == ENG_T_Q4_0   ? _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f))
@@ -411,7 +412,8 @@ ENG_INLINE __m256 block_acc(const int type, const __m256i c[8], __m256 d, __m256
         int32_t a4;
         memcpy(&a4, a + 4 * i, sizeof a4);
         s = chunk_dot(type, s, c[i], _mm256_set1_epi32(a4));
-        if (!ENG_X86_VNNI && (type == ENG_T_Q5_0 || type == ENG_T_Q5_K) && i == 3) { /* 16-bit sums of 4 chunks */
+        if (!ENG_X86_VNNI && (type == ENG_T_Q5_0 || type == ENG_T_Q5_1 || type == ENG_T_Q5_K) && i == 3) {
+            /* 16-bit sums of 4 chunks at most */
             half = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
             s = _mm256_setzero_si256();
         }
@@ -587,6 +589,7 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
     case ENG_T_Q6_K: drive(ENG_T_Q6_K, 2, 1, g, r0, r1); break;
     case ENG_T_Q4_K: gemm_q32(ENG_T_Q4_K, g, r0, r1); break;
     case ENG_T_Q5_K: gemm_q32(ENG_T_Q5_K, g, r0, r1); break;
+    case ENG_T_Q5_1: gemm_q32(ENG_T_Q5_1, g, r0, r1); break;
     case ENG_T_Q5_0: gemm_q32(ENG_T_Q5_0, g, r0, r1); break;
     default: break;
     }

@@ -42,15 +42,21 @@ static void make_tensor(eng_tensor_t *t, int type, int64_t n_in, int64_t n_out, 
     uint8_t *d = malloc(rb * n_out);
     float *row = malloc(sizeof(float) * n_in);
     for (int64_t r = 0; r < n_out; r++) {
-        if (type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K) {
+        if (type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K ||
+            type == ENG_T_Q5_1) {
             for (size_t i = 0; i < rb; i++)
                 d[rb * r + i] = (uint8_t)(frand() * 128 + 128);
             for (int64_t s = 0; s < n_in / ENG_QK_K; s++) {
                 if (type == ENG_T_Q6_K) {
                     ((eng_block_q6_K *)(d + rb * r))[s].d = eng_f32_to_f16(scale / 1024.0f);
-                } else if (type == ENG_T_Q5_0) {
-                    for (int64_t q = 0; q < ENG_QK_K / ENG_QK; q++)
-                        ((eng_block_q5_0 *)(d + rb * r))[s * (ENG_QK_K / ENG_QK) + q].d = eng_f32_to_f16(scale / 16.0f);
+                } else if (type == ENG_T_Q5_0 || type == ENG_T_Q5_1) { /* d (Q5_1: then m) leads */
+                    const uint16_t h = eng_f32_to_f16(scale / 16.0f), mz = 0;
+                    for (int64_t q = 0; q < ENG_QK_K / ENG_QK; q++) {
+                        uint8_t *blk = d + rb * r + (size_t)eng_type_block_bytes(type) * (s * (ENG_QK_K / ENG_QK) + q);
+                        memcpy(blk, &h, 2);
+                        if (type == ENG_T_Q5_1)
+                            memcpy(blk + 2, &mz, 2);
+                    }
                 } else { /* Q4_K, Q5_K: d and dmin lead the block */
                     const uint16_t h = eng_f32_to_f16(scale / 256.0f);
                     uint8_t *blk = d + rb * r + (size_t)eng_type_block_bytes(type) * s;
@@ -99,7 +105,8 @@ static eng_model_t *tiny_model(int type)
         make_tensor(&L->w_down, type, c->ffn_dim, c->dim, 0.1f);
     }
     make_tensor(&m->tok_embd,
-                type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K ? ENG_T_Q8_0 : type,
+                type == ENG_T_Q6_K || type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K || type == ENG_T_Q5_1
+                    ? ENG_T_Q8_0 : type,
                 c->dim, c->vocab, 1.0f);
     m->output = m->tok_embd;
     make_norm(&m->out_norm, c->dim);
@@ -165,7 +172,7 @@ static void expect_close(const float *got, const float *want, int n, float rel, 
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
                                 ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0,
-                                ENG_T_Q5_K};
+                                ENG_T_Q5_K, ENG_T_Q5_1};
 
 /* Three sequences over two steps, blocks scattered through the pool:
  *   step 1: A tokens 0..12 (all logits), B tokens 0..4 (all logits)
@@ -363,7 +370,7 @@ static void test_bad_batches_and_names_fail_with_a_message(void **state)
     eng_backend_free(b);
     /* a weight of a type the kernels do not multiply is refused at creation */
     eng_tensor_t saved = m->layers[1].wq;
-    m->layers[1].wq.type = 7;
+    m->layers[1].wq.type = 11; /* q3_K */
     assert_null(eng_backend_create("cpu", m, &p, err, sizeof err));
     assert_non_null(strstr(err, "attn_q"));
     m->layers[1].wq = saved;

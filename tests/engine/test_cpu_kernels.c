@@ -48,12 +48,17 @@ static uint8_t *make_weights(int type, int n_rows, int k)
                     ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
                 b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
             }
-        } else if (type == ENG_T_Q5_0) {
-            eng_block_q5_0 *b = (eng_block_q5_0 *)(w + rb * r);
+        } else if (type == ENG_T_Q5_0 || type == ENG_T_Q5_1) {
+            /* d (and Q5_1's m) lead the block */
+            const size_t bsz = eng_type_block_bytes(type);
             for (int s = 0; s < k / ENG_QK; s++) {
-                for (size_t i = 0; i < sizeof b[s]; i++)
-                    ((uint8_t *)&b[s])[i] = (uint8_t)(frand() * 128 + 128);
-                b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
+                uint8_t *blk = w + rb * r + bsz * s;
+                for (size_t i = 0; i < bsz; i++)
+                    blk[i] = (uint8_t)(frand() * 128 + 128);
+                const uint16_t d = eng_f32_to_f16(0.01f + 0.01f * frand()), m = eng_f32_to_f16(0.1f * frand());
+                memcpy(blk, &d, 2);
+                if (type == ENG_T_Q5_1)
+                    memcpy(blk + 2, &m, 2);
             }
         } else if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
             /* d and dmin lead both layouts */
@@ -77,7 +82,7 @@ static uint8_t *make_weights(int type, int n_rows, int k)
 
 static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
                                 ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q6_K, ENG_T_Q4_K, ENG_T_Q5_0,
-                                ENG_T_Q5_K};
+                                ENG_T_Q5_K, ENG_T_Q5_1};
 
 /* One product of every type on every instruction set against the reference; rows, tokens and
  * (for float types) k odd so every tile remainder runs. */
@@ -474,7 +479,7 @@ static void test_isa_detection_names_an_available_table(void **state)
     assert_null(eng_cpu_kernels_get(ENG_CPU_ISA_COUNT));
     for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++)
         assert_true(eng_cpu_type_supported(all_types[i]));
-    assert_false(eng_cpu_type_supported(7));
+    assert_false(eng_cpu_type_supported(11));
 }
 
 int main(void)

@@ -120,8 +120,8 @@ static void test_synthetic_errors_name_the_problem(void **state)
     char err[256];
     assert_null(eng_model_load("synthetic:gpt5", err, sizeof err));
     assert_non_null(strstr(err, "synthetic:gpt5: unknown shape (built-in shapes: "));
-    assert_null(eng_model_load("synthetic:smollm2-135m:q5_1", err, sizeof err));
-    assert_non_null(strstr(err, "unknown weight type 'q5_1'"));
+    assert_null(eng_model_load("synthetic:smollm2-135m:q3_K", err, sizeof err));
+    assert_non_null(strstr(err, "unknown weight type 'q3_K'"));
     assert_null(eng_model_load("synthetic:smollm2-135m:q6_K", err, sizeof err));
     assert_non_null(strstr(err, "weights of type q6_K cannot be generated"));
     assert_null(eng_model_load("synthetic:stories260k:q4_0", err, sizeof err));
@@ -201,8 +201,8 @@ static void test_load_for_cuda_keeps_synthetic_weights_off_the_host(void **state
     assert_null(eng_model_load_for("synthetic:stories260k:q8_0", "cuda", err, sizeof err));
     assert_string_equal(err, "synthetic:stories260k:q8_0: synthetic weights on the CUDA backend are "
                              "fp16, generated on the device: use synthetic:SHAPE or synthetic:SHAPE:f16");
-    assert_null(eng_model_load_for("synthetic:stories260k:q5_1", "cuda", err, sizeof err));
-    assert_non_null(strstr(err, "unknown weight type 'q5_1'"));
+    assert_null(eng_model_load_for("synthetic:stories260k:q3_K", "cuda", err, sizeof err));
+    assert_non_null(strstr(err, "unknown weight type 'q3_K'"));
     assert_null(eng_model_load_for("synthetic:gpt5", "cuda", err, sizeof err));
     assert_non_null(strstr(err, "unknown shape"));
     eng_model_t *m = eng_model_load_for("synthetic:stories260k", "cpu", err, sizeof err);

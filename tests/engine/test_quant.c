@@ -123,6 +123,14 @@ static void test_dequant_hand_built_blocks_exactly(void **state)
         k5.qh[j / 8] |= (uint8_t)((q5 >> 4) << (j % 8));
     }
     float y5[32];
+    /* Q5_1: the same bits, value q * d + m */
+    eng_block_q5_1 k51 = {.d = k5.d, .m = eng_f32_to_f16(-1.5f)};
+    memcpy(k51.qh, k5.qh, 4);
+    memcpy(k51.qs, k5.qs, 16);
+    eng_dequant_q5_1(&k51, y5, 32);
+    for (int j = 0; j < 32; j++)
+        if (y5[j] != 0.5f * (float)((j * 11) % 32) - 1.5f)
+            fail_msg("q5_1 element %d: %g, expected %g", j, y5[j], 0.5f * (float)((j * 11) % 32) - 1.5f);
     eng_dequant_q5_0(&k5, y5, 32);
     for (int j = 0; j < 32; j++)
         if (y5[j] != 0.5f * (float)((j * 11) % 32 - 16))
@@ -182,6 +190,7 @@ static void test_type_table(void **state)
     assert_int_equal(eng_type_row_bytes(ENG_T_BF16, 3), 6);
     assert_int_equal(eng_type_block_elems(11), 0); /* q3_K: not read */
     assert_int_equal(eng_type_block_bytes(ENG_T_Q5_K), 176);
+    assert_int_equal(eng_type_block_bytes(ENG_T_Q5_1), 24);
 }
 
 int main(void)
