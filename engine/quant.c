@@ -154,12 +154,8 @@ void eng_dequant_q5_0(const eng_block_q5_0 *src, float *dst, int64_t n)
 {
     for (int64_t b = 0; b < n / ENG_QK; b++, dst += ENG_QK) {
         const float d = eng_f16_to_f32(src[b].d);
-        const uint32_t qh = (uint32_t)src[b].qh[0] | (uint32_t)src[b].qh[1] << 8 | (uint32_t)src[b].qh[2] << 16 |
-                            (uint32_t)src[b].qh[3] << 24;
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)((int)((src[b].qs[j] & 15) | (qh >> j & 1) << 4) - 16) * d;
-            dst[j + 16] = (float)((int)((src[b].qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) - 16) * d;
-        }
+        for (int e = 0; e < ENG_QK; e++)
+            dst[e] = (float)(eng_q5_value(src[b].qh, src[b].qs, e) - 16) * d;
     }
 }
 
@@ -167,12 +163,8 @@ void eng_dequant_q5_1(const eng_block_q5_1 *src, float *dst, int64_t n)
 {
     for (int64_t b = 0; b < n / ENG_QK; b++, dst += ENG_QK) {
         const float d = eng_f16_to_f32(src[b].d), m = eng_f16_to_f32(src[b].m);
-        const uint32_t qh = (uint32_t)src[b].qh[0] | (uint32_t)src[b].qh[1] << 8 | (uint32_t)src[b].qh[2] << 16 |
-                            (uint32_t)src[b].qh[3] << 24;
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)((src[b].qs[j] & 15) | (qh >> j & 1) << 4) * d + m;
-            dst[j + 16] = (float)((src[b].qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) * d + m;
-        }
+        for (int e = 0; e < ENG_QK; e++)
+            dst[e] = (float)eng_q5_value(src[b].qh, src[b].qs, e) * d + m;
     }
 }
 

@@ -88,6 +88,14 @@ typedef struct eng_block_q5_K {
     uint8_t qs[128];
 } eng_block_q5_K;
 
+/* Element e's (0..31) 5-bit value in a Q5_0 / Q5_1 block: nibble of qs[e % 16] (high for e >= 16)
+ * and bit e of the little-endian qh. */
+static inline int eng_q5_value(const uint8_t qh[4], const uint8_t qs[16], int e)
+{
+    const int nib = e < 16 ? qs[e] & 15 : qs[e - 16] >> 4;
+    return nib | (qh[e / 8] >> (e % 8) & 1) << 4;
+}
+
 /* Sub-block j's (0..7) 6-bit scale and minimum: j < 4 in the low 6 bits of scales[j] and
  * scales[j + 4]; j >= 4 in the nibbles of scales[j + 4] with their top 2 bits in the top 2 bits
  * of scales[j - 4] and scales[j]. */

@@ -204,14 +204,9 @@ static float dot_q5_scalar(int type, const uint8_t *w, const void *x, int k)
         memcpy(&dh, w, 2);
         if (type == ENG_T_Q5_1)
             memcpy(&mh, w + 2, 2);
-        const uint8_t *qs = w + hoff + 4;
-        const uint32_t qh = (uint32_t)w[hoff] | (uint32_t)w[hoff + 1] << 8 | (uint32_t)w[hoff + 2] << 16 |
-                            (uint32_t)w[hoff + 3] << 24;
         int isum = 0;
-        for (int j = 0; j < 16; j++) {
-            isum += (int)((qs[j] & 15) | (qh >> j & 1) << 4) * xq[b * 32 + j];
-            isum += (int)((qs[j] >> 4) | (qh >> (j + 16) & 1) << 4) * xq[b * 32 + j + 16];
-        }
+        for (int e = 0; e < ENG_QK; e++)
+            isum += eng_q5_value(w + hoff, w + hoff + 4, e) * xq[b * 32 + e];
         const float d = eng_f16_to_f32(dh), m = type == ENG_T_Q5_1 ? eng_f16_to_f32(mh) : -16.0f * d;
         sum += d * xd[b] * (float)isum + m * xs[b];
     }

@@ -33,8 +33,24 @@ static void fill(float *x, int n, float scale)
         x[i] = frand() * scale;
 }
 
-/* n_rows rows of k elements of type, from random floats (Q6_K, Q4_K, Q5_0: random bytes, finite
- * scales). */
+/* Random bytes in blocks of a type sluice does not write, with n_lead finite f16 scales (d, then m
+ * or dmin) at the head of each block. */
+static void random_blocks(uint8_t *row, int type, int k, int n_lead, float scale)
+{
+    const size_t bsz = eng_type_block_bytes(type);
+    for (int s = 0; s < k / eng_type_block_elems(type); s++) {
+        uint8_t *blk = row + bsz * s;
+        for (size_t i = 0; i < bsz; i++)
+            blk[i] = (uint8_t)(frand() * 128 + 128);
+        for (int h = 0; h < n_lead; h++) {
+            const uint16_t v = eng_f32_to_f16(scale + scale * frand());
+            memcpy(blk + 2 * h, &v, 2);
+        }
+    }
+}
+
+/* n_rows rows of k elements of type, from random floats (Q6_K, Q5_0, Q5_1, Q4_K, Q5_K: random bytes,
+ * finite scales). */
 static uint8_t *make_weights(int type, int n_rows, int k)
 {
     size_t rb = eng_type_row_bytes(type, k);
@@ -49,28 +65,9 @@ static uint8_t *make_weights(int type, int n_rows, int k)
                 b[s].d = eng_f32_to_f16(0.01f + 0.01f * frand());
             }
         } else if (type == ENG_T_Q5_0 || type == ENG_T_Q5_1) {
-            /* d (and Q5_1's m) lead the block */
-            const size_t bsz = eng_type_block_bytes(type);
-            for (int s = 0; s < k / ENG_QK; s++) {
-                uint8_t *blk = w + rb * r + bsz * s;
-                for (size_t i = 0; i < bsz; i++)
-                    blk[i] = (uint8_t)(frand() * 128 + 128);
-                const uint16_t d = eng_f32_to_f16(0.01f + 0.01f * frand()), m = eng_f32_to_f16(0.1f * frand());
-                memcpy(blk, &d, 2);
-                if (type == ENG_T_Q5_1)
-                    memcpy(blk + 2, &m, 2);
-            }
+            random_blocks(w + rb * r, type, k, type == ENG_T_Q5_1 ? 2 : 1, 0.01f);
         } else if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
-            /* d and dmin lead both layouts */
-            const size_t bsz = eng_type_block_bytes(type);
-            for (int s = 0; s < k / ENG_QK_K; s++) {
-                uint8_t *blk = w + rb * r + bsz * s;
-                for (size_t i = 0; i < bsz; i++)
-                    blk[i] = (uint8_t)(frand() * 128 + 128);
-                const uint16_t d = eng_f32_to_f16(0.001f + 0.001f * frand()), dmin = eng_f32_to_f16(0.001f + 0.001f * frand());
-                memcpy(blk, &d, 2);
-                memcpy(blk + 2, &dmin, 2);
-            }
+            random_blocks(w + rb * r, type, k, 2, 0.001f);
         } else {
             fill(row, k, 1.0f);
             assert_int_equal(eng_quantize_row(type, row, w + rb * r, k), 0);
