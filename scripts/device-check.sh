@@ -16,9 +16,13 @@
 # trace through the serving loop) needs gsl, sqlite3, cJSON and libmicrohttpd: scripts/device-deps.sh
 # puts Debian's packages into .devdebs/ (carry it); they are unpacked once, at the start, into
 # /tmp/devroot, never into / (dpkg -x, or ar + tar where dpkg is missing), and serve the cmocka
-# suites too. Without them that part is skipped and says so. SLUICE_DEVICE_VALIDATE=0 skips it too;
-# SLUICE_DEVICE_VALIDATE=only runs nothing else (the validation alone takes ~5 minutes: a run of
-# everything can pass one device call's 10-minute limit, so split it in two calls).
+# suites too. Without them that part is skipped and says so.
+# SLUICE_DEVICE_PARTS picks the parts (default all three; a run of everything can pass one device
+# call's 10-minute limit, so split it in two calls on the same warm machine):
+#   gpu       build, the CUDA cmocka suites, CPU vs CUDA, the Llama-2-7B benchmark (~6 minutes);
+#             with .devdebs it also builds the full sluice for the validation in the background
+#   host      the CPU kernels on this host's ISA (their suites; bench_cpu as info)
+#   validate  profile + validate on CUDA (~5 minutes)
 # Exit status: 0 all PASS, 1 a target or check failed, 2 the build failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -99,10 +103,17 @@ else
 fi
 echo "cmocka: ${CMOCKA_FROM:-none (neither .devdebs nor /usr/include/cmocka.h): the unit tests will not be built}"
 
-# Everything but the validation; SLUICE_DEVICE_VALIDATE=only skips it (a second call on the same
-# machine, when the whole run would not fit one call's time limit).
-checks() {
-step "build ($B, $CUDA_ARCHS)"
+PARTS=" ${SLUICE_DEVICE_PARTS:-gpu host validate} "
+part() { case "$PARTS" in *" $1 "*) return 0 ;; esac; return 1; }
+
+# The full sluice (profile, validate) against the unpacked .devdebs, into build-devfull/.
+build_full() {
+    timeout 300 make BUILD=build-devfull CUDA=1 NVCC="$NVCC" CUDA_HOME="$CUDA_HOME" CUDA_ARCHS="$CUDA_ARCHS" \
+        CFLAGS="-I$DEVROOT/usr/include -I$DEVROOT/usr/include/cjson" LDFLAGS="-L$DEVLIB -Wl,-rpath,$DEVLIB" -j16 \
+        build-devfull/sluice >"$OUT/build_full.log" 2>&1
+}
+full_pid=
+
 build() {
     mkdir -p "$B/o" || return 1
     local srcs obj
@@ -127,13 +138,25 @@ build_test() {
     return 1
 }
 export B CFLAGS LIBS NVCC CUDA_ARCHS
-if ! timeout 300 bash -c "$(declare -f build); build" >"$OUT/build.log" 2>&1; then
-    tail -30 "$OUT/build.log"
-    echo "BUILD FAILED (log: $OUT/build.log)"
-    echo "build,,,,,FAIL" >>"$CSV"
-    exit 2
+# build_dev: build-dev/ (libdev.a + bench_cuda); exits 2 when it fails
+build_dev() {
+    step "build ($B, $CUDA_ARCHS)"
+    if ! timeout 300 bash -c "$(declare -f build); build" >"$OUT/build.log" 2>&1; then
+        tail -30 "$OUT/build.log"
+        echo "BUILD FAILED (log: $OUT/build.log)"
+        echo "build,,,,,FAIL" >>"$CSV"
+        exit 2
+    fi
+    echo "built"
+}
+
+gpu_part() {
+build_dev
+if [ $have_devroot = 1 ]; then # ready for the validate part, which may come in a later call
+    (nice -n 10 bash -c "$(declare -f build_full); build_full") &
+    full_pid=$!
+    echo "building the full sluice for the validation in the background (build_full.log)"
 fi
-echo "built"
 
 step "unit tests (CUDA; cmocka: ${CMOCKA_FROM:-none})"
 if [ -n "$CMOCKA_FROM" ]; then
@@ -160,13 +183,16 @@ step "CPU vs CUDA: synthetic:smollm2-135m:f16 (the SmolLM2 shape, F16 weights bo
 timeout 120 $B/bench_cuda check synthetic:smollm2-135m:f16 "$CSV" 2>&1 | tee "$OUT/check_smollm2_f16.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { grep -q "check synthetic:smollm2-135m:f16" "$CSV" || fail_row "check smollm2 f16"; status=1; }
 
-step "benchmark: synthetic llama2-7b fp16 (weights generated on the device; SLUICE_CUDA_GEMV=${SLUICE_CUDA_GEMV:-auto} SLUICE_CUDA_PREFILL_ATTN=${SLUICE_CUDA_PREFILL_ATTN:-fa2} SLUICE_CUDA_ELTWISE=${SLUICE_CUDA_ELTWISE:-vec} SLUICE_CUDA_FUSE=${SLUICE_CUDA_FUSE:-on} SLUICE_CUDA_DECODE_ATTN=${SLUICE_CUDA_DECODE_ATTN:-single} SLUICE_CUDA_SAMPLE=${SLUICE_CUDA_SAMPLE:-device})"
+step "benchmark: synthetic llama2-7b fp16 (weights generated on the device; SLUICE_CUDA_GEMV=${SLUICE_CUDA_GEMV:-auto} SLUICE_CUDA_PREFILL_ATTN=${SLUICE_CUDA_PREFILL_ATTN:-fa2} SLUICE_CUDA_ELTWISE=${SLUICE_CUDA_ELTWISE:-vec} SLUICE_CUDA_FUSE=${SLUICE_CUDA_FUSE:-on} SLUICE_CUDA_DECODE_ATTN=${SLUICE_CUDA_DECODE_ATTN:-single} SLUICE_CUDA_SAMPLE=${SLUICE_CUDA_SAMPLE:-device} SLUICE_CUDA_PDL=${SLUICE_CUDA_PDL:-on})"
 echo "(first: prefill through the old attention kernel and the scalar elementwise kernels vs the"
 echo " default paths, split-K vs one-pass decode attention, logits within 5e-3; fused vs unfused"
 echo " GEMVs within 1e-6; a FAIL there names the path to bypass with its variable)"
 timeout 300 $B/bench_cuda perf llama2-7b "$CSV" 2>&1 | tee "$OUT/perf.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { grep -q "^decode b256" "$CSV" || fail_row "perf incomplete (see perf.log)"; status=1; }
+}
 
+host_part() {
+[ -f $B/libdev.a ] || build_dev
 step "CPU kernels on this host's ISA"
 # test_cpu_kernels checks every ISA this CPU runs (scalar, avx2, avx512) against a scalar reference;
 # test_cpu_backend and test_forward run the backend on the ISA it dispatches to. All three link
@@ -240,21 +266,13 @@ else
     tail -20 "$OUT/build_bench_cpu.log"
     fail_row "cpu bench (build)"
 fi
-
 }
-if [ "${SLUICE_DEVICE_VALIDATE:-1}" = only ]; then
-    echo; echo "=== only the validation (SLUICE_DEVICE_VALIDATE=only)"
-else
-    checks
-fi
 
-step "simulator vs engine on CUDA: profile + validate, synthetic llama2-7b fp16"
 validate_cuda() {
-    local root=$DEVROOT lib=$DEVLIB S=build-devfull/sluice db="$OUT/device.db"
+    local S=build-devfull/sluice db="$OUT/device.db"
     [ $have_devroot = 1 ] || { echo ".devdebs were not unpacked (see the dependencies step)"; echo "validate deps,,,,,FAIL" >>"$CSV"; return 1; }
-    timeout 300 make BUILD=build-devfull CUDA=1 NVCC="$NVCC" CUDA_HOME="$CUDA_HOME" CUDA_ARCHS="$CUDA_ARCHS" \
-        CFLAGS="-I$root/usr/include -I$root/usr/include/cjson" LDFLAGS="-L$lib -Wl,-rpath,$lib" -j16 $S \
-        >"$OUT/build_full.log" 2>&1 || { tail -20 "$OUT/build_full.log"; echo "validate build,,,,,FAIL" >>"$CSV"; return 1; }
+    if [ -n "$full_pid" ]; then wait "$full_pid"; full_pid=; fi
+    build_full || { tail -20 "$OUT/build_full.log"; echo "validate build,,,,,FAIL" >>"$CSV"; return 1; }
     timeout 150 $S profile -m synthetic:llama2-7b --backend cuda --budget 60 --db "$db" 2>&1 | tee "$OUT/profile_cuda.log"
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "profile cuda,,,,,FAIL" >>"$CSV"; return 1; }
     local rate rc
@@ -265,12 +283,19 @@ validate_cuda() {
         echo "validate cuda sharegpt rate $rate (exit 0: all within 5%),$rc,exit,0,info,$([ "$rc" = 0 ] && echo PASS || echo MISS)" >>"$CSV"
     done
 }
-if [ "${SLUICE_DEVICE_VALIDATE:-1}" = 0 ]; then
-    echo "skipped (SLUICE_DEVICE_VALIDATE=0)"
-elif ! ls .devdebs/*.deb >/dev/null 2>&1; then
-    echo "SKIPPED: no .devdebs/ (run scripts/device-deps.sh here and carry .devdebs)"
-else
-    validate_cuda || status=1
+echo "parts:$PARTS(SLUICE_DEVICE_PARTS)"
+part gpu && gpu_part
+part host && host_part
+if part validate; then
+    step "simulator vs engine on CUDA: profile + validate, synthetic llama2-7b fp16"
+    if ! ls .devdebs/*.deb >/dev/null 2>&1; then
+        echo "SKIPPED: no .devdebs/ (run scripts/device-deps.sh here and carry .devdebs)"
+    else
+        validate_cuda || status=1
+    fi
+fi
+if [ -n "$full_pid" ]; then # the background build must end inside this call
+    wait "$full_pid" && echo "full sluice built (build-devfull/)" || echo "full sluice build failed or timed out (build_full.log)"
 fi
 
 step "SUMMARY ($CSV)"

@@ -3,13 +3,15 @@
 // tensor cores: FA2-style on mma.sync with register-resident S/P/O (the default), or the first
 // WMMA kernel with shared-memory S/P/O (ENG_CUDA_PREFILL_OLD). K/V are always read from the pool
 // through the block tables, so chunked prefill on top of existing context needs nothing special.
-// Launchers are declared in cuda_backend.h; plan arrays (meta) as described there.
+// Launchers are declared in cuda_backend.h; plan arrays (meta) as described there. Every kernel
+// follows the PDL protocol of cuda_device.cuh.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 #include <stdint.h>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.cuh"
 
 namespace {
 
@@ -49,6 +51,8 @@ __global__ void __launch_bounds__(rows_groups<HD, G>(SINGLE) * (HD / 8))
     constexpr int NG = rows_groups<HD, G>(SINGLE);
     __shared__ float s_m[NG][G], s_l[NG][G];
     __shared__ float s_acc[NG][G][HD];
+    pdl_trigger();
+    pdl_wait();
 
     const int kvh = blockIdx.x, split = blockIdx.y, r = blockIdx.z;
     const int nk = meta[off_row_nk + r];
@@ -157,6 +161,8 @@ __global__ void __launch_bounds__(rows_groups<HD, G>(SINGLE) * (HD / 8))
 __global__ void attn_reduce_kernel(__half *att, const int32_t *meta, int off_row_tok,
                                    int off_row_nk, int n_heads, int hd, int part, int splits,
                                    const float *pm, const float *pl, const float *pacc) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x / n_heads, h = blockIdx.x % n_heads, d = threadIdx.x;
     if (d >= hd)
         return;
@@ -202,6 +208,8 @@ __global__ void __launch_bounds__(128)
     __half *Qs = (__half *)(smem + L::q), *Ks = (__half *)(smem + L::k),
            *Vs = (__half *)(smem + L::v), *Ps = (__half *)(smem + L::p);
     float *Ss = (float *)(smem + L::s), *Os = (float *)(smem + L::o);
+    pdl_trigger();
+    pdl_wait();
 
     const int32_t *e = meta + off_tiles + 4 * blockIdx.x;
     const int t0 = e[0], nq = e[1], pos0 = e[2];
@@ -396,6 +404,8 @@ __global__ void __launch_bounds__(128, 2)
     constexpr int KQ = HD / 16;     // 16-wide k-chunks of Q
     extern __shared__ __align__(128) unsigned char smem[];
     __half *Qs = (__half *)smem, *Ks = Qs + TILE, *Vs = Ks + 2 * TILE;
+    pdl_trigger();
+    pdl_wait();
 
     const int32_t *e = meta + off_tiles + 4 * (gridDim.x - 1 - blockIdx.x);  // longest first
     const int t0 = e[0], nq = e[1], pos0 = e[2];
@@ -561,32 +571,30 @@ template <int HD, int G>
 cudaError_t launch_rows(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                         const int32_t *meta, int off_row_tok, int off_row_bt, int off_row_nk,
                         int off_bt, int R, int n_heads, int n_kv, int block_size, int part,
-                        int splits, int single, float *partial, cudaStream_t s) {
+                        int splits, int single, float *partial, const eng_cuda_exec_t &ex) {
     const float scale = rsqrtf((float)HD);
-    if (single) {
-        attn_rows_kernel<HD, G, true><<<dim3(n_kv, 1, R), rows_groups<HD, G>(true) * (HD / 8), 0,
-                                        s>>>(att, qkv, kc, vc, meta, off_row_tok, off_row_bt,
-                                             off_row_nk, off_bt, n_heads, n_kv, block_size,
-                                             part * splits, 1, scale, nullptr, nullptr, nullptr);
-        return cudaGetLastError();
-    }
+    if (single)
+        return launch_kernel(ex, attn_rows_kernel<HD, G, true>, dim3(n_kv, 1, R),
+                             dim3(rows_groups<HD, G>(true) * (HD / 8)), 0, att, qkv, kc, vc, meta,
+                             off_row_tok, off_row_bt, off_row_nk, off_bt, n_heads, n_kv,
+                             block_size, part * splits, 1, scale, nullptr, nullptr, nullptr);
     const int64_t n = (int64_t)R * n_heads * splits;
     float *pm = partial, *pl = partial + n, *pacc = partial + 2 * n;
-    attn_rows_kernel<HD, G, false><<<dim3(n_kv, splits, R), 128, 0, s>>>(
-        att, qkv, kc, vc, meta, off_row_tok, off_row_bt, off_row_nk, off_bt, n_heads, n_kv,
-        block_size, part, splits, scale, pm, pl, pacc);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = launch_kernel(ex, attn_rows_kernel<HD, G, false>, dim3(n_kv, splits, R),
+                                  dim3(128), 0, att, qkv, kc, vc, meta, off_row_tok, off_row_bt,
+                                  off_row_nk, off_bt, n_heads, n_kv, block_size, part, splits,
+                                  scale, pm, pl, pacc);
     if (e != cudaSuccess)
         return e;
-    attn_reduce_kernel<<<R * n_heads, HD < 32 ? 32 : HD, 0, s>>>(
-        att, meta, off_row_tok, off_row_nk, n_heads, HD, part, splits, pm, pl, pacc);
-    return cudaGetLastError();
+    return launch_kernel(ex, attn_reduce_kernel, dim3(R * n_heads), dim3(HD < 32 ? 32 : HD), 0,
+                         att, meta, off_row_tok, off_row_nk, n_heads, HD, part, splits, pm, pl,
+                         pacc);
 }
 
 template <int HD>
 cudaError_t launch_flash(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                          const int32_t *meta, int off_tiles, int off_bt, int NT, int n_heads,
-                         int n_kv, int block_size, int impl, cudaStream_t s) {
+                         int n_kv, int block_size, int impl, const eng_cuda_exec_t &ex) {
     const bool old = impl == ENG_CUDA_PREFILL_OLD;
     const size_t bytes = old ? flash_smem<HD>::bytes : fa2_smem<HD>::bytes;
     const void *fn = old ? (const void *)attn_flash_kernel<HD> : (const void *)attn_fa2_kernel<HD>;
@@ -596,13 +604,12 @@ cudaError_t launch_flash(__half *att, const __half *qkv, const __half *kc, const
         return e;
     const float scale = rsqrtf((float)HD);
     if (old)
-        attn_flash_kernel<HD><<<dim3(NT, n_heads), 128, bytes, s>>>(
-            att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size, scale);
-    else
-        attn_fa2_kernel<HD><<<dim3(NT, n_heads), 128, bytes, s>>>(
-            att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
-            scale * 1.4426950408889634f);
-    return cudaGetLastError();
+        return launch_kernel(ex, attn_flash_kernel<HD>, dim3(NT, n_heads), dim3(128), bytes, att,
+                             qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
+                             scale);
+    return launch_kernel(ex, attn_fa2_kernel<HD>, dim3(NT, n_heads), dim3(128), bytes, att, qkv,
+                         kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
+                         scale * 1.4426950408889634f);
 }
 
 }  // namespace
@@ -621,7 +628,7 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
                               const uint16_t *vc, const int32_t *meta, int off_row_tok,
                               int off_row_bt, int off_row_nk, int off_bt, int R, int n_heads,
                               int n_kv, int head_dim, int block_size, int part, int splits,
-                              int single, float *partial, eng_cuda_stream_t s) {
+                              int single, float *partial, eng_cuda_exec_t ex) {
     if (R <= 0)
         return (int)cudaSuccess;
     const int g = n_heads / n_kv, gm = g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8;
@@ -630,7 +637,7 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
     return (int)launch_rows<HD, GM>((__half *)att, (const __half *)qkv, (const __half *)kc,        \
                                     (const __half *)vc, meta, off_row_tok, off_row_bt, off_row_nk, \
                                     off_bt, R, n_heads, n_kv, block_size, part, splits, single,     \
-                                    partial, s)
+                                    partial, ex)
 #define ROWS_G(HD) ROWS(HD, 1); ROWS(HD, 2); ROWS(HD, 4); ROWS(HD, 8)
     ROWS_G(8);
     ROWS_G(16);
@@ -646,17 +653,17 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
 int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
-                               int impl, eng_cuda_stream_t s) {
+                               int impl, eng_cuda_exec_t ex) {
     if (NT <= 0)
         return (int)cudaSuccess;
     if (head_dim == 64)
         return (int)launch_flash<64>((__half *)att, (const __half *)qkv, (const __half *)kc,
                                      (const __half *)vc, meta, off_tiles, off_bt, NT, n_heads,
-                                     n_kv, block_size, impl, s);
+                                     n_kv, block_size, impl, ex);
     if (head_dim == 128)
         return (int)launch_flash<128>((__half *)att, (const __half *)qkv, (const __half *)kc,
                                       (const __half *)vc, meta, off_tiles, off_bt, NT, n_heads,
-                                      n_kv, block_size, impl, s);
+                                      n_kv, block_size, impl, ex);
     return (int)cudaErrorInvalidValue;
 }
 

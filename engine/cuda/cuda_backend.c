@@ -72,6 +72,7 @@ typedef struct cuda_ctx {
     eng_model_config_t cfg;
     eng_cuda_sizes_t sizes;
     int qkv_dim, flash;
+    int pdl_ok; /* the device has programmatic dependent launch (sm_90+) */
     int path[ENG_CUDA_N_PATHS]; /* 0 the default, 1 the bypass (eng_cuda_set_path) */
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -331,6 +332,12 @@ static int mark(cuda_ctx_t *c, int kind) {
     return SL_OK;
 }
 
+/* Where the step kernels go: the stream, with PDL where the device has it and the path allows,
+ * never while profiling (events between launches time each launch on its own). */
+static eng_cuda_exec_t ex(const cuda_ctx_t *c) {
+    return (eng_cuda_exec_t){c->stream, c->pdl_ok && !c->path[ENG_CUDA_PATH_PDL] && !c->prof};
+}
+
 /* Enqueues a kernel launcher's call (a cudaError_t) and closes a profiling interval of KIND. */
 #define LAUNCH(c, kind, call)                                                                      \
     do {                                                                                           \
@@ -382,13 +389,13 @@ static int project(cuda_ctx_t *c, int proj, int layer, int M, const int32_t *row
     if (a.norm && !fuse_norm)
         LAUNCH(c, PROF_OTHER, eng_cuda_launch_rmsnorm(c->x, a.norm, c->xn, rows, M, a.n_in,
                                                       g->norm_eps, !c->path[ENG_CUDA_PATH_ELTWISE],
-                                                      c->stream));
+                                                      ex(c)));
     if (gemv) {
         const int silu = fuse && a.silu;
         LAUNCH(c, PROF_GEMM,
                eng_cuda_launch_gemv(a.W, a.X, silu ? (void *)c->h : a.Y, M,
                                     silu ? a.n_out / 2 : a.n_out, a.n_in, silu ? 3 : a.mode,
-                                    fuse_norm ? &nm : NULL, c->stream));
+                                    fuse_norm ? &nm : NULL, ex(c)));
         if (silu)
             return SL_OK;
     } else {
@@ -401,7 +408,7 @@ static int project(cuda_ctx_t *c, int proj, int layer, int M, const int32_t *row
     }
     if (a.silu)
         LAUNCH(c, PROF_OTHER, eng_cuda_launch_silu_mul(c->h, c->gu, M, a.n_out / 2,
-                                                       !c->path[ENG_CUDA_PATH_ELTWISE], c->stream));
+                                                       !c->path[ENG_CUDA_PATH_ELTWISE], ex(c)));
     return SL_OK;
 }
 
@@ -414,27 +421,27 @@ static int run_layers(cuda_ctx_t *c, const eng_cuda_plan_t *p, int part, int spl
                        (int64_t)part * splits <= ENG_CUDA_ATTN_SINGLE_MAX;
     const int vec = !c->path[ENG_CUDA_PATH_ELTWISE];
     LAUNCH(c, PROF_OTHER, eng_cuda_launch_embed(c->x, c->embd, meta + p->off_tokens, T, dim,
-                                                c->stream));
+                                                ex(c)));
     for (int l = 0; l < g->n_layers; l++) {
         uint16_t *kc = c->kv + (int64_t)(2 * l) * c->pool_elems, *vc = kc + c->pool_elems;
         TRY(project(c, ENG_CUDA_P_QKV, l, T, NULL));
         LAUNCH(c, PROF_OTHER,
                eng_cuda_launch_rope_kv(c->qkv, meta + p->off_pos, meta + p->off_slot, kc, vc, T,
                                        g->n_heads, g->n_kv_heads, g->head_dim, c->block_size,
-                                       g->rope_theta, vec, c->stream));
+                                       g->rope_theta, vec, ex(c)));
         if (p->n_tiles > 0)
             LAUNCH(c, PROF_ATTN,
                    eng_cuda_launch_attn_flash(c->att, c->qkv, kc, vc, meta, p->off_tiles,
                                               p->off_bt, p->n_tiles, g->n_heads, g->n_kv_heads,
                                               g->head_dim, c->block_size,
-                                              c->path[ENG_CUDA_PATH_PREFILL_ATTN], c->stream));
+                                              c->path[ENG_CUDA_PATH_PREFILL_ATTN], ex(c)));
         if (p->n_rows > 0)
             LAUNCH(c, PROF_ATTN,
                    eng_cuda_launch_attn_rows(c->att, c->qkv, kc, vc, meta, p->off_row_tok,
                                              p->off_row_bt, p->off_row_nk, p->off_bt, p->n_rows,
                                              g->n_heads, g->n_kv_heads, g->head_dim,
                                              c->block_size, part, splits, single, c->partial,
-                                             c->stream));
+                                             ex(c)));
         TRY(project(c, ENG_CUDA_P_O, l, T, NULL));
         TRY(project(c, ENG_CUDA_P_GU, l, T, NULL));
         TRY(project(c, ENG_CUDA_P_DOWN, l, T, NULL));
@@ -447,7 +454,7 @@ static int run_head(cuda_ctx_t *c, const eng_cuda_plan_t *p, int r0, int n, int 
     TRY(project(c, ENG_CUDA_P_HEAD, 0, n, c->meta + p->off_out + r0));
     if (greedy)
         LAUNCH(c, PROF_OTHER,
-               eng_cuda_launch_argmax(c->ids, c->logits, n, c->cfg.vocab, c->stream));
+               eng_cuda_launch_argmax(c->ids, c->logits, n, c->cfg.vocab, ex(c)));
     return SL_OK;
 }
 
@@ -549,7 +556,7 @@ static int fetch_rows(cuda_ctx_t *c, const step_out_t *o, int r0, int n) {
                               cudaMemcpyHostToDevice, c->stream));
         LAUNCH(c, PROF_OTHER,
                eng_cuda_launch_sample(c->ids, c->lps, c->logits, c->samp_w, c->rows_d, c->pen_d, n, V,
-                                      c->stream));
+                                      ex(c)));
         CK(c, cudaMemcpyAsync(o->logprobs + r0, c->lps, (size_t)n * 4, cudaMemcpyDeviceToHost,
                               c->stream));
     }
@@ -589,7 +596,7 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, const step_o
            eng_cuda_launch_copy_blocks(c->kv, c->pool_elems, 2 * g->n_layers,
                                        c->meta + p.off_copies, p.n_copies,
                                        (int64_t)g->n_kv_heads * c->block_size * g->head_dim,
-                                       c->stream));
+                                       ex(c)));
     cudaGraphExec_t exec = NULL;
     if (pad)
         TRY(decode_graph(c, &p, greedy, &exec));
@@ -890,6 +897,7 @@ static const struct {
     [ENG_CUDA_PATH_FUSE] = {"SLUICE_CUDA_FUSE", {"on", "off"}, 1},
     [ENG_CUDA_PATH_DECODE_ATTN] = {"SLUICE_CUDA_DECODE_ATTN", {"single", "split"}, 1},
     [ENG_CUDA_PATH_SAMPLE] = {"SLUICE_CUDA_SAMPLE", {"device", "host"}, 0},
+    [ENG_CUDA_PATH_PDL] = {"SLUICE_CUDA_PDL", {"on", "off"}, 1},
 };
 
 /* Path `path` from its environment variable (unset or empty: the default). */
@@ -911,9 +919,15 @@ int eng_cuda_set_path(eng_backend_t *b, int path, int value) {
         return fail(c, SL_EINVAL, "cuda: path %d value %d", path, value);
     if (value < 0)
         TRY(path_from_env(c, path, &value));
-    if (value != c->path[path] && path_env[path].in_graphs)
+    const int changed = value != c->path[path];
+    if (changed && path_env[path].in_graphs)
         destroy_graphs(c);
     c->path[path] = value;
+    /* the GEMV-or-cuBLAS timings hold for the launch mode they were made in */
+    if (changed && path == ENG_CUDA_PATH_PDL && c->pdl_ok && c->gemv_mode == ENG_CUDA_GEMV_AUTO) {
+        CK(c, cudaSetDevice(c->device));
+        return choose_gemv(c, ENG_CUDA_GEMV_AUTO);
+    }
     return SL_OK;
 }
 
@@ -994,6 +1008,7 @@ static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
     struct cudaDeviceProp prop;
     CK(c, cudaGetDeviceProperties(&prop, c->device));
     snprintf(c->dev_name, sizeof c->dev_name, "%d (%.200s)", c->device, prop.name);
+    c->pdl_ok = prop.major >= 9;
     size_t free_b = 0, total = 0;
     CK(c, cudaMemGetInfo(&free_b, &total));
     eng_cuda_sizes(g, &c->sizes);

@@ -136,6 +136,13 @@ int eng_cuda_batch_is_decode(const eng_batch_t *batch);
 
 /* ---- kernels (cuda_kernels.cu, cuda_attn.cu); each returns a cudaError_t as int -------------- */
 typedef struct CUstream_st *eng_cuda_stream_t;
+/* Where a step kernel is enqueued: the stream, and pdl 1 to launch it with programmatic stream
+ * serialisation (sm_90+: it may start while the kernel before it finishes, and waits for that
+ * kernel's results itself; the protocol is in cuda_device.cuh). The results do not depend on pdl. */
+typedef struct eng_cuda_exec {
+    eng_cuda_stream_t stream;
+    int pdl;
+} eng_cuda_exec_t;
 
 /* fp16 dst[i] = uniform(-scale, scale) from a hash of (seed, i); deterministic. */
 int eng_cuda_launch_synth_f16(uint16_t *dst, int64_t n, uint64_t seed, float scale,
@@ -146,35 +153,35 @@ int eng_cuda_launch_fill_f32(float *dst, int64_t n, float value, eng_cuda_stream
 int eng_cuda_launch_f32_to_f16(uint16_t *dst, const float *src, int64_t n, eng_cuda_stream_t s);
 /* x[t][:] = embd[tokens[t]][:] as fp32, t < T. */
 int eng_cuda_launch_embed(float *x, const uint16_t *embd, const int32_t *tokens, int T, int dim,
-                          eng_cuda_stream_t s);
+                          eng_cuda_exec_t ex);
 /* For r < n: out[r] = rmsnorm(x[rows ? rows[r] : r]) * w. vec (here, in rope_kv and silu_mul): 1
  * uses 16-byte accesses where the shape allows (dims % 8 == 0), 0 the scalar kernels
  * (SLUICE_CUDA_ELTWISE=scalar). */
 int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const int32_t *rows,
-                            int n, int dim, float eps, int vec, eng_cuda_stream_t s);
+                            int n, int dim, float eps, int vec, eng_cuda_exec_t ex);
 /* RoPE (adjacent pairs, theta) on the Q and K heads of each qkv row in place, then K and V of
  * token t into the pool at slot[t] (skipped when slot[t] < 0). kc, vc: this layer's pools. */
 int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
                             uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
-                            int block_size, float theta, int vec, eng_cuda_stream_t s);
+                            int block_size, float theta, int vec, eng_cuda_exec_t ex);
 /* h[t][i] = silu(gu[t][i]) * gu[t][ffn + i]. */
 int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, int vec,
-                             eng_cuda_stream_t s);
+                             eng_cuda_exec_t ex);
 /* ids[r] = argmax of logits row r (lowest index on ties). */
 int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int vocab,
-                           eng_cuda_stream_t s);
+                           eng_cuda_exec_t ex);
 /* For each row r < n (one block each): ids[r] and lps[r] = the token eng_sampler_pick picks from
  * logits row r with rows[r] and the pairs pen (as eng_sampler_prepare made them), and its raw
  * log-probability; -1 and NaN for a row without a finite logit. Reads the logits rows only; works
  * in scratch (n x vocab floats). Rows may share pairs. */
 int eng_cuda_launch_sample(int32_t *ids, float *lps, const float *logits, float *scratch,
                            const eng_sample_row_t *rows, const int32_t *pen, int n, int vocab,
-                           eng_cuda_stream_t s);
+                           eng_cuda_exec_t ex);
 /* For each pair c < n and each of n_pools pools (layers x K/V, pool p at base + p * pool_elems):
  * block copies[2c] -> copies[2c+1], block_elems fp16 elements each (block_elems % 8 == 0). */
 int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,
                                 const int32_t *copies, int n, int64_t block_elems,
-                                eng_cuda_stream_t s);
+                                eng_cuda_exec_t ex);
 
 /* Split-K paged attention over the rows of a plan (decode, and prefill without the flash kernel):
  * grid (n_kv, splits, R). part: keys per split. partial_*: R * n_heads * splits entries (acc: x
@@ -186,7 +193,7 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
                               const uint16_t *vc, const int32_t *meta, int off_row_tok,
                               int off_row_bt, int off_row_nk, int off_bt, int R, int n_heads,
                               int n_kv, int head_dim, int block_size, int part, int splits,
-                              int single, float *partial, eng_cuda_stream_t s);
+                              int single, float *partial, eng_cuda_exec_t ex);
 /* Prefill attention kernels: FA2 (mma.sync, register-resident S/P/O, cp.async double-buffered
  * K/V; the default) or OLD (the first WMMA kernel, S/P/O through shared memory): the path
  * ENG_CUDA_PATH_PREFILL_ATTN (SLUICE_CUDA_PREFILL_ATTN=fa2|old). */
@@ -196,7 +203,7 @@ enum { ENG_CUDA_PREFILL_FA2, ENG_CUDA_PREFILL_OLD };
 int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
-                               int impl, eng_cuda_stream_t s);
+                               int impl, eng_cuda_exec_t ex);
 /* The RMSNorm a GEMV applies to its input itself: input row m = rmsnorm(x[rows ? rows[m] : m]) * w,
  * rounded to fp16 exactly as eng_cuda_launch_rmsnorm rounds it. */
 typedef struct eng_cuda_gemv_norm {
@@ -212,7 +219,7 @@ typedef struct eng_cuda_gemv_norm {
  * n_in % 8 == 0, W and X (norm->x) 16-byte aligned), else cudaErrorInvalidValue. */
 int eng_cuda_launch_gemv(const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
                          int n_in, int mode, const eng_cuda_gemv_norm_t *norm,
-                         eng_cuda_stream_t s);
+                         eng_cuda_exec_t ex);
 int eng_cuda_gemv_supported(const void *W, const void *X, int M, int n_in);
 int eng_cuda_gemv_norm_supported(int M, int n_in);
 
@@ -248,9 +255,13 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
  *   DECODE_ATTN   SLUICE_CUDA_DECODE_ATTN=single|split rows with at most ENG_CUDA_ATTN_SINGLE_MAX
  *                 keys in one pass | always split-K + reduce
  *   SAMPLE        SLUICE_CUDA_SAMPLE=device|host       forward_sample picks on the device
- *                 (cuda_sample.cu) | copies the logits back and picks with eng_sampler_pick */
+ *                 (cuda_sample.cu) | copies the logits back and picks with eng_sampler_pick
+ *   PDL           SLUICE_CUDA_PDL=on|off               step kernels launch with programmatic
+ *                 dependent launch on sm_90+ (each starts, and streams its first weights, while
+ *                 the one before finishes) | plain launches. Never during eng_cuda_profile_step,
+ *                 whose events time each launch on its own. Changing it re-times the GEMV choice. */
 enum { ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PATH_ELTWISE, ENG_CUDA_PATH_FUSE,
-       ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_PATH_SAMPLE, ENG_CUDA_N_PATHS };
+       ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_PATH_SAMPLE, ENG_CUDA_PATH_PDL, ENG_CUDA_N_PATHS };
 /* Sets a path of a created backend to value 0 or 1 (< 0: as the environment says); drops the
  * decode graphs when it changes what they run. SL_OK, or SL_EINVAL with the reason in errmsg. */
 int eng_cuda_set_path(eng_backend_t *b, int path, int value);

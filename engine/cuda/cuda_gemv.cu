@@ -9,6 +9,8 @@
 // cover 512 contiguous bytes of a row), GEMV_R x GEMV_U loads issued before the first use, with
 // the L1-bypassing non-coherent load; the matching 16 bytes of each X row come through L1; every
 // lane accumulates M x GEMV_R fp32 partial dots, reduced across the warp with shuffles at the end.
+// Under PDL (cuda_device.cuh) the first GEMV_R x GEMV_U weight chunks are loaded before the wait,
+// so a projection streams its weights while the kernel before it finishes.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -55,11 +57,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                 const int32_t *__restrict__ rows, float eps) {
     extern __shared__ uint4 xs_raw[];  // NORM: the M normalised input rows
     __shared__ float s_inv[NORM ? M : 1];
+    pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row0 = MODE == 3 ? blockIdx.x * GEMV_WARPS + warp
                                : (blockIdx.x * GEMV_WARPS + warp) * GEMV_R;
-    if (!NORM && row0 >= n_out)
-        return;  // whole warp (NORM: every warp helps build the input, stores are guarded)
     float acc[GEMV_R][M];
 #pragma unroll
     for (int r = 0; r < GEMV_R; r++)
@@ -81,7 +82,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                                               : make_uint4(0, 0, 0, 0);
     };
     int k0 = lane * 8;
-    load_w(k0);  // the first weights are in flight while the input is normalised
+    load_w(k0);  // the first weights are in flight while the kernel before ends, and the input is
+                 // normalised
+    pdl_wait();
+    if (!NORM && row0 >= n_out)
+        return;  // whole warp (NORM: every warp helps build the input, stores are guarded)
     const __half *Xin = X;
     if constexpr (NORM) {
         __half *xs = (__half *)xs_raw;
@@ -162,36 +167,36 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 
 template <int M, bool NORM>
 cudaError_t launch_m(const __half *W, const __half *X, void *Y, int n_out, int n_in, int mode,
-                     const eng_cuda_gemv_norm_t *nm, cudaStream_t s) {
+                     const eng_cuda_gemv_norm_t *nm, const eng_cuda_exec_t &ex) {
     const int rows_per_block = mode == 3 ? GEMV_WARPS : GEMV_WARPS * GEMV_R;
     const dim3 grid((n_out + rows_per_block - 1) / rows_per_block), block(GEMV_WARPS * 32);
     const size_t sh = NORM ? (size_t)M * n_in * sizeof(__half) : 0;
     const float *nx = NORM ? nm->x : nullptr, *nw = NORM ? nm->w : nullptr;
     const int32_t *rows = NORM ? nm->rows : nullptr;
     const float eps = NORM ? nm->eps : 0.0f;
-#define GEMV_MODE(MD) gemv_kernel<M, MD, NORM><<<grid, block, sh, s>>>(W, X, Y, n_out, n_in, nx, nw, rows, eps)
+    decltype(&gemv_kernel<M, 0, NORM>) kernel = nullptr;
     if (mode == 0)
-        GEMV_MODE(0);
-    else if (mode == 1 && !NORM)
-        GEMV_MODE(1);
+        kernel = gemv_kernel<M, 0, NORM>;
     else if (mode == 2)
-        GEMV_MODE(2);
+        kernel = gemv_kernel<M, 2, NORM>;
     else if (mode == 3)
-        GEMV_MODE(3);
-    else
+        kernel = gemv_kernel<M, 3, NORM>;
+    else if constexpr (!NORM)  // a normalised input is never added onto the residual
+        if (mode == 1)
+            kernel = gemv_kernel<M, 1, NORM>;
+    if (!kernel)
         return cudaErrorInvalidValue;
-#undef GEMV_MODE
-    return cudaGetLastError();
+    return launch_kernel(ex, kernel, grid, block, sh, W, X, Y, n_out, n_in, nx, nw, rows, eps);
 }
 
 // NORM is instantiated for M <= ENG_CUDA_GEMV_NORM_MAX_M only (the launcher rejects larger M).
 template <int M>
 cudaError_t launch_norm(const __half *W, const __half *X, void *Y, int n_out, int n_in, int mode,
-                        const eng_cuda_gemv_norm_t *nm, cudaStream_t s) {
+                        const eng_cuda_gemv_norm_t *nm, const eng_cuda_exec_t &ex) {
     if (nm)
         return launch_m<(M <= ENG_CUDA_GEMV_NORM_MAX_M ? M : 1), true>(W, X, Y, n_out, n_in, mode,
-                                                                        nm, s);
-    return launch_m<M, false>(W, X, Y, n_out, n_in, mode, nm, s);
+                                                                        nm, ex);
+    return launch_m<M, false>(W, X, Y, n_out, n_in, mode, nm, ex);
 }
 
 }  // namespace
@@ -210,20 +215,20 @@ int eng_cuda_gemv_norm_supported(int M, int n_in) {
 
 int eng_cuda_launch_gemv(const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
                          int n_in, int mode, const eng_cuda_gemv_norm_t *norm,
-                         eng_cuda_stream_t s) {
+                         eng_cuda_exec_t ex) {
     if (!eng_cuda_gemv_supported(W, norm ? (const void *)norm->x : X, M, n_in) || mode < 0 ||
         mode > 3 || n_out < 1 || (norm && (!eng_cuda_gemv_norm_supported(M, n_in) || mode == 1)))
         return (int)cudaErrorInvalidValue;
     const __half *w = (const __half *)W, *x = (const __half *)X;
     switch (M) {
-    case 1: return (int)launch_norm<1>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 2: return (int)launch_norm<2>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 3: return (int)launch_norm<3>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 4: return (int)launch_norm<4>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 5: return (int)launch_norm<5>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 6: return (int)launch_norm<6>(w, x, Y, n_out, n_in, mode, norm, s);
-    case 7: return (int)launch_norm<7>(w, x, Y, n_out, n_in, mode, norm, s);
-    default: return (int)launch_norm<8>(w, x, Y, n_out, n_in, mode, norm, s);
+    case 1: return (int)launch_norm<1>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 2: return (int)launch_norm<2>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 3: return (int)launch_norm<3>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 4: return (int)launch_norm<4>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 5: return (int)launch_norm<5>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 6: return (int)launch_norm<6>(w, x, Y, n_out, n_in, mode, norm, ex);
+    case 7: return (int)launch_norm<7>(w, x, Y, n_out, n_in, mode, norm, ex);
+    default: return (int)launch_norm<8>(w, x, Y, n_out, n_in, mode, norm, ex);
     }
 }
 

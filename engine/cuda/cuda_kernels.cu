@@ -1,8 +1,10 @@
 // cuda_kernels.cu — the CUDA backend's elementwise kernels: synthetic weights, fp32->fp16,
 // embedding gather, RMSNorm (its residual add is fused into the projections' epilogue), RoPE fused
 // with the KV write, SiLU*mul (these three with 16-byte accesses where the shape allows; vec = 0
-// forces the scalar path), greedy argmax, copy-on-write block copies. Launchers are declared in cuda_backend.h; each
-// enqueues on the given stream and returns cudaGetLastError() without synchronising.
+// forces the scalar path), greedy argmax, copy-on-write block copies. Launchers are declared in
+// cuda_backend.h; each enqueues on the given stream and returns cudaGetLastError() without
+// synchronising. The step kernels (all but the three weight-loading ones) follow the PDL protocol
+// of cuda_device.cuh.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -40,6 +42,8 @@ __global__ void f32_to_f16(__half *dst, const float *src, int64_t n) {
 }
 
 __global__ void embed(float *x, const __half *embd, const int32_t *tokens, int dim) {
+    pdl_trigger();
+    pdl_wait();
     int t = blockIdx.x;
     const __half *row = embd + (int64_t)tokens[t] * dim;
     for (int d = threadIdx.x; d < dim; d += blockDim.x)
@@ -102,6 +106,8 @@ template <int V>
 __global__ void rmsnorm(const float *x, const float *w, __half *out, const int32_t *rows, int dim,
                         float eps) {
     __shared__ float s_inv;
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.x;
     const float *xr = x + (int64_t)(rows ? rows[r] : r) * dim;
     __half *orow = out + (int64_t)r * dim;
@@ -133,6 +139,7 @@ template <int V>
 __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __half *kc,
                         __half *vc, int n_heads, int n_kv, int hd, int bs, float theta) {
     extern __shared__ float cs[];  // cos[hd/2], sin[hd/2]
+    pdl_trigger();
     const int t = blockIdx.x;
     const int stride = (n_heads + 2 * n_kv) * hd;
     __half *row = qkv + (int64_t)t * stride;
@@ -146,6 +153,7 @@ __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __
         cs[k] = (float)c;
         cs[half_hd + k] = (float)s;
     }
+    pdl_wait();  // the angles come from the plan; the rows from the QKV projection
     __syncthreads();
     const int per_head = hd / V, n_chunks = (n_heads + n_kv) * per_head;
     for (int i = threadIdx.x; i < n_chunks; i += blockDim.x) {
@@ -177,6 +185,8 @@ __global__ void rope_kv(__half *qkv, const int32_t *pos, const int32_t *slot, __
 // grid (ceil(ffn / V / 256), T), 256 threads; ffn % V == 0.
 template <int V>
 __global__ void silu_mul(__half *h, const __half *gu, int ffn) {
+    pdl_trigger();
+    pdl_wait();
     const int j = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (j >= ffn)
         return;
@@ -194,6 +204,8 @@ __global__ void silu_mul(__half *h, const __half *gu, int ffn) {
 __global__ void argmax_rows(int32_t *ids, const float *logits, int vocab) {
     __shared__ float sv[32];
     __shared__ int si[32];
+    pdl_trigger();
+    pdl_wait();
     const float *row = logits + (int64_t)blockIdx.x * vocab;
     float best = -INFINITY;
     int bi = 0x7fffffff;
@@ -238,6 +250,8 @@ __global__ void argmax_rows(int32_t *ids, const float *logits, int vocab) {
 // grid (n copies, n_pools); 16-byte copies.
 __global__ void copy_blocks(__half *base, int64_t pool_elems, const int32_t *copies,
                             int64_t block_elems) {
+    pdl_trigger();
+    pdl_wait();
     int c = blockIdx.x;
     __half *pool = base + (int64_t)blockIdx.y * pool_elems;
     const uint4 *src = (const uint4 *)(pool + (int64_t)copies[2 * c] * block_elems);
@@ -272,62 +286,54 @@ int eng_cuda_launch_f32_to_f16(uint16_t *dst, const float *src, int64_t n, eng_c
 }
 
 int eng_cuda_launch_embed(float *x, const uint16_t *embd, const int32_t *tokens, int T, int dim,
-                          eng_cuda_stream_t s) {
-    embed<<<T, 256, 0, s>>>(x, (const __half *)embd, tokens, dim);
-    return (int)cudaGetLastError();
+                          eng_cuda_exec_t ex) {
+    return (int)launch_kernel(ex, embed, dim3(T), dim3(256), 0, x, (const __half *)embd, tokens,
+                              dim);
 }
 
 int eng_cuda_launch_rmsnorm(const float *x, const float *w, uint16_t *out, const int32_t *rows,
-                            int n, int dim, float eps, int vec, eng_cuda_stream_t s) {
+                            int n, int dim, float eps, int vec, eng_cuda_exec_t ex) {
     if (vec && dim % 8 == 0) {
         const int threads = dim / 8 >= 1024 ? 1024 : ((dim / 8 + 31) / 32) * 32;
-        rmsnorm<8><<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
-    } else {
-        const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
-        rmsnorm<1><<<n, threads, 0, s>>>(x, w, (__half *)out, rows, dim, eps);
+        return (int)launch_kernel(ex, rmsnorm<8>, dim3(n), dim3(threads), 0, x, w,
+                                  (__half *)out, rows, dim, eps);
     }
-    return (int)cudaGetLastError();
+    const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+    return (int)launch_kernel(ex, rmsnorm<1>, dim3(n), dim3(threads), 0, x, w, (__half *)out, rows,
+                              dim, eps);
 }
 
 int eng_cuda_launch_rope_kv(uint16_t *qkv, const int32_t *pos, const int32_t *slot, uint16_t *kc,
                             uint16_t *vc, int T, int n_heads, int n_kv, int head_dim,
-                            int block_size, float theta, int vec, eng_cuda_stream_t s) {
+                            int block_size, float theta, int vec, eng_cuda_exec_t ex) {
     const size_t sh = (size_t)head_dim * sizeof(float);
-    if (vec && head_dim % 8 == 0)
-        rope_kv<8><<<T, 256, sh, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc,
-                                      n_heads, n_kv, head_dim, block_size, theta);
-    else
-        rope_kv<2><<<T, 256, sh, s>>>((__half *)qkv, pos, slot, (__half *)kc, (__half *)vc,
-                                      n_heads, n_kv, head_dim, block_size, theta);
-    return (int)cudaGetLastError();
+    return (int)launch_kernel(ex, vec && head_dim % 8 == 0 ? rope_kv<8> : rope_kv<2>, dim3(T),
+                              dim3(256), sh, (__half *)qkv, pos, slot, (__half *)kc, (__half *)vc,
+                              n_heads, n_kv, head_dim, block_size, theta);
 }
 
 int eng_cuda_launch_silu_mul(uint16_t *h, const uint16_t *gu, int T, int ffn, int vec,
-                             eng_cuda_stream_t s) {
+                             eng_cuda_exec_t ex) {
     if (T <= 0)
         return (int)cudaSuccess;
-    if (vec && ffn % 8 == 0)
-        silu_mul<8><<<dim3((ffn / 8 + 255) / 256, T), 256, 0, s>>>((__half *)h,
-                                                                   (const __half *)gu, ffn);
-    else
-        silu_mul<1><<<dim3((ffn + 255) / 256, T), 256, 0, s>>>((__half *)h, (const __half *)gu,
-                                                              ffn);
-    return (int)cudaGetLastError();
+    const int v = vec && ffn % 8 == 0 ? 8 : 1;
+    return (int)launch_kernel(ex, v == 8 ? silu_mul<8> : silu_mul<1>,
+                              dim3((ffn / v + 255) / 256, T), dim3(256), 0, (__half *)h,
+                              (const __half *)gu, ffn);
 }
 
 int eng_cuda_launch_argmax(int32_t *ids, const float *logits, int rows, int vocab,
-                           eng_cuda_stream_t s) {
-    argmax_rows<<<rows, 1024, 0, s>>>(ids, logits, vocab);
-    return (int)cudaGetLastError();
+                           eng_cuda_exec_t ex) {
+    return (int)launch_kernel(ex, argmax_rows, dim3(rows), dim3(1024), 0, ids, logits, vocab);
 }
 
 int eng_cuda_launch_copy_blocks(uint16_t *base, int64_t pool_elems, int n_pools,
                                 const int32_t *copies, int n, int64_t block_elems,
-                                eng_cuda_stream_t s) {
+                                eng_cuda_exec_t ex) {
     if (n <= 0)
         return (int)cudaSuccess;
-    copy_blocks<<<dim3(n, n_pools), 256, 0, s>>>((__half *)base, pool_elems, copies, block_elems);
-    return (int)cudaGetLastError();
+    return (int)launch_kernel(ex, copy_blocks, dim3(n, n_pools), dim3(256), 0, (__half *)base,
+                              pool_elems, copies, block_elems);
 }
 
 }  // extern "C"

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.cuh"
 
 namespace {
 
@@ -132,6 +133,8 @@ __global__ void __launch_bounds__(kThreads)
 sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
               const eng_sample_row_t *rows, const int32_t *pen, int V) {
     __shared__ Reduce red;
+    pdl_trigger();
+    pdl_wait();
     const eng_sample_row_t row = rows[blockIdx.x];
     const float *raw = logits + (size_t)blockIdx.x * V;
     float *l = scratch + (size_t)blockIdx.x * V; /* the working logits */
@@ -289,9 +292,9 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
 
 extern "C" int eng_cuda_launch_sample(int32_t *ids, float *lps, const float *logits, float *scratch,
                                       const eng_sample_row_t *rows, const int32_t *pen, int n,
-                                      int vocab, eng_cuda_stream_t s) {
+                                      int vocab, eng_cuda_exec_t ex) {
     if (n <= 0)
         return cudaSuccess;
-    sample_kernel<<<n, kThreads, 0, (cudaStream_t)s>>>(ids, lps, logits, scratch, rows, pen, vocab);
-    return cudaGetLastError();
+    return launch_kernel(ex, sample_kernel, dim3(n), dim3(kThreads), 0, ids, lps, logits, scratch,
+                         rows, pen, vocab);
 }

@@ -192,10 +192,11 @@ static int gemv_vs_cublas(out_t *o, eng_backend_t *cuda, const eng_batch_t *b, i
     return rc;
 }
 
-/* Prefill through the FA2 attention kernel vs the old WMMA one, and the 16-byte elementwise
- * kernels vs the scalar ones: two sequences (300 and 150 tokens), then chunks of 212 and 100 on
- * top of them (a 64-query tile straddling cached context), logits of every chunk token compared
- * (within 5e-3 relative). The env-selected paths are restored after. -1 on error. */
+/* Prefill through the FA2 attention kernel vs the old WMMA one, the 16-byte elementwise kernels vs
+ * the scalar ones, and plain launches vs PDL: two sequences (300 and 150 tokens), then chunks of
+ * 212 and 100 on top of them (a 64-query tile straddling cached context), logits of every chunk
+ * token compared (within 5e-3 relative; PDL must not change a bit). The env-selected paths are
+ * restored after. -1 on error. */
 static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const int32_t *bt,
                        int max_blocks, int vocab, const char *label) {
     enum { NA = 300, NB = 150, CA = 212, CB = 100 };
@@ -204,13 +205,16 @@ static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const
     int rc = -1;
     const struct {
         const char *what;
-        int attn, scalar;
-    } v[3] = {{"fa2+vec", ENG_CUDA_PREFILL_FA2, 0},
-              {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0},
-              {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1}};
-    for (int k = 0; k < 3 && ref && got; k++) {
+        int attn, scalar, no_pdl;
+        double tol;
+    } v[4] = {{"fa2+vec", ENG_CUDA_PREFILL_FA2, 0, 0, 0},
+              {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0, 0, 5e-3},
+              {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1, 0, 5e-3},
+              {"prefill pdl off", ENG_CUDA_PREFILL_FA2, 0, 1, 0}};
+    for (int k = 0; k < 4 && ref && got; k++) {
         if (eng_cuda_set_path(cuda, ENG_CUDA_PATH_PREFILL_ATTN, v[k].attn) != SL_OK ||
-            eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, v[k].scalar) != SL_OK)
+            eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, v[k].scalar) != SL_OK ||
+            eng_cuda_set_path(cuda, ENG_CUDA_PATH_PDL, v[k].no_pdl) != SL_OK)
             goto out;
         eng_batch_seq_t q[2] = {{toks, NA, 0, bt, max_blocks, 1},
                                 {toks + 7, NB, 0, bt + max_blocks, max_blocks, 0}};
@@ -228,7 +232,7 @@ static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const
             compare_rows(got, ref, NULL, rows, vocab, &c);
             char name[96];
             snprintf(name, sizeof name, "%s vs fa2+vec %.24s rel err", v[k].what, label);
-            report(o, name, c.max_err, "", 5e-3, "<=");
+            report(o, name, c.max_err, "", v[k].tol, "<=");
         }
     }
     rc = 0;
@@ -237,6 +241,7 @@ out:
         fprintf(stderr, "paths_agree: %s\n", cuda->ops->errmsg(cuda));
     eng_cuda_set_path(cuda, ENG_CUDA_PATH_PREFILL_ATTN, -1);
     eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, -1);
+    eng_cuda_set_path(cuda, ENG_CUDA_PATH_PDL, -1);
     free(ref);
     free(got);
     return rc;
@@ -570,32 +575,39 @@ static int profile(out_t *o, perf_t *p, const eng_batch_t *b, const char *label)
     return 0;
 }
 
-/* A decode step of 4 sequences at context 300 through the split-K attention + reduce and through
- * the one-pass kernel (SLUICE_CUDA_DECODE_ATTN=split vs single, both graphed): logits within 5e-3
- * (the same sums in another order). The environment's path is restored after. -1 on error. */
-static int decode_attn_agree(out_t *o, perf_t *p, const char *label) {
+/* A decode step of 4 sequences at context 300 (graphed, every projection on the GEMV kernel) with
+ * path `path` at its bypass (value 1) and at its default (0): logits within tol. The environment's
+ * path and the AUTO GEMV choice are restored after. -1 on error. Used for the split-K attention +
+ * reduce vs the one-pass kernel (the same sums in another order: 5e-3) and plain launches vs PDL
+ * (0: the same bits). */
+static int decode_paths_agree(out_t *o, perf_t *p, int path, const char *what, double tol,
+                              const char *label) {
     enum { B = 4, CTX = 300 };
     float *l[2] = {malloc((size_t)B * p->vocab * 4), malloc((size_t)B * p->vocab * 4)};
     set_tables(p, B, CTX);
-    int rc = l[0] && l[1] && fill(p, B, CTX) == 0 ? 0 : -1;
+    int rc = l[0] && l[1] && eng_cuda_set_gemv_mode(p->b, ENG_CUDA_GEMV_FORCE) == SL_OK &&
+                     fill(p, B, CTX) == 0
+                 ? 0
+                 : -1;
     for (int k = 0; k < 2 && rc == 0; k++) {
         for (int i = 0; i < B; i++)
             p->q[i] = (eng_batch_seq_t){p->toks + 17 + i, 1, CTX, p->bt + (size_t)i * p->max_blocks,
                                         p->max_blocks, 1};
         eng_batch_t b = {B, p->q, 0, NULL, NULL};
         int rows = 0;
-        if (eng_cuda_set_path(p->b, ENG_CUDA_PATH_DECODE_ATTN, 1 - k) != SL_OK ||
+        if (eng_cuda_set_path(p->b, path, 1 - k) != SL_OK ||
             p->b->ops->forward(p->b, &b, l[k], &rows) != SL_OK || rows != B)
             rc = -1;
     }
-    if (eng_cuda_set_path(p->b, ENG_CUDA_PATH_DECODE_ATTN, -1) != SL_OK)
+    if (eng_cuda_set_path(p->b, path, -1) != SL_OK ||
+        eng_cuda_set_gemv_mode(p->b, ENG_CUDA_GEMV_AUTO) != SL_OK)
         rc = -1;
     if (rc == 0) {
         cmp_t c = {0, 0, 0};
         compare_rows(l[1], l[0], NULL, B, p->vocab, &c);
         char name[96];
-        snprintf(name, sizeof name, "decode attn split vs single %.24s b%d rel err", label, B);
-        report(o, name, c.max_err, "", 5e-3, "<=");
+        snprintf(name, sizeof name, "%s %.24s b%d rel err", what, label, B);
+        report(o, name, c.max_err, "", tol, "<=");
     }
     free(l[0]);
     free(l[1]);
@@ -667,7 +679,9 @@ static int run_perf(out_t *o, const char *shape) {
     if (paths_agree(o, b, p.toks, p.bt, p.max_blocks, p.vocab, shape) != 0)
         goto out;
 
-    if (decode_attn_agree(o, &p, shape) != 0)
+    if (decode_paths_agree(o, &p, ENG_CUDA_PATH_DECODE_ATTN, "decode attn split vs single", 5e-3,
+                           shape) != 0 ||
+        decode_paths_agree(o, &p, ENG_CUDA_PATH_PDL, "decode pdl off vs on", 0, shape) != 0)
         goto fail;
 
     double v;
@@ -712,6 +726,19 @@ static int run_perf(out_t *o, const char *shape) {
                 goto fail;
         }
     }
+    /* the baseline of PDL: the same steps with plain launches (the GEMV choice re-timed for them) */
+    double off[3];
+    if (eng_cuda_set_path(b, ENG_CUDA_PATH_PDL, 1) != SL_OK)
+        goto fail;
+    eng_cuda_gemv_report(b, gr, sizeof gr);
+    printf("with plain launches (SLUICE_CUDA_PDL=off):\n%s", gr);
+    if ((off[0] = decode_step_s(&p, 1, 128, 30, 0)) < 0 || (off[1] = ttft_s(&p, 2048, 5)) < 0 ||
+        (off[2] = decode_step_s(&p, 64, 512, 20, 0)) < 0 ||
+        eng_cuda_set_path(b, ENG_CUDA_PATH_PDL, -1) != SL_OK)
+        goto fail;
+    report(o, "decode b1 ctx128, pdl off", 1.0 / off[0], "tok/s", 0, "info");
+    report(o, "ttft 2048, pdl off", off[1] * 1e3, "ms", 0, "info");
+    report(o, "decode b64 ctx512, pdl off", 64 / off[2], "tok/s", 0, "info");
     /* the timed results after the profiles, so the summary table ends with them */
     report(o, "decode b1 ctx128", 1.0 / b1, "tok/s", 190, ">=");
     for (int i = 0; i < 3; i++) {

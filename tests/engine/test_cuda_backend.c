@@ -1,7 +1,7 @@
 /* test_cuda_backend.c — the CUDA backend end to end on a device: "no CUDA device" is a clear error;
  * a decode step replayed from a graph equals the same step run eagerly; the flash prefill kernel
  * equals token-by-token split-K attention; chunked prefill equals one-shot prefill; the device
- * sampler picks the host sampler's tokens. On a machine
+ * sampler picks the host sampler's tokens; launching with PDL changes no bit. On a machine
  * without a device (or a build without CUDA) the device tests report SKIPPED. The comparison with
  * the CPU backend on real GGUFs is tests/bench/bench_cuda.c check (run by scripts/device-check.sh). */
 #include <setjmp.h>
@@ -117,6 +117,40 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     free(b);
     eng_backend_free(g);
     eng_backend_free(e);
+    eng_model_free(m);
+}
+
+/* Programmatic dependent launch only lets each kernel start early; the kernels wait for their inputs
+ * themselves, so a prefill and graphed decode steps give the same bits with it and without. (Every
+ * small projection on the GEMV kernel: toggling PDL re-times the AUTO choice.) */
+static void test_pdl_changes_no_bit(void **state) {
+    (void)state;
+    require_device();
+    char err[512] = "";
+    eng_model_t *m = eng_model_load("synthetic:smollm2-135m", err, sizeof err);
+    assert_non_null(m);
+    eng_backend_params_t p = eng_backend_params_default();
+    p.gpu_memory_utilization = 0.3;
+    eng_backend_t *b = eng_backend_create("cuda", m, &p, err, sizeof err);
+    assert_non_null(b);
+    assert_int_equal(b->ops->kv_alloc(b, 8, 16), SL_OK);
+    assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_FORCE), SL_OK);
+    int32_t toks[100];
+    for (int i = 0; i < 100; i++)
+        toks[i] = (i * 7919 + 13) % m->cfg.vocab;
+    const int V = m->cfg.vocab;
+    float *on = malloc((size_t)V * 4), *off = malloc((size_t)V * 4);
+    assert_non_null(on);
+    assert_non_null(off);
+    assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_PDL, 0), SL_OK);
+    run(b, toks, 90, 90, on);
+    assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_PDL, 1), SL_OK);
+    run(b, toks, 90, 90, off);
+    assert_memory_equal(on, off, (size_t)V * sizeof *on);
+    assert_true(rel(on, off, V) == 0.0);
+    free(on);
+    free(off);
+    eng_backend_free(b);
     eng_model_free(m);
 }
 
@@ -324,6 +358,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_without_device_says_so),
         cmocka_unit_test(test_graph_flash_and_chunks_agree),
+        cmocka_unit_test(test_pdl_changes_no_bit),
         cmocka_unit_test(test_gemv_matches_cublas),
         cmocka_unit_test(test_device_sampler_matches_the_host),
         cmocka_unit_test(test_speculative_step_rows_match_one_at_a_time),
