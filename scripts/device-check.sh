@@ -153,7 +153,7 @@ build_dev() {
 gpu_part() {
 build_dev
 if [ $have_devroot = 1 ]; then # ready for the validate part, which may come in a later call
-    (nice -n 10 bash -c "$(declare -f build_full); build_full") &
+    (renice -n 10 $BASHPID >/dev/null; build_full) &
     full_pid=$!
     echo "building the full sluice for the validation in the background (build_full.log)"
 fi
