@@ -201,7 +201,9 @@ typedef struct speed {
 } speed_t;
 
 /* Times the anchor shapes on a bench of the engine's kind with a pool of the engine's size, opened
- * while no engine is (a GPU holds one copy of the model), as `sluice profile` timed them. */
+ * while no engine is (a GPU holds one copy of the model), as `sluice profile` timed them. Where the
+ * device now has a little less free than when the engine sized its pool (what a freed context
+ * leaves behind), the pool is what fits: the anchors use a small part of it. */
 static int time_anchors(const opts_t *o, const sim_profile_t *p, const sched_config_t *sc, speed_t *sp)
 {
     int T = sc->max_num_batched_tokens < sc->max_sequence_length ? sc->max_num_batched_tokens
@@ -212,7 +214,10 @@ static int time_anchors(const opts_t *o, const sim_profile_t *p, const sched_con
     cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, o->eng.kv_f16,
                                             T + sc->max_num_seqs, err, sizeof err);
     int status = b ? 0 : cli_fail(CMD, "timing the anchor shapes: %s", err);
-    if (!status && (cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) < 0 ||
+    int blocks = b ? cli_fwd_bench_blocks_that_fit(b, sc->block_size) : 0;
+    if (blocks > sc->num_blocks)
+        blocks = sc->num_blocks;
+    if (!status && (cli_fwd_bench_pool(b, blocks, sc->block_size, 3.0, err, sizeof err) < 0 ||
                     cli_fwd_bench_anchors(b, sc->max_num_seqs, sc->max_sequence_length, T, t, m, err,
                                           sizeof err) != SL_OK))
         status = cli_fail(CMD, "timing the anchor shapes: %s", err);
@@ -448,11 +453,11 @@ int cmd_validate(int argc, char **argv)
     /* the engine in real time, --repeat times, the anchor shapes after each run; then the simulator
      * (it takes no time), priced at the speed the anchors show */
     speed_t speed = {0};
-    for (; done < o.repeat; done++, e = NULL) { /* run_engine frees e */
-        if ((status = run_engine(&o, e, tr, workload, st, &runs[done], &rs[done], &ids[done]))) {
-            e = NULL;
+    for (; done < o.repeat; done++) {
+        status = run_engine(&o, e, tr, workload, st, &runs[done], &rs[done], &ids[done]);
+        e = NULL; /* run_engine freed it */
+        if (status)
             goto out;
-        }
         if (!o.no_rescale && (status = time_anchors(&o, &prof, &sc, &speed)))
             goto out;
     }

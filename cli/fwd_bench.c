@@ -1,6 +1,7 @@
 /* fwd_bench.c — forward passes timed at hand-built step shapes (contract in fwd_bench.h). */
 #include "cli/fwd_bench.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,16 @@ cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int 
 int64_t cli_fwd_bench_kv_budget(const cli_fwd_bench_t *b)
 {
     return b->be->ops->kv_budget_bytes(b->be);
+}
+
+int cli_fwd_bench_blocks_that_fit(const cli_fwd_bench_t *b, int block_size)
+{
+    const eng_model_config_t *g = &b->be->model->cfg;
+    int64_t per_block = (int64_t)block_size * 2 * g->n_layers * g->n_kv_heads * g->head_dim * b->be->kv_elem_bytes;
+    int64_t budget = cli_fwd_bench_kv_budget(b);
+    if (budget <= 0 || per_block <= 0)
+        return INT_MAX;
+    return budget / per_block < INT_MAX ? (int)(budget / per_block) : INT_MAX;
 }
 
 int cli_fwd_bench_pool(cli_fwd_bench_t *b, int num_blocks, int block_size, double touch_s, char *err,

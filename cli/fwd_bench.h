@@ -32,6 +32,9 @@ cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int 
 /* What the backend offers for the KV pool, in bytes (0: no limit known). */
 int64_t cli_fwd_bench_kv_budget(const cli_fwd_bench_t *b);
 
+/* The most blocks of block_size tokens that budget offers (INT_MAX when no limit is known). */
+int cli_fwd_bench_blocks_that_fit(const cli_fwd_bench_t *b, int block_size);
+
 /* Allocates the KV pool (num_blocks of block_size tokens), then writes one token into each of its
  * blocks, for at most touch_s seconds: a pool page never written reads as the kernel's shared zero
  * page, which sits in L1 and would make attention over long contexts far cheaper than the engine's.

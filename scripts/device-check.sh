@@ -272,6 +272,8 @@ validate_cuda() {
     local S=build-devfull/sluice db="$OUT/device.db"
     [ $have_devroot = 1 ] || { echo ".devdebs were not unpacked (see the dependencies step)"; echo "validate deps,,,,,FAIL" >>"$CSV"; return 1; }
     if [ -n "$full_pid" ]; then wait "$full_pid"; full_pid=; fi
+    # libgsl needs libgslcblas: the binary's runpath does not reach a library's own dependencies
+    export LD_LIBRARY_PATH=$DEVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     build_full || { tail -20 "$OUT/build_full.log"; echo "validate build,,,,,FAIL" >>"$CSV"; return 1; }
     timeout 150 $S profile -m synthetic:llama2-7b --backend cuda --budget 60 --db "$db" 2>&1 | tee "$OUT/profile_cuda.log"
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "profile cuda,,,,,FAIL" >>"$CSV"; return 1; }
