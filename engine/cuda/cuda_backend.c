@@ -647,14 +647,21 @@ static int check_sample_rows(cuda_ctx_t *c, const eng_batch_t *batch, const eng_
     return SL_OK;
 }
 
-/* The bypass of the device sampler: the logits come back and the host's reference picks. */
-static int sample_on_host(eng_backend_t *b, const eng_batch_t *batch, const eng_sample_row_t *rows,
-                          const int32_t *pen, int32_t *tokens, float *logprobs, int *n_rows) {
-    cuda_ctx_t *c = b->ctx;
-    const size_t V = (size_t)c->cfg.vocab;
+/* Logits rows a batch asks for. */
+static int logit_rows(const eng_batch_t *batch) {
     int n = 0;
     for (int i = 0; i < batch->n_seqs; i++)
         n += batch->seqs[i].logits == 2 ? batch->seqs[i].n_tokens : batch->seqs[i].logits != 0;
+    return n;
+}
+
+/* The bypass of the device sampler (and its stand-in for fewer than
+ * ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS rows): n logits rows come back and the host's reference picks. */
+static int sample_on_host(eng_backend_t *b, const eng_batch_t *batch, int n,
+                          const eng_sample_row_t *rows, const int32_t *pen, int32_t *tokens,
+                          float *logprobs, int *n_rows) {
+    cuda_ctx_t *c = b->ctx;
+    const size_t V = (size_t)c->cfg.vocab;
     if (!c->host_ws && !(c->host_ws = eng_sampler_ws_create(c->cfg.vocab)))
         return fail(c, SL_ENOMEM, "cuda: out of host memory for the sampler");
     if (n > c->cap_host_rows) {
@@ -677,8 +684,9 @@ static int cuda_forward_sample(eng_backend_t *b, const eng_batch_t *batch,
     cuda_ctx_t *c = b->ctx;
     *n_rows = 0;
     TRY(check_sample_rows(c, batch, rows, pen, n_pen));
-    if (c->path[ENG_CUDA_PATH_SAMPLE])
-        return sample_on_host(b, batch, rows, pen, tokens, logprobs, n_rows);
+    const int n = logit_rows(batch);
+    if (c->path[ENG_CUDA_PATH_SAMPLE] || n < ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS)
+        return sample_on_host(b, batch, n, rows, pen, tokens, logprobs, n_rows);
     const step_out_t o = {.tokens = tokens, .logprobs = logprobs, .rows = rows, .pen = pen,
                           .n_pen = n_pen};
     return forward_impl(b, batch, &o, n_rows, 0);

@@ -48,6 +48,10 @@ extern "C" {
 #define ENG_CUDA_GEMV_NORM_MAX_M 4    /* the GEMV normalises its own input (RMSNorm) for M <= this */
 #define ENG_CUDA_GEMV_NORM_SMEM 49152 /* ... when the M normalised fp16 rows fit in this many bytes */
 #define ENG_CUDA_ATTN_SINGLE_MAX 512  /* decode rows attending at most this many keys: one pass */
+/* forward_sample picks on the device from this many logits rows up; fewer go to the host's pick
+ * (one block per row makes the device sampler ~1.2 ms for any row count up to the SM count, the
+ * host's pick after copying the row back 0.64 ms per row: H100 run 5, Llama-2-7B vocab) */
+#define ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS 2
 
 /* ---- graph buckets and attention splits (cuda_plan.c) ---------------------------------------- */
 
@@ -255,7 +259,8 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
  *   DECODE_ATTN   SLUICE_CUDA_DECODE_ATTN=single|split rows with at most ENG_CUDA_ATTN_SINGLE_MAX
  *                 keys in one pass | always split-K + reduce
  *   SAMPLE        SLUICE_CUDA_SAMPLE=device|host       forward_sample picks on the device
- *                 (cuda_sample.cu) | copies the logits back and picks with eng_sampler_pick
+ *                 (cuda_sample.cu) from ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS rows up | always copies
+ *                 the logits back and picks with eng_sampler_pick
  *   PDL           SLUICE_CUDA_PDL=on|off               step kernels launch with programmatic
  *                 dependent launch on sm_90+ (each starts, and streams its first weights, while
  *                 the one before finishes) | plain launches. Never during eng_cuda_profile_step,
