@@ -19,10 +19,10 @@
 # suites too. Without them that part is skipped and says so.
 # SLUICE_DEVICE_PARTS picks the parts (default all three; a run of everything can pass one device
 # call's 10-minute limit, so split it in two calls on the same warm machine):
-#   gpu       build, the CUDA cmocka suites, CPU vs CUDA, the Llama-2-7B benchmark (~6 minutes);
+#   gpu       build, the CUDA cmocka suites, CPU vs CUDA, the Llama-2-7B benchmark (~80 s on an H100);
 #             with .devdebs it also builds the full sluice for the validation in the background
 #   host      the CPU kernels on this host's ISA (their suites; bench_cpu as info)
-#   validate  profile + validate on CUDA (~5 minutes)
+#   validate  profile + validate on CUDA (~3 minutes)
 # Exit status: 0 all PASS, 1 a target or check failed, 2 the build failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2

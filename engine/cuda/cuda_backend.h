@@ -50,8 +50,9 @@ extern "C" {
 #define ENG_CUDA_ATTN_SINGLE_MAX 512  /* decode rows attending at most this many keys: one pass */
 /* forward_sample picks on the device from this many logits rows up; fewer go to the host's pick
  * (one block per row makes the device sampler ~1.2 ms for any row count up to the SM count, the
- * host's pick after copying the row back 0.64 ms per row: H100 run 5, Llama-2-7B vocab) */
-#define ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS 2
+ * host's pick after copying the rows back 0.63 ms per row: H100 runs 5-6, Llama-2-7B vocab;
+ * at 2 rows 1.23 ms on the host against 1.29 on the device) */
+#define ENG_CUDA_SAMPLE_DEVICE_MIN_ROWS 3
 
 /* ---- graph buckets and attention splits (cuda_plan.c) ---------------------------------------- */
 
