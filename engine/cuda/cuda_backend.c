@@ -25,9 +25,9 @@
  *     serves every context up to its width (the kernels read lengths from the plan). Graphs hold
  *     device pointers: kv_alloc destroys them all.
  *  5. Small-M projections: a custom GEMV kernel (cuda_gemv.cu) or cuBLAS, chosen per (projection,
- *     M bucket 1/2/4/8) at create by timing both in graphs (SLUICE_CUDA_GEMV=auto|cublas|gemv;
- *     auto by default). A graph captures whichever kernel the choice names at capture time, so a
- *     change of choice drops the graphs.
+ *     M bucket 1/2/4/8) at create by timing cuBLAS and the GEMV variants in graphs
+ *     (SLUICE_CUDA_GEMV=auto|cublas|gemv|gemvV; auto by default). A graph captures whichever
+ *     kernel the choice names at capture time, so a change of choice drops the graphs.
  *  6. Profiling (eng_cuda_profile_step): an eager run with an event recorded after every launch;
  *     the intervals are summed by kind (projections, attention, the rest).
  *  7. Errors: every CUDA and cuBLAS call and every launch is checked; the first failure is written
@@ -103,8 +103,9 @@ typedef struct cuda_ctx {
     cudaGraphExec_t graphs[2][ENG_CUDA_N_BUCKETS][ENG_CUDA_N_SPLIT_BUCKETS];
     /* small-M projections: GEMV (1) or cuBLAS (0) per (projection, M bucket), and the timings */
     int gemv_mode;
-    unsigned char use_gemv[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS];
-    float gemv_us[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS][2]; /* [0] cuBLAS, [1] GEMV; 0: untimed */
+    signed char gemv_pick[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS]; /* -1 cuBLAS, else a variant */
+    /* [0] cuBLAS, [1 + v] GEMV variant v; 0: untimed */
+    float gemv_us[ENG_CUDA_N_PROJ][ENG_CUDA_GEMV_BUCKETS][1 + ENG_CUDA_GEMV_VARIANTS];
     cuda_prof_t *prof;    /* non-NULL during eng_cuda_profile_step */
 } cuda_ctx_t;
 
@@ -382,7 +383,8 @@ static int project(cuda_ctx_t *c, int proj, int layer, int M, const int32_t *row
     const eng_model_config_t *g = &c->cfg;
     const proj_args_t a = proj_args(c, proj, layer);
     const int mb = M <= ENG_CUDA_GEMV_MAX_M ? eng_cuda_pow2_index(M) : -1;
-    const int gemv = mb >= 0 && c->use_gemv[proj][mb] && eng_cuda_gemv_supported(a.W, a.X, M, a.n_in);
+    const int variant = mb >= 0 ? c->gemv_pick[proj][mb] : -1;
+    const int gemv = variant >= 0 && eng_cuda_gemv_supported(a.W, a.X, M, a.n_in);
     const int fuse = gemv && !c->path[ENG_CUDA_PATH_FUSE];
     const int fuse_norm = fuse && a.norm && eng_cuda_gemv_norm_supported(M, a.n_in);
     const eng_cuda_gemv_norm_t nm = {c->x, a.norm, rows, g->norm_eps};
@@ -395,6 +397,7 @@ static int project(cuda_ctx_t *c, int proj, int layer, int M, const int32_t *row
         LAUNCH(c, PROF_GEMM,
                eng_cuda_launch_gemv(a.W, a.X, silu ? (void *)c->h : a.Y, M,
                                     silu ? a.n_out / 2 : a.n_out, a.n_in, silu ? 3 : a.mode,
+                                    eng_cuda_gemv_variant_supported(variant, M) ? variant : 0,
                                     fuse_norm ? &nm : NULL, ex(c)));
         if (silu)
             return SL_OK;
@@ -784,17 +787,17 @@ static int tune_body(cuda_ctx_t *c, const void *arg) {
     return SL_OK;
 }
 
-/* Microseconds of one launch of projection proj at M rows with the GEMV kernel (gemv 1) or cuBLAS:
- * a graph of one launch per layer (the LM head: 8 of its one matrix), so the weights come from
+/* Microseconds of one launch of projection proj at M rows with GEMV variant `pick` (-1: cuBLAS): a
+ * graph of one launch per layer (the LM head: 8 of its one matrix), so the weights come from
  * memory as in a decode step; warmed once, then 3 replays between events. */
-static int time_proj(cuda_ctx_t *c, int proj, int M, int gemv, float *us) {
+static int time_proj(cuda_ctx_t *c, int proj, int M, int pick, float *us) {
     const int mb = eng_cuda_pow2_index(M);
-    const unsigned char saved = c->use_gemv[proj][mb];
-    c->use_gemv[proj][mb] = (unsigned char)gemv;
+    const signed char saved = c->gemv_pick[proj][mb];
+    c->gemv_pick[proj][mb] = (signed char)pick;
     const tune_capture_t t = {proj, M, c->cfg.n_layers > 8 ? c->cfg.n_layers : 8};
     cudaGraphExec_t exec = NULL;
     int rc = capture(c, tune_body, &t, &exec);
-    c->use_gemv[proj][mb] = saved;
+    c->gemv_pick[proj][mb] = saved;
     TRY(rc);
     cudaEvent_t ev[2] = {NULL, NULL};
     cudaError_t e = cudaEventCreate(&ev[0]);
@@ -822,10 +825,11 @@ static int time_proj(cuda_ctx_t *c, int proj, int M, int gemv, float *us) {
     return SL_OK;
 }
 
-/* Sets use_gemv for the mode; AUTO times both kernels twice (interleaved), keeps the faster. */
+/* Sets gemv_pick for the mode; AUTO times cuBLAS and each GEMV variant that applies twice
+ * (interleaved rounds) and keeps the fastest. */
 static int choose_gemv(cuda_ctx_t *c, int mode) {
     const eng_model_config_t *g = &c->cfg;
-    memset(c->use_gemv, 0, sizeof c->use_gemv);
+    memset(c->gemv_pick, -1, sizeof c->gemv_pick);
     memset(c->gemv_us, 0, sizeof c->gemv_us);
     c->gemv_mode = mode;
     if (mode == ENG_CUDA_GEMV_CUBLAS)
@@ -845,28 +849,31 @@ static int choose_gemv(cuda_ctx_t *c, int mode) {
             const proj_args_t a = proj_args(c, proj, 0);
             if (!eng_cuda_gemv_supported(a.W, a.X, M, a.n_in))
                 continue;
-            if (mode == ENG_CUDA_GEMV_FORCE) {
-                c->use_gemv[proj][mb] = 1;
+            if (mode >= ENG_CUDA_GEMV_FORCE) {
+                const int v = mode - ENG_CUDA_GEMV_FORCE;
+                c->gemv_pick[proj][mb] = (signed char)(eng_cuda_gemv_variant_supported(v, M) ? v : 0);
                 continue;
             }
-            float best[2] = {0, 0};
-            for (int rep = 0; rep < 4; rep++) {
-                const int k = rep & 1;
-                float us = 0;
-                TRY(time_proj(c, proj, M, k, &us));
-                if (rep < 2 || us < best[k])
-                    best[k] = us;
-            }
-            c->gemv_us[proj][mb][0] = best[0];
-            c->gemv_us[proj][mb][1] = best[1];
-            c->use_gemv[proj][mb] = best[1] < best[0];
+            float *best = c->gemv_us[proj][mb]; /* [0] cuBLAS, [1 + v] variant v */
+            for (int round = 0; round < 2; round++)
+                for (int k = -1; k < ENG_CUDA_GEMV_VARIANTS; k++) {
+                    float us = 0;
+                    if (k >= 0 && !eng_cuda_gemv_variant_supported(k, M))
+                        continue;
+                    TRY(time_proj(c, proj, M, k, &us));
+                    if (round == 0 || us < best[1 + k])
+                        best[1 + k] = us;
+                }
+            for (int k = 0; k < ENG_CUDA_GEMV_VARIANTS; k++)
+                if (best[1 + k] > 0 && best[1 + k] < best[1 + c->gemv_pick[proj][mb]])
+                    c->gemv_pick[proj][mb] = (signed char)k;
         }
     return SL_OK;
 }
 
 int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode) {
     cuda_ctx_t *c = b->ctx;
-    if (mode != ENG_CUDA_GEMV_AUTO && mode != ENG_CUDA_GEMV_CUBLAS && mode != ENG_CUDA_GEMV_FORCE)
+    if (mode < ENG_CUDA_GEMV_AUTO || mode >= ENG_CUDA_GEMV_FORCE + ENG_CUDA_GEMV_VARIANTS)
         return fail(c, SL_EINVAL, "cuda: GEMV mode %d", mode);
     CK(c, cudaSetDevice(c->device));
     destroy_graphs(c);
@@ -875,8 +882,10 @@ int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode) {
 
 void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
     const cuda_ctx_t *c = b->ctx;
-    static const char *const mode_name[] = {"auto", "cublas", "gemv"};
-    int n = snprintf(buf, (size_t)len, "small-M projections (SLUICE_CUDA_GEMV=%s):\n",
+    static const char *const mode_name[] = {"auto", "cublas", "gemv0", "gemv1", "gemv2", "gemv3"};
+    _Static_assert(sizeof mode_name / sizeof mode_name[0] == ENG_CUDA_GEMV_FORCE + ENG_CUDA_GEMV_VARIANTS,
+                   "a name per mode");
+    int n = snprintf(buf, (size_t)len, "small-M projections (SLUICE_CUDA_GEMV=%s; times in us):\n",
                      mode_name[c->gemv_mode]);
     for (int proj = 0; proj < ENG_CUDA_N_PROJ && n >= 0 && n < len; proj++) {
         const proj_args_t a = proj_args(c, proj, 0);
@@ -884,11 +893,13 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
                       a.n_in);
         for (int mb = 0; mb < ENG_CUDA_GEMV_BUCKETS && n >= 0 && n < len; mb++) {
             const float *t = c->gemv_us[proj][mb];
+            const int pick = c->gemv_pick[proj][mb];
             n += snprintf(buf + n, (size_t)(len - n), " | M%d %-6s", 1 << mb,
-                          c->use_gemv[proj][mb] ? "gemv" : "cublas");
-            if (t[0] > 0 && n >= 0 && n < len)
-                n += snprintf(buf + n, (size_t)(len - n), " gemv %7.1f us cublas %7.1f us", t[1],
-                              t[0]);
+                          pick < 0 ? "cublas" : mode_name[ENG_CUDA_GEMV_FORCE + pick]);
+            for (int k = -1; k < ENG_CUDA_GEMV_VARIANTS && n >= 0 && n < len; k++)
+                if (t[1 + k] > 0)
+                    n += k < 0 ? snprintf(buf + n, (size_t)(len - n), " cublas %.1f", t[0])
+                               : snprintf(buf + n, (size_t)(len - n), " g%d %.1f", k, t[1 + k]);
         }
         if (n >= 0 && n < len)
             n += snprintf(buf + n, (size_t)(len - n), "\n");
@@ -1035,8 +1046,12 @@ static int ctx_init(cuda_ctx_t *c, const eng_model_t *m) {
                : strcmp(gm, "cublas") == 0              ? ENG_CUDA_GEMV_CUBLAS
                : strcmp(gm, "gemv") == 0                ? ENG_CUDA_GEMV_FORCE
                                                         : -1;
+    if (mode < 0 && strncmp(gm, "gemv", 4) == 0 && gm[4] >= '0' &&
+        gm[4] < '0' + ENG_CUDA_GEMV_VARIANTS && !gm[5])
+        mode = ENG_CUDA_GEMV_FORCE + (gm[4] - '0');
     if (mode < 0)
-        return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_GEMV=%s (auto, cublas or gemv)", gm);
+        return fail(c, SL_EINVAL, "cuda: SLUICE_CUDA_GEMV=%s (auto, cublas, gemv or gemv0..gemv%d)", gm,
+                    ENG_CUDA_GEMV_VARIANTS - 1);
     for (int path = 0; path < ENG_CUDA_N_PATHS; path++)
         TRY(path_from_env(c, path, &c->path[path]));
     return choose_gemv(c, mode);

@@ -47,6 +47,8 @@ extern "C" {
 #define ENG_CUDA_GEMV_BUCKETS 4       /* M buckets its run-time choice is made for: 1, 2, 4, 8 */
 #define ENG_CUDA_GEMV_NORM_MAX_M 4    /* the GEMV normalises its own input (RMSNorm) for M <= this */
 #define ENG_CUDA_GEMV_NORM_SMEM 49152 /* ... when the M normalised fp16 rows fit in this many bytes */
+#define ENG_CUDA_GEMV_VARIANTS 4      /* load schedules of the GEMV kernel (cuda_gemv.cu), same bits */
+#define ENG_CUDA_GEMV_VARIANT_MAX_M 2 /* variants other than 0 exist for M <= this */
 #define ENG_CUDA_ATTN_SINGLE_MAX 512  /* decode rows attending at most this many keys: one pass */
 /* forward_sample picks on the device from this many logits rows up; fewer go to the host's pick
  * (one block per row makes the device sampler ~1.2 ms for any row count up to the SM count, the
@@ -216,15 +218,18 @@ typedef struct eng_cuda_gemv_norm {
     const int32_t *rows;
     float eps;
 } eng_cuda_gemv_norm_t;
-/* Y (M x n_out) = X (M x n_in) W^T, W (n_out x n_in) and X fp16, fp32 accumulation; mode 0: Y
+/* Y (M x n_out) = X (M x n_in) W^T with load schedule `variant` (0 .. ENG_CUDA_GEMV_VARIANTS - 1,
+ * eng_cuda_gemv_variant_supported; every variant computes the same bits), W (n_out x n_in) and X
+ * fp16, fp32 accumulation; mode 0: Y
  * fp16 =, 1: Y fp32 +=, 2: Y fp32 =, 3: W is 2 n_out rows (gate, then up) and Y (M x n_out) fp16 =
  * silu(gate) * up, each rounded to fp16 first (the mode-0 GEMV followed by the SiLU*mul kernel).
  * norm != NULL: the input is that RMSNorm of norm->x (X unused; modes 0, 2, 3;
  * eng_cuda_gemv_norm_supported). Needs eng_cuda_gemv_supported (M <= ENG_CUDA_GEMV_MAX_M,
  * n_in % 8 == 0, W and X (norm->x) 16-byte aligned), else cudaErrorInvalidValue. */
 int eng_cuda_launch_gemv(const uint16_t *W, const uint16_t *X, void *Y, int M, int n_out,
-                         int n_in, int mode, const eng_cuda_gemv_norm_t *norm,
+                         int n_in, int mode, int variant, const eng_cuda_gemv_norm_t *norm,
                          eng_cuda_exec_t ex);
+int eng_cuda_gemv_variant_supported(int variant, int M);
 int eng_cuda_gemv_supported(const void *W, const void *X, int M, int n_in);
 int eng_cuda_gemv_norm_supported(int M, int n_in);
 
@@ -236,17 +241,18 @@ int eng_cuda_attn_flash_supported(int head_dim);
 
 /* The projections a step runs; each has its own GEMV-or-cuBLAS choice per M bucket. */
 enum { ENG_CUDA_P_QKV, ENG_CUDA_P_O, ENG_CUDA_P_GU, ENG_CUDA_P_DOWN, ENG_CUDA_P_HEAD, ENG_CUDA_N_PROJ };
-/* How small-M projections are run. AUTO (the default): at create, both the GEMV kernel and cuBLAS
- * are timed for every projection at M = 1, 2, 4, 8 (graphs of one launch per layer, so the weights
- * stream from memory as in a step) and the faster is kept per (projection, M bucket). CUBLAS:
- * always cuBLAS (the path before the GEMV kernel). GEMV: the kernel wherever it applies. The
- * environment variable SLUICE_CUDA_GEMV=auto|cublas|gemv sets the mode at create. */
+/* How small-M projections are run. AUTO (the default): at create, cuBLAS and every GEMV variant that
+ * applies are timed for every projection at M = 1, 2, 4, 8 (graphs of one launch per layer, so the
+ * weights stream from memory as in a step) and the fastest is kept per (projection, M bucket).
+ * CUBLAS: always cuBLAS (the path before the GEMV kernel). FORCE + v (v < ENG_CUDA_GEMV_VARIANTS):
+ * GEMV variant v wherever it applies (variant 0 where v does not). The environment variable
+ * SLUICE_CUDA_GEMV=auto|cublas|gemv|gemvV sets the mode at create (gemv: variant 0). */
 enum { ENG_CUDA_GEMV_AUTO, ENG_CUDA_GEMV_CUBLAS, ENG_CUDA_GEMV_FORCE };
 /* Sets the mode on a created backend (AUTO re-times); drops the captured graphs. SL_OK, or
  * SL_EINVAL / SL_EDEVICE with the reason in errmsg. */
 int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode);
-/* One line per projection: the choice per M bucket and the timings that made it ("qkv 12288x4096:
- * M1 gemv 35.1 us (cublas 37.9) ..."); empty before a choice was made. */
+/* One line per projection: the choice per M bucket and the timings that made it ("qkv 12288 x
+ * 4096 | M1 gemv1  cublas 41.1 gemv0 42.2 gemv1 40.3 ..."); no timings outside AUTO. */
 void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
 
 /* Run-time paths, each with a default (value 0) and a bypass (value 1), set at create from the

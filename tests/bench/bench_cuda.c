@@ -158,8 +158,9 @@ static int both(eng_backend_t *cpu, eng_backend_t *cpu_info, eng_backend_t *cuda
 
 /* The same batch through CUDA with every small-M projection on cuBLAS, then on the GEMV kernel:
  * logits within 5e-3 relative; then the GEMV kernel without its fusions (SLUICE_CUDA_FUSE=off:
- * separate RMSNorm and SiLU*mul kernels), which must give the same bits. Leaves the backend in
- * AUTO mode (re-timed) with the environment's fusion path. -1 on error. */
+ * separate RMSNorm and SiLU*mul kernels) and each other GEMV variant, which must give the same
+ * bits. Leaves the backend in AUTO mode (re-timed) with the environment's fusion path. -1 on
+ * error. */
 static int gemv_vs_cublas(out_t *o, eng_backend_t *cuda, const eng_batch_t *b, int vocab,
                           const char *label) {
     const size_t bytes = (size_t)b->n_seqs * vocab * 4;
@@ -171,21 +172,36 @@ static int gemv_vs_cublas(out_t *o, eng_backend_t *cuda, const eng_batch_t *b, i
         cuda->ops->forward(cuda, b, lb, &rb) == SL_OK && ra == rb &&
         eng_cuda_set_path(cuda, ENG_CUDA_PATH_FUSE, 1) == SL_OK &&
         cuda->ops->forward(cuda, b, lf, &rf) == SL_OK &&
-        eng_cuda_set_path(cuda, ENG_CUDA_PATH_FUSE, -1) == SL_OK &&
-        eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_AUTO) == SL_OK && rf == rb) {
-        cmp_t c = {0, 0, 0}, f = {0, 0, 0};
+        eng_cuda_set_path(cuda, ENG_CUDA_PATH_FUSE, -1) == SL_OK && rf == rb) {
+        cmp_t c = {0, 0, 0}, f = {0, 0, 0}, v = {0, 0, 0};
         compare_rows(lb, la, NULL, ra, vocab, &c);
         compare_rows(lb, lf, NULL, ra, vocab, &f);
+        for (int k = 1; k < ENG_CUDA_GEMV_VARIANTS && rc == -1; k++) {
+            if (eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_FORCE + k) != SL_OK ||
+                cuda->ops->forward(cuda, b, lf, &rf) != SL_OK || rf != rb)
+                rc = -2;
+            else
+                compare_rows(lf, lb, NULL, rb, vocab, &v);
+        }
+        if (rc == -2 || eng_cuda_set_gemv_mode(cuda, ENG_CUDA_GEMV_AUTO) != SL_OK) {
+            fprintf(stderr, "gemv variants: %s\n", cuda->ops->errmsg(cuda));
+            rc = -1;
+            goto out;
+        }
         char name[96];
         snprintf(name, sizeof name, "gemv vs cublas %.40s b%d rel err", label, b->n_seqs);
         report(o, name, c.max_err, "", 5e-3, "<=");
         /* fused GEMVs (RMSNorm in, SiLU*mul out) vs separate kernels: the same bits */
         snprintf(name, sizeof name, "gemv fused vs unfused %.32s b%d rel err", label, b->n_seqs);
         report(o, name, f.max_err, "", 1e-6, "<=");
+        /* the variants only schedule the loads differently */
+        snprintf(name, sizeof name, "gemv variants vs gemv0 %.32s b%d rel err", label, b->n_seqs);
+        report(o, name, v.max_err, "", 0, "<=");
         rc = 0;
     } else {
         fprintf(stderr, "gemv vs cublas: %s\n", cuda->ops->errmsg(cuda));
     }
+out:
     free(la);
     free(lb);
     free(lf);

@@ -249,7 +249,16 @@ static void test_gemv_matches_cublas(void **state) {
         assert_int_equal(b->ops->forward(b, &batch, a, &ra), SL_OK);
         assert_int_equal(eng_cuda_set_path(b, ENG_CUDA_PATH_FUSE, 0), SL_OK);
         assert_int_equal(memcmp(a, g, (size_t)n * V * sizeof *a), 0);
+        /* every GEMV variant schedules the same sums: the same bits as variant 0 */
+        for (int v = 1; v < ENG_CUDA_GEMV_VARIANTS; v++) {
+            assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_FORCE + v), SL_OK);
+            assert_int_equal(b->ops->forward(b, &batch, a, &ra), SL_OK);
+            assert_int_equal(memcmp(a, g, (size_t)n * V * sizeof *a), 0);
+        }
     }
+    assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_FORCE + ENG_CUDA_GEMV_VARIANTS),
+                     SL_EINVAL);
+    assert_int_equal(eng_cuda_set_gemv_mode(b, ENG_CUDA_GEMV_AUTO), SL_OK);
     char rep[2048];
     eng_cuda_gemv_report(b, rep, sizeof rep);
     assert_non_null(strstr(rep, "qkv"));
