@@ -22,7 +22,7 @@
 #   gpu       build, the CUDA cmocka suites, CPU vs CUDA, the Llama-2-7B benchmark (~80 s on an H100);
 #             with .devdebs it also builds the full sluice for the validation in the background
 #   host      the CPU kernels on this host's ISA (their suites; bench_cpu as info)
-#   validate  profile + validate on CUDA (~3 minutes)
+#   validate  profile + validate on CUDA (~3 minutes; SLUICE_VALIDATE_RATES, default "4 14" req/s)
 # Exit status: 0 all PASS, 1 a target or check failed, 2 the build failed.
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -278,7 +278,8 @@ validate_cuda() {
     timeout 150 $S profile -m synthetic:llama2-7b --backend cuda --budget 60 --db "$db" 2>&1 | tee "$OUT/profile_cuda.log"
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "profile cuda,,,,,FAIL" >>"$CSV"; return 1; }
     local rate rc
-    for rate in 4 14; do # moderate, near saturation (b64 decode ~5,000 tok/s, sharegpt ~200 output tokens)
+    # moderate, near saturation (b64 decode ~5,000 tok/s, sharegpt ~200 output tokens)
+    for rate in ${SLUICE_VALIDATE_RATES:-4 14}; do
         timeout 200 $S validate -m synthetic:llama2-7b --backend cuda --preset sharegpt -n 150 --rate $rate \
             --repeat 2 --db "$db" 2>&1 | tee "$OUT/validate_cuda_rate$rate.log"
         rc=${PIPESTATUS[0]}
