@@ -344,8 +344,10 @@ __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src)
+// 16 bytes, or 16 zero bytes (nothing read) when !valid.
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
                  : "memory");
 }
 
@@ -371,6 +373,13 @@ __device__ __forceinline__ void ldsm_x4(uint32_t *r, const __half *p) {
                      : "r"(smem_u32(p)));
 }
 
+// Two 8x8 fp16 matrices; lanes 0..15 give the row addresses (lane / 8: the matrix).
+__device__ __forceinline__ void ldsm_x2(uint32_t *r, const __half *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_u32(p)));
+}
+
 // d (16x8 fp32) += a (16x16 fp16, row) * b (16x8 fp16, col)
 __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -385,25 +394,31 @@ __device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
     return *(uint32_t *)&h;
 }
 
-template <int HD>
+template <int HD, int MA>
 struct fa2_smem {
     static constexpr int LD = HD + 8;      // halves per shared row (16-byte pad)
     static constexpr int TILE = 64 * LD;   // halves per 64-row tile
-    static constexpr size_t bytes = (size_t)5 * TILE * sizeof(__half);  // Q, K[2], V[2]
+    static constexpr size_t bytes = (size_t)(MA + 4) * TILE * sizeof(__half);  // Q, K[2], V[2]
 };
 
-template <int HD>
+// MA: 16-row m-atoms per warp (1: 64-query tiles, Q held in registers; 2: 128-query tiles, Q
+// fragments re-read from shared memory at each K tile, as the registers go to the second atom's
+// S and O). Each row's sums run in the same order whatever MA, so both give the same bits.
+template <int HD, int MA>
 __global__ void __launch_bounds__(128, 2)
     attn_fa2_kernel(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                     const int32_t *meta, int off_tiles, int off_bt, int n_heads, int n_kv, int bs,
-                    float scale_log2) {
-    static_assert(FBQ == 64, "4 warps x 16 query rows");
-    constexpr int LD = fa2_smem<HD>::LD, TILE = fa2_smem<HD>::TILE, VPR = HD / 8;
+                    int bs_shift, float scale_log2) {
+    constexpr int NTHR = 128, WROWS = 16 * MA, QROWS = 4 * WROWS;
+    constexpr int LD = fa2_smem<HD, MA>::LD, TILE = fa2_smem<HD, MA>::TILE, VPR = HD / 8;
     constexpr int NST = F2_KT / 8;  // 8-key n-tiles of S
     constexpr int NDT = HD / 8;     // 8-wide n-tiles of O
     constexpr int KQ = HD / 16;     // 16-wide k-chunks of Q
+    static_assert(QROWS == (MA == 1 ? ENG_CUDA_FLASH_TILE : ENG_CUDA_FLASH_TILE_WIDE),
+                  "the plan's tile size");
+    static_assert((QROWS * VPR) % NTHR == 0 && (F2_KT * VPR) % NTHR == 0, "whole load rounds");
     extern __shared__ __align__(128) unsigned char smem[];
-    __half *Qs = (__half *)smem, *Ks = Qs + TILE, *Vs = Ks + 2 * TILE;
+    __half *Qs = (__half *)smem, *Ks = Qs + MA * TILE, *Vs = Ks + 2 * TILE;
     pdl_trigger();
     pdl_wait();
 
@@ -415,45 +430,53 @@ __global__ void __launch_bounds__(128, 2)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int n_keys = pos0 + nq, n_kt = (n_keys + F2_KT - 1) / F2_KT;
 
-    for (int i = tid; i < FBQ * VPR; i += blockDim.x) {
-        const int row = i / VPR, c = i % VPR;
-        __half *dst = Qs + row * LD + c * 8;
-        if (row < nq)
-            cp_async16(dst, qkv + (int64_t)(t0 + row) * stride + (int64_t)h * HD + c * 8);
-        else
-            *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    // A thread copies chunk c = tid % VPR of rows tid / VPR + j * NTHR / VPR. Rows past nq and
+    // keys past n_keys are zero-filled (P is 0 there; V must not hold NaN from stale shared
+    // memory). Branch-free, so a thread's block-table reads all issue before its first copy waits
+    // on one; a power-of-two block size (bs_shift >= 0) needs no division.
+    const int c8 = (tid % VPR) * 8;
+#pragma unroll
+    for (int j = 0; j < QROWS * VPR / NTHR; j++) {
+        const int row = (tid + j * NTHR) / VPR;
+        cp_async16_zfill(Qs + row * LD + c8,
+                         qkv + (int64_t)(t0 + (row < nq ? row : 0)) * stride + (int64_t)h * HD + c8,
+                         row < nq);
     }
-    // keys past n_keys are zeroed (P is 0 there; V must not hold NaN from stale shared memory)
     auto load_kv = [&](int kt) {
+        constexpr int PER = F2_KT * VPR / NTHR;
         __half *kd = Ks + (kt & 1) * TILE, *vd = Vs + (kt & 1) * TILE;
-        for (int i = tid; i < F2_KT * VPR; i += blockDim.x) {
-            const int row = i / VPR, c = i % VPR, key = kt * F2_KT + row;
-            __half *kdst = kd + row * LD + c * 8, *vdst = vd + row * LD + c * 8;
-            if (key < n_keys) {
-                const int64_t idx =
-                    (((int64_t)bt[key / bs] * n_kv + kvh) * bs + key % bs) * HD + c * 8;
-                cp_async16(kdst, kc + idx);
-                cp_async16(vdst, vc + idx);
-            } else {
-                *(uint4 *)kdst = make_uint4(0, 0, 0, 0);
-                *(uint4 *)vdst = make_uint4(0, 0, 0, 0);
-            }
+        int32_t blk[PER];
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int key = kt * F2_KT + (tid + j * NTHR) / VPR;
+            blk[j] = key < n_keys ? bt[bs_shift >= 0 ? key >> bs_shift : key / bs] : 0;
+        }
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int row = (tid + j * NTHR) / VPR, key = kt * F2_KT + row;
+            const int in_blk = bs_shift >= 0 ? key & (bs - 1) : key % bs;
+            const int64_t idx = (((int64_t)blk[j] * n_kv + kvh) * bs + in_blk) * HD + c8;
+            cp_async16_zfill(kd + row * LD + c8, kc + idx, key < n_keys);
+            cp_async16_zfill(vd + row * LD + c8, vc + idx, key < n_keys);
         }
     };
     load_kv(0);
     cp_async_commit();
 
     const int g = lane >> 2, t = lane & 3;
-    const int qr = warp * 16 + g;                  // tile rows qr (c0, c1) and qr + 8 (c2, c3)
-    const int qpos0 = pos0 + qr, qpos1 = qpos0 + 8;
-    const int warp_first = pos0 + warp * 16, warp_last = warp_first + 15;
-    const bool warp_live = warp * 16 < nq;
-    uint32_t qf[KQ][4];
-    float o[NDT][4];
+    const int wrow = warp * WROWS;  // atom a: tile rows wrow + 16a + g (c0, c1) and + 8 (c2, c3)
+    const int warp_first = pos0 + wrow, warp_last = warp_first + WROWS - 1;
+    const bool warp_live = wrow < nq;
+    uint32_t qf[MA == 1 ? KQ : 1][4];  // MA 1: Q's A fragments, loaded once
+    float o[MA][NDT][4], m[MA][2], l[MA][2];
 #pragma unroll
-    for (int d = 0; d < NDT; d++)
-        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    for (int a = 0; a < MA; a++) {
+#pragma unroll
+        for (int d = 0; d < NDT; d++)
+            o[a][d][0] = o[a][d][1] = o[a][d][2] = o[a][d][3] = 0.0f;
+        m[a][0] = m[a][1] = -INFINITY;
+        l[a][0] = l[a][1] = 0.0f;
+    }
 
     for (int kt = 0; kt < n_kt; kt++) {
         if (kt + 1 < n_kt) {
@@ -464,72 +487,101 @@ __global__ void __launch_bounds__(128, 2)
             cp_async_wait<0>();
         }
         __syncthreads();
-        if (kt == 0) {
+        if constexpr (MA == 1) {
+            if (kt == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KQ; kk++)
-                ldsm_x4<false>(qf[kk], Qs + (warp * 16 + (lane & 15)) * LD + kk * 16 +
-                                           (lane >> 4) * 8);
+                for (int kk = 0; kk < KQ; kk++)
+                    ldsm_x4<false>(qf[kk], Qs + (wrow + (lane & 15)) * LD + kk * 16 +
+                                               (lane >> 4) * 8);
+            }
         }
         const int k0 = kt * F2_KT;
         if (warp_live && k0 <= warp_last) {  // warp-uniform
             const __half *kb = Ks + (kt & 1) * TILE, *vb = Vs + (kt & 1) * TILE;
-            float s[NST][4];
+            float s[MA][NST][4];
 #pragma unroll
-            for (int n = 0; n < NST; n++)
-                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            for (int a = 0; a < MA; a++)
 #pragma unroll
-            for (int kk = 0; kk < KQ; kk += 2)
+                for (int n = 0; n < NST; n++)
+                    s[a][n][0] = s[a][n][1] = s[a][n][2] = s[a][n][3] = 0.0f;
+            if constexpr (MA == 1) {
+#pragma unroll
+                for (int kk = 0; kk < KQ; kk += 2)
+#pragma unroll
+                    for (int n = 0; n < NST; n++) {
+                        uint32_t b[4];  // b[0..1]: d chunk kk, b[2..3]: chunk kk + 1
+                        ldsm_x4<false>(b, kb + (n * 8 + (lane & 7)) * LD + kk * 16 +
+                                              (lane >> 3) * 8);
+                        mma16816(s[0][n], qf[kk], b[0], b[1]);
+                        mma16816(s[0][n], qf[kk + 1], b[2], b[3]);
+                    }
+            } else {  // one k-chunk at a time (the registers are short): the same order of sums
+#pragma unroll
+                for (int kk = 0; kk < KQ; kk++) {
+                    uint32_t qa[MA][4];
+#pragma unroll
+                    for (int a = 0; a < MA; a++)
+                        ldsm_x4<false>(qa[a], Qs + (wrow + 16 * a + (lane & 15)) * LD + kk * 16 +
+                                                  (lane >> 4) * 8);
+#pragma unroll
+                    for (int n = 0; n < NST; n++) {
+                        uint32_t b[2];
+                        ldsm_x2(b, kb + (n * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+                        for (int a = 0; a < MA; a++)
+                            mma16816(s[a][n], qa[a], b[0], b[1]);
+                    }
+                }
+            }
+            uint32_t pf[MA][NST / 2][4];  // P as A fragments: 16 keys per k-chunk
+#pragma unroll
+            for (int a = 0; a < MA; a++) {
+                const int qpos0 = warp_first + 16 * a + g, qpos1 = qpos0 + 8;
+                const bool mask = k0 + F2_KT - 1 > warp_first + 16 * a;
+                float mx0 = m[a][0], mx1 = m[a][1];
+#pragma unroll
+                for (int n = 0; n < NST; n++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        const int kp = k0 + n * 8 + 2 * t + j;
+                        float v0 = s[a][n][j] * scale_log2, v1 = s[a][n][2 + j] * scale_log2;
+                        if (mask && kp > qpos0)
+                            v0 = -INFINITY;
+                        if (mask && kp > qpos1)
+                            v1 = -INFINITY;
+                        s[a][n][j] = v0;
+                        s[a][n][2 + j] = v1;
+                        mx0 = fmaxf(mx0, v0);
+                        mx1 = fmaxf(mx1, v1);
+                    }
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+                // key 0 is in tile 0 and visible to every row, so mx0, mx1 are finite from tile 0
+                // on; a tile wholly after a row (MA > 1 runs some) gives it p = 0 and c = 1
+                const float c0 = exp2f(m[a][0] - mx0), c1 = exp2f(m[a][1] - mx1);
+                m[a][0] = mx0;
+                m[a][1] = mx1;
+                float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
                 for (int n = 0; n < NST; n++) {
-                    uint32_t b[4];  // b[0..1]: d chunk kk, b[2..3]: chunk kk + 1
-                    ldsm_x4<false>(b, kb + (n * 8 + (lane & 7)) * LD + kk * 16 + (lane >> 3) * 8);
-                    mma16816(s[n], qf[kk], b[0], b[1]);
-                    mma16816(s[n], qf[kk + 1], b[2], b[3]);
+                    const float p00 = exp2f(s[a][n][0] - mx0), p01 = exp2f(s[a][n][1] - mx0);
+                    const float p10 = exp2f(s[a][n][2] - mx1), p11 = exp2f(s[a][n][3] - mx1);
+                    sum0 += p00 + p01;
+                    sum1 += p10 + p11;
+                    pf[a][n / 2][(n & 1) * 2] = pack_h2(p00, p01);
+                    pf[a][n / 2][(n & 1) * 2 + 1] = pack_h2(p10, p11);
                 }
-            const bool mask = k0 + F2_KT - 1 > warp_first;
-            float mx0 = m0, mx1 = m1;
+                l[a][0] = l[a][0] * c0 + sum0;  // this lane's columns; the quad is summed at the end
+                l[a][1] = l[a][1] * c1 + sum1;
 #pragma unroll
-            for (int n = 0; n < NST; n++)
-#pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    const int kp = k0 + n * 8 + 2 * t + j;
-                    float v0 = s[n][j] * scale_log2, v1 = s[n][2 + j] * scale_log2;
-                    if (mask && kp > qpos0)
-                        v0 = -INFINITY;
-                    if (mask && kp > qpos1)
-                        v1 = -INFINITY;
-                    s[n][j] = v0;
-                    s[n][2 + j] = v1;
-                    mx0 = fmaxf(mx0, v0);
-                    mx1 = fmaxf(mx1, v1);
+                for (int d = 0; d < NDT; d++) {
+                    o[a][d][0] *= c0;
+                    o[a][d][1] *= c0;
+                    o[a][d][2] *= c1;
+                    o[a][d][3] *= c1;
                 }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            // key 0 is in tile 0 and visible to every row, so mx0, mx1 are finite from tile 0 on
-            const float c0 = exp2f(m0 - mx0), c1 = exp2f(m1 - mx1);
-            m0 = mx0;
-            m1 = mx1;
-            uint32_t pf[NST / 2][4];  // P as A fragments: 16 keys per k-chunk
-            float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-            for (int n = 0; n < NST; n++) {
-                const float p00 = exp2f(s[n][0] - m0), p01 = exp2f(s[n][1] - m0);
-                const float p10 = exp2f(s[n][2] - m1), p11 = exp2f(s[n][3] - m1);
-                sum0 += p00 + p01;
-                sum1 += p10 + p11;
-                pf[n / 2][(n & 1) * 2] = pack_h2(p00, p01);
-                pf[n / 2][(n & 1) * 2 + 1] = pack_h2(p10, p11);
-            }
-            l0 = l0 * c0 + sum0;  // this lane's columns; the quad is summed at the end
-            l1 = l1 * c1 + sum1;
-#pragma unroll
-            for (int d = 0; d < NDT; d++) {
-                o[d][0] *= c0;
-                o[d][1] *= c0;
-                o[d][2] *= c1;
-                o[d][3] *= c1;
             }
 #pragma unroll
             for (int kc2 = 0; kc2 < NST / 2; kc2++)
@@ -538,33 +590,34 @@ __global__ void __launch_bounds__(128, 2)
                     uint32_t b[4];  // b[0..1]: d tile d, b[2..3]: d tile d + 1
                     ldsm_x4<true>(b, vb + (kc2 * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
                                          d * 8 + (lane >> 4) * 8);
-                    mma16816(o[d], pf[kc2], b[0], b[1]);
-                    mma16816(o[d + 1], pf[kc2], b[2], b[3]);
+#pragma unroll
+                    for (int a = 0; a < MA; a++) {
+                        mma16816(o[a][d], pf[a][kc2], b[0], b[1]);
+                        mma16816(o[a][d + 1], pf[a][kc2], b[2], b[3]);
+                    }
                 }
         }
         __syncthreads();  // the buffer just read is the next prefetch's target
     }
 
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     const int64_t ostride = (int64_t)n_heads * HD;
     __half *out = att + (int64_t)t0 * ostride + (int64_t)h * HD + 2 * t;
-    if (qr < nq) {
-        const float inv = 1.0f / l0;
 #pragma unroll
-        for (int d = 0; d < NDT; d++)
-            *(__half2 *)(out + qr * ostride + d * 8) =
-                __floats2half2_rn(o[d][0] * inv, o[d][1] * inv);
-    }
-    if (qr + 8 < nq) {
-        const float inv = 1.0f / l1;
+    for (int a = 0; a < MA; a++)
 #pragma unroll
-        for (int d = 0; d < NDT; d++)
-            *(__half2 *)(out + (qr + 8) * ostride + d * 8) =
-                __floats2half2_rn(o[d][2] * inv, o[d][3] * inv);
-    }
+        for (int half = 0; half < 2; half++) {
+            float li = l[a][half];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int row = wrow + 16 * a + 8 * half + g;
+            if (row < nq) {
+                const float inv = 1.0f / li;
+#pragma unroll
+                for (int d = 0; d < NDT; d++)
+                    *(__half2 *)(out + row * ostride + d * 8) = __floats2half2_rn(
+                        o[a][d][2 * half] * inv, o[a][d][2 * half + 1] * inv);
+            }
+        }
 }
 
 template <int HD, int G>
@@ -591,25 +644,34 @@ cudaError_t launch_rows(__half *att, const __half *qkv, const __half *kc, const 
                          pacc);
 }
 
+// A prefill kernel on 128 threads with `bytes` of dynamic shared memory (allowed above 48 KB).
+template <typename... P, typename... A>
+cudaError_t launch_with_smem(const eng_cuda_exec_t &ex, void (*kernel)(P...), dim3 grid,
+                             size_t bytes, A... args) {
+    cudaError_t e = cudaFuncSetAttribute((const void *)kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess)
+        return e;
+    return launch_kernel(ex, kernel, grid, dim3(128), bytes, args...);
+}
+
 template <int HD>
 cudaError_t launch_flash(__half *att, const __half *qkv, const __half *kc, const __half *vc,
                          const int32_t *meta, int off_tiles, int off_bt, int NT, int n_heads,
                          int n_kv, int block_size, int impl, const eng_cuda_exec_t &ex) {
-    const bool old = impl == ENG_CUDA_PREFILL_OLD;
-    const size_t bytes = old ? flash_smem<HD>::bytes : fa2_smem<HD>::bytes;
-    const void *fn = old ? (const void *)attn_flash_kernel<HD> : (const void *)attn_fa2_kernel<HD>;
-    cudaError_t e =
-        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (e != cudaSuccess)
-        return e;
     const float scale = rsqrtf((float)HD);
-    if (old)
-        return launch_kernel(ex, attn_flash_kernel<HD>, dim3(NT, n_heads), dim3(128), bytes, att,
-                             qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
-                             scale);
-    return launch_kernel(ex, attn_fa2_kernel<HD>, dim3(NT, n_heads), dim3(128), bytes, att, qkv,
-                         kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
-                         scale * 1.4426950408889634f);
+    const int bs_shift = (block_size & (block_size - 1)) == 0 ? __builtin_ctz(block_size) : -1;
+    if (impl == ENG_CUDA_PREFILL_OLD)
+        return launch_with_smem(ex, attn_flash_kernel<HD>, dim3(NT, n_heads),
+                                flash_smem<HD>::bytes, att, qkv, kc, vc, meta, off_tiles, off_bt,
+                                n_heads, n_kv, block_size, scale);
+    if (impl == ENG_CUDA_PREFILL_FA2W)
+        return launch_with_smem(ex, attn_fa2_kernel<HD, 2>, dim3(NT, n_heads),
+                                fa2_smem<HD, 2>::bytes, att, qkv, kc, vc, meta, off_tiles, off_bt,
+                                n_heads, n_kv, block_size, bs_shift, scale * 1.4426950408889634f);
+    return launch_with_smem(ex, attn_fa2_kernel<HD, 1>, dim3(NT, n_heads), fa2_smem<HD, 1>::bytes,
+                            att, qkv, kc, vc, meta, off_tiles, off_bt, n_heads, n_kv, block_size,
+                            bs_shift, scale * 1.4426950408889634f);
 }
 
 }  // namespace

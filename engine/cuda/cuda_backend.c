@@ -583,7 +583,8 @@ static int forward_impl(eng_backend_t *b, const eng_batch_t *batch, const step_o
         return fail(c, SL_ESTATE, "cuda: forward before kv_alloc");
     CK(c, cudaSetDevice(c->device));
     eng_cuda_geom_t geom = {c->block_size, c->num_blocks, g->vocab, ENG_CUDA_MAX_STEP_TOKENS,
-                            c->flash};
+                            c->flash ? eng_cuda_flash_tile(c->path[ENG_CUDA_PATH_PREFILL_ATTN])
+                                     : 0};
     int pad = c->params.use_graphs && !eager && eng_cuda_batch_is_decode(batch)
                   ? eng_cuda_graph_bucket(batch->n_seqs)
                   : 0;
@@ -906,12 +907,14 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len) {
     }
 }
 
-/* The run-time paths: environment variable and the names of values 0 (default) and 1. */
+/* The run-time paths: environment variable and the names of values 0 (the default), 1 and, for
+ * some, 2 (NULL where there is none). */
+#define PATH_VALUES 3
 static const struct {
-    const char *env, *name[2];
+    const char *env, *name[PATH_VALUES];
     int in_graphs; /* decode graphs bake the path in: a change drops them */
 } path_env[ENG_CUDA_N_PATHS] = {
-    [ENG_CUDA_PATH_PREFILL_ATTN] = {"SLUICE_CUDA_PREFILL_ATTN", {"fa2", "old"}, 0},
+    [ENG_CUDA_PATH_PREFILL_ATTN] = {"SLUICE_CUDA_PREFILL_ATTN", {"fa2", "old", "fa2w"}, 0},
     [ENG_CUDA_PATH_ELTWISE] = {"SLUICE_CUDA_ELTWISE", {"vec", "scalar"}, 1},
     [ENG_CUDA_PATH_FUSE] = {"SLUICE_CUDA_FUSE", {"on", "off"}, 1},
     [ENG_CUDA_PATH_DECODE_ATTN] = {"SLUICE_CUDA_DECODE_ATTN", {"single", "split"}, 1},
@@ -922,19 +925,25 @@ static const struct {
 /* Path `path` from its environment variable (unset or empty: the default). */
 static int path_from_env(cuda_ctx_t *c, int path, int *value) {
     const char *v = getenv(path_env[path].env);
-    if (!v || !*v || strcmp(v, path_env[path].name[0]) == 0)
-        *value = 0;
-    else if (strcmp(v, path_env[path].name[1]) == 0)
-        *value = 1;
-    else
-        return fail(c, SL_EINVAL, "cuda: %s=%s (%s or %s)", path_env[path].env, v,
-                    path_env[path].name[0], path_env[path].name[1]);
-    return SL_OK;
+    *value = 0;
+    if (!v || !*v)
+        return SL_OK;
+    for (int k = 0; k < PATH_VALUES && path_env[path].name[k]; k++)
+        if (strcmp(v, path_env[path].name[k]) == 0) {
+            *value = k;
+            return SL_OK;
+        }
+    const char *const *n = path_env[path].name;
+    if (n[2])
+        return fail(c, SL_EINVAL, "cuda: %s=%s (%s, %s or %s)", path_env[path].env, v, n[0], n[1],
+                    n[2]);
+    return fail(c, SL_EINVAL, "cuda: %s=%s (%s or %s)", path_env[path].env, v, n[0], n[1]);
 }
 
 int eng_cuda_set_path(eng_backend_t *b, int path, int value) {
     cuda_ctx_t *c = b->ctx;
-    if (path < 0 || path >= ENG_CUDA_N_PATHS || value > 1)
+    if (path < 0 || path >= ENG_CUDA_N_PATHS || value >= PATH_VALUES ||
+        (value >= 0 && !path_env[path].name[value]))
         return fail(c, SL_EINVAL, "cuda: path %d value %d", path, value);
     if (value < 0)
         TRY(path_from_env(c, path, &value));

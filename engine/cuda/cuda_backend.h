@@ -39,6 +39,7 @@ extern "C" {
 #define ENG_CUDA_N_SPLIT_BUCKETS 16   /* decode graph split buckets 1,2,4,...,2^15 */
 #define ENG_CUDA_ATTN_PART 128        /* keys per split of the split-K attention */
 #define ENG_CUDA_FLASH_TILE 64        /* query rows per tile of the prefill attention */
+#define ENG_CUDA_FLASH_TILE_WIDE 128  /* ... of its wide variant (4 warps of 32 rows) */
 #define ENG_CUDA_FLASH_MIN_TOKENS 16  /* a sequence with fewer new tokens uses the split-K kernel */
 #define ENG_CUDA_MAX_GQA 8            /* query heads per KV head the split-K kernel supports */
 #define ENG_CUDA_META_CAP (1 << 20)   /* int32 entries of the per-step plan array */
@@ -104,15 +105,17 @@ typedef struct eng_cuda_geom {
     int num_blocks;   /* blocks in the pool */
     int vocab;
     int max_tokens;   /* workspace limit on tokens per step */
-    int flash;        /* 1: sequences with >= ENG_CUDA_FLASH_MIN_TOKENS new tokens use the
-                         prefill (flash) kernel; 0: every token is a split-K row */
+    int flash_tile;   /* > 0: sequences with >= ENG_CUDA_FLASH_MIN_TOKENS new tokens use the
+                         prefill (flash) kernel in tiles of this many queries; 0: every token is
+                         a split-K row */
 } eng_cuda_geom_t;
 
 /* Offsets (in int32 entries) of the plan's arrays inside the meta array, and their counts.
  *   tokens[T], pos[T], slot[T]      per token: id, absolute position, KV slot (-1: not written)
  *   row_tok[R], row_bt[R], row_nk[R] per split-K row: token index (query row), offset of its block
  *                                   table in bt[], keys it attends (0: padding, output zero)
- *   tiles[4 NT]                     per flash tile: first token index, queries (<= 64), position
+ *   tiles[4 NT]                     per flash tile: first token index, queries (<= flash_tile),
+ *                                   position
  *                                   of the first query, block-table offset
  *   out[L]                          token indices whose logits are wanted, batch order
  *   bt[NB]                          all block tables, concatenated
@@ -202,11 +205,16 @@ int eng_cuda_launch_attn_rows(uint16_t *att, const uint16_t *qkv, const uint16_t
                               int n_kv, int head_dim, int block_size, int part, int splits,
                               int single, float *partial, eng_cuda_exec_t ex);
 /* Prefill attention kernels: FA2 (mma.sync, register-resident S/P/O, cp.async double-buffered
- * K/V; the default) or OLD (the first WMMA kernel, S/P/O through shared memory): the path
- * ENG_CUDA_PATH_PREFILL_ATTN (SLUICE_CUDA_PREFILL_ATTN=fa2|old). */
-enum { ENG_CUDA_PREFILL_FA2, ENG_CUDA_PREFILL_OLD };
-/* Flash-style causal prefill attention over the tiles of a plan, K/V read from the pool through
- * the block tables: grid (NT, n_heads). head_dim in {64, 128}; impl ENG_CUDA_PREFILL_*. */
+ * K/V; the default), OLD (the first WMMA kernel, S/P/O through shared memory) or FA2W (FA2 with
+ * 128-query tiles, 32 rows per warp: each K/V fragment read from shared memory feeds twice the
+ * MMAs; the same bits as FA2): the path ENG_CUDA_PATH_PREFILL_ATTN
+ * (SLUICE_CUDA_PREFILL_ATTN=fa2|old|fa2w). */
+enum { ENG_CUDA_PREFILL_FA2, ENG_CUDA_PREFILL_OLD, ENG_CUDA_PREFILL_FA2W };
+/* Query rows per flash tile the kernel impl takes. */
+int eng_cuda_flash_tile(int impl);
+/* Flash-style causal prefill attention over the tiles of a plan (built with
+ * eng_cuda_flash_tile(impl) queries per tile), K/V read from the pool through the block tables:
+ * grid (NT, n_heads). head_dim in {64, 128}; impl ENG_CUDA_PREFILL_*. */
 int eng_cuda_launch_attn_flash(uint16_t *att, const uint16_t *qkv, const uint16_t *kc,
                                const uint16_t *vc, const int32_t *meta, int off_tiles, int off_bt,
                                int NT, int n_heads, int n_kv, int head_dim, int block_size,
@@ -255,10 +263,10 @@ int eng_cuda_set_gemv_mode(eng_backend_t *b, int mode);
  * 4096 | M1 gemv1  cublas 41.1 gemv0 42.2 gemv1 40.3 ..."); no timings outside AUTO. */
 void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
 
-/* Run-time paths, each with a default (value 0) and a bypass (value 1), set at create from the
- * environment (unset or empty: the default):
- *   PREFILL_ATTN  SLUICE_CUDA_PREFILL_ATTN=fa2|old     FA2 kernel | the first WMMA kernel
- *                 (values ENG_CUDA_PREFILL_FA2 / _OLD)
+/* Run-time paths, each with a default (value 0), a bypass (value 1) and for some a variant
+ * (value 2), set at create from the environment (unset or empty: the default):
+ *   PREFILL_ATTN  SLUICE_CUDA_PREFILL_ATTN=fa2|old|fa2w  FA2 kernel | the first WMMA kernel |
+ *                 FA2 in 128-query tiles (values ENG_CUDA_PREFILL_FA2 / _OLD / _FA2W)
  *   ELTWISE       SLUICE_CUDA_ELTWISE=vec|scalar       16-byte RMSNorm / RoPE + KV / SiLU kernels
  *                 | scalar ones
  *   FUSE          SLUICE_CUDA_FUSE=on|off              GEMVs normalise their own input (no RMSNorm
@@ -274,7 +282,7 @@ void eng_cuda_gemv_report(eng_backend_t *b, char *buf, int len);
  *                 whose events time each launch on its own. Changing it re-times the GEMV choice. */
 enum { ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PATH_ELTWISE, ENG_CUDA_PATH_FUSE,
        ENG_CUDA_PATH_DECODE_ATTN, ENG_CUDA_PATH_SAMPLE, ENG_CUDA_PATH_PDL, ENG_CUDA_N_PATHS };
-/* Sets a path of a created backend to value 0 or 1 (< 0: as the environment says); drops the
+/* Sets a path of a created backend to one of its values (< 0: as the environment says); drops the
  * decode graphs when it changes what they run. SL_OK, or SL_EINVAL with the reason in errmsg. */
 int eng_cuda_set_path(eng_backend_t *b, int path, int value);
 

@@ -116,8 +116,12 @@ int eng_cuda_batch_is_decode(const eng_batch_t *b) {
     return 1;
 }
 
+int eng_cuda_flash_tile(int impl) {
+    return impl == ENG_CUDA_PREFILL_FA2W ? ENG_CUDA_FLASH_TILE_WIDE : ENG_CUDA_FLASH_TILE;
+}
+
 static int seq_uses_flash(const eng_batch_seq_t *s, const eng_cuda_geom_t *g) {
-    return g->flash && s->n_tokens >= ENG_CUDA_FLASH_MIN_TOKENS;
+    return g->flash_tile > 0 && s->n_tokens >= ENG_CUDA_FLASH_MIN_TOKENS;
 }
 
 int eng_cuda_plan_build(const eng_batch_t *b, const eng_cuda_geom_t *g, int pad_to, int32_t *meta,
@@ -155,7 +159,7 @@ int eng_cuda_plan_build(const eng_batch_t *b, const eng_cuda_geom_t *g, int pad_
                                               "of %d", i, s->tokens[j], g->vocab);
         T += s->n_tokens;
         if (seq_uses_flash(s, g))
-            NT += (s->n_tokens + ENG_CUDA_FLASH_TILE - 1) / ENG_CUDA_FLASH_TILE;
+            NT += (s->n_tokens + g->flash_tile - 1) / g->flash_tile;
         else
             R += s->n_tokens;
         L += s->logits == 2 ? s->n_tokens : s->logits;
@@ -215,8 +219,8 @@ int eng_cuda_plan_build(const eng_batch_t *b, const eng_cuda_geom_t *g, int pad_
                 if (pos + 1 > p->max_keys)
                     p->max_keys = pos + 1;
                 r++;
-            } else if (j % ENG_CUDA_FLASH_TILE == 0) {
-                int n = s->n_tokens - j < ENG_CUDA_FLASH_TILE ? s->n_tokens - j : ENG_CUDA_FLASH_TILE;
+            } else if (j % g->flash_tile == 0) {
+                int n = s->n_tokens - j < g->flash_tile ? s->n_tokens - j : g->flash_tile;
                 int32_t *e = meta + p->off_tiles + 4 * tile++;
                 e[0] = t;
                 e[1] = n;

@@ -208,11 +208,11 @@ out:
     return rc;
 }
 
-/* Prefill through the FA2 attention kernel vs the old WMMA one, the 16-byte elementwise kernels vs
- * the scalar ones, and plain launches vs PDL: two sequences (300 and 150 tokens), then chunks of
- * 212 and 100 on top of them (a 64-query tile straddling cached context), logits of every chunk
- * token compared (within 5e-3 relative; PDL must not change a bit). The env-selected paths are
- * restored after. -1 on error. */
+/* Prefill through the FA2 attention kernel vs the old WMMA one and its wide tiles, the 16-byte
+ * elementwise kernels vs the scalar ones, and plain launches vs PDL: two sequences (300 and 150
+ * tokens), then chunks of 212 and 100 on top of them (64- and 128-query tiles straddling cached
+ * context), logits of every chunk token compared (within 5e-3 relative; PDL and the wide tiles
+ * must not change a bit). The env-selected paths are restored after. -1 on error. */
 static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const int32_t *bt,
                        int max_blocks, int vocab, const char *label) {
     enum { NA = 300, NB = 150, CA = 212, CB = 100 };
@@ -223,11 +223,12 @@ static int paths_agree(out_t *o, eng_backend_t *cuda, const int32_t *toks, const
         const char *what;
         int attn, scalar, no_pdl;
         double tol;
-    } v[4] = {{"fa2+vec", ENG_CUDA_PREFILL_FA2, 0, 0, 0},
-              {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0, 0, 5e-3},
-              {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1, 0, 5e-3},
-              {"prefill pdl off", ENG_CUDA_PREFILL_FA2, 0, 1, 0}};
-    for (int k = 0; k < 4 && ref && got; k++) {
+    } v[] = {{"fa2+vec", ENG_CUDA_PREFILL_FA2, 0, 0, 0},
+             {"prefill attn old", ENG_CUDA_PREFILL_OLD, 0, 0, 5e-3},
+             {"prefill attn fa2w", ENG_CUDA_PREFILL_FA2W, 0, 0, 0},
+             {"eltwise scalar", ENG_CUDA_PREFILL_FA2, 1, 0, 5e-3},
+             {"prefill pdl off", ENG_CUDA_PREFILL_FA2, 0, 1, 0}};
+    for (int k = 0; k < (int)(sizeof v / sizeof v[0]) && ref && got; k++) {
         if (eng_cuda_set_path(cuda, ENG_CUDA_PATH_PREFILL_ATTN, v[k].attn) != SL_OK ||
             eng_cuda_set_path(cuda, ENG_CUDA_PATH_ELTWISE, v[k].scalar) != SL_OK ||
             eng_cuda_set_path(cuda, ENG_CUDA_PATH_PDL, v[k].no_pdl) != SL_OK)
@@ -745,6 +746,17 @@ static int run_perf(out_t *o, const char *shape) {
                 goto fail;
         }
     }
+    /* the wide FA2 tiles (SLUICE_CUDA_PREFILL_ATTN=fa2w) on the same prompts */
+    double wide[2];
+    if (eng_cuda_set_path(b, ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PREFILL_FA2W) != SL_OK ||
+        (wide[0] = ttft_s(&p, 512, 7)) < 0 || (wide[1] = ttft_s(&p, 2048, 5)) < 0)
+        goto fail;
+    p.q[0] = (eng_batch_seq_t){p.toks, 2048, 0, p.bt, p.max_blocks, 1};
+    if (profile(o, &p, &pb, "prefill 2048 fa2w") != 0 ||
+        eng_cuda_set_path(b, ENG_CUDA_PATH_PREFILL_ATTN, -1) != SL_OK)
+        goto fail;
+    report(o, "ttft 512, prefill attn fa2w", wide[0] * 1e3, "ms", 0, "info");
+    report(o, "ttft 2048, prefill attn fa2w", wide[1] * 1e3, "ms", 0, "info");
     /* the baseline of PDL: the same steps with plain launches (the GEMV choice re-timed for them) */
     double off[3];
     if (eng_cuda_set_path(b, ENG_CUDA_PATH_PDL, 1) != SL_OK)

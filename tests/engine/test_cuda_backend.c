@@ -1,7 +1,7 @@
 /* test_cuda_backend.c — the CUDA backend end to end on a device: "no CUDA device" is a clear error;
  * a decode step replayed from a graph equals the same step run eagerly; the flash prefill kernel
  * equals token-by-token split-K attention; chunked prefill equals one-shot prefill; the device
- * sampler picks the host sampler's tokens; launching with PDL changes no bit. On a machine
+ * sampler picks the host sampler's tokens; launching with PDL and the wide FA2 tiles change no bit. On a machine
  * without a device (or a build without CUDA) the device tests report SKIPPED. The comparison with
  * the CPU backend on real GGUFs is tests/bench/bench_cuda.c check (run by scripts/device-check.sh). */
 #include <setjmp.h>
@@ -107,6 +107,19 @@ static void test_graph_flash_and_chunks_agree(void **state) {
     assert_true(rel(a, b, V) < 1e-2);
     run(e, toks, 90, 40, b); /* chunked flash prefill on cached context */
     assert_true(rel(a, b, V) < 1e-2);
+    /* the wide FA2 tiles (128 queries, 32 rows a warp) sum every row in the same order */
+    float *w = malloc((size_t)V * 4);
+    assert_non_null(w);
+    assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PREFILL_FA2W),
+                     SL_OK);
+    run(e, toks, 90, 40, w);
+    assert_int_equal(memcmp(w, b, (size_t)V * 4), 0);
+    run(e, toks, 90, 90, w);
+    assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_PATH_PREFILL_ATTN, ENG_CUDA_PREFILL_FA2),
+                     SL_OK);
+    run(e, toks, 90, 90, b);
+    assert_int_equal(memcmp(w, b, (size_t)V * 4), 0);
+    free(w);
     assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_PATH_PREFILL_ATTN, 5), SL_EINVAL);
     assert_int_equal(eng_cuda_set_path(e, ENG_CUDA_N_PATHS, 0), SL_EINVAL);
     for (int path = 0; path < ENG_CUDA_N_PATHS; path++)

@@ -93,7 +93,7 @@ static void test_check_fit_says_what_is_needed_and_what_is_there(void **state) {
 /* ---- the step plan ---- */
 
 static const eng_cuda_geom_t GEOM = {.block_size = 16, .num_blocks = 100, .vocab = 1000,
-                                     .max_tokens = 4096, .flash = 1};
+                                     .max_tokens = 4096, .flash_tile = 64};
 
 static void test_plan_decode_padded_to_bucket(void **state) {
     (void)state;
@@ -175,9 +175,23 @@ static void test_plan_prefill_tiles_and_rows(void **state) {
     assert_int_equal(meta[p.off_copies + 0], 12);
     assert_int_equal(meta[p.off_copies + 1], 60);
     assert_int_equal(p.n_ints, p.off_copies + 2);
-    /* without the flash kernel every token is a split-K row */
+    /* the wide kernel's tiles: 128 + 22 queries */
     eng_cuda_geom_t g = GEOM;
-    g.flash = 0;
+    assert_int_equal(eng_cuda_flash_tile(ENG_CUDA_PREFILL_FA2), 64);
+    assert_int_equal(eng_cuda_flash_tile(ENG_CUDA_PREFILL_OLD), 64);
+    g.flash_tile = eng_cuda_flash_tile(ENG_CUDA_PREFILL_FA2W);
+    assert_int_equal(g.flash_tile, 128);
+    assert_int_equal(eng_cuda_plan_build(&b, &g, 0, meta, 1024, &p, err, sizeof err), SL_OK);
+    assert_int_equal(p.n_tiles, 2);
+    tile = meta + p.off_tiles;
+    assert_int_equal(tile[4 * 0 + 1], 128);
+    assert_int_equal(tile[4 * 1 + 0], 128);
+    assert_int_equal(tile[4 * 1 + 1], 22);
+    assert_int_equal(tile[4 * 1 + 2], 70 + 128);
+    assert_int_equal(tile[4 * 1 + 3], 0);
+    assert_int_equal(p.n_rows, 5);
+    /* without the flash kernel every token is a split-K row */
+    g.flash_tile = 0;
     assert_int_equal(eng_cuda_plan_build(&b, &g, 0, meta, 1024, &p, err, sizeof err), SL_OK);
     assert_int_equal(p.n_tiles, 0);
     assert_int_equal(p.n_rows, 155);
