@@ -1,15 +1,20 @@
 /* cuda_sample.cu — token selection on the device: eng_sampler_pick (engine/sampler.h) as a
  * kernel, so that only token ids and log-probabilities cross the bus.
  *
- * One block of 1024 threads per logits row. Thread t owns the contiguous slice
- * [t C, (t + 1) C) of the vocabulary (C = ceil(V / 1024)), so that "the first in token-id order"
- * is a block-wide exclusive scan of per-slice counts or masses: the canonical tie rules of the
- * host sampler (top-k ties and top-p ties to the lower id, the draw walking ids) need exactly that.
+ * One block of 1024 threads per logits row. Warp w owns the contiguous range of ids
+ * [w CW, (w + 1) CW) (CW = V / 32 rounded up to a multiple of 32) and walks it in steps of 32
+ * consecutive ids, lane l taking id w CW + 32 j + l at step j: every load of a pass is one
+ * coalesced 128-byte line. (Until 2026-11-28 thread t owned the slice [t C, (t + 1) C), so a warp's
+ * loads touched 32 lines each: ~20 us a pass, 1.2 ms a row on the H100.) "The first in token-id
+ * order" is then warp order, step order, lane order: a rank is the count of matches in the warps
+ * before (a scan of warp totals), in the steps before and in the lanes before (ballots). The
+ * canonical tie rules of the host sampler (top-k ties and top-p ties to the lower id, the draw
+ * walking ids) need exactly that.
  *
  * The logits row is only read: the row is copied into the scratch row, where the penalties apply
  * and, from step 5 on, the probabilities replace the logits; the log-probability reads the raw
  * logit of the chosen token. (Rows may share penalty pairs: nothing is stored per pair.)
- * Passes over the row (each a slice walk plus a block reduction):
+ * Passes over the row (each a walk of the warps' ranges plus a block reduction):
  *   1. raw max and sum of exp (the log-probability's normaliser); the row into scratch, NaN -> -inf;
  *   2. penalties from the (token, count) pairs on the scratch row;
  *   3. argmax (first index on ties): greedy rows stop here;
@@ -18,7 +23,8 @@
  *   5. probabilities w = exp((v - max) / T) of the top-k survivors (0 for the others) into the
  *      scratch row, then top-p: binary search over the bits of w for the largest threshold whose
  *      mass at or above reaches top_p of the total (<= 30 passes, double sums), ties by id;
- *   6. min-p, then the draw: u * (kept mass) located by a scan of per-slice masses.
+ *   6. min-p, then the draw: u * (kept mass) located by a scan of per-warp masses, then of each
+ *      step's 32 masses in the warp that holds it.
  * Sums are in double like the host's, in another order; the device's expf is within 2 ulp of
  * glibc's, not always equal. Either can flip a choice only when u * mass, the top-p target or a
  * min-p comparison falls within ~1e-7 (relative) of a boundary: a host-side model of the kernel
@@ -74,31 +80,46 @@ template <typename T, typename Op> __device__ T block_reduce(T x, T *slot, Op op
 
 template <typename T> __device__ T block_sum(T x, T *slot) { return block_reduce(x, slot, Add()); }
 
-/* Exclusive prefix over threads in index order; *total gets the block's sum. */
-template <typename T> __device__ T block_exclusive(T x, T *slot, T *total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    T inc = x;
+/* Inclusive prefix over the lanes of a warp, in lane order. */
+template <typename T> __device__ T lanes_inclusive(T x) {
+    const int lane = threadIdx.x & 31;
     for (int o = 1; o < 32; o <<= 1) {
-        T y = __shfl_up_sync(kFull, inc, o);
+        T y = __shfl_up_sync(kFull, x, o);
         if (lane >= o)
-            inc += y;
+            x += y;
     }
-    __syncthreads();
-    if (lane == 31)
-        slot[warp] = inc;
-    __syncthreads();
-    T w = slot[lane], winc = w;
-    for (int o = 1; o < 32; o <<= 1) {
-        T y = __shfl_up_sync(kFull, winc, o);
-        if (lane >= o)
-            winc += y;
-    }
-    T wexc = __shfl_up_sync(kFull, winc, 1);
-    if (lane == 0)
-        wexc = 0;
-    *total = __shfl_sync(kFull, winc, 31);
-    return __shfl_sync(kFull, wexc, warp) + inc - x;
+    return x;
 }
+
+/* x summed over each warp, then the sum of the warps before this one (in warp order) returned to
+ * every thread; *total gets the block's sum. A fixed order, like block_reduce. */
+template <typename T> __device__ T warps_before(T x, T *slot, T *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    x = warp_reduce(x, Add());
+    __syncthreads();
+    if (lane == 0)
+        slot[warp] = x;
+    __syncthreads();
+    const T inc = lanes_inclusive(slot[lane]);
+    T exc = __shfl_up_sync(kFull, inc, 1);
+    if (lane == 0)
+        exc = 0;
+    *total = __shfl_sync(kFull, inc, 31);
+    return __shfl_sync(kFull, exc, warp);
+}
+
+/* Id-order ranks of the ids that match a test, walked a step at a time (every lane of the warp
+ * calls next() at every step, in step order): base starts at the matches of the warps before. */
+struct Ranker {
+    int base;
+    /* this lane's rank among the matches so far (meaningful when hit) */
+    __device__ int next(bool hit) {
+        const unsigned b = __ballot_sync(kFull, hit);
+        const int r = base + __popc(b & ((1u << (threadIdx.x & 31)) - 1u));
+        base += __popc(b);
+        return r;
+    }
+};
 
 /* (value, index) with the larger value, the lower index on ties; index -1 loses to any. */
 __device__ void better(float *v, int *i, float ov, int oi) {
@@ -139,16 +160,18 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
     const float *raw = logits + (size_t)blockIdx.x * V;
     float *l = scratch + (size_t)blockIdx.x * V; /* the working logits */
     float *const w = l;                          /* from step 5: their probabilities, in place */
-    const int C = (V + kThreads - 1) / kThreads;
-    const int i0 = min(V, (int)threadIdx.x * C), i1 = min(V, i0 + C);
+    /* this warp's ids [s0, s1), visited s0 + lane, s0 + lane + 32, ... (see the top) */
+    const int lane = threadIdx.x & 31, CW = (V + kThreads - 1) / kThreads * 32;
+    const int s0 = min(V, (int)(threadIdx.x >> 5) * CW), s1 = min(V, s0 + CW);
+    const int i0 = s0 + lane;
 
     /* 1. the raw row's normaliser; the row into scratch, NaN -> -inf */
     float rmax = -INFINITY;
-    for (int i = i0; i < i1; i++)
+    for (int i = i0; i < s1; i += 32)
         rmax = fmaxf(rmax, raw[i]); /* fmaxf skips NaN */
     rmax = block_reduce(rmax, red.f, Max());
     double rsum = 0;
-    for (int i = i0; i < i1; i++) {
+    for (int i = i0; i < s1; i += 32) {
         float x = raw[i];
         l[i] = isnan(x) ? -INFINITY : x;
         if (!isnan(x))
@@ -168,10 +191,10 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
     }
     __syncthreads();
 
-    /* 3. argmax */
+    /* 3. argmax (a thread's ids ascend: the first of its maxima; the block's ties to the lower id) */
     float bv = -INFINITY;
     int bi = -1;
-    for (int i = i0; i < i1; i++)
+    for (int i = i0; i < s1; i += 32)
         if (l[i] > bv)
             bv = l[i], bi = i;
     block_argmax(&bv, &bi, &red);
@@ -185,13 +208,14 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
         /* 4. top-k on the logits: key kt, `k_ties` elements equal to it survive, by id */
         const bool use_k = row.top_k > 0 && row.top_k < V;
         unsigned kt = 0;
-        int k_ties = V, k_rank = 0;
+        int k_ties = V, total;
+        Ranker k_rank = {0};
         if (use_k) {
             unsigned lo = 0, hi = order_key(bv);
             while (lo < hi) {
                 unsigned mid = (unsigned)(((uint64_t)lo + hi + 1) / 2);
                 int c = 0;
-                for (int i = i0; i < i1; i++)
+                for (int i = i0; i < s1; i += 32)
                     c += order_key(l[i]) >= mid;
                 if (block_sum(c, red.i) >= row.top_k)
                     lo = mid;
@@ -199,29 +223,36 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
                     hi = mid - 1;
             }
             kt = lo;
-            int gt = 0, eq = 0, total;
-            for (int i = i0; i < i1; i++) {
+            int gt = 0, eq = 0;
+            for (int i = i0; i < s1; i += 32) {
                 unsigned k = order_key(l[i]);
                 gt += k > kt;
                 eq += k == kt;
             }
             k_ties = row.top_k - block_sum(gt, red.i);
-            k_rank = block_exclusive(eq, red.i, &total);
+            k_rank.base = warps_before(eq, red.i, &total);
         }
-        /* 5. probabilities of the top-k survivors */
+        /* 5. probabilities of the top-k survivors (steps walked by the whole warp: the ranks) */
         const float inv_t = 1.0f / row.temperature;
         double mass = 0;
-        for (int i = i0, rank = k_rank; i < i1; i++) {
-            unsigned k = order_key(l[i]);
-            bool in = !use_k || k > kt || (k == kt && rank++ < k_ties);
-            float p = in ? expf((l[i] - bv) * inv_t) : 0.0f;
-            w[i] = p;
+        for (int b = s0; b < s1; b += 32) {
+            const int i = b + lane;
+            const bool ok = i < s1;
+            const float v = ok ? l[i] : -INFINITY;
+            const unsigned k = order_key(v);
+            const bool tie = ok && use_k && k == kt;
+            const int rank = k_rank.next(tie);
+            const bool in = ok && (!use_k || k > kt || (tie && rank < k_ties));
+            const float p = in ? expf((v - bv) * inv_t) : 0.0f;
+            if (ok)
+                w[i] = p;
             mass += p;
         }
         /* top-p: threshold pt, `p_ties` elements equal to it survive, by id */
         const bool use_p = row.top_p < 1.0f;
         unsigned pt = 0;
-        int p_ties = V, p_rank = 0;
+        int p_ties = V;
+        Ranker p_rank = {0};
         if (use_p) {
             double want = (double)row.top_p * block_sum(mass, red.d);
             if (want <= 0) { /* the single most likely token, which has p = 1 */
@@ -232,7 +263,7 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
                 while (lo < hi) {
                     unsigned mid = lo + (hi - lo + 1) / 2;
                     double m = 0;
-                    for (int i = i0; i < i1; i++)
+                    for (int i = i0; i < s1; i += 32)
                         if (__float_as_uint(w[i]) >= mid)
                             m += w[i];
                     if (block_sum(m, red.d) >= want)
@@ -242,38 +273,49 @@ sample_kernel(int32_t *ids, float *lps, const float *logits, float *scratch,
                 }
                 pt = lo;
                 double above = 0;
-                for (int i = i0; i < i1; i++)
+                for (int i = i0; i < s1; i += 32)
                     if (__float_as_uint(w[i]) > pt)
                         above += w[i];
                 above = block_sum(above, red.d);
                 double need = ceil((want - above) / (double)__uint_as_float(pt));
                 p_ties = need < 1 ? 1 : need > V ? V : (int)need;
             }
-            int eq = 0, total;
-            for (int i = i0; i < i1; i++)
-                eq += __float_as_uint(w[i]) == pt;
-            p_rank = block_exclusive(eq, red.i, &total);
+            int eq = 0;
+            for (int i = i0; i < s1; i += 32)
+                eq += w[i] > 0 && __float_as_uint(w[i]) == pt;
+            p_rank.base = warps_before(eq, red.i, &total);
         }
         /* 6. min-p, then the draw over the survivors in id order */
         double kept = 0;
         int last = -1;
-        for (int i = i0, rank = p_rank; i < i1; i++) {
-            unsigned k = __float_as_uint(w[i]);
-            bool in = w[i] > 0 && (!use_p || k > pt || (k == pt && rank++ < p_ties)) &&
-                      w[i] >= row.min_p;
-            if (!in)
+        for (int b = s0; b < s1; b += 32) {
+            const int i = b + lane;
+            const bool ok = i < s1;
+            const float p = ok ? w[i] : 0.0f;
+            const unsigned k = __float_as_uint(p);
+            const bool tie = use_p && p > 0 && k == pt;
+            const int rank = p_rank.next(tie);
+            const bool in = p > 0 && (!use_p || k > pt || (tie && rank < p_ties)) &&
+                            p >= row.min_p;
+            if (ok && !in)
                 w[i] = 0;
-            kept += w[i];
+            kept += in ? p : 0.0f;
             last = in ? i : last;
         }
-        double total;
-        double acc = block_exclusive(kept, red.d, &total);
-        const double r = row.u * total;
+        double all;
+        double acc = warps_before(kept, red.d, &all); /* the survivors' mass before this warp */
+        const double r = row.u * all;
         int pick = V;
-        for (int i = i0; i < i1 && pick == V; i++) {
-            acc += w[i];
-            if (w[i] > 0 && r < acc)
-                pick = i;
+        for (int b = s0; b < s1; b += 32) { /* the first survivor whose running mass passes r */
+            const int i = b + lane;
+            const double x = i < s1 ? (double)w[i] : 0.0;
+            const double inc = lanes_inclusive(x);
+            const unsigned hit = __ballot_sync(kFull, x > 0 && r < acc + inc);
+            if (hit) {
+                pick = b + __ffs(hit) - 1;
+                break;
+            }
+            acc += __shfl_sync(kFull, inc, 31);
         }
         pick = block_reduce(pick, red.i, Min());
         if (pick == V) /* r past the scanned total by rounding: the last survivor, as the host */
