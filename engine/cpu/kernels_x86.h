@@ -314,16 +314,22 @@ ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b
 }
 
 /* c[k] |= 0x10 in the bytes whose element's bit is set in qh (lane i: row i's qh): chunk k holds
- * elements 4k..4k+3, so bits 4k..4k+3, each spread to its byte */
+ * elements 4k..4k+3, so bits 4k..4k+3, each spread to its byte. Chunks 2n and 2n + 1 take the low
+ * and high nibble of qh's byte n, copied to the dword's 4 bytes by one shuffle; byte b keeps bit b
+ * of the nibble, and a table lookup turns 1, 2, 4, 8 into 16 (4 operations a chunk, not 6). */
 ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
 {
-    const __m256i spread = _mm256_set_epi8(12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0,
-                                           12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0);
     const __m256i bit = _mm256_set1_epi32(0x08040201);
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; k++) {
-        const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_srli_epi32(qh, 4 * k), spread), bit);
-        c[k] = _mm256_or_si256(c[k], _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(16)));
+    const __m256i to16 = _mm256_setr_epi8(0, 16, 16, 0, 16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0,
+                                          0, 16, 16, 0, 16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0);
+#pragma GCC unroll 4
+    for (int n = 0; n < 4; n++) {
+        const __m256i spread = _mm256_add_epi8(_mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+                                                                0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12),
+                                               _mm256_set1_epi8((char)n));
+        const __m256i lo = _mm256_shuffle_epi8(qh, spread), hi = _mm256_srli_epi16(lo, 4);
+        c[2 * n] = _mm256_or_si256(c[2 * n], _mm256_shuffle_epi8(to16, _mm256_and_si256(lo, bit)));
+        c[2 * n + 1] = _mm256_or_si256(c[2 * n + 1], _mm256_shuffle_epi8(to16, _mm256_and_si256(hi, bit)));
     }
 }
 
