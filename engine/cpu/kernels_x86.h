@@ -265,21 +265,61 @@ ENG_INLINE void transpose_8x4(const __m128i p[8], __m256i c[4])
     c[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-/* Sub-block b of a Q4_K or Q5_K row group (see above): nibbles, Q5_K's fifth bits (bit j of the
- * sub-block's qh bytes, transposed like the nibbles), D and M of the 8 rows. */
-ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b, __m256i c[8], __m256 *d,
-                              __m256 *m)
+/* What the 8 sub-blocks of one Q4_K / Q5_K super-block of a row group share: their D and M (the
+ * 6-bit scales decoded once, not once per sub-block) and Q5_K's qh bytes transposed like the
+ * nibbles (bit j of them is sub-block j's fifth bits). One per product; it refills itself when the
+ * row group or the super-block changes. */
+typedef struct qk_superblock {
+    const uint8_t *row0; /* the row group's first row (NULL: empty) */
+    int sb;
+    __m256 d[8], m[8]; /* sub-block j: lane i = row i */
+    __m256i h[8];      /* Q5_K: chunk k of the qh bytes */
+} qk_superblock_t;
+
+/* r[i] (8 rows of 8 floats) -> r[j] = element j of rows 0..7 */
+ENG_INLINE void transpose_8x8_ps(__m256 r[8])
 {
-    const int five = type == ENG_T_Q5_K, sb = b / 8, j = b % 8;
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* The 8 6-bit scales and minimums of a Q4_K / Q5_K super-block (eng_q4_K_scale_min's packing,
+ * all at once): bytes j of *sc and *mn, j = 0..7. */
+ENG_INLINE void qk_scales_mins(const uint8_t *scales, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t u[3];
+    memcpy(u, scales, 12);
+    const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, two = 0x03030303;
+    const uint32_t sc_hi = (u[2] & four) | (((u[0] >> 6) & two) << 4);
+    const uint32_t mn_hi = ((u[2] >> 4) & four) | (((u[1] >> 6) & two) << 4);
+    *sc = (uint64_t)(u[0] & six) | (uint64_t)sc_hi << 32;
+    *mn = (uint64_t)(u[1] & six) | (uint64_t)mn_hi << 32;
+}
+
+ENG_INLINE void qk_superblock_fill(const int type, const uint8_t *const row[8], int sb, qk_superblock_t *q)
+{
+    const int five = type == ENG_T_Q5_K;
     const size_t bsz = five ? sizeof(eng_block_q5_K) : sizeof(eng_block_q4_K);
-    const size_t qs_off = five ? offsetof(eng_block_q5_K, qs) : offsetof(eng_block_q4_K, qs);
-    float dv[8], mv[8];
-    __m128i lo[8], hi[8], hlo[8], hhi[8];
+    __m128i hlo[8], hhi[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        const uint8_t *blk = row[i] + (size_t)sb * bsz, *qs = blk + qs_off + 32 * (j / 2);
-        lo[i] = _mm_loadu_si128((const __m128i *)qs);
-        hi[i] = _mm_loadu_si128((const __m128i *)(qs + 16));
+        const uint8_t *blk = row[i] + (size_t)sb * bsz;
         if (five) {
             hlo[i] = _mm_loadu_si128((const __m128i *)(blk + offsetof(eng_block_q5_K, qh)));
             hhi[i] = _mm_loadu_si128((const __m128i *)(blk + offsetof(eng_block_q5_K, qh) + 16));
@@ -287,10 +327,40 @@ ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b
         uint16_t dh, mh;
         memcpy(&dh, blk, 2);
         memcpy(&mh, blk + 2, 2);
-        int sc, mn;
-        eng_q4_K_scale_min(blk + 4, j, &sc, &mn);
-        dv[i] = _cvtsh_ss(dh) * (float)sc;
-        mv[i] = -_cvtsh_ss(mh) * (float)mn;
+        uint64_t sc, mn;
+        qk_scales_mins(blk + 4, &sc, &mn);
+        /* row i's D = d sc and M = -dmin m for sub-blocks 0..7, exactly the scalar products */
+        q->d[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
+                                _mm256_set1_ps(_cvtsh_ss(dh)));
+        q->m[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))),
+                                _mm256_set1_ps(-_cvtsh_ss(mh)));
+    }
+    transpose_8x8_ps(q->d); /* lane i = row i, one vector per sub-block */
+    transpose_8x8_ps(q->m);
+    if (five) {
+        transpose_8x4(hlo, q->h);
+        transpose_8x4(hhi, q->h + 4);
+    }
+    q->row0 = row[0];
+    q->sb = sb;
+}
+
+/* Sub-block b of a Q4_K or Q5_K row group (see above): nibbles, Q5_K's fifth bits, D and M of the
+ * 8 rows; what the super-block's sub-blocks share comes from q. */
+ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b, __m256i c[8], __m256 *d,
+                              __m256 *m, qk_superblock_t *q)
+{
+    const int five = type == ENG_T_Q5_K, sb = b / 8, j = b % 8;
+    const size_t bsz = five ? sizeof(eng_block_q5_K) : sizeof(eng_block_q4_K);
+    const size_t qs_off = five ? offsetof(eng_block_q5_K, qs) : offsetof(eng_block_q4_K, qs);
+    if (q->row0 != row[0] || q->sb != sb)
+        qk_superblock_fill(type, row, sb, q);
+    __m128i lo[8], hi[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        const uint8_t *qs = row[i] + (size_t)sb * bsz + qs_off + 32 * (j / 2);
+        lo[i] = _mm_loadu_si128((const __m128i *)qs);
+        hi[i] = _mm_loadu_si128((const __m128i *)(qs + 16));
     }
     transpose_8x4(lo, c);
     transpose_8x4(hi, c + 4);
@@ -299,18 +369,14 @@ ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b
     for (int i = 0; i < 8; i++)
         c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(c[i], 4) : c[i], m4);
     if (five) {
-        __m256i h[8];
-        transpose_8x4(hlo, h);
-        transpose_8x4(hhi, h + 4);
         const __m256i bit = _mm256_set1_epi8((char)(1 << j));
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
-            c[i] = _mm256_or_si256(c[i], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h[i], bit), bit),
+            c[i] = _mm256_or_si256(c[i], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(q->h[i], bit), bit),
                                                           _mm256_set1_epi8(16)));
     }
-    /* built from registers: a vector load of 8 fresh scalar stores would stall */
-    *d = _mm256_set_ps(dv[7], dv[6], dv[5], dv[4], dv[3], dv[2], dv[1], dv[0]);
-    *m = _mm256_set_ps(mv[7], mv[6], mv[5], mv[4], mv[3], mv[2], mv[1], mv[0]);
+    *d = q->d[j];
+    *m = q->m[j];
 }
 
 /* c[k] |= 0x10 in the bytes whose element's bit is set in qh (lane i: row i's qh): chunk k holds
@@ -334,14 +400,14 @@ ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
 }
 
 /* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
- * offsets m (Q4_0: -8 d; Q8_0: 0, unused). Read block by block, the 8 rows jump back and forth; the
+ * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block, the 8 rows jump back and forth; the
  * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
  * tensor's end is harmless). */
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
-                           __m256 *d, __m256 *m)
+                           __m256 *d, __m256 *m, qk_superblock_t *q)
 {
     if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
-        load_block_qk(type, row, b, c, d, m);
+        load_block_qk(type, row, b, c, d, m, q);
         return;
     }
     const size_t bsz = (size_t)eng_type_block_bytes(type);
@@ -482,6 +548,7 @@ ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, con
 ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *g, const uint8_t *const row[8],
                             int r, int n)
 {
+    qk_superblock_t qk = {.row0 = NULL};
     const int nb = g->k / ENG_CPU_QK;
     const int8_t *aq[4];
     const float *ad[4], *as[4];
@@ -501,7 +568,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            load_block(type, row, g->w_stride, b, c, &dv, &mv);
+            load_block(type, row, g->w_stride, b, c, &dv, &mv, &qk);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc(type, c, dv, mv, aq[j] + b * ENG_CPU_QK, ad[j][b], as[j][b], acc[j]);
@@ -516,6 +583,7 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
 {
     _Alignas(32) __m256i w[ENG_Q_SLICE * 8];
     _Alignas(32) __m256 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
+    qk_superblock_t qk = {.row0 = NULL};
     const int nb = g->k / ENG_CPU_QK;
     for (int r = r0; r < r1; r += ENG_Q_ROWS) {
         const int n = r1 - r < ENG_Q_ROWS ? r1 - r : ENG_Q_ROWS;
@@ -531,7 +599,7 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
             for (int b = 0; b < nbs; b++)
-                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b]);
+                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b], &qk);
             int t = 0;
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
