@@ -274,6 +274,8 @@ typedef struct qk_superblock {
     int sb;
     __m256 d[8], m[8]; /* sub-block j: lane i = row i */
     __m256i h[8];      /* Q5_K: chunk k of the qh bytes */
+    int pair;          /* sub-blocks 2 pair and 2 pair + 1 share their 32 qs bytes: */
+    __m256i qs[8];     /* chunk k of them, transposed (low nibbles: the even sub-block) */
 } qk_superblock_t;
 
 /* r[i] (8 rows of 8 floats) -> r[j] = element j of rows 0..7 */
@@ -343,6 +345,7 @@ ENG_INLINE void qk_superblock_fill(const int type, const uint8_t *const row[8], 
     }
     q->row0 = row[0];
     q->sb = sb;
+    q->pair = -1;
 }
 
 /* Sub-block b of a Q4_K or Q5_K row group (see above): nibbles, Q5_K's fifth bits, D and M of the
@@ -355,19 +358,22 @@ ENG_INLINE void load_block_qk(const int type, const uint8_t *const row[8], int b
     const size_t qs_off = five ? offsetof(eng_block_q5_K, qs) : offsetof(eng_block_q4_K, qs);
     if (q->row0 != row[0] || q->sb != sb)
         qk_superblock_fill(type, row, sb, q);
-    __m128i lo[8], hi[8];
+    if (q->pair != j / 2) {
+        __m128i lo[8], hi[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        const uint8_t *qs = row[i] + (size_t)sb * bsz + qs_off + 32 * (j / 2);
-        lo[i] = _mm_loadu_si128((const __m128i *)qs);
-        hi[i] = _mm_loadu_si128((const __m128i *)(qs + 16));
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *qs = row[i] + (size_t)sb * bsz + qs_off + 32 * (j / 2);
+            lo[i] = _mm_loadu_si128((const __m128i *)qs);
+            hi[i] = _mm_loadu_si128((const __m128i *)(qs + 16));
+        }
+        transpose_8x4(lo, q->qs);
+        transpose_8x4(hi, q->qs + 4);
+        q->pair = j / 2;
     }
-    transpose_8x4(lo, c);
-    transpose_8x4(hi, c + 4);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
-        c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(c[i], 4) : c[i], m4);
+        c[i] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(q->qs[i], 4) : q->qs[i], m4);
     if (five) {
         const __m256i bit = _mm256_set1_epi8((char)(1 << j));
 #pragma GCC unroll 8
