@@ -406,22 +406,25 @@ ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
 }
 
 /* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
- * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block, the 8 rows jump back and forth; the
- * next 8 rows are prefetched as one contiguous range in step with the blocks (a prefetch past the
- * tensor's end is harmless). */
+ * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block,
+ * the 8 rows jump back and forth; the next 8 rows are prefetched as one contiguous range in step
+ * with the blocks (a prefetch past the tensor's end is harmless; a K super-block's bytes count as
+ * 8 equal blocks). */
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
                            __m256 *d, __m256 *m, qk_superblock_t *q)
 {
-    if (type == ENG_T_Q4_K || type == ENG_T_Q5_K) {
-        load_block_qk(type, row, b, c, d, m, q);
-        return;
-    }
-    const size_t bsz = (size_t)eng_type_block_bytes(type);
-    const int five = type == ENG_T_Q5_0 || type == ENG_T_Q5_1, hoff = type == ENG_T_Q5_1 ? 4 : 2;
-    const int qoff = five ? hoff + 4 : type == ENG_T_Q4_1 ? 4 : 2;
+    const int k_type = type == ENG_T_Q4_K || type == ENG_T_Q5_K;
+    const size_t bsz = k_type ? (type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) : sizeof(eng_block_q4_K)) / 8
+                              : (size_t)eng_type_block_bytes(type);
     const char *next = (const char *)row[0] + 8 * stride;
     for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
+    if (k_type) {
+        load_block_qk(type, row, b, c, d, m, q);
+        return;
+    }
+    const int five = type == ENG_T_Q5_0 || type == ENG_T_Q5_1, hoff = type == ENG_T_Q5_1 ? 4 : 2;
+    const int qoff = five ? hoff + 4 : type == ENG_T_Q4_1 ? 4 : 2;
     const uint8_t *blk[8];
     uint16_t dh[8], mh[8];
     __m128i p[8];
