@@ -161,6 +161,12 @@ ENG_INLINE void tile(const int type, const int RM, const int RN, const eng_cpu_g
     } else {
         const int nsb = g->k / ENG_QK_K;
         for (int sb = 0; sb < nsb; sb++) {
+            /* the next RM rows' super-block, in step (a prefetch past the tensor is harmless) */
+#pragma GCC unroll 4
+            for (int i = 0; i < RM; i++)
+                for (size_t o = 0; o < sizeof(eng_block_q6_K); o += 64)
+                    _mm_prefetch((const char *)((const eng_block_q6_K *)(w[i] + RM * g->w_stride) + sb) + o,
+                                 _MM_HINT_T0);
             for (int h = 0; h < 2; h++) {
                 __m256i ql0[4], ql1[4], qh[4];
                 float d[4];
