@@ -420,8 +420,14 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                            __m256 *d, __m256 *m, qk_superblock_t *q)
 {
     const int k_type = type == ENG_T_Q4_K || type == ENG_T_Q5_K;
-    const size_t bsz = k_type ? (type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) : sizeof(eng_block_q4_K)) / 8
-                              : (size_t)eng_type_block_bytes(type);
+    /* bytes per 32 weights, a constant in each inlined copy (not a call per block) */
+    const size_t bsz = type == ENG_T_Q4_0   ? sizeof(eng_block_q4_0)
+                       : type == ENG_T_Q4_1 ? sizeof(eng_block_q4_1)
+                       : type == ENG_T_Q8_0 ? sizeof(eng_block_q8_0)
+                       : type == ENG_T_Q5_0 ? sizeof(eng_block_q5_0)
+                       : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
+                       : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
+                                            : sizeof(eng_block_q4_K) / 8;
     const char *next = (const char *)row[0] + 8 * stride;
     for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
