@@ -307,19 +307,6 @@ ENG_INLINE void transpose_8x8_ps(__m256 r[8])
     }
 }
 
-/* The 8 6-bit scales and minimums of a Q4_K / Q5_K super-block (eng_q4_K_scale_min's packing,
- * all at once): bytes j of *sc and *mn, j = 0..7. */
-ENG_INLINE void qk_scales_mins(const uint8_t *scales, uint64_t *sc, uint64_t *mn)
-{
-    uint32_t u[3];
-    memcpy(u, scales, 12);
-    const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, two = 0x03030303;
-    const uint32_t sc_hi = (u[2] & four) | (((u[0] >> 6) & two) << 4);
-    const uint32_t mn_hi = ((u[2] >> 4) & four) | (((u[1] >> 6) & two) << 4);
-    *sc = (uint64_t)(u[0] & six) | (uint64_t)sc_hi << 32;
-    *mn = (uint64_t)(u[1] & six) | (uint64_t)mn_hi << 32;
-}
-
 ENG_INLINE void qk_superblock_fill(const int type, const uint8_t *const row[8], int sb, qk_superblock_t *q)
 {
     const int five = type == ENG_T_Q5_K;
@@ -336,7 +323,7 @@ ENG_INLINE void qk_superblock_fill(const int type, const uint8_t *const row[8], 
         memcpy(&dh, blk, 2);
         memcpy(&mh, blk + 2, 2);
         uint64_t sc, mn;
-        qk_scales_mins(blk + 4, &sc, &mn);
+        eng_q4_K_scales_mins(blk + 4, &sc, &mn);
         /* row i's D = d sc and M = -dmin m for sub-blocks 0..7, exactly the scalar products */
         q->d[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
                                 _mm256_set1_ps(_cvtsh_ss(dh)));
