@@ -15,8 +15,9 @@
  *      sequences at contexts 16 .. max_sequence_length, several prompt chunks at once, and mixed
  *      prefill + decode steps; shapes whose KV does not fit the engine's pool are skipped. The
  *      pool is written first (touch_pool), so attention reads real memory as in the engine;
- *   3. the anchor shapes (cli_fwd_bench_anchors) before and after the grid: the profile's speed,
- *      which `sluice validate` compares with the machine's speed when it runs;
+ *   3. the anchor shapes (cli_fwd_bench_anchors) before the grid and after each pass, each shape's
+ *      median over these sets: the profile's speed, which `sluice validate` compares with the
+ *      machine's speed when it runs;
  *   4. the wake term: a small step after the backend sat idle, against back to back (measure_wake).
  * The fit and its median error are printed; the profile records host, CPU model, backend, threads
  * and the model shape so that a stale one is refused.
@@ -376,26 +377,33 @@ int cmd_profile(int argc, char **argv)
         status = cli_fail(CMD, "%s", err);
         goto out;
     }
-    /* the anchor shapes before and after the grid: the profile's speed, for validate to compare */
-    double anchor[2][CLI_FWD_ANCHORS];
-    int anchor_m[CLI_FWD_ANCHORS];
-    rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[0], anchor_m, err, sizeof err);
+    /* the anchor shapes before the grid and after each pass of it: the profile's speed, for validate
+     * to compare. One set is a fraction of a second, and this machine's speed moves by several
+     * percent at that scale, so each shape's time is its median over the sets */
+    double anchor[1 + PASSES][CLI_FWD_ANCHORS], t_set = now_s();
+    int anchor_m[CLI_FWD_ANCHORS], sets = 0;
+    rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[sets++], anchor_m, err, sizeof err);
+    t_set = now_s() - t_set;
     int passes = PASSES;
     for (b->pass = 0; b->pass < passes && rc == SL_OK; b->pass++) {
         b->cursor = 0;
         rc = measure_forward(b, &p, T, S, C, err, sizeof err);
-        if (b->pass == 0) { /* as many more passes as the time budget holds */
-            double per = b->repeat_s, left = o.budget - (now_s() - t0);
+        if (b->pass == 0) { /* as many more passes (each with its anchor set) as the time budget holds */
+            double per = b->repeat_s + t_set, left = o.budget - (now_s() - t0) - t_set;
             int more = per > 0 && left > 0 ? (int)(left / per) : 0;
             passes = 1 + (more < PASSES - 1 ? more : PASSES - 1);
         }
+        if (rc == SL_OK)
+            rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[sets++], anchor_m, err, sizeof err);
     }
     for (int i = 0; i < b->n_pts; i++)
         b->pts[i].t = cli_median(b->t[i], passes);
-    if (rc == SL_OK)
-        rc = cli_fwd_bench_anchors(b->fb, S, C, T, anchor[1], anchor_m, err, sizeof err);
-    for (int i = 0; i < CLI_FWD_ANCHORS && rc == SL_OK; i++)
-        p.anchor_s[i] = 0.5 * (anchor[0][i] + anchor[1][i]);
+    for (int i = 0; i < CLI_FWD_ANCHORS && rc == SL_OK; i++) {
+        double v[1 + PASSES];
+        for (int s = 0; s < sets; s++)
+            v[s] = anchor[s][i];
+        p.anchor_s[i] = cli_median(v, sets);
+    }
     if (rc == SL_OK)
         rc = measure_wake(b->fb, &p, err, sizeof err);
     if (rc != SL_OK || (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK ||

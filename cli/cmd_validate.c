@@ -54,7 +54,8 @@ static const char usage[] =
     "  --idle-spin-ms MS   the engine polls for work this long after a step before sleeping (default 1000)\n"
     "  --no-record         do not record the two runs\n"
     "  --no-rescale        price the simulation at the profile's speed, not at the speed the anchor\n"
-    "                      shapes, timed after each engine run, show the machine runs at now\n"
+    "                      shapes, timed before the first engine run and after each, show the\n"
+    "                      machine runs at now\n"
     "  --strategy NAME and every scheduler knob as --knob-name VALUE (engine defaults otherwise)\n"
     "  presets are generated with prompt + output capped at the engine's max_sequence_length\n";
 
@@ -450,9 +451,19 @@ int cmd_validate(int argc, char **argv)
            o.eng.model, eng_engine_backend_name(e), o.eng.threads, sched_strategy_name(sc.strategy), tr->n, workload, prof.name,
            prof.created, o.repeat, o.repeat > 1 ? "s" : "");
     fflush(stdout);
-    /* the engine in real time, --repeat times, the anchor shapes after each run; then the simulator
-     * (it takes no time), priced at the speed the anchors show */
+    /* the engine in real time, --repeat times, the anchor shapes before the first run and after each
+     * (a set takes a fraction of a second, when the machine's speed moves by several percent: one
+     * set per run would pass that noise on to every price); then the simulator (it takes no time),
+     * priced at the speed the anchors show. The anchors' bench holds a model and a pool of its own,
+     * which a GPU has no room for beside an engine's: each run opens its engine afresh (the same
+     * options, so the same config as the first's) */
     speed_t speed = {0};
+    if (!o.no_rescale) {
+        sluice_engine_free(e);
+        e = NULL;
+        if ((status = time_anchors(&o, &prof, &sc, &speed)))
+            goto out;
+    }
     for (; done < o.repeat; done++) {
         status = run_engine(&o, e, tr, workload, st, &runs[done], &rs[done], &ids[done]);
         e = NULL; /* run_engine freed it */
@@ -497,9 +508,9 @@ int cmd_validate(int argc, char **argv)
     if (o.no_rescale)
         printf("  the simulator prices steps at the profile's speed (--no-rescale)\n");
     else
-        printf("  machine speed now against the profile (anchor shapes timed after each engine run, against\n"
-               "  the profile's times): steps of up to 16 tokens take x%.3f (%d timings, %.3f..%.3f), larger\n"
-               "  steps x%.3f (%d, %.3f..%.3f); the simulator prices at this speed\n",
+        printf("  machine speed now against the profile (anchor shapes timed before the first engine run and\n"
+               "  after each, against the profile's times): steps of up to 16 tokens take x%.3f (%d timings,\n"
+               "  %.3f..%.3f), larger steps x%.3f (%d, %.3f..%.3f); the simulator prices at this speed\n",
                f_small, speed.n[0], speed.n[0] ? speed.r[0][0] : 1, speed.n[0] ? speed.r[0][speed.n[0] - 1] : 1,
                f_large, speed.n[1], speed.n[1] ? speed.r[1][0] : 1, speed.n[1] ? speed.r[1][speed.n[1] - 1] : 1);
     int over = print_figures(rs, done, &ss, o.tolerance);
