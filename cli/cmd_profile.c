@@ -2,7 +2,7 @@
  * shapes the scheduler produces, fit the simulator's step-time model (sim/profile.h) and store it
  * in the run store under a name `sluice sim --gpu NAME` and `sluice validate --profile NAME` load.
  *
- * What is measured (the grid is timed up to 3 times over while the passes fit in --budget seconds,
+ * What is measured (the grid is timed up to 9 times over while the passes fit in --budget seconds,
  * each shape's time the median of the passes, so a burst of load from elsewhere spoils one pass of
  * a shape rather than all its repeats; shapes over half a second are timed in the first pass only):
  *   1. the engine loop: a burst of short requests through the real engine (cli/engine_run.h);
@@ -41,7 +41,7 @@
 #define CMD "profile"
 #define MAX_POINTS 256
 #define BIG_M 512 /* prompt chunks past this are timed split only (measure_forward) */
-#define PASSES 3 /* the grid is timed this many times over; a point's time is the median of passes */
+#define PASSES 9 /* the grid is timed this many times over; a point's time is the median of passes */
 #define ONCE_S 0.5 /* s: a shape this long is timed in the first pass only (shape()) */
 
 static const char usage[] =
@@ -50,7 +50,7 @@ static const char usage[] =
     "                      [scheduler knobs: --max-num-seqs N --max-num-batched-tokens N --max-seq-len N ...]\n"
     "  times the engine's forward pass at the step shapes the scheduler produces (up to the knobs'\n"
     "  limits: engine defaults unless given), fits the simulator's step-time model and stores it\n"
-    "  --budget S: the grid is timed up to 3 times over (a shape's time: the median of the passes)\n"
+    "  --budget S: the grid is timed up to 9 times over (a shape's time: the median of the passes)\n"
     "  while the passes fit in S seconds from the start; one pass at least\n"
     "  --kv-dtype: the KV cache elements on the cpu backend (alias --kv-cache-dtype); the profile keeps\n"
     "  it, and `sluice validate` refuses a profile of the other one\n"
