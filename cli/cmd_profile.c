@@ -18,11 +18,15 @@
  *   3. the anchor shapes (cli_fwd_bench_anchors) before the grid and after each pass, each shape's
  *      median over these sets: the profile's speed, which `sluice validate` compares with the
  *      machine's speed when it runs;
- *   4. the wake term: a small step after the backend sat idle, against back to back (measure_wake).
+ *   4. the idle terms: a small step after the backend sat idle, asleep or polling, against back to
+ *      back (measure_idle).
  * The fit and its median error are printed; the profile records host, CPU model, backend, threads
  * and the model shape so that a stale one is refused.
  */
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +38,7 @@
 #include "cli/fwd_bench.h"
 #include "cli/profile_db.h"
 #include "cli/sched_opts.h"
+#include "engine/backend.h"
 #include "engine/engine.h"
 #include "sched/status.h"
 #include "sim/profile.h"
@@ -167,37 +172,87 @@ static int shape(grid_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_
     return SL_OK;
 }
 
-/* The wake term: a one-sequence decode step after the backend sat idle for a gap, against the same
- * step back to back (median of 5 each). wake_s is the extra time after the longest gap, when it is
- * measurable (over 0.05 ms and half the step); idle_after_s the shortest gap that costs at least
- * half of it. The CPU pool's workers spin for a while after a step, then sleep; waking a sleeping
- * worker took ~9 ms on a 2-core VM (a halted vCPU rescheduled by the hypervisor). */
-static int measure_wake(cli_fwd_bench_t *b, sim_profile_t *p, char *err, size_t errlen)
+/* Waits gap seconds as the engine does between steps: asleep (slept), or polling, a yield every
+ * 64 polls (engine.c's idle_wait). */
+static void idle_for(double gap, bool slept)
 {
-    static const double gap[] = {0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3};
-    enum { N_GAPS = sizeof gap / sizeof gap[0], REPS = 5 };
-    sim_profile_point_t pt;
-    double t[REPS], extra[N_GAPS], base;
-    int rc;
-    if (!cli_fwd_bench_shape(b, 0, 0, 0, false, 1, 16, &pt))
-        return SL_OK;
-    if ((rc = cli_fwd_bench_median(b, REPS, INFINITY, &base, err, errlen)) != SL_OK)
-        return rc;
-    for (int g = 0; g < N_GAPS; g++) {
+    if (slept) {
+        struct timespec ts = {(time_t)gap, (long)((gap - floor(gap)) * 1e9)};
+        nanosleep(&ts, NULL);
+        return;
+    }
+    static atomic_uint kicks; /* what the engine polls; nothing kicks this one */
+    const unsigned k0 = atomic_load_explicit(&kicks, memory_order_acquire);
+    const double until = now_s() + gap;
+    for (unsigned i = 1; atomic_load_explicit(&kicks, memory_order_acquire) == k0; i++)
+        if (i % 64 == 0) {
+            if (now_s() >= until)
+                break;
+            sched_yield();
+        }
+}
+
+/* extra[g]: how much longer the shape built last takes after idling gap[g] (the median of 5)
+ * than base, back to back. */
+static int after_gaps(cli_fwd_bench_t *b, const double *gap, int n, bool slept, double base, double *extra,
+                      char *err, size_t errlen)
+{
+    enum { REPS = 5 };
+    double t[REPS];
+    for (int g = 0; g < n; g++) {
         for (int r = 0; r < REPS; r++) {
-            struct timespec ts = {0, (long)(gap[g] * 1e9)};
-            nanosleep(&ts, NULL);
-            if ((rc = cli_fwd_bench_run(b, &t[r], err, errlen)) != SL_OK)
+            idle_for(gap[g], slept);
+            int rc = cli_fwd_bench_run(b, &t[r], err, errlen);
+            if (rc != SL_OK)
                 return rc;
         }
         extra[g] = cli_median(t, REPS) - base;
     }
-    double w = extra[N_GAPS - 1];
-    p->wake_s = p->idle_after_s = 0;
+    return SL_OK;
+}
+
+/* The idle terms: a one-sequence decode step after the backend sat idle, against the same step back
+ * to back (median of 5 each).
+ * - wake: idle asleep, with the pool's workers asleep too after their default 2-ms spin. wake_s is
+ *   the extra time after the longest gap, when it is measurable (over 0.05 ms and half the step);
+ *   idle_after_s the shortest gap that costs at least half of it. Waking a sleeping worker took
+ *   ~9 ms on a 2-core VM (a halted vCPU rescheduled by the hypervisor).
+ * - cold: idle polling, as the engine does for idle_spin_ms after a step, the workers polling too.
+ *   Nothing sleeps, yet what the kernel and other processes ran meanwhile has evicted the step's
+ *   weights and workspace: stories260K's 0.064-ms decode took 0.08-0.16 ms more after 5-400 ms.
+ *   cold_s is the median extra of the three longest gaps, when over 0.02 ms and a tenth of the
+ *   step; cold_after_s the shortest gap that costs at least half of it. */
+static int measure_idle(cli_fwd_bench_t *b, sim_profile_t *p, char *err, size_t errlen)
+{
+    static const double sleep_gap[] = {0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3};
+    static const double poll_gap[] = {1e-3, 5e-3, 20e-3, 50e-3, 100e-3, 200e-3};
+    enum { N_SLEEP = sizeof sleep_gap / sizeof sleep_gap[0], N_POLL = sizeof poll_gap / sizeof poll_gap[0] };
+    sim_profile_point_t pt;
+    double extra[N_SLEEP], base;
+    int rc;
+    p->wake_s = p->idle_after_s = p->cold_s = p->cold_after_s = 0;
+    if (!cli_fwd_bench_shape(b, 0, 0, 0, false, 1, 16, &pt))
+        return SL_OK;
+    if ((rc = cli_fwd_bench_median(b, 5, INFINITY, &base, err, errlen)) != SL_OK ||
+        (rc = after_gaps(b, sleep_gap, N_SLEEP, true, base, extra, err, errlen)) != SL_OK)
+        return rc;
+    double w = extra[N_SLEEP - 1];
     if (w > 0.05e-3 && w > 0.5 * base)
-        for (int g = 0; g < N_GAPS && !p->wake_s; g++)
+        for (int g = 0; g < N_SLEEP && !p->wake_s; g++)
             if (extra[g] >= 0.5 * w)
-                p->wake_s = w, p->idle_after_s = gap[g];
+                p->wake_s = w, p->idle_after_s = sleep_gap[g];
+
+    cli_fwd_bench_set_idle_spin(b, 10.0); /* longer than any gap: the workers poll throughout */
+    rc = after_gaps(b, poll_gap, N_POLL, false, base, extra, err, errlen);
+    cli_fwd_bench_set_idle_spin(b, eng_backend_params_default().idle_spin_s);
+    if (rc != SL_OK)
+        return rc;
+    double longest[3] = {extra[N_POLL - 3], extra[N_POLL - 2], extra[N_POLL - 1]};
+    double c = cli_median(longest, 3);
+    if (c > 0.02e-3 && c > 0.1 * base)
+        for (int g = 0; g < N_POLL && !p->cold_s; g++)
+            if (extra[g] >= 0.5 * c)
+                p->cold_s = c, p->cold_after_s = poll_gap[g];
     return SL_OK;
 }
 
@@ -405,7 +460,7 @@ int cmd_profile(int argc, char **argv)
         p.anchor_s[i] = cli_median(v, sets);
     }
     if (rc == SL_OK)
-        rc = measure_wake(b->fb, &p, err, sizeof err);
+        rc = measure_idle(b->fb, &p, err, sizeof err);
     if (rc != SL_OK || (rc = sim_profile_fit(&p, b->pts, b->n_pts, err, (int)sizeof err)) != SL_OK ||
         (rc = fit_host(&p, &burst, &loop_ratio, err, sizeof err)) != SL_OK) {
         status = cli_fail(CMD, "%s", err);
@@ -426,6 +481,11 @@ int cmd_profile(int argc, char **argv)
                1e3 * p.wake_s);
     else
         printf("  a step after idle costs no more than back to back\n");
+    if (p.cold_s > 0)
+        printf("  a step after %.1f ms or more of polling pays %.3f ms more (caches gone cold)\n",
+               1e3 * p.cold_after_s, 1e3 * p.cold_s);
+    else
+        printf("  a step after the engine polled for work costs no more than back to back\n");
     printf("  attention: prefill %.3g ns per q*kv pair; decode, one sequence by its KV tokens:\n   ", 1e9 * p.pre);
     for (int i = 0; i < p.n_dec_knots; i++)
         printf(" %.0f: %.3f ms", p.dec_knot[i], 1e3 * p.dec[i]);

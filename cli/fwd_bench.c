@@ -207,6 +207,12 @@ int cli_fwd_bench_anchors(cli_fwd_bench_t *b, int max_seqs, int max_seq_len, int
     return SL_OK;
 }
 
+void cli_fwd_bench_set_idle_spin(cli_fwd_bench_t *b, double spin_s)
+{
+    if (b->be->ops->set_idle_spin)
+        b->be->ops->set_idle_spin(b->be, spin_s);
+}
+
 void cli_fwd_bench_free(cli_fwd_bench_t *b)
 {
     if (!b)

@@ -63,6 +63,11 @@ enum { CLI_FWD_ANCHORS = SIM_PROFILE_ANCHORS };
 int cli_fwd_bench_anchors(cli_fwd_bench_t *b, int max_seqs, int max_seq_len, int max_tokens,
                           double t[CLI_FWD_ANCHORS], int m[CLI_FWD_ANCHORS], char *err, size_t errlen);
 
+/* How long the backend's workers poll after a forward before they sleep, from the next wait on
+ * (the bench opens the backend with its default, eng_backend_params_t.idle_spin_s). A no-op for a
+ * backend without such workers. */
+void cli_fwd_bench_set_idle_spin(cli_fwd_bench_t *b, double spin_s);
+
 /* The median of v[0..n) (sorts v); NAN when n is 0. */
 double cli_median(double *v, int n);
 

@@ -79,6 +79,10 @@ typedef struct eng_backend_ops {
      * because other processes held its cores (engine/cpu/threadpool.h). Called by the thread that
      * runs the steps. NULL when the backend has no such pool. */
     void (*threads)(eng_backend_t *b, int *active, int64_t *drops);
+    /* (optional) How long the workers poll for the next step after one before they sleep, from the
+     * next wait on (created with eng_backend_params_t.idle_spin_s). NULL when the backend has no
+     * such workers. */
+    void (*set_idle_spin)(eng_backend_t *b, double spin_s);
     const char *(*errmsg)(eng_backend_t *b);
     void (*free)(eng_backend_t *b);
 } eng_backend_ops_t;

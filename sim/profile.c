@@ -423,11 +423,12 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
                   "\"vocab\": %d, \"max_context\": %d, \"tied_embeddings\": %d, \"bytes_per_weight\": %.17g, "
                   "\"bytes_per_kv\": %.17g}, \"kv_budget_bytes\": %lld, \"max_seq_len\": %d, \"pre\": %.9g, "
                   "\"host_s\": %.9g, \"host_row\": %.9g, \"wake_s\": %.9g, \"idle_after_s\": %.9g, "
-                  "\"fit_err\": %.6g",
+                  "\"cold_s\": %.9g, \"cold_after_s\": %.9g, \"fit_err\": %.6g",
                   SIM_PROFILE_MODEL_VERSION, name, p->backend, p->threads, host, cpu, path, p->created, model, m->n_layers, m->hidden,
                   m->n_heads, m->n_kv_heads, m->head_dim, m->intermediate, m->vocab, m->max_context,
                   m->tied_embeddings, m->bytes_per_weight, m->bytes_per_kv, (long long)p->kv_budget_bytes,
-                  p->max_seq_len, p->pre, p->host_s, p->host_row, p->wake_s, p->idle_after_s, p->fit_err);
+                  p->max_seq_len, p->pre, p->host_s, p->host_row, p->wake_s, p->idle_after_s, p->cold_s,
+                  p->cold_after_s, p->fit_err);
     bad = bad || put_array(buf, len, &k, "knots", p->knot, p->n_knots) ||
           put_array(buf, len, &k, "dense", p->dense, p->n_knots) ||
           put_array(buf, len, &k, "lm_knots", p->lm_knot, p->n_lm_knots) ||
@@ -525,6 +526,9 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
         /* profiles from before the wake term have none */
         if (!get_num(root, "wake_s", &p->wake_s) || !get_num(root, "idle_after_s", &p->idle_after_s))
             p->wake_s = p->idle_after_s = 0;
+        /* and from before the cold term, none of that */
+        if (!get_num(root, "cold_s", &p->cold_s) || !get_num(root, "cold_after_s", &p->cold_after_s))
+            p->cold_s = p->cold_after_s = 0;
         get_str(root, "model_path", p->model_path, sizeof p->model_path);
         get_str(root, "created", p->created, sizeof p->created);
         if (get_array(root, "knots", p->knot, &p->n_knots) || get_array(root, "dense", p->dense, &p->n_knots))

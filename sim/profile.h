@@ -20,6 +20,10 @@
  *         + wake    when the step starts idle_after or more after the previous one ended: the CPU
  *                   pool's workers have stopped spinning and sleep; waking them is measured (0 on
  *                   one thread, and where waking costs nothing measurable)
+ *         + cold    when it starts cold_after or more after it, while the engine still polls: what
+ *                   the step's weights and workspace cost to fetch again after other work (the
+ *                   kernel, other processes) evicted them; measured (a stories260K decode: +0.11
+ *                   ms on 0.064 after 20 ms of polling); a step past both pays the larger
  * dense, lm, pre and dec are fitted together by weighted least squares (relative error,
  * gsl_multifit_wlinear) on forward passes timed through the backend interface; dense(M), lm(rows)
  * dec(c) and kv(K) are piecewise linear over their knots (hat-function basis), and proportional
@@ -82,6 +86,8 @@ typedef struct sim_profile {
     double wake_s, idle_after_s;/* a step starting >= idle_after_s after the backend's last forward
                                    pays wake_s; the simulator adds the engine's idle spin to the gap
                                    (sim_config_t.engine_idle_spin_s). 0: no wake term */
+    double cold_s, cold_after_s;/* a step starting >= cold_after_s after the backend's last forward
+                                   (the engine polling meanwhile) pays cold_s. 0: no cold term */
     double fit_err;             /* median |fit - measured| / measured over the profile's points */
     double anchor_s[SIM_PROFILE_ANCHORS]; /* the anchor shapes' times when profiled; 0: not timed */
     char created[32];           /* UTC "YYYY-MM-DD HH:MM:SS" */

@@ -60,6 +60,7 @@ struct sim {
     uint64_t rr;
     sim_hook_t hook;           /* between_steps NULL: none */
     double wake_s, wake_after; /* a step after wake_after idle costs wake_s more (profile runs) */
+    double cold_s, cold_after; /* and one after cold_after, cold_s: the larger of the two applies */
 };
 
 static const char *const router_names[] = {"round_robin", "least_outstanding", "least_kv"};
@@ -206,6 +207,8 @@ sim_t *sim_create(const sim_config_t *cfg, const sim_calib_t *calib, char *err, 
     s->num_blocks = sc.num_blocks;
     s->wake_s = cfg->profile ? cfg->profile->wake_s : 0;
     s->wake_after = s->wake_s > 0 ? cfg->engine_idle_spin_s + cfg->profile->idle_after_s : INFINITY;
+    s->cold_s = cfg->profile ? cfg->profile->cold_s : 0;
+    s->cold_after = s->cold_s > 0 ? cfg->profile->cold_after_s : INFINITY;
     s->rep = sl_calloc(cfg->replicas, sizeof *s->rep);
     s->heap_cap = 2 * cfg->replicas + 1;
     s->heap = sl_malloc(sizeof *s->heap * s->heap_cap);
@@ -365,9 +368,11 @@ static int kick(sim_t *s, int ri, double now, char *err, int errlen)
             return SL_ENOMEM;
         }
         double dt = sim_cost_step(r->cost, &r->priced, &r->parts);
-        if (now - r->last_end >= s->wake_after) { /* the engine slept (sim_profile_t.wake_s) */
-            dt += s->wake_s, r->parts.host += s->wake_s, r->parts.total += s->wake_s;
-        }
+        /* after idle: caches gone cold, or the engine and its workers asleep (sim_profile_t) */
+        double gap = now - r->last_end, idle = gap >= s->cold_after ? s->cold_s : 0;
+        if (gap >= s->wake_after && s->wake_s > idle)
+            idle = s->wake_s;
+        dt += idle, r->parts.host += idle, r->parts.total += idle;
         r->busy = true;
         r->step_start = now;
         heap_push(s, now + dt, EV_STEP_DONE, ri, 0);

@@ -612,6 +612,12 @@ static void cpu_threads(eng_backend_t *be, int *active, int64_t *drops)
     *drops = eng_cpu_pool_drops(c->pool);
 }
 
+static void cpu_set_idle_spin(eng_backend_t *be, double spin_s)
+{
+    eng_cpu_ctx_t *c = be->ctx;
+    eng_cpu_pool_set_spin(c->pool, spin_s);
+}
+
 static const eng_backend_ops_t cpu_ops = {
     .version = ENG_BACKEND_VERSION,
     .name = "cpu",
@@ -621,6 +627,7 @@ static const eng_backend_ops_t cpu_ops = {
     .forward_greedy = cpu_forward_greedy,
     .forward_sample = cpu_forward_sample,
     .threads = cpu_threads,
+    .set_idle_spin = cpu_set_idle_spin,
     .errmsg = cpu_errmsg,
     .free = cpu_free,
 };

@@ -49,7 +49,7 @@ struct eng_cpu_pool {
     int run_nth;                /* threads of the current region (5) */
     int adaptive;
     eng_cpu_adapt_t adapt[ENG_CPU_POOL_KINDS];
-    double spin_s;              /* polling time after a region before a worker sleeps */
+    _Atomic double spin_s;      /* polling time after a region before a worker sleeps */
     int n_started;              /* workers actually started (for cleanup on error) */
     pthread_t *threads;         /* (nth - 1) */
     eng_cpu_worker_t *workers;  /* (nth - 1) */
@@ -115,7 +115,7 @@ static void *worker_main(void *p_)
     double last_region = mono_s();
     for (;;) {
         unsigned long long g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        const double until = last_region + p->spin_s;
+        const double until = last_region + atomic_load_explicit(&p->spin_s, memory_order_relaxed);
         for (int i = 1; g == seen; i++) {
             cpu_relax();
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
@@ -143,6 +143,11 @@ static void *worker_main(void *p_)
     }
 }
 
+void eng_cpu_pool_set_spin(eng_cpu_pool_t *p, double spin_s)
+{
+    atomic_store_explicit(&p->spin_s, spin_s > 0 ? spin_s : 0, memory_order_relaxed);
+}
+
 int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool_t **out)
 {
     *out = NULL;
@@ -159,7 +164,7 @@ int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool
     p->adaptive = adaptive != 0 && n_threads > 1;
     for (int k = 0; k < ENG_CPU_POOL_KINDS; k++)
         eng_cpu_adapt_init(&p->adapt[k], n_threads);
-    p->spin_s = spin_s > 0 ? spin_s : 0;
+    eng_cpu_pool_set_spin(p, spin_s);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     if (n_threads > 1) {

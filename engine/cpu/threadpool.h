@@ -45,6 +45,9 @@ typedef void (*eng_cpu_task_fn)(void *arg, int ith, int nth);
 int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool_t **out);
 /* Stops and joins the workers. NULL is a no-op. */
 void eng_cpu_pool_free(eng_cpu_pool_t *p);
+/* Sets how long workers poll after a region before they sleep (spin_s <= 0: not at all), from
+ * the wait after their current region on. Cannot fail. */
+void eng_cpu_pool_set_spin(eng_cpu_pool_t *p, double spin_s);
 /* Threads in the pool, the caller included. */
 int eng_cpu_pool_size(const eng_cpu_pool_t *p);
 

@@ -251,7 +251,7 @@ static void test_json_round_trip(void **state)
 {
     sim_profile_t p = truth(), q;
     p.kv_budget_bytes = 123456789012LL, p.max_seq_len = 512, p.fit_err = 0.031;
-    p.wake_s = 9e-3, p.idle_after_s = 2e-3;
+    p.wake_s = 9e-3, p.idle_after_s = 2e-3, p.cold_s = 1.2e-4, p.cold_after_s = 5e-3;
     snprintf(p.created, sizeof p.created, "2026-11-27 12:00:00");
     snprintf(p.cpu, sizeof p.cpu, "AMD \"EPYC\"\\ 9B14"); /* quotes and backslashes are not kept */
     char buf[8192], err[256];
@@ -263,6 +263,7 @@ static void test_json_round_trip(void **state)
     assert_int_equal(q.n_dec_knots, p.n_dec_knots);
     assert_true(q.kv_budget_bytes == p.kv_budget_bytes && q.max_seq_len == 512 && q.threads == 2);
     assert_true(q.wake_s == 9e-3 && q.idle_after_s == 2e-3);
+    assert_true(q.cold_s == 1.2e-4 && q.cold_after_s == 5e-3);
     sim_profile_point_t pt = {.m = 77, .rows = 5, .pre_work = 3000, .n_dec = 3, .dec_kv = 200};
     assert_true(fabs(sim_profile_forward(&q, &pt) - sim_profile_forward(&p, &pt)) < 1e-8 * sim_profile_forward(&p, &pt));
     assert_false(sim_profile_to_json(&p, buf, 100));
@@ -360,6 +361,30 @@ static void test_a_step_after_idle_pays_the_wake_term(void **state)
     assert_true(fabs(d - 9e-3) < 1e-12);
 }
 
+static void test_a_step_after_polling_pays_the_cold_term(void **state)
+{
+    sim_profile_t p = truth(), c = truth();
+    p.kv_budget_bytes = c.kv_budget_bytes = 0;
+    c.cold_s = 1.2e-4, c.cold_after_s = 5e-3;
+    /* (the end time moves with the last step's term, and with the first's when the second waits
+     * for it) the engine polls 0.5 s: a second request 0.3 s later pays the cold term */
+    double d = two_requests_end(&c, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
+    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    /* one arriving while the first step runs goes straight after it: the first step's only */
+    d = two_requests_end(&c, 1e-6, 0.5) - two_requests_end(&p, 1e-6, 0.5);
+    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    /* with a wake term too: past the spin the larger of the two, within it the cold one */
+    c.wake_s = 9e-3, c.idle_after_s = 2e-3;
+    d = two_requests_end(&c, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
+    assert_true(fabs(d - 9e-3) < 1e-12);
+    d = two_requests_end(&c, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
+    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    /* a cold term larger than the wake one holds past the spin as well */
+    c.wake_s = 0.6e-4;
+    d = two_requests_end(&c, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
+    assert_true(fabs(d - 1.2e-4) < 1e-12);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_kv_blocks_as_the_engine_sizes_them),
         cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
         cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_a_step_after_polling_pays_the_cold_term),
         cmocka_unit_test(test_simulator_runs_on_a_profile_deterministically),
         cmocka_unit_test(test_a_step_after_idle_pays_the_wake_term),
     };
