@@ -137,8 +137,10 @@ typedef struct grid {
     double repeat_s;               /* pass 0: the time spent on shapes later passes time again */
 } grid_t;
 
-/* One shape (cli_fwd_bench_shape's arguments), timed (the median of up to 5 runs within 0.1 s)
- * into this pass's slot of its point; pass 0 adds the point. Skipped (SL_OK, no point) when it
+/* One shape (cli_fwd_bench_shape's arguments), timed (after a warm-up run, the mean of up to 20
+ * runs within 0.1 s: a long run of small steps pays its rare slow ones, which a median leaves out:
+ * stories260K's decodes averaged 1.02-1.08x their median back to back) into this pass's slot of
+ * its point; pass 0 adds the point. Skipped (SL_OK, no point) when it
  * does not fit. A shape that took over ONCE_S in pass 0 keeps that time in later passes: a long
  * step averages the machine's noise over its own length (prompt chunks of 512 tokens vary by 2%
  * between passes, 15-ms decode steps by 5-10%), and timing it again would crowd the short
@@ -158,7 +160,7 @@ static int shape(grid_t *b, int n_pre, int q, int ctx_pre, bool pre_rows, int n_
         return SL_OK;
     }
     double t, t0 = now_s();
-    int rc = cli_fwd_bench_median(b->fb, 5, 0.1, &t, err, errlen);
+    int rc = cli_fwd_bench_mean(b->fb, 20, 0.1, &t, err, errlen);
     if (rc != SL_OK)
         return rc;
     if (b->pass == 0) {

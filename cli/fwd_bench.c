@@ -174,18 +174,47 @@ int cli_fwd_bench_run(cli_fwd_bench_t *b, double *t, char *err, size_t errlen)
     return rc;
 }
 
+/* Runs the shape at least once and up to max_reps (<= 64) times while the runs took under max_s in
+ * all: their times into v, their count into *reps. */
+static int run_reps(cli_fwd_bench_t *b, int max_reps, double max_s, double *v, int *reps, char *err,
+                    size_t errlen)
+{
+    double spent = 0;
+    int rc;
+    *reps = 0;
+    max_reps = max_reps < 1 ? 1 : max_reps > 64 ? 64 : max_reps;
+    while (*reps < 1 || (*reps < max_reps && spent < max_s)) {
+        if ((rc = cli_fwd_bench_run(b, &v[*reps], err, errlen)) != SL_OK)
+            return rc;
+        spent += v[(*reps)++];
+    }
+    return SL_OK;
+}
+
 int cli_fwd_bench_median(cli_fwd_bench_t *b, int max_reps, double max_s, double *t, char *err, size_t errlen)
 {
-    double v[64], spent = 0;
-    int reps = 0, rc;
-    max_reps = max_reps < 1 ? 1 : max_reps > 64 ? 64 : max_reps;
-    while (reps < 1 || (reps < max_reps && spent < max_s)) {
-        if ((rc = cli_fwd_bench_run(b, &v[reps], err, errlen)) != SL_OK)
-            return rc;
-        spent += v[reps++];
+    double v[64];
+    int reps, rc = run_reps(b, max_reps, max_s, v, &reps, err, errlen);
+    if (rc == SL_OK)
+        *t = cli_median(v, reps);
+    return rc;
+}
+
+int cli_fwd_bench_mean(cli_fwd_bench_t *b, int max_reps, double max_s, double *t, char *err, size_t errlen)
+{
+    double v[64], sum = 0, warm;
+    int reps, rc = cli_fwd_bench_run(b, &warm, err, errlen);
+    if (rc == SL_OK && warm >= max_s) { /* a step this long is its own average, warm or not */
+        *t = warm;
+        return SL_OK;
     }
-    *t = cli_median(v, reps);
-    return SL_OK;
+    if (rc == SL_OK)
+        rc = run_reps(b, max_reps, max_s, v, &reps, err, errlen);
+    for (int i = 0; rc == SL_OK && i < reps; i++)
+        sum += v[i];
+    if (rc == SL_OK)
+        *t = sum / reps;
+    return rc;
 }
 
 int cli_fwd_bench_anchors(cli_fwd_bench_t *b, int max_seqs, int max_seq_len, int max_tokens,
