@@ -36,6 +36,7 @@
 
 #define CMD "validate"
 #define MAX_REPEAT 15
+#define SENSITIVITY 1.03 /* the step-cost factor of the simulator's sensitivity band */
 
 static const char usage[] =
     "usage: sluice validate -m MODEL (--trace FILE | --preset NAME [-n N] [--rate R]) [options]\n"
@@ -156,7 +157,7 @@ static int load_workload(const opts_t *o, int max_seq, wl_trace_t *tr, char *nam
  * their proposal rate and per-draft acceptance (workload properties, like the output lengths). */
 static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cli_engine_opts_t *eo,
                    const wl_trace_t *tr, const cli_spec_counts_t *spec, cli_collect_t *col, sim_config_t *cfg,
-                   an_summary_t *sum)
+                   an_summary_t *sum, bool report)
 {
     char err[512];
     if (sim_config_default(cfg) != SL_OK)
@@ -171,7 +172,8 @@ static int run_sim(const sim_profile_t *prof, const sched_config_t *sc, const cl
         double a = cli_spec_acceptance(spec), p = cli_spec_propose_rate(spec);
         cfg->spec_acceptance = isnan(a) ? 0 : a;
         cfg->spec_propose = isnan(p) ? 0 : p;
-        printf("  speculation: the engine found drafts in %.1f%% of its lookups and kept drafts at a per-draft "
+        if (report)
+            printf("  speculation: the engine found drafts in %.1f%% of its lookups and kept drafts at a per-draft "
                "rate of %.3f; the simulator proposes and accepts at those rates\n",
                100 * cfg->spec_propose, cfg->spec_acceptance);
     }
@@ -280,23 +282,44 @@ static double figure_error(const figure_t *f, double engine, double sim, double 
 
 /* Prints the side-by-side table (engine: median of the runs, and their spread); returns the number
  * of gated figures over tolerance. */
-static int print_figures(const an_summary_t *runs, int n_runs, const an_summary_t *sim, double tol)
+/* The figures side by side; band: the simulator with every step 1/SENSITIVITY and SENSITIVITY
+ * times as long. After the table, the gated figures that move within that band by more than
+ * proportion and tol together. */
+static int print_figures(const an_summary_t *runs, int n_runs, const an_summary_t *sim, const an_summary_t band[2],
+                         double tol)
 {
-    int over = 0;
-    printf("  %-14s %12s %21s %12s %9s\n", "figure", "engine", n_runs > 1 ? "engine runs lo..hi" : "", "simulator",
-           "error");
+    int over = 0, n_knee = 0;
+    const char *knee[N_FIGURES];
+    char head[32];
+    snprintf(head, sizeof head, "sim, steps +/-%.0f%%", 100 * (SENSITIVITY - 1));
+    printf("  %-14s %12s %21s %12s %21s %9s\n", "figure", "engine", n_runs > 1 ? "engine runs lo..hi" : "",
+           "simulator", head, "error");
     for (int i = 0; i < N_FIGURES; i++) {
         const figure_t *f = &figures[i];
         double lo, hi, a = median_of(runs, n_runs, f->off, &lo, &hi), b = field(sim, f->off), k = f->time ? 1e3 : 1;
+        double b0 = field(&band[0], f->off), b1 = field(&band[1], f->off);
         bool ok;
         double e = figure_error(f, a, b, tol, &ok);
         bool bad = f->gated && !ok;
         over += bad;
-        char spread[32] = "";
+        /* a time in proportion to the steps moves by 2 (SENSITIVITY - 1) of itself: a knee moves more */
+        if (f->gated && !f->count && fabs(b1 - b0) > (2 * (SENSITIVITY - 1) + tol) * fabs(b))
+            knee[n_knee++] = f->name;
+        char spread[32] = "", moved[32];
         if (n_runs > 1)
             snprintf(spread, sizeof spread, "%.3f..%.3f", lo * k, hi * k);
-        printf("  %-14s %12.3f %21s %12.3f %+8.1f%%%s\n", f->name, a * k, spread, b * k, 100 * e,
+        snprintf(moved, sizeof moved, "%.3f..%.3f", fmin(b0, b1) * k, fmax(b0, b1) * k);
+        printf("  %-14s %12.3f %21s %12.3f %21s %+8.1f%%%s\n", f->name, a * k, spread, b * k, moved, 100 * e,
                bad ? "  over tolerance" : f->gated ? "  ok" : "");
+    }
+    if (n_knee) {
+        printf("  on a knee of the queue: the simulator moves these more than in proportion, and by more than\n"
+               "  the tolerance, when every step costs %.0f%% more or less (a model right to a few percent\n"
+               "  cannot pin them at this load):",
+               100 * (SENSITIVITY - 1));
+        for (int i = 0; i < n_knee; i++)
+            printf("%s %s", i ? "," : "", knee[i]);
+        printf("\n");
     }
     return over;
 }
@@ -481,7 +504,21 @@ int cmd_validate(int argc, char **argv)
     for (int d = 0; d < done; d++)
         cli_spec_merge(&spec, &runs[d].spec);
     sim_config_t cfg;
-    if ((status = run_sim(&priced, &sc, &o.eng, tr, &spec, &col, &cfg, &ss)))
+    if ((status = run_sim(&priced, &sc, &o.eng, tr, &spec, &col, &cfg, &ss, true)))
+        goto out;
+    /* the same simulation with every step 3% cheaper and 3% dearer: a figure that moves more than
+     * the tolerance sits on a knee of the queue, where one step more or less of waiting flips it */
+    an_summary_t band[2];
+    for (int j = 0; j < 2 && !status; j++) {
+        sim_profile_t q = priced;
+        sim_config_t qcfg;
+        cli_collect_t qcol;
+        sim_profile_rescale(&q, j ? SENSITIVITY : 1 / SENSITIVITY, j ? SENSITIVITY : 1 / SENSITIVITY);
+        cli_collect_init(&qcol, false, false);
+        status = run_sim(&q, &sc, &o.eng, tr, &spec, &qcol, &qcfg, &band[j], false);
+        cli_collect_free(&qcol);
+    }
+    if (status)
         goto out;
     if (st) {
         char where[96];
@@ -513,7 +550,7 @@ int cmd_validate(int argc, char **argv)
                "  %.3f..%.3f), larger steps x%.3f (%d, %.3f..%.3f); the simulator prices at this speed\n",
                f_small, speed.n[0], speed.n[0] ? speed.r[0][0] : 1, speed.n[0] ? speed.r[0][speed.n[0] - 1] : 1,
                f_large, speed.n[1], speed.n[1] ? speed.r[1][0] : 1, speed.n[1] ? speed.r[1][speed.n[1] - 1] : 1);
-    int over = print_figures(rs, done, &ss, o.tolerance);
+    int over = print_figures(rs, done, &ss, band, o.tolerance);
     print_steps(&priced, runs, done, col.step, col.n_step);
     if (st) {
         printf("\nrecorded: engine run%s", done > 1 ? "s" : "");

@@ -74,6 +74,8 @@ check "profile + validate within 50% (stories260K, 40 requests at 4 req/s)" 0 $r
 
 grep -q "machine speed now against the profile" "$dir/validate.txt"
 check "validate re-times the anchor shapes and prices the simulation at today's speed" 0 $?
+grep -q "sim, steps +/-3%" "$dir/validate.txt"
+check "validate prints the simulator's figures with every step 3% cheaper and dearer" 0 $?
 # 3 engine runs: 4 sets of the 4 small anchor shapes (before the first run and after each)
 grep -q "steps of up to 16 tokens take x[0-9.]* (16 timings" "$dir/validate.txt"
 check "validate times the anchors before the first engine run and after each" 0 $?
