@@ -56,9 +56,10 @@ int cli_fwd_bench_run(cli_fwd_bench_t *b, double *t, char *err, size_t errlen);
 int cli_fwd_bench_median(cli_fwd_bench_t *b, int max_reps, double max_s, double *t, char *err, size_t errlen);
 
 /* One run to warm up (the engine's next step mostly reads what its last one did; a warm-up that
- * took max_s or more is the result), then the same runs, *t their mean: what a long run of steps of this shape costs on average, its rare slow runs
- * included (back to back, stories260K's 0.06-ms decode averaged 1.075x its median,
- * SmolLM2's 15-ms one 1.015x, prompt steps of 50 ms and more 1.00x). */
+ * took max_s or more is the result), then the same runs, *t their mean: what a long run of steps
+ * of this shape costs on average, its rare slow runs included (back to back, stories260K's 0.06-ms
+ * decode averaged 1.075x its median, SmolLM2's 15-ms one 1.015x, prompt steps of 50 ms and more
+ * 1.00x). */
 int cli_fwd_bench_mean(cli_fwd_bench_t *b, int max_reps, double max_s, double *t, char *err, size_t errlen);
 
 /* The anchor shapes (sim_profile_t.anchor_s): decode of 1 sequence at contexts 63 and 255, of 4

@@ -137,14 +137,13 @@ void eng_dequant_q4_K(const eng_block_q4_K *src, float *dst, int64_t n)
 {
     for (int64_t b = 0; b < n / ENG_QK_K; b++) {
         const float d = eng_f16_to_f32(src[b].d), dmin = eng_f16_to_f32(src[b].dmin);
+        uint8_t sc[8], m[8];
+        eng_q4_K_unpack_scales(src[b].scales, sc, m);
         for (int p = 0; p < 4; p++, dst += 64) {
             const uint8_t *q = src[b].qs + 32 * p;
-            int sc0, m0, sc1, m1;
-            eng_q4_K_scale_min(src[b].scales, 2 * p, &sc0, &m0);
-            eng_q4_K_scale_min(src[b].scales, 2 * p + 1, &sc1, &m1);
             for (int l = 0; l < 32; l++) {
-                dst[l] = d * (float)sc0 * (float)(q[l] & 15) - dmin * (float)m0;
-                dst[l + 32] = d * (float)sc1 * (float)(q[l] >> 4) - dmin * (float)m1;
+                dst[l] = d * (float)sc[2 * p] * (float)(q[l] & 15) - dmin * (float)m[2 * p];
+                dst[l + 32] = d * (float)sc[2 * p + 1] * (float)(q[l] >> 4) - dmin * (float)m[2 * p + 1];
             }
         }
     }
@@ -172,13 +171,13 @@ void eng_dequant_q5_K(const eng_block_q5_K *src, float *dst, int64_t n)
 {
     for (int64_t b = 0; b < n / ENG_QK_K; b++) {
         const float d = eng_f16_to_f32(src[b].d), dmin = eng_f16_to_f32(src[b].dmin);
+        uint8_t sc[8], m[8];
+        eng_q4_K_unpack_scales(src[b].scales, sc, m);
         for (int j = 0; j < 8; j++, dst += 32) {
             const uint8_t *q = src[b].qs + 32 * (j / 2);
-            int sc, m;
-            eng_q4_K_scale_min(src[b].scales, j, &sc, &m);
             for (int l = 0; l < 32; l++) {
                 const int v = ((j & 1) ? q[l] >> 4 : q[l] & 15) | (src[b].qh[l] >> j & 1) << 4;
-                dst[l] = d * (float)sc * (float)v - dmin * (float)m;
+                dst[l] = d * (float)sc[j] * (float)v - dmin * (float)m[j];
             }
         }
     }

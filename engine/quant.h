@@ -17,7 +17,7 @@
  *           y[l + 64] = d * sc'[s+4] * ((ql'[l]   >> 4 | (qh'[l] >> 4 & 3) << 4) - 32)
  *           y[l + 96] = d * sc'[s+6] * ((ql'[l+32] >> 4 | (qh'[l] >> 6 & 3) << 4) - 32)
  *   Q4_K  256 elements, 144 bytes: f16 d; f16 dmin; u8 scales[12]; u8 qs[128]. Eight sub-blocks of
- *         32 elements, each with a 6-bit scale sc and a 6-bit minimum m (eng_q4_K_scale_min);
+ *         32 elements, each with a 6-bit scale sc and a 6-bit minimum m (eng_q4_K_scales_mins);
  *         sub-blocks 2p and 2p+1 share bytes qs[32p .. 32p+31], 2p in the low nibbles, 2p+1 in
  *         the high ones; value = d * sc * q - dmin * m. (Q4_K_M files are Q4_K and Q6_K.)
  *   Q5_K  256 elements, 176 bytes: f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]. As Q4_K,
@@ -118,13 +118,16 @@ static inline void eng_q4_K_scales_mins(const uint8_t *scales, uint64_t *sc, uin
     *m = (uint64_t)(u[1] & six) | (uint64_t)m_hi << 32;
 }
 
-/* Sub-block j's (0..7) scale and minimum (eng_q4_K_scales_mins). */
-static inline void eng_q4_K_scale_min(const uint8_t *scales, int j, int *sc, int *m)
+/* Sub-block j's scale in sc[j] and minimum in m[j], j = 0..7 (eng_q4_K_scales_mins), for code that
+ * walks a super-block's sub-blocks in turn. */
+static inline void eng_q4_K_unpack_scales(const uint8_t *scales, uint8_t sc[8], uint8_t m[8])
 {
     uint64_t s, n;
     eng_q4_K_scales_mins(scales, &s, &n);
-    *sc = (int)(s >> 8 * j & 0xff);
-    *m = (int)(n >> 8 * j & 0xff);
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)(s >> 8 * j);
+        m[j] = (uint8_t)(n >> 8 * j);
+    }
 }
 
 _Static_assert(sizeof(eng_block_q4_0) == 18, "q4_0 block is 18 bytes");

@@ -176,11 +176,13 @@ static float dot_qk_scalar(int type, const uint8_t *w, const void *x, int k)
         const uint16_t dh = five ? b5->d : b4->d, mh = five ? b5->dmin : b4->dmin;
         const uint8_t *scales = five ? b5->scales : b4->scales, *qs = five ? b5->qs : b4->qs;
         const float d = eng_f16_to_f32(dh), dmin = eng_f16_to_f32(mh);
+        uint8_t scs[8], mins[8];
+        eng_q4_K_unpack_scales(scales, scs, mins);
         for (int j = 0; j < 8; j++) {
             const int blk = sb * 8 + j;
             const uint8_t *q = qs + 32 * (j / 2);
-            int sc, m, isum = 0;
-            eng_q4_K_scale_min(scales, j, &sc, &m);
+            const int sc = scs[j], m = mins[j];
+            int isum = 0;
             for (int l = 0; l < 32; l++) {
                 const int v = ((j & 1) ? q[l] >> 4 : q[l] & 15) | (five ? (b5->qh[l] >> j & 1) << 4 : 0);
                 isum += v * xq[blk * 32 + l];

@@ -341,48 +341,46 @@ static double two_requests_end(const sim_profile_t *p, double second, double spi
     return tot.end_time;
 }
 
+/* How much later the two requests end with w's idle terms than without them (the end time moves
+ * with the last step's term, and with the first's when the second waits for it). */
+static double idle_extra(const sim_profile_t *w, double second, double spin)
+{
+    sim_profile_t p = *w;
+    p.wake_s = p.idle_after_s = p.cold_s = p.cold_after_s = 0;
+    return two_requests_end(w, second, spin) - two_requests_end(&p, second, spin);
+}
+
 static void test_a_step_after_idle_pays_the_wake_term(void **state)
 {
-    sim_profile_t p = truth(), w = truth();
-    p.kv_budget_bytes = w.kv_budget_bytes = 0;
+    sim_profile_t w = truth();
+    w.kv_budget_bytes = 0;
     w.wake_s = 9e-3, w.idle_after_s = 2e-3;
-    /* (the end time moves with the last step's wake, and with the first's when the second waits
-     * for it) a second request 1 s later: both steps start after idle (the first after start-up) */
-    double d = two_requests_end(&w, 1.0, 0) - two_requests_end(&p, 1.0, 0);
-    assert_true(fabs(d - 9e-3) < 1e-12);
+    /* a second request 1 s later: both steps start after idle (the first after start-up) */
+    assert_true(fabs(idle_extra(&w, 1.0, 0) - 9e-3) < 1e-12);
     /* the second arrives while the first step runs and goes straight after it: one wake */
-    d = two_requests_end(&w, 1e-6, 0) - two_requests_end(&p, 1e-6, 0);
-    assert_true(fabs(d - 9e-3) < 1e-12);
+    assert_true(fabs(idle_extra(&w, 1e-6, 0) - 9e-3) < 1e-12);
     /* the engine polls 0.5 s after a step: a second request 0.3 s later finds it awake, 1 s later
      * asleep (0.5 + 0.002 s) */
-    d = two_requests_end(&w, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
-    assert_true(fabs(d) < 1e-12);
-    d = two_requests_end(&w, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
-    assert_true(fabs(d - 9e-3) < 1e-12);
+    assert_true(fabs(idle_extra(&w, 0.3, 0.5)) < 1e-12);
+    assert_true(fabs(idle_extra(&w, 1.0, 0.5) - 9e-3) < 1e-12);
 }
 
 static void test_a_step_after_polling_pays_the_cold_term(void **state)
 {
-    sim_profile_t p = truth(), c = truth();
-    p.kv_budget_bytes = c.kv_budget_bytes = 0;
+    sim_profile_t c = truth();
+    c.kv_budget_bytes = 0;
     c.cold_s = 1.2e-4, c.cold_after_s = 5e-3;
-    /* (the end time moves with the last step's term, and with the first's when the second waits
-     * for it) the engine polls 0.5 s: a second request 0.3 s later pays the cold term */
-    double d = two_requests_end(&c, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
-    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    /* the engine polls 0.5 s: a second request 0.3 s later pays the cold term */
+    assert_true(fabs(idle_extra(&c, 0.3, 0.5) - 1.2e-4) < 1e-12);
     /* one arriving while the first step runs goes straight after it: the first step's only */
-    d = two_requests_end(&c, 1e-6, 0.5) - two_requests_end(&p, 1e-6, 0.5);
-    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    assert_true(fabs(idle_extra(&c, 1e-6, 0.5) - 1.2e-4) < 1e-12);
     /* with a wake term too: past the spin the larger of the two, within it the cold one */
     c.wake_s = 9e-3, c.idle_after_s = 2e-3;
-    d = two_requests_end(&c, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
-    assert_true(fabs(d - 9e-3) < 1e-12);
-    d = two_requests_end(&c, 0.3, 0.5) - two_requests_end(&p, 0.3, 0.5);
-    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    assert_true(fabs(idle_extra(&c, 1.0, 0.5) - 9e-3) < 1e-12);
+    assert_true(fabs(idle_extra(&c, 0.3, 0.5) - 1.2e-4) < 1e-12);
     /* a cold term larger than the wake one holds past the spin as well */
     c.wake_s = 0.6e-4;
-    d = two_requests_end(&c, 1.0, 0.5) - two_requests_end(&p, 1.0, 0.5);
-    assert_true(fabs(d - 1.2e-4) < 1e-12);
+    assert_true(fabs(idle_extra(&c, 1.0, 0.5) - 1.2e-4) < 1e-12);
 }
 
 int main(void)
