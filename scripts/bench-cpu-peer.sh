@@ -23,6 +23,7 @@ MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS=2 P=512 N=128 R=5 B=1 BUILD_ONLY=0 BUSY=0
 PEER_DIR=${SLUICE_PEER_DIR:-$HOME/.cache/sluice-peer}
 BUILD=${BUILD:-build-cpu}
+PEER_BUILD="$PEER_DIR/build-noamx"
 while [ $# -gt 0 ]; do
     case "$1" in
         -m) MODEL=$2; shift 2 ;;
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 
 build_peer() {
-    local bench="$PEER_DIR/build/bin/llama-bench"
+    local bench="$PEER_BUILD/bin/llama-bench"
     [ -x "$bench" ] && return 0
     mkdir -p "$PEER_DIR"
     local sdist
@@ -49,9 +50,13 @@ build_peer() {
     fi
     local src="${sdist%.tar.gz}"
     [ -d "$src" ] || tar xzf "$sdist" -C "$PEER_DIR"
-    cmake -S "$src/vendor/llama.cpp" -B "$PEER_DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    # AMX off: ggml's AMX matmul dies with SIGILL (tilezero on an unconfigured tile) on the 2-core
+    # Sapphire Rapids KVM guests we bench on, though AMX itself works there; the rest stays native.
+    local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    cmake -S "$src/vendor/llama.cpp" -B "$PEER_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+        -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-    cmake --build "$PEER_DIR/build" --target llama-bench -j"$(nproc)" >&2
+    cmake --build "$PEER_BUILD" --target llama-bench -j"$(nproc)" >&2
 }
 
 build_peer
@@ -70,7 +75,7 @@ fi
 
 ours=$("$BUILD/bench/bench_cpu" "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -b "$B")
 echo "$ours"
-peer=$("$PEER_DIR/build/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -o csv 2>/dev/null)
+peer=$("$PEER_BUILD/bin/llama-bench" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$R" -o csv 2>/dev/null)
 # llama-bench reports the mean; with -r R it also prints stddev. Take avg_ts per test.
 peer_pp=$(echo "$peer" | awk -F, -v p="$P" 'NR==1{for(i=1;i<=NF;i++){gsub(/"/,"",$i); c[$i]=i}} NR>1{gsub(/"/,""); if($c["n_prompt"]==p && $c["n_gen"]==0) print $c["avg_ts"]}')
 peer_tg=$(echo "$peer" | awk -F, -v n="$N" 'NR==1{for(i=1;i<=NF;i++){gsub(/"/,"",$i); c[$i]=i}} NR>1{gsub(/"/,""); if($c["n_gen"]==n && $c["n_prompt"]==0) print $c["avg_ts"]}')

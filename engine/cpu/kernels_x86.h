@@ -587,8 +587,127 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
     }
 }
 
+#if ENG_X86_VNNI
+/* AVX-512: steps of several tokens run 16-row tiles on 512-bit vectors. vpdpbusd on a zmm costs
+ * what it costs on a ymm here (two a cycle) and does twice the products, and the per-block float
+ * work serves 16 rows instead of 8. A 16-row group unpacks as two 8-row groups side by side (low
+ * half: rows 0..7); the operations per lane are exactly block_acc's, so the outputs are bitwise
+ * those of the 8-row tiles. Signed weights (Q8_0) unpack with 128 added (AVX-512 has no vpsignb
+ * for the sign trick of chunk_dot): the integer sum gains 128 times the activation block's sum,
+ * which the tile takes off again, exactly, before the float work. */
+#define ENG_Q_ROWS16 16
+
+/* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
+/* 128 times the sum of the 32 activation bytes a (a signed block, its bytes unpacked with 128 added) */
+ENG_INLINE int32_t block_sum_x128(const int8_t *a)
+{
+    const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a), _mm256_set1_epi8((char)0x80));
+    __m256i s = _mm256_sad_epu8(u, _mm256_setzero_si256()); /* 4 sums of 8 bytes, each + 8 x 128 */
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
+    return (_mm_cvtsi128_si32(h) - 32 * 128) * 128;
+}
+
+ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d, const __m512 *m,
+                        int b0, int nbs, int r, int n, int t, int add)
+{
+    const int8_t *aq[4];
+    const float *ad[4], *as[4];
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++) {
+        aq[j] = (const int8_t *)((const char *)g->x + (size_t)(t + j) * g->x_stride);
+        ad[j] = eng_cpu_q8_d(aq[j], g->k);
+        as[j] = eng_cpu_q8_s(aq[j], g->k);
+        acc[j] = _mm512_setzero_ps();
+    }
+    for (int b = 0; b < nbs; b++) {
+        __m512i c[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            c[i] = _mm512_load_si512(w + 8 * b + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++) {
+            const int8_t *a = aq[j] + (b0 + b) * ENG_CPU_QK;
+            __m512i s = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                int32_t a4;
+                memcpy(&a4, a + 4 * i, sizeof a4);
+                s = _mm512_dpbusd_epi32(s, c[i], _mm512_set1_epi32(a4));
+            }
+            if (q_signed(type))
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(block_sum_x128(a)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d[b], _mm512_set1_ps(ad[j][b0 + b])), acc[j]);
+            if (!q_signed(type))
+                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(as[j][b0 + b]), acc[j]);
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << n) - 1);
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++) {
+        float *o = g->out + (size_t)(t + j) * g->ldo + r;
+        __m512 v = add ? _mm512_add_ps(_mm512_maskz_loadu_ps(keep, o), acc[j]) : acc[j];
+        _mm512_mask_storeu_ps(o, keep, v);
+    }
+}
+
+ENG_INLINE __m512i join_i(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+ENG_INLINE __m512 join_ps(__m256 lo, __m256 hi)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+
+/* rows [r0, r1), 4 tokens or more */
+ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
+{
+    _Alignas(64) __m512i w[ENG_Q_SLICE * 8];
+    _Alignas(64) __m512 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
+    qk_superblock_t qk_lo = {.row0 = NULL}, qk_hi = {.row0 = NULL};
+    const int nb = g->k / ENG_CPU_QK;
+    for (int r = r0; r < r1; r += ENG_Q_ROWS16) {
+        const int n = r1 - r < ENG_Q_ROWS16 ? r1 - r : ENG_Q_ROWS16;
+        const uint8_t *lo[8], *hi[8];
+        for (int i = 0; i < 8; i++) { /* a short group repeats its first row; those lanes are dropped */
+            lo[i] = (const uint8_t *)g->w + (size_t)(r + (i < n ? i : 0)) * g->w_stride;
+            hi[i] = (const uint8_t *)g->w + (size_t)(r + (8 + i < n ? 8 + i : 0)) * g->w_stride;
+        }
+        for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
+            const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
+            for (int b = 0; b < nbs; b++) {
+                __m256i cl[8], ch[8];
+                __m256 dl, dh, ml, mh;
+                load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, &qk_lo);
+                load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, &qk_hi);
+                const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    w[8 * b + i] = _mm512_xor_si512(join_i(cl[i], ch[i]), bias);
+                d[b] = join_ps(dl, dh);
+                m[b] = join_ps(ml, mh);
+            }
+            int t = 0;
+            for (; t + 4 <= g->n_tok; t += 4)
+                qtile16(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
+            for (; t < g->n_tok; t++)
+                qtile16(type, 1, g, w, d, m, b0, nbs, r, n, t, add);
+        }
+    }
+}
+#endif
+
 ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
+#if ENG_X86_VNNI
+    if (g->n_tok >= 4) {
+        gemm_q32_wide(type, g, r0, r1);
+        return;
+    }
+#endif
     _Alignas(32) __m256i w[ENG_Q_SLICE * 8];
     _Alignas(32) __m256 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
     qk_superblock_t qk = {.row0 = NULL};
