@@ -1,0 +1,93 @@
+/* bench_gemm.c — one thread's matrix-product rate, GMAC/s, on every instruction set this CPU runs
+ * but scalar, for steps of 1..512 tokens: the kernels alone, without the
+ * step's other work. Weights are random rows quantised to TYPE (eng_quantize_row), activations
+ * random rows quantised to 8-bit blocks as the backend does; best of 7 timings per point (the
+ * shared machine's slow moments are excluded rather than averaged in).
+ *
+ *   bench_gemm [ROWS] [K] [TYPE]      default 1536 576 Q4_1 (SmolLM2's FFN gate / up)
+ *   e.g. bench_gemm 49152 576 Q8_0    (SmolLM2's LM head)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "engine/cpu/kernels.h"
+#include "engine/model.h"
+#include "engine/quant.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float frand(void)
+{
+    return (float)rand() / RAND_MAX - 0.5f;
+}
+
+int main(int argc, char **argv)
+{
+    const int rows = argc > 1 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
+    const char *tname = argc > 3 ? argv[3] : "Q4_1";
+    int type = -1;
+    for (int t = 0; t < 64 && type < 0; t++)
+        if (strcasecmp(eng_type_name(t), tname) == 0)
+            type = t;
+    if (rows <= 0 || k <= 0 || k % 32 != 0 || (type != ENG_T_Q4_0 && type != ENG_T_Q4_1 && type != ENG_T_Q8_0)) {
+        fprintf(stderr, "usage: bench_gemm [ROWS] [K] [TYPE]: TYPE Q4_0, Q4_1 or Q8_0 (the types sluice quantises "
+                        "to), K a multiple of 32\n");
+        return 2;
+    }
+    enum { MAX_TOK = 512 };
+    const size_t rb = eng_type_row_bytes(type, k), xs = eng_cpu_q8_row_bytes(k);
+    uint8_t *w = malloc(rb * rows);
+    char *x = malloc(xs * MAX_TOK);
+    float *f = malloc(sizeof(float) * k), *out = malloc(sizeof(float) * (size_t)MAX_TOK * rows);
+    if (!w || !x || !f || !out)
+        return 1;
+    for (int r = 0; r < rows; r++) {
+        for (int i = 0; i < k; i++)
+            f[i] = frand();
+        if (eng_quantize_row(type, f, w + rb * r, k) != 0)
+            return 1;
+    }
+    const int toks[] = {1, 2, 4, 8, 16, 32, 64, MAX_TOK};
+    printf("bench_gemm: %d x %d %s, one thread, GMAC/s (best of 7)\n%-8s", rows, k, tname, "tokens");
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++)
+        printf(" %7d", toks[i]);
+    printf("\n");
+    for (int isa = ENG_CPU_ISA_AVX2; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        if (!kt)
+            continue;
+        srand(1);
+        for (int t = 0; t < MAX_TOK; t++) {
+            for (int i = 0; i < k; i++)
+                f[i] = frand();
+            kt->quantize_q8(f, x + xs * t, k);
+        }
+        printf("%-8s", kt->name);
+        for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+            eng_cpu_gemm_t g = {.type = type, .w = w, .w_stride = rb, .x = x, .x_stride = xs, .n_tok = toks[i],
+                                .k = k, .out = out, .ldo = (size_t)rows};
+            const int iters = 2 + (int)(2e8 / ((double)rows * k * toks[i]));
+            double best = 1e30;
+            for (int rep = 0; rep < 7; rep++) {
+                double t0 = now_s();
+                for (int it = 0; it < iters; it++)
+                    kt->gemm(&g, 0, rows);
+                double dt = (now_s() - t0) / iters;
+                best = dt < best ? dt : best;
+            }
+            printf(" %7.1f", (double)rows * k * toks[i] / best * 1e-9);
+            fflush(stdout);
+        }
+        printf("\n");
+    }
+    free(w); free(x); free(f); free(out);
+    return 0;
+}
