@@ -227,7 +227,11 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     const int hd = cfg->head_dim, nh = cfg->n_heads, group = nh / cfg->n_kv_heads;
     const int qdim = nh * hd, kvdim = cfg->n_kv_heads * hd, tiles = c->task_first[b->n_seqs];
     const int cq = n_chunks(group * hd), ck = n_chunks(hd), per = cq + 2 * ck;
-    const int n_mm = cfg->n_kv_heads * per, n_tasks = nh * tiles;
+    /* With a tile for every thread, a task takes all the query heads of its K/V head, one after
+     * the other, so the K/V rows come from memory once and then from this core's cache; split
+     * across threads, two cores waited on the same rows (16 sequences' KV is far beyond L3). */
+    const int hpt = tiles >= eng_cpu_pool_size(c->pool) ? group : 1, tpg = group / hpt;
+    const int n_mm = cfg->n_kv_heads * per, n_tasks = cfg->n_kv_heads * tpg * tiles;
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = c->scores + (size_t)ith * ATT_SCRATCH(c->cap_ctx);
     int s = 0;
@@ -252,8 +256,8 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
             atomic_fetch_add_explicit(&c->ready[g], 1, memory_order_release);
             continue;
         }
-        const int task = ci - n_mm, g = task / (group * tiles), rem = task % (group * tiles);
-        const int head = g * group + rem % group, tile = rem / group;
+        const int task = ci - n_mm, g = task / (tpg * tiles), rem = task % (tpg * tiles);
+        const int head0 = g * group + rem % tpg * hpt, tile = rem / tpg;
         eng_cpu_pool_await(&c->ready[g], (layer + 1) * per);
         while (tile >= c->task_first[s + 1])
             s++;
@@ -263,8 +267,9 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
         int i0 = (tile - c->task_first[s]) * ENG_CPU_ATT_QTILE;
         int i1 = i0 + ENG_CPU_ATT_QTILE < sq->n_tokens ? i0 + ENG_CPU_ATT_QTILE : sq->n_tokens;
         const size_t t = (size_t)c->seq_first[s] + i0;
-        eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd, qdim, i1 - i0,
-                       sq->pos + i0 + 1, scale, scores, c->att + t * qdim + head * hd, qdim);
+        for (int head = head0; head < head0 + hpt; head++)
+            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd, qdim, i1 - i0,
+                           sq->pos + i0 + 1, scale, scores, c->att + t * qdim + head * hd, qdim);
     }
     eng_cpu_pool_barrier(c->pool);
 }
