@@ -70,6 +70,7 @@ static void quantize_q8_scalar(const float *x, void *row, int k)
 {
     int8_t *qs = row;
     float *d = eng_cpu_q8_d(row, k), *s = eng_cpu_q8_s(row, k);
+    int32_t *s128 = eng_cpu_q8_s128(row, k);
     for (int b = 0; b < k / ENG_CPU_QK; b++, x += ENG_CPU_QK) {
         float amax = 0.0f;
         for (int i = 0; i < ENG_CPU_QK; i++)
@@ -82,6 +83,7 @@ static void quantize_q8_scalar(const float *x, void *row, int k)
         }
         d[b] = db;
         s[b] = db * (float)sum;
+        s128[b] = 128 * sum;
     }
 }
 

@@ -33,10 +33,12 @@
  * scales of 8 blocks load as one vector:
  *   int8 qs[k]            value i = d[i / 32] * qs[i]
  *   float d[k / 32]       block scales
- *   float s[k / 32]       d * sum(qs of the block): for Q4_0's offset and Q4_1's minimum      */
+ *   float s[k / 32]       d * sum(qs of the block): for Q4_0's offset and Q4_1's minimum
+ *   int32 s128[k / 32]    128 * sum(qs of the block), exact: the AVX-512 Q8_0 tiles take it off
+ *                         the sums of weights stored with 128 added (kernels_x86.h)          */
 static inline size_t eng_cpu_q8_row_bytes(int k)
 {
-    return (size_t)k + 2 * sizeof(float) * (size_t)(k / ENG_CPU_QK);
+    return (size_t)k + 3 * sizeof(float) * (size_t)(k / ENG_CPU_QK);
 }
 static inline float *eng_cpu_q8_d(const void *row, int k)
 {
@@ -45,6 +47,10 @@ static inline float *eng_cpu_q8_d(const void *row, int k)
 static inline float *eng_cpu_q8_s(const void *row, int k)
 {
     return (float *)((char *)row + k) + k / ENG_CPU_QK;
+}
+static inline int32_t *eng_cpu_q8_s128(const void *row, int k)
+{
+    return (int32_t *)((char *)row + k) + 2 * (k / ENG_CPU_QK);
 }
 
 typedef enum eng_cpu_isa {

@@ -63,6 +63,7 @@ static void quantize_q8(const float *x, void *row, int k)
     const __m256 sign = _mm256_set1_ps(-0.0f);
     int8_t *qs = row;
     float *dd = eng_cpu_q8_d(row, k), *ss = eng_cpu_q8_s(row, k);
+    int32_t *s128 = eng_cpu_q8_s128(row, k);
     for (int b = 0; b < k / ENG_CPU_QK; b++, x += ENG_CPU_QK) {
         __m256 v[4];
         for (int i = 0; i < 4; i++)
@@ -84,6 +85,7 @@ static void quantize_q8(const float *x, void *row, int k)
         _mm256_storeu_si256((__m256i *)(qs + b * ENG_CPU_QK), p);
         dd[b] = d;
         ss[b] = d * (float)_mm_cvtsi128_si32(s4);
+        s128[b] = 128 * _mm_cvtsi128_si32(s4);
     }
 }
 
@@ -594,31 +596,23 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
  * half: rows 0..7); the operations per lane are exactly block_acc's, so the outputs are bitwise
  * those of the 8-row tiles. Signed weights (Q8_0) unpack with 128 added (AVX-512 has no vpsignb
  * for the sign trick of chunk_dot): the integer sum gains 128 times the activation block's sum,
- * which the tile takes off again, exactly, before the float work. */
+ * which the tile takes off again (the q8 row's s128), exactly, before the float work. */
 #define ENG_Q_ROWS16 16
 
 /* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
-/* 128 times the sum of the 32 activation bytes a (a signed block, its bytes unpacked with 128 added) */
-ENG_INLINE int32_t block_sum_x128(const int8_t *a)
-{
-    const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a), _mm256_set1_epi8((char)0x80));
-    __m256i s = _mm256_sad_epu8(u, _mm256_setzero_si256()); /* 4 sums of 8 bytes, each + 8 x 128 */
-    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
-    return (_mm_cvtsi128_si32(h) - 32 * 128) * 128;
-}
-
 ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d, const __m512 *m,
                         int b0, int nbs, int r, int n, int t, int add)
 {
     const int8_t *aq[4];
     const float *ad[4], *as[4];
+    const int32_t *s128[4];
     __m512 acc[4];
 #pragma GCC unroll 4
     for (int j = 0; j < RN; j++) {
         aq[j] = (const int8_t *)((const char *)g->x + (size_t)(t + j) * g->x_stride);
         ad[j] = eng_cpu_q8_d(aq[j], g->k);
         as[j] = eng_cpu_q8_s(aq[j], g->k);
+        s128[j] = eng_cpu_q8_s128(aq[j], g->k);
         acc[j] = _mm512_setzero_ps();
     }
     for (int b = 0; b < nbs; b++) {
@@ -637,7 +631,7 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
                 s = _mm512_dpbusd_epi32(s, c[i], _mm512_set1_epi32(a4));
             }
             if (q_signed(type))
-                s = _mm512_sub_epi32(s, _mm512_set1_epi32(block_sum_x128(a)));
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(s128[j][b0 + b]));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d[b], _mm512_set1_ps(ad[j][b0 + b])), acc[j]);
             if (!q_signed(type))
                 acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(as[j][b0 + b]), acc[j]);
