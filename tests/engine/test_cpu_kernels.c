@@ -246,12 +246,14 @@ static void test_activation_quantisation_is_identical_across_isas(void **state)
     char ref[eng_cpu_q8_row_bytes(n)], got[eng_cpu_q8_row_bytes(n)];
     eng_cpu_kernels_scalar.quantize_q8(x, ref, n);
     const float *d = eng_cpu_q8_d(ref, n), *s = eng_cpu_q8_s(ref, n);
-    assert_true(d[2] == 0.0f && s[2] == 0.0f);
+    const int32_t *s128 = eng_cpu_q8_s128(ref, n);
+    assert_true(d[2] == 0.0f && s[2] == 0.0f && s128[2] == 0);
     for (int b = 0; b < n / 32; b++) {
         int sum = 0;
         for (int i = 0; i < 32; i++)
             sum += ((const int8_t *)ref)[b * 32 + i];
         assert_true(fabsf(s[b] - d[b] * sum) <= 1e-6f * fabsf(s[b]) + 1e-12f);
+        assert_int_equal(s128[b], 128 * sum);
     }
     for (int isa = 1; isa < ENG_CPU_ISA_COUNT; isa++) {
         const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
