@@ -888,9 +888,58 @@ ENG_INLINE void dot_rows(const int type, const float *q, const void *rows, int n
         out[i] = scale * dot_t(type, q, row_at(type, rows, i, hd), hd);
 }
 
-/* y += sum_i w[i] rows[i], 64 elements of y in registers at a time across all the rows */
+#if ENG_X86_VNNI
+/* 16 elements of type at w + i, as floats */
+ENG_INLINE __m512 load16f(const int type, const void *w, int i)
+{
+    if (type == ENG_T_F16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+/* y[0, 16 M) += sum_i w[i] rows[i][k0, k0 + 16 M): M accumulators, M a constant at each call */
+ENG_INLINE void axpy_rows16(const int type, const int M, const float *w, const void *rows, int n, int hd, int k0,
+                            float *y)
+{
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < M; j++)
+        acc[j] = _mm512_loadu_ps(y + 16 * j);
+    for (int i = 0; i < n; i++) {
+        const void *r = row_at(type, rows, i, hd);
+        const __m512 wv = _mm512_set1_ps(w[i]);
+#pragma GCC unroll 8
+        for (int j = 0; j < M; j++)
+            acc[j] = _mm512_fmadd_ps(wv, load16f(type, r, k0 + 16 * j), acc[j]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < M; j++)
+        _mm512_storeu_ps(y + 16 * j, acc[j]);
+}
+#endif
+
+/* y += sum_i w[i] rows[i], 64 elements of y in registers at a time across all the rows (128 on
+ * zmm). Each element's sum is the same chain of FMAs, in row order, whatever the vector width. */
 ENG_INLINE void axpy_rows(const int type, const float *w, const void *rows, int n, int hd, float *y)
 {
+#if ENG_X86_VNNI
+    if (hd % 16 == 0) {
+        int k0 = 0;
+        for (; k0 + 128 <= hd; k0 += 128)
+            axpy_rows16(type, 8, w, rows, n, hd, k0, y + k0);
+        switch ((hd - k0) / 16) { /* head sizes 64 and 128 take one call */
+        case 1: axpy_rows16(type, 1, w, rows, n, hd, k0, y + k0); break;
+        case 2: axpy_rows16(type, 2, w, rows, n, hd, k0, y + k0); break;
+        case 3: axpy_rows16(type, 3, w, rows, n, hd, k0, y + k0); break;
+        case 4: axpy_rows16(type, 4, w, rows, n, hd, k0, y + k0); break;
+        case 5: axpy_rows16(type, 5, w, rows, n, hd, k0, y + k0); break;
+        case 6: axpy_rows16(type, 6, w, rows, n, hd, k0, y + k0); break;
+        case 7: axpy_rows16(type, 7, w, rows, n, hd, k0, y + k0); break;
+        default: break;
+        }
+        return;
+    }
+#endif
     if (hd % 8 != 0) {
         for (int i = 0; i < n; i++)
             axpy_t(type, w[i], row_at(type, rows, i, hd), y, hd);

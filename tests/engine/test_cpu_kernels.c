@@ -265,14 +265,15 @@ static void test_activation_quantisation_is_identical_across_isas(void **state)
 }
 
 /* Head sizes for the attention row kernels: multiples of 8 and not, odd ones (64, 8, 12, 136, 7,
- * 33, 129: 136 and 129 cross the 64-element register chunk). */
-static const int attn_hds[] = {64, 8, 12, 136, 7, 33, 129};
+ * 33, 129: 136 and 129 cross the 64-element register chunk; 48 and 144 take the AVX-512 V sums
+ * in 3 and in 8 + 1 registers of 16). */
+static const int attn_hds[] = {64, 8, 12, 136, 7, 33, 129, 48, 144};
 
 /* The attention row kernels against double-precision sums, for the head sizes above and row counts
  * around the 4-row step. */
 static void test_attention_row_kernels_match_scalar_math(void **state)
 {
-    enum { MAXR = 9, MAXD = 136 };
+    enum { MAXR = 9, MAXD = 144 };
     const int *hds = attn_hds;
     float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], y[MAXD];
     fill(q, MAXD, 1.0f);
@@ -305,12 +306,42 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
     }
 }
 
+/* y += sum_i w[i] rows[i] sums each element by the same FMAs in row order on 8 or 16 lanes, so the
+ * AVX2 and AVX-512 tables give bitwise the same V sums, F32 and F16 rows alike. */
+static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
+{
+    enum { MAXR = 13, MAXD = 144 };
+    const eng_cpu_kernels_t *a = eng_cpu_kernels_get(ENG_CPU_ISA_AVX2), *b = eng_cpu_kernels_get(ENG_CPU_ISA_AVX512);
+    if (!a || !b) {
+        print_message("skipped: this CPU lacks AVX2 or AVX-512 (VNNI), nothing to compare\n");
+        skip();
+    }
+    float rows[MAXR * MAXD], w[MAXR], ya[MAXD], yb[MAXD];
+    uint16_t h[MAXR * MAXD];
+    fill(rows, MAXR * MAXD, 3.0f);
+    fill(w, MAXR, 0.7f);
+    for (int i = 0; i < MAXR * MAXD; i++)
+        h[i] = eng_f32_to_f16(rows[i]);
+    for (size_t k = 0; k < sizeof attn_hds / sizeof attn_hds[0]; k++)
+        for (int n = 0; n <= MAXR; n++) {
+            const int hd = attn_hds[k];
+            fill(ya, hd, 1.0f);
+            memcpy(yb, ya, sizeof(float) * hd);
+            a->axpy_rows_f32(w, rows, n, hd, ya);
+            b->axpy_rows_f32(w, rows, n, hd, yb);
+            assert_memory_equal(ya, yb, sizeof(float) * hd);
+            a->axpy_rows_f16(w, h, n, hd, ya);
+            b->axpy_rows_f16(w, h, n, hd, yb);
+            assert_memory_equal(ya, yb, sizeof(float) * hd);
+        }
+}
+
 /* The F16 attention row kernels (K/V cache in F16) of every instruction set against a double sum of
  * the F16 values widened to float and against the scalar table's kernels: the head sizes above,
  * row counts 0..13 (4-row steps and every remainder), values up to 4 and down to F16 subnormals. */
 static void test_f16_attention_row_kernels_match_scalar_reference(void **state)
 {
-    enum { MAXR = 13, MAXD = 136 };
+    enum { MAXR = 13, MAXD = 144 };
     float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], ref[MAXR], y[MAXD], yref[MAXD];
     uint16_t h[MAXR * MAXD];
     fill(q, MAXD, 1.0f);
@@ -490,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
         cmocka_unit_test(test_attention_row_kernels_match_scalar_math),
+        cmocka_unit_test(test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512),
         cmocka_unit_test(test_f16_widening_is_exact),
         cmocka_unit_test(test_query_tile_equals_one_query_at_a_time),
         cmocka_unit_test(test_f16_attention_row_kernels_match_scalar_reference),
