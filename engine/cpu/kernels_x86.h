@@ -547,17 +547,27 @@ ENG_INLINE void store_rows(const eng_cpu_gemm_t *g, int t, int r, int n, __m256 
 }
 
 /* rows [r, r + n) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
+/* token t's q8 activation row (kernels.h): its bytes, block scales, scaled sums and 128 x sums */
+typedef struct q8_row {
+    const int8_t *q;
+    const float *d, *s;
+    const int32_t *s128;
+} q8_row_t;
+
+ENG_INLINE q8_row_t q8_row(const eng_cpu_gemm_t *g, int t)
+{
+    const void *row = (const char *)g->x + (size_t)t * g->x_stride;
+    return (q8_row_t){row, eng_cpu_q8_d(row, g->k), eng_cpu_q8_s(row, g->k), eng_cpu_q8_s128(row, g->k)};
+}
+
 ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, const __m256i *w, const __m256 *d,
                       const __m256 *m, int b0, int nbs, int r, int n, int t, int add)
 {
-    const int8_t *aq[4];
-    const float *ad[4], *as[4];
+    q8_row_t a[4];
     __m256 acc[4];
 #pragma GCC unroll 4
     for (int j = 0; j < RN; j++) {
-        aq[j] = (const int8_t *)((const char *)g->x + (size_t)(t + j) * g->x_stride);
-        ad[j] = eng_cpu_q8_d(aq[j], g->k);
-        as[j] = eng_cpu_q8_s(aq[j], g->k);
+        a[j] = q8_row(g, t + j);
         acc[j] = _mm256_setzero_ps();
     }
     for (int b = 0; b < nbs; b++) {
@@ -567,7 +577,7 @@ ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, con
             c[i] = _mm256_load_si256(w + 8 * b + i);
 #pragma GCC unroll 4
         for (int j = 0; j < RN; j++)
-            acc[j] = block_acc(type, c, d[b], m[b], aq[j] + (b0 + b) * ENG_CPU_QK, ad[j][b0 + b], as[j][b0 + b],
+            acc[j] = block_acc(type, c, d[b], m[b], a[j].q + (b0 + b) * ENG_CPU_QK, a[j].d[b0 + b], a[j].s[b0 + b],
                                acc[j]);
     }
 #pragma GCC unroll 4
@@ -584,14 +594,10 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
 {
     qk_superblock_t qk = {.row0 = NULL};
     const int nb = g->k / ENG_CPU_QK;
-    const int8_t *aq[4];
-    const float *ad[4], *as[4];
+    q8_row_t a[4];
 #pragma GCC unroll 4
-    for (int j = 0; j < RN; j++) {
-        aq[j] = (const int8_t *)((const char *)g->x + (size_t)j * g->x_stride);
-        ad[j] = eng_cpu_q8_d(aq[j], g->k);
-        as[j] = eng_cpu_q8_s(aq[j], g->k);
-    }
+    for (int j = 0; j < RN; j++)
+        a[j] = q8_row(g, j);
     /* summed and stored slice by slice, as the unpacked path does, so both round alike */
     for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
         const int b1 = nb - b0 < ENG_Q_SLICE ? nb : b0 + ENG_Q_SLICE;
@@ -605,7 +611,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
             load_block(type, row, g->w_stride, b, c, &dv, &mv, &qk);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
-                acc[j] = block_acc(type, c, dv, mv, aq[j] + b * ENG_CPU_QK, ad[j][b], as[j][b], acc[j]);
+                acc[j] = block_acc(type, c, dv, mv, a[j].q + b * ENG_CPU_QK, a[j].d[b], a[j].s[b], acc[j]);
         }
 #pragma GCC unroll 4
         for (int j = 0; j < RN; j++)
@@ -624,19 +630,14 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
 #define ENG_Q_ROWS16 16
 
 /* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
-ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d, const __m512 *m,
-                        int b0, int nbs, int r, int n, int t, int add)
+ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
+                        const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
 {
-    const int8_t *aq[4];
-    const float *ad[4], *as[4];
-    const int32_t *s128[4];
+    q8_row_t x[4];
     __m512 acc[4];
 #pragma GCC unroll 4
     for (int j = 0; j < RN; j++) {
-        aq[j] = (const int8_t *)((const char *)g->x + (size_t)(t + j) * g->x_stride);
-        ad[j] = eng_cpu_q8_d(aq[j], g->k);
-        as[j] = eng_cpu_q8_s(aq[j], g->k);
-        s128[j] = eng_cpu_q8_s128(aq[j], g->k);
+        x[j] = q8_row(g, t + j);
         acc[j] = _mm512_setzero_ps();
     }
     for (int b = 0; b < nbs; b++) {
@@ -646,7 +647,7 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
             c[i] = _mm512_load_si512(w + 8 * b + i);
 #pragma GCC unroll 4
         for (int j = 0; j < RN; j++) {
-            const int8_t *a = aq[j] + (b0 + b) * ENG_CPU_QK;
+            const int8_t *a = x[j].q + (b0 + b) * ENG_CPU_QK;
             __m512i s = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
@@ -655,10 +656,11 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
                 s = _mm512_dpbusd_epi32(s, c[i], _mm512_set1_epi32(a4));
             }
             if (q_signed(type))
-                s = _mm512_sub_epi32(s, _mm512_set1_epi32(s128[j][b0 + b]));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d[b], _mm512_set1_ps(ad[j][b0 + b])), acc[j]);
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(x[j].s128[b0 + b]));
+            const __m512 scale = _mm512_mul_ps(d[b], _mm512_set1_ps(x[j].d[b0 + b]));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[j]);
             if (!q_signed(type))
-                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(as[j][b0 + b]), acc[j]);
+                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(x[j].s[b0 + b]), acc[j]);
         }
     }
     const __mmask16 keep = (__mmask16)((1u << n) - 1);
