@@ -94,6 +94,8 @@ $(BUILD)/%.o: %.cu
 # (GCC also honours their `#pragma GCC target`; clang needs the flags).
 $(BUILD)/engine/cpu/kernels_avx2.o: ALL_CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/engine/cpu/kernels_avx512.o: ALL_CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+$(BUILD)/engine/cpu/kernels_amx.o: ALL_CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni \
+	-mamx-tile -mamx-int8
 
 define MODULE_RULES
 $(call lib,$(1)): $(call objs,$(1)) $(if $(filter engine,$(1)),$(CU_OBJ))

@@ -194,7 +194,7 @@ timeout 300 $B/bench_cuda perf llama2-7b "$CSV" 2>&1 | tee "$OUT/perf.log"
 host_part() {
 [ -f $B/libdev.a ] || build_dev
 step "CPU kernels on this host's ISA"
-# test_cpu_kernels checks every ISA this CPU runs (scalar, avx2, avx512) against a scalar reference;
+# test_cpu_kernels checks every ISA this CPU runs (scalar, avx2, avx512, amx) against a scalar reference;
 # test_cpu_backend and test_forward run the backend on the ISA it dispatches to. All three link
 # against the engine alone (no gsl/sqlite). test_forward reads ../shared/models/stories260K.gguf and
 # ../shared/fixtures/ relative to its working directory and skips (saying SKIPPED) without the
@@ -208,7 +208,7 @@ echo "SIMD flags: ${cpu_flags:-none of avx2/fma/f16c/avx512*}"
 isa=unknown
 printf '#include <stdio.h>\n#include "engine/cpu/kernels.h"\nint main(void) { puts(eng_cpu_kernels_get(eng_cpu_isa_detect())->name); return 0; }\n' >$B/cpu_isa.c
 if cc $CFLAGS -o $B/cpu_isa $B/cpu_isa.c $B/libdev.a $LIBS >"$OUT/build_cpu_isa.log" 2>&1 && isa=$(timeout 10 $B/cpu_isa); then
-    echo "the CPU kernels dispatch to: $isa (eng_cpu_isa_detect: avx512 needs avx512f/bw/vl + vnni)"
+    echo "the CPU kernels dispatch to: $isa (eng_cpu_isa_detect: avx512 needs avx512f/bw/vl + vnni; amx also amx_tile + amx_int8)"
     echo "cpu isa dispatched,$isa,,,info,info" >>"$CSV"
 else
     tail -5 "$OUT/build_cpu_isa.log"

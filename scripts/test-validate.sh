@@ -53,10 +53,13 @@ check() { # NAME EXPECTED_RC ACTUAL_RC [OUTPUT_FILE PATTERN]
 }
 
 echo "=== load: $(uptime)"
-attempt() { # profile, then validate against it; the validate exit status
+profile() { # (re)profile as ci-t1
     "$BIN" profile -m "$MODEL" --threads 1 -o ci-t1 --db "$db" "${knobs[@]}" >"$dir/profile.txt" 2>&1 || {
         cat "$dir/profile.txt"; return 3; }
     head -4 "$dir/profile.txt"
+}
+attempt() { # profile, then validate against it; the validate exit status
+    profile || return 3
     "$BIN" validate -m "$MODEL" --profile ci-t1 --threads 1 --preset sharegpt -n 40 --rate 4 --seed 3 \
         --tolerance 50% --db "$db" "${knobs[@]}" >"$dir/validate.txt" 2>&1
     local rc=$?
@@ -98,8 +101,11 @@ spec_attempt() {
 }
 spec_attempt
 rc=$?
-if [ $rc -eq 1 ]; then # a shared machine: as above, one retry
-    echo "test-validate: speculation over tolerance once; retrying (load: $(uptime))"
+if [ $rc -eq 1 ]; then # a shared machine: as above, one retry on a fresh profile
+    # (2026-11-29, `make test` on the same guest: both attempts against one profile read x1.52 and
+    # x1.56 while the engine ran at that profile's speed)
+    echo "test-validate: speculation over tolerance once; profiling again and retrying (load: $(uptime))"
+    profile || { echo "test-validate: FAILED (profiling for the speculation retry)"; exit 1; }
     spec_attempt
     rc=$?
 fi

@@ -6,7 +6,7 @@
 
 #include "engine/backend.h"
 
-/* The name of the kernels' instruction set ("scalar", "avx2", "avx512") of a CPU backend, for
+/* The name of the kernels' instruction set ("scalar", "avx2", "avx512", "amx") of a CPU backend, for
  * logs and benchmarks. Cannot fail. */
 const char *eng_cpu_backend_isa(const eng_backend_t *be);
 

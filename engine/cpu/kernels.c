@@ -8,9 +8,12 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "engine/model.h"
@@ -34,13 +37,32 @@ int eng_cpu_type_quantized(int type)
            type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K || type == ENG_T_Q5_1;
 }
 
+#if defined(__x86_64__)
+static int amx_usable;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+/* AMX-TILE and AMX-INT8 (cpuid leaf 7: edx bits 24, 25), and Linux's permission for this process
+ * to use the 8 KiB tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA): without
+ * it the first tile instruction faults. Asked once; the grant covers every thread. */
+static void amx_probe(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) || !(edx & (1u << 25)))
+        return;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    amx_usable = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#endif
+
 eng_cpu_isa_t eng_cpu_isa_detect(void)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        return ENG_CPU_ISA_AVX512;
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+        pthread_once(&amx_once, amx_probe);
+        return amx_usable ? ENG_CPU_ISA_AMX : ENG_CPU_ISA_AVX512;
+    }
     /* F16C through cpuid (leaf 1, ecx bit 29): clang's __builtin_cpu_supports does not know "f16c" */
     unsigned eax, ebx, ecx, edx;
     int f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
@@ -56,6 +78,7 @@ const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa)
         return NULL;
     switch (isa) {
 #if defined(__x86_64__)
+    case ENG_CPU_ISA_AMX: return &eng_cpu_kernels_amx;
     case ENG_CPU_ISA_AVX512: return &eng_cpu_kernels_avx512;
     case ENG_CPU_ISA_AVX2: return &eng_cpu_kernels_avx2;
 #endif

@@ -57,6 +57,7 @@ typedef enum eng_cpu_isa {
     ENG_CPU_ISA_SCALAR = 0,
     ENG_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
     ENG_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL + VNNI, on top of AVX2 */
+    ENG_CPU_ISA_AMX = 3,    /* AVX-512 + AMX-INT8 tiles for quantised products of 16+ tokens */
     ENG_CPU_ISA_COUNT
 } eng_cpu_isa_t;
 
@@ -77,7 +78,7 @@ typedef struct eng_cpu_gemm {
 
 typedef struct eng_cpu_kernels {
     eng_cpu_isa_t isa;
-    const char *name;   /* "scalar", "avx2", "avx512" */
+    const char *name;   /* "scalar", "avx2", "avx512", "amx" */
     /* row = q8(x): one activation row of k elements (k a multiple of 32). */
     void (*quantize_q8)(const float *x, void *row, int k);
     /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(). */
@@ -116,6 +117,7 @@ extern const eng_cpu_kernels_t eng_cpu_kernels_scalar;
 #if defined(__x86_64__)
 extern const eng_cpu_kernels_t eng_cpu_kernels_avx2;
 extern const eng_cpu_kernels_t eng_cpu_kernels_avx512;
+extern const eng_cpu_kernels_t eng_cpu_kernels_amx;
 #endif
 
 #endif

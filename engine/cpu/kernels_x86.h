@@ -5,6 +5,7 @@
  *   ENG_X86_VNNI   1 to use vpdpbusd, 0 for maddubs + madd
  *   ENG_X86_TABLE  the name of the eng_cpu_kernels_t table to define
  *   ENG_X86_ISA    its eng_cpu_isa_t value;  ENG_X86_NAME  its name
+ *   ENG_X86_AMX    1 (optional, with ENG_X86_VNNI) to run steps of 16+ tokens on AMX-INT8 tiles
  *
  * Matrix products run over tiles of RM weight rows x RN tokens (constants at every call site, so
  * the accumulators stay in registers): each weight block is loaded and unpacked once per RN
@@ -20,6 +21,10 @@
 #include "engine/quant.h"
 
 #define ENG_INLINE static inline __attribute__((always_inline))
+
+#ifndef ENG_X86_AMX
+#define ENG_X86_AMX 0
+#endif
 
 ENG_INLINE float hsum8(__m256 v)
 {
@@ -629,6 +634,14 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
  * which the tile takes off again (the q8 row's s128), exactly, before the float work. */
 #define ENG_Q_ROWS16 16
 
+/* out rows [r, r + n) (n <= 16) of token t: v (lane i: row r + i), added when `add` */
+ENG_INLINE void store_rows16(const eng_cpu_gemm_t *g, int t, int r, int n, __m512 v, int add)
+{
+    const __mmask16 keep = (__mmask16)((1u << n) - 1);
+    float *o = g->out + (size_t)t * g->ldo + r;
+    _mm512_mask_storeu_ps(o, keep, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(keep, o), v) : v);
+}
+
 /* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
 ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
@@ -663,14 +676,100 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
                 acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(x[j].s[b0 + b]), acc[j]);
         }
     }
-    const __mmask16 keep = (__mmask16)((1u << n) - 1);
 #pragma GCC unroll 4
-    for (int j = 0; j < RN; j++) {
-        float *o = g->out + (size_t)(t + j) * g->ldo + r;
-        __m512 v = add ? _mm512_add_ps(_mm512_maskz_loadu_ps(keep, o), acc[j]) : acc[j];
-        _mm512_mask_storeu_ps(o, keep, v);
-    }
+    for (int j = 0; j < RN; j++)
+        store_rows16(g, t + j, r, n, acc[j], add);
 }
+
+#if ENG_X86_AMX
+/* AMX: one tile instruction multiplies a block of 16 tokens by the same block of 16 rows. The
+ * unpacked slice w holds each block's chunk i (elements 4i..4i+3) of the 16 rows in 64 bytes,
+ * which is the VNNI layout of the B operand (8 rows of 64 bytes for 32 elements); the 16 tokens'
+ * activation blocks, x_stride apart, are the A operand (16 rows of 32 bytes). tdpbsud (signed
+ * activations x unsigned weights) leaves the 16 x 16 integer block sums, exactly vpdpbusd's, and
+ * the float work per lane is qtile16's, so the outputs are bitwise those of the 16-row tiles. */
+#define ENG_AMX_TOK 16
+
+/* Two sets of tile registers, each the activations (A), the weights (B) and the sums (C): tiles
+ * 0, 1, 2 and 3, 4, 5. Tiles are not renamed, so while the float work uses one block's sums the
+ * next block's product runs on the other set. GCC's tile intrinsics paste their register argument
+ * into the assembly, so it must be a literal. */
+#define ENG_AMX_BLOCK_SUMS(A, B, C, a, xs, w, sums) \
+    do {                                           \
+        _tile_zero(C);                             \
+        _tile_loadd(A, a, xs);                     \
+        _tile_loadd(B, w, 64);                     \
+        _tile_dpbsud(C, A, B);                     \
+        _tile_stored(C, sums, 64);                 \
+    } while (0)
+
+typedef struct amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config_t;
+
+/* The tile shapes, loaded once per thread and kept: loading and releasing them around every
+ * product cost about 0.4 us a call here (a 16-token product of 16 rows fell below the AVX-512
+ * one). The price is 8 KiB more state that context switches save. */
+static _Thread_local int amx_configured;
+
+ENG_INLINE void amx_begin(void)
+{
+    if (amx_configured)
+        return;
+    amx_configured = 1;
+    amx_config_t c = {.palette = 1};
+    for (int set = 0; set < 6; set += 3) {
+        c.rows[set] = ENG_AMX_TOK, c.colsb[set] = ENG_CPU_QK;
+        c.rows[set + 1] = ENG_CPU_QK / 4, c.colsb[set + 1] = 64;
+        c.rows[set + 2] = ENG_AMX_TOK, c.colsb[set + 2] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* the value of type T at p in token j's activation row: rows lie x_stride bytes apart */
+#define ENG_TOKEN_AT(T, p, j, stride) (*(const T *)((const char *)(p) + (size_t)(j) * (stride)))
+
+/* rows [r, r + n) (n <= 16) x tokens [t, t + 16), from blocks [b0, b0 + nbs) unpacked into w, d, m */
+ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
+                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
+{
+    const q8_row_t x = q8_row(g, t);
+    const size_t xs = g->x_stride;
+    /* block b's sums: tile set b % 2, buffer b % 3; the product of block b + 2 is issued before
+     * the float work of block b, so a product's latency hides behind two blocks of float work */
+    _Alignas(64) int32_t sums[3][ENG_AMX_TOK][16]; /* [block % 3][token][row] */
+    __m512 acc[ENG_AMX_TOK];
+#pragma GCC unroll 16
+    for (int j = 0; j < ENG_AMX_TOK; j++)
+        acc[j] = _mm512_setzero_ps();
+    const int8_t *a = x.q + b0 * ENG_CPU_QK;
+    ENG_AMX_BLOCK_SUMS(0, 1, 2, a, xs, w, sums[0]);
+    if (nbs > 1)
+        ENG_AMX_BLOCK_SUMS(3, 4, 5, a + ENG_CPU_QK, xs, w + 8, sums[1]);
+    for (int b = 0; b < nbs; b++) {
+        const int blk = b0 + b, ahead = b + 2;
+        if (ahead < nbs && ahead % 2 == 0)
+            ENG_AMX_BLOCK_SUMS(0, 1, 2, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead, sums[ahead % 3]);
+        else if (ahead < nbs)
+            ENG_AMX_BLOCK_SUMS(3, 4, 5, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead, sums[ahead % 3]);
+#pragma GCC unroll 16
+        for (int j = 0; j < ENG_AMX_TOK; j++) {
+            __m512i s = _mm512_load_si512(sums[b % 3][j]);
+            if (q_signed(type))
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(ENG_TOKEN_AT(int32_t, x.s128 + blk, j, xs)));
+            const __m512 scale = _mm512_mul_ps(d[b], _mm512_set1_ps(ENG_TOKEN_AT(float, x.d + blk, j, xs)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[j]);
+            if (!q_signed(type))
+                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(ENG_TOKEN_AT(float, x.s + blk, j, xs)), acc[j]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < ENG_AMX_TOK; j++)
+        store_rows16(g, t + j, r, n, acc[j], add);
+}
+#endif
 
 ENG_INLINE __m512i join_i(__m256i lo, __m256i hi)
 {
@@ -689,6 +788,10 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
     _Alignas(64) __m512 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
     qk_superblock_t qk_lo = {.row0 = NULL}, qk_hi = {.row0 = NULL};
     const int nb = g->k / ENG_CPU_QK;
+#if ENG_X86_AMX
+    if (g->n_tok >= ENG_AMX_TOK)
+        amx_begin();
+#endif
     for (int r = r0; r < r1; r += ENG_Q_ROWS16) {
         const int n = r1 - r < ENG_Q_ROWS16 ? r1 - r : ENG_Q_ROWS16;
         const uint8_t *lo[8], *hi[8];
@@ -711,6 +814,10 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
                 m[b] = join_ps(ml, mh);
             }
             int t = 0;
+#if ENG_X86_AMX
+            for (; t + ENG_AMX_TOK <= g->n_tok; t += ENG_AMX_TOK)
+                amx_tile(type, g, w, d, m, b0, nbs, r, n, t, add);
+#endif
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile16(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
             for (; t < g->n_tok; t++)

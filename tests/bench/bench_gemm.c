@@ -4,8 +4,9 @@
  * random rows quantised to 8-bit blocks as the backend does; best of 7 timings per point (the
  * shared machine's slow moments are excluded rather than averaged in).
  *
- *   bench_gemm [ROWS] [K] [TYPE]      default 1536 576 Q4_1 (SmolLM2's FFN gate / up)
- *   e.g. bench_gemm 49152 576 Q8_0    (SmolLM2's LM head)
+ *   bench_gemm [ROWS] [K] [TYPE] [CHUNK]   default 1536 576 Q4_1 (SmolLM2's FFN gate / up), all rows
+ *   e.g. bench_gemm 49152 576 Q8_0         (SmolLM2's LM head)
+ *        bench_gemm 1536 576 Q4_1 32       (rows in calls of 32, as the backend's claimed chunks)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,13 +34,14 @@ int main(int argc, char **argv)
 {
     const int rows = argc > 1 ? atoi(argv[1]) : 1536, k = argc > 2 ? atoi(argv[2]) : 576;
     const char *tname = argc > 3 ? argv[3] : "Q4_1";
+    const int chunk = argc > 4 ? atoi(argv[4]) : rows;
     int type = -1;
     for (int t = 0; t < 64 && type < 0; t++)
         if (strcasecmp(eng_type_name(t), tname) == 0)
             type = t;
-    if (rows <= 0 || k <= 0 || k % 32 != 0 || (type != ENG_T_Q4_0 && type != ENG_T_Q4_1 && type != ENG_T_Q8_0)) {
-        fprintf(stderr, "usage: bench_gemm [ROWS] [K] [TYPE]: TYPE Q4_0, Q4_1 or Q8_0 (the types sluice quantises "
-                        "to), K a multiple of 32\n");
+    if (rows <= 0 || k <= 0 || k % 32 != 0 || chunk <= 0 || (type != ENG_T_Q4_0 && type != ENG_T_Q4_1 && type != ENG_T_Q8_0)) {
+        fprintf(stderr, "usage: bench_gemm [ROWS] [K] [TYPE] [CHUNK]: TYPE Q4_0, Q4_1 or Q8_0 (the types sluice "
+                        "quantises to), K a multiple of 32, CHUNK rows per call (default all)\n");
         return 2;
     }
     enum { MAX_TOK = 512 };
@@ -79,7 +81,8 @@ int main(int argc, char **argv)
             for (int rep = 0; rep < 7; rep++) {
                 double t0 = now_s();
                 for (int it = 0; it < iters; it++)
-                    kt->gemm(&g, 0, rows);
+                    for (int r = 0; r < rows; r += chunk)
+                        kt->gemm(&g, r, r + chunk < rows ? r + chunk : rows);
                 double dt = (now_s() - t0) / iters;
                 best = dt < best ? dt : best;
             }

@@ -162,13 +162,14 @@ static void test_gemm_matches_dequantised_reference_for_every_type(void **state)
 
 /* A token's outputs are bitwise the same whatever else is in the step: speculative decoding keeps a
  * draft only when the sampler draws it from a row computed in a step of 1 + drafts tokens, which
- * must equal the row plain decoding computes alone. Every type, every ISA, steps of 1..9 tokens
- * (direct from the blocks up to 3, unpacked slices and their remainders past that). */
+ * must equal the row plain decoding computes alone. Every type, every ISA, steps of 1..21 tokens
+ * (direct from the blocks up to 3, unpacked slices and their remainders past that, AMX tiles of 16
+ * tokens and their remainders). */
 /* Float rows of 4099 elements are widened to F32 in blocks of 4 rows for steps of 4 tokens or
  * more (kernels_x86.h, gemm_widened); 8200 elements are too many for a block of 4. */
 static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
 {
-    enum { ROWS = 13, NT = 9 };
+    enum { ROWS = 13, NT = 21 };
     const int float_ks[] = {77, 4099, 8200};
     for (size_t c = 0; c < sizeof all_types / sizeof all_types[0] * 3; c++) {
         const int type = all_types[c / 3], block = eng_type_block_elems(type);
