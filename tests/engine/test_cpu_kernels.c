@@ -308,7 +308,8 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
 }
 
 /* y += sum_i w[i] rows[i] sums each element by the same FMAs in row order on 8 or 16 lanes, so the
- * AVX2 and AVX-512 tables give bitwise the same V sums, F32 and F16 rows alike. */
+ * AVX2 and AVX-512 tables give bitwise the same V sums, F32 and F16 rows alike; SiLU(g) * u runs
+ * the same operations per element on 8 or 16 lanes (lengths around both steps and the tail). */
 static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
 {
     enum { MAXR = 13, MAXD = 144 };
@@ -335,6 +336,15 @@ static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
             b->axpy_rows_f16(w, h, n, hd, yb);
             assert_memory_equal(ya, yb, sizeof(float) * hd);
         }
+    for (int n = 0; n <= 40; n++) {
+        float ga[40], gb[40], u[40];
+        fill(ga, n, 12.0f);
+        fill(u, n, 2.0f);
+        memcpy(gb, ga, sizeof(float) * n);
+        a->silu_mul(ga, u, n);
+        b->silu_mul(gb, u, n);
+        assert_memory_equal(ga, gb, sizeof(float) * n);
+    }
 }
 
 /* The F16 attention row kernels (K/V cache in F16) of every instruction set against a double sum of
