@@ -33,12 +33,15 @@ void eng_cpu_rope_table(int pos, int head_dim, float theta, float *cs)
 
 void eng_cpu_rope(float *x, int e0, int e1, int head_dim, const float *cs)
 {
-    int half = head_dim / 2;
-    for (int e = e0; e < e1; e += 2) {
-        int i = e % head_dim / 2;
-        float c = cs[i], s = cs[half + i];
-        float a = x[e], b = x[e + 1];
-        x[e] = a * c - b * s;
-        x[e + 1] = a * s + b * c;
+    const int half = head_dim / 2;
+    /* head by head: a division per pair (e % head_dim) was 4% of a 512-token prompt */
+    for (int e = e0; e < e1;) {
+        const int h0 = e - e % head_dim, end = h0 + head_dim < e1 ? h0 + head_dim : e1;
+        for (; e < end; e += 2) {
+            const int i = (e - h0) / 2;
+            const float c = cs[i], s = cs[half + i], a = x[e], b = x[e + 1];
+            x[e] = a * c - b * s;
+            x[e + 1] = a * s + b * c;
+        }
     }
 }
