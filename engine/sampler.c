@@ -167,18 +167,6 @@ static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
     sort_desc(val, idx, mid, hi);
 }
 
-/* The first index of the largest finite-or-+inf value (NaN and -inf never win: comparisons with
- * NaN are false, and nothing is above -inf's start); -1 when there is none. The running maximum
- * stays in a register (comparing with v[best] made each step wait for the last one's load). */
-static int argmax(const float *v, int n)
-{
-    int best = -1;
-    float bv = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (v[i] > bv) bv = v[i], best = i;
-    return best;
-}
-
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 6)
 #define ENG_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -187,6 +175,71 @@ static int argmax(const float *v, int n)
 
 typedef float vec8f __attribute__((vector_size(32)));
 typedef int32_t vec8i __attribute__((vector_size(32)));
+
+/* Row passes over the vocabulary, 8 lanes at a time (a sampled token costs several: 49,152 logits
+ * each, on every sequence of a batched step). Comparisons with NaN are false, so NaN never wins. */
+
+/* take ? a : b per lane (macros: a function returning a 256-bit vector changes the ABI in the
+ * non-AVX clones) */
+#define PICK8(take, a, b) ((vec8f)(((take) & (vec8i)(a)) | (~(take) & (vec8i)(b))))
+
+/* dst = src with every NaN made -inf */
+ENG_VECTOR_CLONES static void copy_nan_as_ninf(float *dst, const float *src, int n)
+{
+    const vec8f ninf = (vec8f){0} - INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vec8f y;
+        memcpy(&y, src + i, sizeof y);
+        y = PICK8(y == y, y, ninf);
+        memcpy(dst + i, &y, sizeof y);
+    }
+    for (; i < n; i++)
+        dst[i] = isnan(src[i]) ? -INFINITY : src[i];
+}
+
+/* The first index of the largest finite-or-+inf value (NaN and -inf never win); -1 when there is
+ * none. Each lane keeps its first maximum; of the lanes' maxima the largest wins, a tie going to
+ * the lower index; the tail (higher indices) wins only when strictly larger. */
+ENG_VECTOR_CLONES static int argmax(const float *v, int n)
+{
+    vec8f m = (vec8f){0} - INFINITY;
+    vec8i at = (vec8i){0} - 1, idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    int i = 0;
+    for (; i + 8 <= n; i += 8, idx += 8) {
+        vec8f y;
+        memcpy(&y, v + i, sizeof y);
+        vec8i gt = y > m;
+        m = PICK8(gt, y, m);
+        at = (gt & idx) | (~gt & at);
+    }
+    float bv = -INFINITY;
+    int best = -1;
+    for (int j = 0; j < 8; j++)
+        if (m[j] > bv || (m[j] == bv && at[j] >= 0 && at[j] < best))
+            bv = m[j], best = at[j];
+    for (; i < n; i++)
+        if (v[i] > bv) bv = v[i], best = i;
+    return best;
+}
+
+/* the largest value of v, NaN ignored (-inf when there is none) */
+ENG_VECTOR_CLONES static float row_max(const float *v, int n)
+{
+    vec8f m = (vec8f){0} - INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vec8f y;
+        memcpy(&y, v + i, sizeof y);
+        m = PICK8(y > m, y, m);
+    }
+    float mx = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    return mx;
+}
 
 /* sum of exp(x[i] - mx) over n values <= mx (NaN counts as 0), 8 lanes at a time: exp(y) =
  * 2^k e^r with k = round(y / ln 2) (into the exponent bits) and e^r by a degree-6 polynomial,
@@ -228,9 +281,7 @@ ENG_VECTOR_CLONES static double sum_exp(const float *x, int n, float mx)
 /* log-softmax of the raw row at token */
 static float raw_logprob(const float *logits, int vocab, int32_t token)
 {
-    float mx = -INFINITY;
-    for (int i = 0; i < vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
+    float mx = row_max(logits, vocab);
     return (float)((double)logits[token] - mx - log(sum_exp(logits, vocab, mx)));
 }
 
@@ -287,9 +338,7 @@ int eng_sampler_pick(eng_sampler_ws_t *ws, const float *logits, const eng_sample
 {
     int V = ws->vocab;
     float *val = ws->val;
-    memcpy(val, logits, (size_t)V * sizeof *val);
-    for (int i = 0; i < V; i++)
-        if (isnan(val[i])) val[i] = -INFINITY;
+    copy_nan_as_ninf(val, logits, V);
     penalise(row, pen, val);
     int best = argmax(val, V);
     if (best < 0) return SL_EINVAL;

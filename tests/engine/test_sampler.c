@@ -285,6 +285,32 @@ static int32_t pick(eng_sampler_ws_t *ws, const float *l, eng_sample_row_t row)
     return tok;
 }
 
+/* Greedy takes the first of equal maxima wherever they lie (the row is scanned 8 lanes at a time
+ * with a tail: 1003 logits), skips NaN, and has no token to give when every logit is NaN or -inf. */
+static void test_greedy_takes_the_first_of_equal_maxima(void **state)
+{
+    enum { N = 1003 };
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(N);
+    float l[N];
+    const eng_sample_row_t greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    const int ties[][3] = {{9, 6, 6}, {6, 9, 6}, {17, 16, 16}, {1001, 994, 994}, {999, 1002, 999}, {0, 1, 0}};
+    for (size_t c = 0; c < sizeof ties / sizeof ties[0]; c++) {
+        for (int i = 0; i < N; i++)
+            l[i] = -1.0f;
+        l[ties[c][0]] = l[ties[c][1]] = 2.0f;
+        assert_int_equal(pick(ws, l, greedy), ties[c][2]);
+    }
+    for (int i = 0; i < N; i++)
+        l[i] = -1.0f;
+    l[0] = NAN, l[500] = NAN, l[1] = 0.5f, l[1002] = 0.75f; /* a larger value in the tail */
+    assert_int_equal(pick(ws, l, greedy), 1002);
+    for (int i = 0; i < N; i++)
+        l[i] = i % 2 ? NAN : -INFINITY;
+    int32_t tok = -1;
+    assert_int_equal(eng_sampler_pick(ws, l, &greedy, NULL, &tok, NULL), SL_EINVAL);
+    eng_sampler_ws_free(ws);
+}
+
 /* The selection does not depend on how it is computed: top-k ties go to the lower id, the top-p
  * prefix is ordered by probability then id, and the draw walks the survivors by id. */
 static void test_pick_is_canonical(void **state)
@@ -383,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_top_k_keeps_only_the_k_best),
         cmocka_unit_test(test_top_p_keeps_the_nucleus),
         cmocka_unit_test(test_top_p_nucleus_wider_than_the_first_sorted_prefix),
+        cmocka_unit_test(test_greedy_takes_the_first_of_equal_maxima),
         cmocka_unit_test(test_min_p_drops_unlikely_tokens),
         cmocka_unit_test(test_repetition_penalty_changes_the_greedy_pick),
         cmocka_unit_test(test_row_without_finite_logit_is_an_error),
