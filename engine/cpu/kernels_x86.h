@@ -436,11 +436,11 @@ ENG_INLINE void block_scales(const int type, const uint8_t *const row[8], const 
 
 /* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
  * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block,
- * the 8 rows jump back and forth; the next 8 rows are prefetched as one contiguous range in step
- * with the blocks (a prefetch past the tensor's end is harmless; a K super-block's bytes count as
- * 8 equal blocks). */
+ * the 8 rows jump back and forth; the 8 rows `ahead` rows on (the next group: 8, or 16 for the
+ * two halves of a 16-row group) are prefetched as one contiguous range in step with the blocks (a
+ * prefetch past the tensor's end is harmless; a K super-block's bytes count as 8 equal blocks). */
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
-                           __m256 *d, __m256 *m, qk_superblock_t *q)
+                           __m256 *d, __m256 *m, qk_superblock_t *q, const int ahead)
 {
     const int k_type = type == ENG_T_Q4_K || type == ENG_T_Q5_K;
     /* bytes per 32 weights, a constant in each inlined copy (not a call per block) */
@@ -451,7 +451,7 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                        : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
                        : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
                                             : sizeof(eng_block_q4_K) / 8;
-    const char *next = (const char *)row[0] + 8 * stride;
+    const char *next = (const char *)row[0] + ahead * stride;
     for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
     if (k_type) {
@@ -613,7 +613,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            load_block(type, row, g->w_stride, b, c, &dv, &mv, &qk);
+            load_block(type, row, g->w_stride, b, c, &dv, &mv, &qk, ENG_Q_ROWS);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc(type, c, dv, mv, a[j].q + b * ENG_CPU_QK, a[j].d[b], a[j].s[b], acc[j]);
@@ -804,8 +804,8 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
             for (int b = 0; b < nbs; b++) {
                 __m256i cl[8], ch[8];
                 __m256 dl, dh, ml, mh;
-                load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, &qk_lo);
-                load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, &qk_hi);
+                load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, &qk_lo, ENG_Q_ROWS16);
+                load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, &qk_hi, ENG_Q_ROWS16);
                 const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
@@ -853,7 +853,7 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
             for (int b = 0; b < nbs; b++)
-                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b], &qk);
+                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b], &qk, ENG_Q_ROWS);
             int t = 0;
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
