@@ -1006,6 +1006,55 @@ ENG_INLINE __m512 load16f(const int type, const void *w, int i)
     return _mm512_loadu_ps((const float *)w + i);
 }
 
+/* o[r] = the sum of v[r]'s 16 lanes, r = 0..15: pairs of vectors, then pairs of pairs, are
+ * interleaved and added within 128-bit lanes, then the lanes are added across (45 operations for
+ * 16 sums, where one horizontal sum each would take 8) */
+ENG_INLINE __m512 hsum16x16(const __m512 v[16])
+{
+    __m512 a[8], b[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* lane: v2i's and v2i+1's elements 0+2, 0+2, 1+3, 1+3 */
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* lane: the lane sums of v4i .. v4i+3 */
+        const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+        b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    const __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* out[i] = scale * dot(q, rows[i]) for rows in groups of 16 (returns how many: n rounded down to
+ * 16): q stays in NC = hd / 16 registers, each row costs NC loads and FMAs, and a group's 16 sums
+ * reduce together (hsum16x16). The 8-lane kernel reloaded q for every 4 rows and reduced 4 rows
+ * at a time. */
+ENG_INLINE int dot_rows16(const int type, const int NC, const float *q, const void *rows, int n, int hd, float scale,
+                          float *out)
+{
+    __m512 qv[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++)
+        qv[c] = _mm512_loadu_ps(q + 16 * c);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 s[16];
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) {
+            const void *row = row_at(type, rows, i + r, hd);
+            s[r] = _mm512_mul_ps(qv[0], load16f(type, row, 0));
+#pragma GCC unroll 8
+            for (int c = 1; c < NC; c++)
+                s[r] = _mm512_fmadd_ps(qv[c], load16f(type, row, 16 * c), s[r]);
+        }
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(hsum16x16(s), _mm512_set1_ps(scale)));
+    }
+    return i;
+}
+
 /* y[0, 16 M) += sum_i w[i] rows[i][k0, k0 + 16 M): M accumulators, M a constant at each call */
 ENG_INLINE void axpy_rows16(const int type, const int M, const float *w, const void *rows, int n, int hd, int k0,
                             float *y)
@@ -1075,14 +1124,35 @@ ENG_INLINE void axpy_rows(const int type, const float *w, const void *rows, int 
     }
 }
 
+/* AVX-512: groups of 16 rows by dot_rows16 for head sizes 16..128 in steps of 16; the rest (and
+ * other sizes) 4 rows at a time */
+ENG_INLINE void dot_rows_any(const int type, const float *q, const void *rows, int n, int hd, float scale, float *out)
+{
+    int done = 0;
+#if ENG_X86_VNNI
+    switch (hd % 16 == 0 ? hd / 16 : 0) {
+    case 1: done = dot_rows16(type, 1, q, rows, n, hd, scale, out); break;
+    case 2: done = dot_rows16(type, 2, q, rows, n, hd, scale, out); break;
+    case 3: done = dot_rows16(type, 3, q, rows, n, hd, scale, out); break;
+    case 4: done = dot_rows16(type, 4, q, rows, n, hd, scale, out); break;
+    case 5: done = dot_rows16(type, 5, q, rows, n, hd, scale, out); break;
+    case 6: done = dot_rows16(type, 6, q, rows, n, hd, scale, out); break;
+    case 7: done = dot_rows16(type, 7, q, rows, n, hd, scale, out); break;
+    case 8: done = dot_rows16(type, 8, q, rows, n, hd, scale, out); break;
+    default: break;
+    }
+#endif
+    dot_rows(type, q, row_at(type, rows, done, hd), n - done, hd, scale, out + done);
+}
+
 static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float scale, float *out)
 {
-    dot_rows(ENG_T_F32, q, rows, n, hd, scale, out);
+    dot_rows_any(ENG_T_F32, q, rows, n, hd, scale, out);
 }
 
 static void dot_rows_f16(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out)
 {
-    dot_rows(ENG_T_F16, q, rows, n, hd, scale, out);
+    dot_rows_any(ENG_T_F16, q, rows, n, hd, scale, out);
 }
 
 static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, float *y)

@@ -267,14 +267,15 @@ static void test_activation_quantisation_is_identical_across_isas(void **state)
 
 /* Head sizes for the attention row kernels: multiples of 8 and not, odd ones (64, 8, 12, 136, 7,
  * 33, 129: 136 and 129 cross the 64-element register chunk; 48 and 144 take the AVX-512 V sums
- * in 3 and in 8 + 1 registers of 16). */
-static const int attn_hds[] = {64, 8, 12, 136, 7, 33, 129, 48, 144};
+ * in 3 and in 8 + 1 registers of 16; 16, 48, 64 and 128 the AVX-512 dot products of 16 rows with
+ * q in 1, 3, 4 and 8 registers, 144 not). */
+static const int attn_hds[] = {64, 8, 12, 136, 7, 33, 129, 48, 144, 16, 128};
 
 /* The attention row kernels against double-precision sums, for the head sizes above and row counts
- * around the 4-row step. */
+ * around the 4-row step and the 16-row groups (two groups and a remainder). */
 static void test_attention_row_kernels_match_scalar_math(void **state)
 {
-    enum { MAXR = 9, MAXD = 144 };
+    enum { MAXR = 37, MAXD = 144 };
     const int *hds = attn_hds;
     float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], y[MAXD];
     fill(q, MAXD, 1.0f);
@@ -349,10 +350,11 @@ static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
 
 /* The F16 attention row kernels (K/V cache in F16) of every instruction set against a double sum of
  * the F16 values widened to float and against the scalar table's kernels: the head sizes above,
- * row counts 0..13 (4-row steps and every remainder), values up to 4 and down to F16 subnormals. */
+ * row counts 0..37 (4-row steps, 16-row groups and every remainder), values up to 4 and down to
+ * F16 subnormals. */
 static void test_f16_attention_row_kernels_match_scalar_reference(void **state)
 {
-    enum { MAXR = 13, MAXD = 144 };
+    enum { MAXR = 37, MAXD = 144 };
     float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], ref[MAXR], y[MAXD], yref[MAXD];
     uint16_t h[MAXR * MAXD];
     fill(q, MAXD, 1.0f);
