@@ -101,14 +101,17 @@ spec_attempt() {
 }
 spec_attempt
 rc=$?
-if [ $rc -eq 1 ]; then # a shared machine: as above, one retry on a fresh profile
-    # (2026-11-29, `make test` on the same guest: both attempts against one profile read x1.52 and
-    # x1.56 while the engine ran at that profile's speed)
-    echo "test-validate: speculation over tolerance once; profiling again and retrying (load: $(uptime))"
+# A shared machine: up to two retries, each on a fresh profile. On the Sapphire Rapids guest
+# (2026-11-29) the profile's price of the engine's own 2-3 token steps came out 9% high in some
+# pairs and 50-74% high in others, with the anchors at x0.9-1.2: of eight runs of this script
+# that day, six passed at once and two failed both of the two attempts they then had).
+for retry in 1 2; do
+    [ $rc -eq 1 ] || break
+    echo "test-validate: speculation over tolerance; profiling again and retrying ($retry of 2; load: $(uptime))"
     profile || { echo "test-validate: FAILED (profiling for the speculation retry)"; exit 1; }
     spec_attempt
     rc=$?
-fi
+done
 check "speculation: validated with the engine's measured rates, within 50%" 0 $rc "$dir/spec.txt" \
     "speculation: the engine found drafts in"
 
