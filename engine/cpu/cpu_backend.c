@@ -145,9 +145,14 @@ static char *thread_xq(const eng_cpu_ctx_t *c, int ith)
 
 /* Whose copy of a product's input of n_rows rows thread ith reads: its own, or, for steps of
  * ENG_CPU_SHARED_PREP_ROWS rows or more, thread 0's, which all threads prepare together. */
+static int prep_shared(int n_rows)
+{
+    return n_rows >= ENG_CPU_SHARED_PREP_ROWS;
+}
+
 static int prep_owner(int n_rows, int ith)
 {
-    return n_rows >= ENG_CPU_SHARED_PREP_ROWS ? 0 : ith;
+    return prep_shared(n_rows) ? 0 : ith;
 }
 
 /* A matrix input: rows rows[i] (or i when rows is NULL) of src (n floats each), normalised by
@@ -160,12 +165,12 @@ static int prep_owner(int n_rows, int ith)
 static const float *prep_input(eng_cpu_ctx_t *c, int ith, int nth, const float *src, const int32_t *rows,
                                int n_rows, int n, const float *norm, int quant)
 {
-    const int owner = prep_owner(n_rows, ith);
+    const int shared = prep_shared(n_rows), owner = prep_owner(n_rows, ith);
     float *xn = c->xn + (size_t)owner * c->cap_tok * c->m->cfg.dim;
     const size_t qb = eng_cpu_q8_row_bytes(c->kmax);
     char *xq = thread_xq(c, owner);
     int lo = 0, hi = n_rows;
-    if (n_rows >= ENG_CPU_SHARED_PREP_ROWS)
+    if (shared)
         eng_cpu_split(n_rows, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
         const float *row = src + (size_t)(rows ? rows[t] : t) * n;
@@ -176,7 +181,7 @@ static const float *prep_input(eng_cpu_ctx_t *c, int ith, int nth, const float *
         if (quant)
             c->k->quantize_q8(row, xq + (size_t)t * qb, n);
     }
-    if (n_rows >= ENG_CPU_SHARED_PREP_ROWS)
+    if (shared)
         eng_cpu_pool_barrier(c->pool);
     return norm ? xn : src;
 }

@@ -42,24 +42,40 @@ ENG_INLINE float hmax8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-ENG_INLINE __m256 exp8(__m256 x)
+/* e^x on every lane of one vector, defined once for 8 lanes (exp8) and for 16 (exp16, AVX-512) so
+ * both give bitwise the same values: P is the intrinsics' prefix, V the float vector, ROUND rounds
+ * to nearest, CAST reads an integer vector's bits as floats. */
+#define ENG_DEFINE_EXP(NAME, V, P, ROUND, CAST)                                                          \
+    ENG_INLINE V NAME(V x)                                                                              \
+    {                                                                                                   \
+        x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f));                         \
+        const V n = ROUND(P##_mul_ps(x, P##_set1_ps(1.44269504088896341f)));                            \
+        V r = P##_fnmadd_ps(n, P##_set1_ps(0.693359375f), x);                                           \
+        r = P##_fnmadd_ps(n, P##_set1_ps(-2.12194440e-4f), r);                                          \
+        V y = P##_set1_ps(1.9875691500e-4f);                                                            \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(1.3981999507e-3f));                                          \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(8.3334519073e-3f));                                          \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(4.1665795894e-2f));                                          \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(1.6666665459e-1f));                                          \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(5.0000001201e-1f));                                          \
+        y = P##_fmadd_ps(y, P##_mul_ps(r, r), r);                                                       \
+        y = P##_add_ps(y, P##_set1_ps(1.0f));                                                           \
+        return P##_mul_ps(y, CAST(P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23))); \
+    }
+
+ENG_INLINE __m256 round8(__m256 v)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
+ENG_DEFINE_EXP(exp8, __m256, _mm256, round8, _mm256_castsi256_ps)
+
+#if ENG_X86_VNNI
+ENG_INLINE __m512 round16(__m512 v)
+{
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+ENG_DEFINE_EXP(exp16, __m512, _mm512, round16, _mm512_castsi512_ps)
+#endif
 
 /* ---- activation quantisation --------------------------------------------------------------- */
 
@@ -1201,27 +1217,6 @@ static float exp_sum(float *x, int n, float max)
     return sum;
 }
 
-#if ENG_X86_VNNI
-/* exp8 on 16 lanes: the same operations per lane, so bitwise the same values */
-ENG_INLINE __m512 exp16(__m512 x)
-{
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r);
-    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
-}
-#endif
 
 /* SiLU(g) * u; AVX-512 takes 16 elements a step where AVX2 takes two times 8, with the same
  * operations per element (and the same scalar tail), so both give bitwise the same values */
