@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "engine/model.h"
@@ -35,6 +36,39 @@ int eng_cpu_type_quantized(int type)
 {
     return type == ENG_T_Q8_0 || type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q6_K ||
            type == ENG_T_Q4_K || type == ENG_T_Q5_0 || type == ENG_T_Q5_K || type == ENG_T_Q5_1;
+}
+
+int eng_cpu_packable(int type, int64_t rows)
+{
+    return (type == ENG_T_Q4_0 || type == ENG_T_Q4_1 || type == ENG_T_Q8_0) && rows > 0 &&
+           rows % ENG_CPU_PACK_ROWS == 0;
+}
+
+void eng_cpu_pack16(int type, const void *src, int k, int64_t rows, void *dst)
+{
+    const int nb = k / ENG_CPU_QK, q8 = type == ENG_T_Q8_0;
+    const size_t row_bytes = eng_type_row_bytes(type, k), qbytes = q8 ? 512 : 256;
+    /* where a block keeps its scale, minimum and quants (the file's block structs) */
+    const size_t bsz = q8 ? sizeof(eng_block_q8_0) : type == ENG_T_Q4_1 ? sizeof(eng_block_q4_1)
+                                                                       : sizeof(eng_block_q4_0);
+    const size_t qoff = type == ENG_T_Q4_1 ? offsetof(eng_block_q4_1, qs) : 2;
+    for (int64_t r0 = 0; r0 < rows; r0 += ENG_CPU_PACK_ROWS) {
+        uint8_t *grp = (uint8_t *)dst + (size_t)r0 * row_bytes;
+        uint8_t *dscale = grp + (size_t)nb * qbytes, *mins = dscale + (size_t)nb * 32;
+        for (int i = 0; i < ENG_CPU_PACK_ROWS; i++) {
+            const uint8_t *row = (const uint8_t *)src + (size_t)(r0 + i) * row_bytes;
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bsz;
+                uint8_t *q = grp + (size_t)b * qbytes;
+                for (size_t j = 0; j < qbytes / 64; j++)
+                    for (int e = 0; e < 4; e++) /* Q8_0: signed + 128, stored unsigned */
+                        q[64 * j + 4 * i + e] = (uint8_t)(blk[qoff + 4 * j + e] ^ (q8 ? 0x80 : 0));
+                memcpy(dscale + 32 * b + 2 * i, blk, 2);
+                if (type == ENG_T_Q4_1)
+                    memcpy(mins + 32 * b + 2 * i, blk + offsetof(eng_block_q4_1, m), 2);
+            }
+        }
+    }
 }
 
 #if defined(__x86_64__)

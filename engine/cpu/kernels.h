@@ -74,15 +74,34 @@ typedef struct eng_cpu_gemm {
     float *out;         /* (n_tok, ldo) */
     size_t ldo;
     int accumulate;     /* 1: add to out (residual connections) */
+    int packed;         /* 1: w is in the 16-row layout of eng_cpu_pack16 (only for tables with pack16) */
 } eng_cpu_gemm_t;
+
+/* The 16-row packed layout of Q4_0, Q4_1 and Q8_0 weights (eng_cpu_pack16), which the AVX-512 and
+ * AMX products read: a tensor whose rows are a multiple of 16 is rearranged within each group of 16
+ * rows, so the group still starts at row r0 * (bytes per row) and the tensor keeps its size. For
+ * blocks b = 0..nb-1 (nb = k / 32) the group holds, in order:
+ *   quants  nb x Q bytes: vector j (64 bytes) of block b holds bytes 4j..4j+3 of the 16 rows'
+ *           quants (row i at bytes 4i..4i+3); Q4 (Q = 256, j < 4): byte 4j+e has element 4j+e in its
+ *           low nibble and 4j+e+16 in the high one, as in the file; Q8_0 (Q = 512, j < 8): the
+ *           signed bytes plus 128 (stored unsigned)
+ *   d       nb x 32 bytes: the 16 rows' f16 scales of block b
+ *   m       nb x 32 bytes, Q4_1 only: their f16 minimums
+ * So a block of 16 rows is 4 (or 8) aligned vector loads in the order the integer products want
+ * (rows in lanes, 4 elements per lane), and for 16 or more tokens the Q8_0 quants are the AMX B
+ * tile itself: the products do no byte transposes at run time. */
+#define ENG_CPU_PACK_ROWS 16
 
 typedef struct eng_cpu_kernels {
     eng_cpu_isa_t isa;
     const char *name;   /* "scalar", "avx2", "avx512", "amx" */
     /* row = q8(x): one activation row of k elements (k a multiple of 32). */
     void (*quantize_q8)(const float *x, void *row, int k);
-    /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(). */
+    /* Rows [r0, r1) of g, all tokens. g->type must satisfy eng_cpu_type_supported(). With g->packed,
+     * r0 and r1 are multiples of 16 (or r1 the tensor's last row). */
     void (*gemm)(const eng_cpu_gemm_t *g, int r0, int r1);
+    /* 1 when products run faster on packed weights (eng_cpu_pack16) of the types it packs. */
+    int pack16;
     /* Dot product of two float vectors of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);
     /* Attention over n rows of hd elements (F32 floats or F16 values, uint16_t), rows contiguous:
@@ -111,6 +130,12 @@ const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa);
 int eng_cpu_type_supported(int type);
 /* 1 when products with this weight type read q8 activation rows, 0 for float ones. */
 int eng_cpu_type_quantized(int type);
+
+/* 1 when a tensor of this type and row count can be packed: Q4_0, Q4_1 or Q8_0, rows a multiple
+ * of 16. */
+int eng_cpu_packable(int type, int64_t rows);
+/* dst (the tensor's size, eng_type_row_bytes(type, k) * rows bytes) = src packed (see above). */
+void eng_cpu_pack16(int type, const void *src, int k, int64_t rows, void *dst);
 
 /* Kernel tables of each instruction set (kernels_*.c); use eng_cpu_kernels_get(). */
 extern const eng_cpu_kernels_t eng_cpu_kernels_scalar;

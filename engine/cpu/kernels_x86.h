@@ -658,6 +658,26 @@ ENG_INLINE void store_rows16(const eng_cpu_gemm_t *g, int t, int r, int n, __m51
     _mm512_mask_storeu_ps(o, keep, add ? _mm512_add_ps(_mm512_maskz_loadu_ps(keep, o), v) : v);
 }
 
+/* acc (lane i: row i of 16) += block blk's product with token x: block_acc's operations per lane */
+ENG_INLINE __m512 block_acc16(const int type, const __m512i c[8], __m512 d, __m512 m, const q8_row_t *x, int blk,
+                              __m512 acc)
+{
+    const int8_t *a = x->q + blk * ENG_CPU_QK;
+    __m512i s = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        int32_t a4;
+        memcpy(&a4, a + 4 * i, sizeof a4);
+        s = _mm512_dpbusd_epi32(s, c[i], _mm512_set1_epi32(a4));
+    }
+    if (q_signed(type))
+        s = _mm512_sub_epi32(s, _mm512_set1_epi32(x->s128[blk]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(x->d[blk])), acc);
+    if (!q_signed(type))
+        acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x->s[blk]), acc);
+    return acc;
+}
+
 /* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
 ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
@@ -673,28 +693,79 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
         __m512i c[8];
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
-            c[i] = _mm512_load_si512(w + 8 * b + i);
+            c[i] = _mm512_loadu_si512(w + 8 * b + i);
 #pragma GCC unroll 4
-        for (int j = 0; j < RN; j++) {
-            const int8_t *a = x[j].q + (b0 + b) * ENG_CPU_QK;
-            __m512i s = _mm512_setzero_si512();
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                int32_t a4;
-                memcpy(&a4, a + 4 * i, sizeof a4);
-                s = _mm512_dpbusd_epi32(s, c[i], _mm512_set1_epi32(a4));
-            }
-            if (q_signed(type))
-                s = _mm512_sub_epi32(s, _mm512_set1_epi32(x[j].s128[b0 + b]));
-            const __m512 scale = _mm512_mul_ps(d[b], _mm512_set1_ps(x[j].d[b0 + b]));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[j]);
-            if (!q_signed(type))
-                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(x[j].s[b0 + b]), acc[j]);
-        }
+        for (int j = 0; j < RN; j++)
+            acc[j] = block_acc16(type, c, d[b], m[b], &x[j], b0 + b, acc[j]);
     }
 #pragma GCC unroll 4
     for (int j = 0; j < RN; j++)
         store_rows16(g, t + j, r, n, acc[j], add);
+}
+
+/* ---- packed weights (kernels.h, eng_cpu_pack16) ---- */
+
+/* the quants of block b of the packed 16-row group at grp (k = 32 nb elements) */
+ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int b)
+{
+    return grp + (size_t)b * (type == ENG_T_Q8_0 ? 512 : 256);
+}
+
+/* Block b of the packed group grp -> its 8 chunk vectors c (Q8_0: plus 128, as the 16-row tiles
+ * want them), scales d and offsets m, as load_block gives them for two 8-row halves. */
+ENG_INLINE void load_packed16(const int type, const uint8_t *grp, int nb, int b, __m512i c[8], __m512 *d,
+                              __m512 *m)
+{
+    const uint8_t *q = packed_quants(type, grp, b);
+    const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32;
+    if (type == ENG_T_Q8_0) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            c[i] = _mm512_loadu_si512(q + 64 * i);
+    } else {
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m512i v = _mm512_loadu_si512(q + 64 * i);
+            c[i] = _mm512_and_si512(v, m4);
+            c[4 + i] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+    }
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)scales));
+    *m = type == ENG_T_Q4_1   ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (size_t)nb * 32)))
+         : type == ENG_T_Q4_0 ? _mm512_mul_ps(*d, _mm512_set1_ps(-8.0f))
+                              : _mm512_setzero_ps();
+}
+
+/* packed rows [r, r + 16) x tokens 0..RN-1 straight from the group: each block is loaded once in
+ * registers and serves every token (decode); summed and stored slice by slice like the unpacked
+ * path, so both round alike */
+ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t *g, int r, int n)
+{
+    const int nb = g->k / ENG_CPU_QK;
+    const uint8_t *grp = (const uint8_t *)g->w + (size_t)r * g->w_stride;
+    q8_row_t x[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; j++)
+        x[j] = q8_row(g, j);
+    for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
+        const int b1 = nb - b0 < ENG_Q_SLICE ? nb : b0 + ENG_Q_SLICE;
+        __m512 acc[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++)
+            acc[j] = _mm512_setzero_ps();
+        for (int b = b0; b < b1; b++) {
+            __m512i c[8];
+            __m512 d, m;
+            load_packed16(type, grp, nb, b, c, &d, &m);
+#pragma GCC unroll 4
+            for (int j = 0; j < RN; j++)
+                acc[j] = block_acc16(type, c, d, m, &x[j], b, acc[j]);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < RN; j++)
+            store_rows16(g, j, r, n, acc[j], g->accumulate || b0 > 0);
+    }
 }
 
 #if ENG_X86_AMX
@@ -797,6 +868,41 @@ ENG_INLINE __m512 join_ps(__m256 lo, __m256 hi)
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
 }
 
+/* Block slice [b0, b0 + nbs) of the 16-row group at row r -> chunk vectors w, scales d, offsets m.
+ * Returns the chunk vectors to read: w, or for packed Q8_0 the group's quants themselves. */
+ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g, const uint8_t *const lo[8],
+                                         const uint8_t *const hi[8], qk_superblock_t *qk_lo,
+                                         qk_superblock_t *qk_hi, int r, int b0, int nbs, __m512i *w, __m512 *d,
+                                         __m512 *m)
+{
+    const int nb = g->k / ENG_CPU_QK;
+    const uint8_t *grp = (const uint8_t *)g->w + (size_t)r * g->w_stride;
+    for (int b = 0; b < nbs; b++) {
+        if (g->packed) {
+            __m512i c[8];
+            load_packed16(type, grp, nb, b0 + b, c, &d[b], &m[b]);
+            if (type != ENG_T_Q8_0)
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    w[8 * b + i] = c[i];
+            continue;
+        }
+        __m256i cl[8], ch[8];
+        __m256 dl, dh, ml, mh;
+        load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, qk_lo, ENG_Q_ROWS16);
+        load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, qk_hi, ENG_Q_ROWS16);
+        const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            w[8 * b + i] = _mm512_xor_si512(join_i(cl[i], ch[i]), bias);
+        d[b] = join_ps(dl, dh);
+        m[b] = join_ps(ml, mh);
+    }
+    if (g->packed && type == ENG_T_Q8_0)
+        return (const __m512i *)packed_quants(type, grp, b0);
+    return w;
+}
+
 /* rows [r0, r1), 4 tokens or more */
 ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
@@ -817,27 +923,29 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
         }
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
-            for (int b = 0; b < nbs; b++) {
-                __m256i cl[8], ch[8];
-                __m256 dl, dh, ml, mh;
-                load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, &qk_lo, ENG_Q_ROWS16);
-                load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, &qk_hi, ENG_Q_ROWS16);
-                const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    w[8 * b + i] = _mm512_xor_si512(join_i(cl[i], ch[i]), bias);
-                d[b] = join_ps(dl, dh);
-                m[b] = join_ps(ml, mh);
-            }
+            const __m512i *ws = unpack_slice16(type, g, lo, hi, &qk_lo, &qk_hi, r, b0, nbs, w, d, m);
             int t = 0;
 #if ENG_X86_AMX
             for (; t + ENG_AMX_TOK <= g->n_tok; t += ENG_AMX_TOK)
-                amx_tile(type, g, w, d, m, b0, nbs, r, n, t, add);
+                amx_tile(type, g, ws, d, m, b0, nbs, r, n, t, add);
 #endif
             for (; t + 4 <= g->n_tok; t += 4)
-                qtile16(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
+                qtile16(type, 4, g, ws, d, m, b0, nbs, r, n, t, add);
             for (; t < g->n_tok; t++)
-                qtile16(type, 1, g, w, d, m, b0, nbs, r, n, t, add);
+                qtile16(type, 1, g, ws, d, m, b0, nbs, r, n, t, add);
+        }
+    }
+}
+
+/* packed rows [r0, r1), 1..3 tokens */
+ENG_INLINE void gemm_packed_narrow(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
+{
+    for (int r = r0; r < r1; r += ENG_Q_ROWS16) {
+        const int n = r1 - r < ENG_Q_ROWS16 ? r1 - r : ENG_Q_ROWS16;
+        switch (g->n_tok) {
+        case 1: packed_rows16(type, 1, g, r, n); break;
+        case 2: packed_rows16(type, 2, g, r, n); break;
+        default: packed_rows16(type, 3, g, r, n); break;
         }
     }
 }
@@ -848,6 +956,10 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
 #if ENG_X86_VNNI
     if (g->n_tok >= 4) {
         gemm_q32_wide(type, g, r0, r1);
+        return;
+    }
+    if (g->packed) {
+        gemm_packed_narrow(type, g, r0, r1);
         return;
     }
 #endif
@@ -1245,6 +1357,7 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .name = ENG_X86_NAME,
     .quantize_q8 = quantize_q8,
     .gemm = gemm,
+    .pack16 = ENG_X86_VNNI,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .dot_rows_f32 = dot_rows_f32,

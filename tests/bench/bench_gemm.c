@@ -2,7 +2,9 @@
  * but scalar, for steps of 1..512 tokens: the kernels alone, without the
  * step's other work. Weights are random rows quantised to TYPE (eng_quantize_row), activations
  * random rows quantised to 8-bit blocks as the backend does; best of 7 timings per point (the
- * shared machine's slow moments are excluded rather than averaged in).
+ * shared machine's slow moments are excluded rather than averaged in). Instruction sets that read
+ * packed weights (kernels.h, eng_cpu_pack16) run twice: on the file's layout, and packed ("/p",
+ * what the backend runs when the rows are a multiple of 16).
  *
  *   bench_gemm [ROWS] [K] [TYPE] [CHUNK]   default 1536 576 Q4_1 (SmolLM2's FFN gate / up), all rows
  *   e.g. bench_gemm 49152 576 Q8_0         (SmolLM2's LM head)
@@ -46,10 +48,10 @@ int main(int argc, char **argv)
     }
     enum { MAX_TOK = 512 };
     const size_t rb = eng_type_row_bytes(type, k), xs = eng_cpu_q8_row_bytes(k);
-    uint8_t *w = malloc(rb * rows);
+    uint8_t *w = malloc(rb * rows), *wp = malloc(rb * rows);
     char *x = malloc(xs * MAX_TOK);
     float *f = malloc(sizeof(float) * k), *out = malloc(sizeof(float) * (size_t)MAX_TOK * rows);
-    if (!w || !x || !f || !out)
+    if (!w || !wp || !x || !f || !out)
         return 1;
     for (int r = 0; r < rows; r++) {
         for (int i = 0; i < k; i++)
@@ -62,9 +64,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++)
         printf(" %7d", toks[i]);
     printf("\n");
-    for (int isa = ENG_CPU_ISA_AVX2; isa < ENG_CPU_ISA_COUNT; isa++) {
-        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
-        if (!kt)
+    const int packable = eng_cpu_packable(type, rows) && chunk % ENG_CPU_PACK_ROWS == 0;
+    if (packable)
+        eng_cpu_pack16(type, w, k, rows, wp);
+    for (int run = 0; run < 2 * ENG_CPU_ISA_COUNT; run++) {
+        const int isa = run / 2, packed = run % 2;
+        const eng_cpu_kernels_t *kt = isa >= ENG_CPU_ISA_AVX2 ? eng_cpu_kernels_get(isa) : NULL;
+        if (!kt || (packed && !(kt->pack16 && packable)))
             continue;
         srand(1);
         for (int t = 0; t < MAX_TOK; t++) {
@@ -72,10 +78,10 @@ int main(int argc, char **argv)
                 f[i] = frand();
             kt->quantize_q8(f, x + xs * t, k);
         }
-        printf("%-8s", kt->name);
+        printf("%s%-*s", kt->name, 8 - (int)strlen(kt->name), packed ? "/p" : "");
         for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
-            eng_cpu_gemm_t g = {.type = type, .w = w, .w_stride = rb, .x = x, .x_stride = xs, .n_tok = toks[i],
-                                .k = k, .out = out, .ldo = (size_t)rows};
+            eng_cpu_gemm_t g = {.type = type, .w = packed ? wp : w, .w_stride = rb, .x = x, .x_stride = xs,
+                                .n_tok = toks[i], .k = k, .out = out, .ldo = (size_t)rows, .packed = packed};
             const int iters = 2 + (int)(2e8 / ((double)rows * k * toks[i]));
             double best = 1e30;
             for (int rep = 0; rep < 7; rep++) {
@@ -91,6 +97,6 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
-    free(w); free(x); free(f); free(out);
+    free(w); free(wp); free(x); free(f); free(out);
     return 0;
 }

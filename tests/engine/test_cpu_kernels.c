@@ -214,6 +214,56 @@ static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
     }
 }
 
+/* Packed weights (kernels.h, eng_cpu_pack16) give bitwise the file layout's outputs, on every
+ * instruction set that reads them, for steps of 1..21 tokens (direct from the packed blocks up to 3,
+ * unpacked slices, AMX tiles), rows split over calls at 16-row boundaries, adding to out or not. */
+static void test_packed_weights_give_the_file_layouts_outputs(void **state)
+{
+    enum { ROWS = 48, NT = 21 };
+    const int types[] = {ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q8_0}, ks[] = {32 * 67, 32 * 18};
+    assert_false(eng_cpu_packable(ENG_T_Q4_1, 37));
+    assert_false(eng_cpu_packable(ENG_T_Q4_K, 256));
+    assert_false(eng_cpu_packable(ENG_T_F32, 16));
+    for (size_t c = 0; c < 6; c++) {
+        const int type = types[c / 2], k = ks[c % 2];
+        assert_true(eng_cpu_packable(type, ROWS));
+        uint8_t *w = make_weights(type, ROWS, k), *wp = malloc(eng_type_row_bytes(type, k) * ROWS);
+        eng_cpu_pack16(type, w, k, ROWS, wp);
+        const size_t xs = eng_cpu_q8_row_bytes(k);
+        float *x = malloc(sizeof(float) * NT * k), *ref = malloc(sizeof(float) * NT * ROWS),
+              *out = malloc(sizeof(float) * NT * ROWS);
+        char *xb = malloc(xs * NT);
+        fill(x, NT * k, 2.0f);
+        int checked = 0;
+        for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+            const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+            if (!kt || !kt->pack16)
+                continue;
+            for (int t = 0; t < NT; t++)
+                kt->quantize_q8(x + (size_t)t * k, xb + xs * t, k);
+            for (int n = 1; n <= NT; n++) {
+                const int acc = n % 2;
+                eng_cpu_gemm_t g = {.type = type, .w = w, .w_stride = eng_type_row_bytes(type, k), .x = xb,
+                                    .x_stride = xs, .n_tok = n, .k = k, .out = ref, .ldo = ROWS, .accumulate = acc};
+                for (int i = 0; i < n * ROWS; i++)
+                    ref[i] = out[i] = 0.25f * (float)i;
+                kt->gemm(&g, 0, ROWS);
+                g.w = wp, g.packed = 1, g.out = out;
+                kt->gemm(&g, 0, 16);
+                kt->gemm(&g, 16, ROWS);
+                if (memcmp(ref, out, sizeof(float) * (size_t)n * ROWS))
+                    print_error("%s on %s, %d tokens: packed weights differ from the file's layout\n",
+                                eng_type_name(type), kt->name, n);
+                assert_memory_equal(ref, out, sizeof(float) * (size_t)n * ROWS);
+                checked++;
+            }
+        }
+        if (!checked)
+            print_message("packed weights: no instruction set here reads them (skipped)\n");
+        free(w); free(wp); free(x); free(ref); free(out); free(xb);
+    }
+}
+
 static void test_quantised_gemm_is_close_to_float_product(void **state)
 {
     /* the 8-bit activations cost well under 1% of a Q8_0 product's magnitude */
@@ -532,6 +582,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_dequantised_reference_for_every_type),
         cmocka_unit_test(test_gemm_rows_do_not_depend_on_the_step_size),
+        cmocka_unit_test(test_packed_weights_give_the_file_layouts_outputs),
         cmocka_unit_test(test_quantised_gemm_is_close_to_float_product),
         cmocka_unit_test(test_activation_quantisation_is_identical_across_isas),
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
