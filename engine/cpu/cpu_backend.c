@@ -50,6 +50,7 @@
 /* floats of one thread's eng_cpu_attend scratch for contexts up to ctx */
 #define ATT_SCRATCH(ctx) ((size_t)ENG_CPU_ATT_QTILE * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
 #define ENG_CPU_ALIGN 64
+#define ENG_CPU_LAYER_MM 7 /* products per layer: q, k, v, output, gate, up, down */
 
 typedef struct eng_cpu_ctx {
     const eng_model_t *m;
@@ -77,6 +78,9 @@ typedef struct eng_cpu_ctx {
     atomic_int *ready;            /* (n_kv_heads) q/k/v chunks finished per KV head group this step */
     float *glogits;               /* (cap_glogits, vocab) forward_greedy's and forward_sample's rows */
     int cap_glogits;
+    const void **packed;          /* (n_layers * ENG_CPU_LAYER_MM + 1) each product's weight packed for the
+                                   * kernels (pack_weights), or NULL: read in the file's layout */
+    void *packed_data;            /* the allocation behind them */
     eng_sampler_ws_t **sws;       /* (n_sws) forward_sample's sampler scratch per thread, made on first use */
     int n_sws;
     char err[256];
@@ -93,6 +97,7 @@ typedef struct eng_cpu_step {
 /* one matrix product of a group sharing an input */
 typedef struct eng_cpu_mm {
     const eng_tensor_t *w;
+    const void *packed;           /* w's data packed (eng_cpu_pack16), or NULL */
     float *out;                   /* (n_tok, w->ne[1]) */
     int accumulate;
 } eng_cpu_mm_t;
@@ -193,7 +198,8 @@ static void mm_rows(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const flo
     const int kk = (int)w->ne[0], quant = eng_cpu_type_quantized(w->type);
     eng_cpu_gemm_t g = {
         .type = w->type,
-        .w = w->data,
+        .w = mm->packed ? mm->packed : w->data,
+        .packed = mm->packed != NULL,
         .w_stride = eng_type_row_bytes(w->type, kk),
         .x = quant ? (const void *)thread_xq(c, prep_owner(n_tok, ith)) : (const void *)xf,
         .x_stride = quant ? eng_cpu_q8_row_bytes(c->kmax) : (size_t)kk * sizeof(float),
@@ -342,9 +348,10 @@ static void step_main(void *arg, int ith, int nth)
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const eng_layer_t *L = &m->layers[l];
-        const eng_cpu_mm_t qkv[3] = {{&L->wq, c->q, 0}, {&L->wk, c->kb, 0}, {&L->wv, c->vb, 0}};
-        const eng_cpu_mm_t gu[2] = {{&L->w_gate, c->hg, 0}, {&L->w_up, c->hu, 0}};
-        const eng_cpu_mm_t wo = {&L->wo, c->x, 1}, down = {&L->w_down, c->x, 1};
+        const void *const *P = c->packed + (size_t)l * ENG_CPU_LAYER_MM;
+        const eng_cpu_mm_t qkv[3] = {{&L->wq, P[0], c->q, 0}, {&L->wk, P[1], c->kb, 0}, {&L->wv, P[2], c->vb, 0}};
+        const eng_cpu_mm_t gu[2] = {{&L->w_gate, P[4], c->hg, 0}, {&L->w_up, P[5], c->hu, 0}};
+        const eng_cpu_mm_t wo = {&L->wo, P[3], c->x, 1}, down = {&L->w_down, P[6], c->x, 1};
 
         attention_block(st, l, ith, qkv, prep_input(c, ith, nth, c->x, NULL, n_tok, dim, L->attn_norm.data,
                                                any_quantized(qkv, 3)));
@@ -357,7 +364,7 @@ static void step_main(void *arg, int ith, int nth)
         eng_cpu_pool_barrier(c->pool);
     }
 
-    const eng_cpu_mm_t head = {&m->output, st->logits, 0};
+    const eng_cpu_mm_t head = {&m->output, c->packed[cfg->n_layers * ENG_CPU_LAYER_MM], st->logits, 0};
     if (st->n_rows > 0)
         mm_claimed(c, ith, &head,
                    prep_input(c, ith, nth, c->x, c->rows, st->n_rows, dim, m->out_norm.data, any_quantized(&head, 1)),
@@ -623,6 +630,8 @@ static void cpu_free(eng_backend_t *be)
         aligned_free(c->kv.data);
         aligned_free(c->ws);
         aligned_free(c->glogits);
+        aligned_free(c->packed_data);
+        sl_free(c->packed);
         for (int i = 0; i < c->n_sws; i++)
             eng_sampler_ws_free(c->sws[i]);
         sl_free(c->sws);
@@ -658,6 +667,72 @@ static const eng_backend_ops_t cpu_ops = {
     .errmsg = cpu_errmsg,
     .free = cpu_free,
 };
+
+/* ---- packed weights -------------------------------------------------------------------------- */
+
+/* The weight of product i: layer i / ENG_CPU_LAYER_MM's q, k, v, output, gate, up, down in turn,
+ * then the LM head. */
+static const eng_tensor_t *product_weight(const eng_model_t *m, int i)
+{
+    if (i == m->cfg.n_layers * ENG_CPU_LAYER_MM)
+        return &m->output;
+    const eng_layer_t *L = &m->layers[i / ENG_CPU_LAYER_MM];
+    const eng_tensor_t *w[ENG_CPU_LAYER_MM] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return w[i % ENG_CPU_LAYER_MM];
+}
+
+/* Whether product i reads its weight packed: the kernels ask for it and the tensor packs. q, k and v
+ * are claimed in chunks that end at head boundaries (attention_block), so they pack only when a head
+ * is a whole number of 16-row groups. */
+static int packs(const eng_cpu_ctx_t *c, int i)
+{
+    const eng_tensor_t *w = product_weight(c->m, i);
+    const int qkv = i < c->m->cfg.n_layers * ENG_CPU_LAYER_MM && i % ENG_CPU_LAYER_MM < 3;
+    return c->k->pack16 && eng_cpu_packable(w->type, w->ne[1]) &&
+           (!qkv || c->m->cfg.head_dim % ENG_CPU_PACK_ROWS == 0);
+}
+
+/* a tensor's bytes, rounded up so the next one starts aligned */
+static size_t packed_bytes(const eng_tensor_t *w)
+{
+    return round64(eng_type_row_bytes(w->type, w->ne[0]) * (size_t)w->ne[1]);
+}
+
+static void pack_main(void *arg, int ith, int nth)
+{
+    eng_cpu_ctx_t *c = arg;
+    for (int i = ith; i <= c->m->cfg.n_layers * ENG_CPU_LAYER_MM; i += nth)
+        if (c->packed[i]) {
+            const eng_tensor_t *w = product_weight(c->m, i);
+            eng_cpu_pack16(w->type, w->data, (int)w->ne[0], w->ne[1], (void *)c->packed[i]);
+        }
+}
+
+/* Packs the weights the kernels read faster packed (kernels.h, eng_cpu_pack16) into one allocation,
+ * the tensors split over the pool. The file's copy stays mapped for the token embeddings (which may
+ * be the LM head's tensor); the packed tensors' file pages are not read again. */
+static int pack_weights(eng_cpu_ctx_t *c)
+{
+    const int n = c->m->cfg.n_layers * ENG_CPU_LAYER_MM + 1;
+    c->packed = sl_calloc((size_t)n, sizeof *c->packed);
+    if (!c->packed)
+        return SL_ENOMEM;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += packs(c, i) ? packed_bytes(product_weight(c->m, i)) : 0;
+    if (total == 0)
+        return SL_OK;
+    if (!(c->packed_data = aligned_alloc64(total)))
+        return SL_ENOMEM;
+    char *p = c->packed_data;
+    for (int i = 0; i < n; i++)
+        if (packs(c, i)) {
+            c->packed[i] = p;
+            p += packed_bytes(product_weight(c->m, i));
+        }
+    eng_cpu_pool_run(c->pool, 0, pack_main, c);
+    return SL_OK;
+}
 
 /* A weight the forward multiplies: present, of a supported type, ne = {n_in, n_out}. */
 static int check_weight(const eng_tensor_t *t, const char *what, int layer, int64_t n_in, int64_t n_out,
@@ -746,6 +821,11 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     }
     if (eng_cpu_pool_create(p.n_threads, p.idle_spin_s, !p.fixed_threads, &c->pool) != SL_OK) {
         snprintf(err, errlen, "cpu: cannot start %d threads", p.n_threads);
+        cpu_free(be);
+        return NULL;
+    }
+    if (pack_weights(c) != SL_OK) {
+        snprintf(err, errlen, "cpu: out of memory for the packed weights");
         cpu_free(be);
         return NULL;
     }
