@@ -497,6 +497,14 @@ int eng_gguf_open(const char *path, eng_gguf_t **out, char *err, int errlen)
     return open_common(g, err, errlen, out);
 }
 
+void eng_gguf_release(const eng_gguf_t *g, const void *p, size_t n)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), start = (uintptr_t)p;
+    const uintptr_t lo = (start + page - 1) & ~(page - 1), hi = (start + n) & ~(page - 1);
+    if (g->mapped && start >= (uintptr_t)g->base && start + n <= (uintptr_t)g->base + g->size && hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* private and read-only: nothing is lost */
+}
+
 void eng_gguf_close(eng_gguf_t *g)
 {
     if (!g) return;

@@ -85,6 +85,10 @@ int eng_gguf_open_memory(const void *data, size_t size, const char *name, eng_gg
                          char *err, int errlen);
 /* Unmaps and frees. NULL is a no-op. */
 void eng_gguf_close(eng_gguf_t *g);
+/* A hint that bytes [p, p + n) of the file will not be read for a while (a backend copied them):
+ * a mapped file gives the whole pages among them back to the kernel, and a later read faults them
+ * in from the file again; a handle over caller memory ignores it. Cannot fail. */
+void eng_gguf_release(const eng_gguf_t *g, const void *p, size_t n);
 
 /* The last error a getter reported on this handle ("" if none). Cannot fail. */
 const char *eng_gguf_errmsg(const eng_gguf_t *g);

@@ -38,6 +38,7 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/ops.h"
 #include "engine/cpu/threadpool.h"
+#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "sched/status.h"
 
@@ -705,12 +706,15 @@ static void pack_main(void *arg, int ith, int nth)
         if (c->packed[i]) {
             const eng_tensor_t *w = product_weight(c->m, i);
             eng_cpu_pack16(w->type, w->data, (int)w->ne[0], w->ne[1], (void *)c->packed[i]);
+            if (c->m->gguf) /* a tied LM head's embedding rows fault back in as they are read */
+                eng_gguf_release(c->m->gguf, w->data, eng_type_row_bytes(w->type, w->ne[0]) * (size_t)w->ne[1]);
         }
 }
 
 /* Packs the weights the kernels read faster packed (kernels.h, eng_cpu_pack16) into one allocation,
  * the tensors split over the pool. The file's copy stays mapped for the token embeddings (which may
- * be the LM head's tensor); the packed tensors' file pages are not read again. */
+ * be the LM head's tensor), but each packed tensor's pages are dropped once it is packed, so the
+ * weights are resident about once, not twice. */
 static int pack_weights(eng_cpu_ctx_t *c)
 {
     const int n = c->m->cfg.n_layers * ENG_CPU_LAYER_MM + 1;

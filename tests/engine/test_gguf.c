@@ -302,6 +302,47 @@ static void test_gguf_open_reports_missing_file(void **state)
     assert_string_equal(err, "/nonexistent/m.gguf: cannot open: No such file or directory");
 }
 
+/* eng_gguf_release gives a mapped file's pages back and leaves the bytes readable (they fault in
+ * from the file again); over caller memory it does nothing (madvise there would zero the pages). */
+static void test_gguf_release_keeps_the_bytes_of_files_and_memory(void **state)
+{
+    enum { N = 5000 }; /* floats: several pages */
+    gbuf_t b = {0};
+    header(&b, 3, 1, 1);
+    kv_str(&b, "general.architecture", "llama");
+    tensor_info(&b, "w", 1, (int64_t[]){N}, ENG_T_F32, 0);
+    pad(&b, 32);
+    for (int i = 0; i < N; i++) {
+        const float v = (float)i * 0.5f + 1.0f;
+        put(&b, &v, sizeof v);
+    }
+    char path[] = "/tmp/sluice_release_XXXXXX.gguf", err[256];
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b.p, b.n), (ssize_t)b.n);
+    close(fd);
+    void *mem = aligned_alloc(4096, (b.n + 4095) / 4096 * 4096);
+    memcpy(mem, b.p, b.n);
+    for (int file = 0; file < 2; file++) {
+        eng_gguf_t *g;
+        assert_int_equal(file ? eng_gguf_open(path, &g, err, sizeof err) : eng_gguf_open_memory(mem, b.n, "m", &g, err, sizeof err),
+                         SL_OK);
+        const eng_gguf_tensor_t *t = eng_gguf_find_tensor(g, "w");
+        assert_non_null(t);
+        const float first = ((const float *)t->data)[0];
+        eng_gguf_release(g, t->data, t->nbytes);
+        for (int i = 0; i < N; i++)
+            if (((const float *)t->data)[i] != (float)i * 0.5f + 1.0f)
+                fail_msg("%s: element %d reads %g after the release", file ? "file" : "memory", i,
+                         ((const float *)t->data)[i]);
+        assert_true(first == 1.0f);
+        eng_gguf_close(g);
+    }
+    unlink(path);
+    free(mem);
+    free(b.p);
+}
+
 /* ---- the model loader on a crafted tiny llama ---- */
 
 enum { DIM = 32, FFN = 64, VOCAB = 4 };
@@ -428,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_gguf_rejects_misaligned_offset_and_bad_alignment),
         cmocka_unit_test(test_gguf_rejects_duplicate_keys_and_deep_nesting),
         cmocka_unit_test(test_gguf_open_reports_missing_file),
+        cmocka_unit_test(test_gguf_release_keeps_the_bytes_of_files_and_memory),
         cmocka_unit_test(test_model_loads_crafted_llama_with_tied_output),
         cmocka_unit_test(test_model_reports_missing_tensor),
         cmocka_unit_test(test_model_reports_wrong_shape),
