@@ -744,32 +744,34 @@ ENG_INLINE void load_packed16(const int type, const uint8_t *grp, size_t stride,
                               : _mm512_setzero_ps();
 }
 
-/* packed rows [r, r + 16) x tokens 0..RN-1 straight from the group: each block is loaded once in
- * registers and serves every token (decode); summed and stored slice by slice like the unpacked
- * path, so both round alike */
+/* packed rows [r, r + 16) x tokens 0..RN-1 (RN <= ENG_PACKED_DIRECT_TOK) straight from the group:
+ * each block is loaded once in registers and serves every token (decode, speculative steps, small
+ * batches: unpacking a slice to memory first made 4 tokens slower than 2); summed and stored
+ * slice by slice like the unpacked path, so both round alike */
+#define ENG_PACKED_DIRECT_TOK 8
 ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t *g, int r, int n)
 {
     const int nb = g->k / ENG_CPU_QK;
     const uint8_t *grp = (const uint8_t *)g->w + (size_t)r * g->w_stride;
-    q8_row_t x[4];
-#pragma GCC unroll 4
+    q8_row_t x[ENG_PACKED_DIRECT_TOK];
+#pragma GCC unroll 8
     for (int j = 0; j < RN; j++)
         x[j] = q8_row(g, j);
     for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
         const int b1 = nb - b0 < ENG_Q_SLICE ? nb : b0 + ENG_Q_SLICE;
-        __m512 acc[4];
-#pragma GCC unroll 4
+        __m512 acc[ENG_PACKED_DIRECT_TOK];
+#pragma GCC unroll 8
         for (int j = 0; j < RN; j++)
             acc[j] = _mm512_setzero_ps();
         for (int b = b0; b < b1; b++) {
             __m512i c[8];
             __m512 d, m;
             load_packed16(type, grp, g->w_stride, nb, b, c, &d, &m);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc16(type, c, d, m, &x[j], b, acc[j]);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < RN; j++)
             store_rows16(g, j, r, n, acc[j], g->accumulate || b0 > 0);
     }
@@ -944,7 +946,7 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
     }
 }
 
-/* packed rows [r0, r1), 1..3 tokens */
+/* packed rows [r0, r1), 1..ENG_PACKED_DIRECT_TOK tokens */
 ENG_INLINE void gemm_packed_narrow(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
     for (int r = r0; r < r1; r += ENG_Q_ROWS16) {
@@ -952,7 +954,12 @@ ENG_INLINE void gemm_packed_narrow(const int type, const eng_cpu_gemm_t *g, int 
         switch (g->n_tok) {
         case 1: packed_rows16(type, 1, g, r, n); break;
         case 2: packed_rows16(type, 2, g, r, n); break;
-        default: packed_rows16(type, 3, g, r, n); break;
+        case 3: packed_rows16(type, 3, g, r, n); break;
+        case 4: packed_rows16(type, 4, g, r, n); break;
+        case 5: packed_rows16(type, 5, g, r, n); break;
+        case 6: packed_rows16(type, 6, g, r, n); break;
+        case 7: packed_rows16(type, 7, g, r, n); break;
+        default: packed_rows16(type, 8, g, r, n); break;
         }
     }
 }
@@ -961,12 +968,12 @@ ENG_INLINE void gemm_packed_narrow(const int type, const eng_cpu_gemm_t *g, int 
 ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
 #if ENG_X86_VNNI
-    if (g->n_tok >= 4) {
-        gemm_q32_wide(type, g, r0, r1);
+    if (g->packed && g->n_tok <= ENG_PACKED_DIRECT_TOK) {
+        gemm_packed_narrow(type, g, r0, r1);
         return;
     }
-    if (g->packed) {
-        gemm_packed_narrow(type, g, r0, r1);
+    if (g->n_tok >= 4) {
+        gemm_q32_wide(type, g, r0, r1);
         return;
     }
 #endif
