@@ -15,7 +15,7 @@
 #                    minute to the next. One thread has no barrier to stall on.
 #   small knobs      max_sequence_length 512, max_num_batched_tokens 256, max_num_seqs 16: a
 #                    smaller profile grid (a few seconds) covering every step the trace produces.
-#   --tolerance 50%, one retry, on all nine gated figures (TTFT p50/p90/p99, TPOT p50/p90,
+#   --tolerance 50%, up to two retries, on all nine gated figures (TTFT p50/p90/p99, TPOT p50/p90,
 #                    E2E p50/p99, output tok/s, preemptions)
 #                    this is a smoke test of the whole path, not the 5% target (GOALS.md: targets are
 #                    measured by commands, never by timed unit tests; docs/VALIDATION.md has the
@@ -24,7 +24,7 @@
 #                    seconds later: over five runs of this script at load 2-4, TTFT p50 -15..+16%,
 #                    TTFT p90 -25..-5%, throughput within 0.5%, and TPOT p50 from +15% to -58% (a
 #                    0.3-0.6 ms figure, the first to move when another process takes a core).
-#                    50% with one retry (a fresh profile and run) passes there, and still fails a
+#                    50% with a retry (a fresh profile and run) passes there, and still fails a
 #                    model that is broken rather than noisy: wrong units, a missing term, a KV pool
 #                    of another size (preemptions), a clock mix-up move these figures 2x or more.
 #
@@ -68,11 +68,15 @@ attempt() { # profile, then validate against it; the validate exit status
 }
 attempt
 rc=$?
-if [ $rc -eq 1 ]; then
-    echo "test-validate: over tolerance once; profiling again and retrying (load: $(uptime))"
+# up to two retries, as for speculation below: under `make asan` on the Sapphire Rapids guest
+# (2026-11-29 09:44) two attempts in a row failed, their anchors reading the machine at x0.82 and
+# x1.34 of the profile while the engine ran near the profile's speed both times
+for retry in 1 2; do
+    [ $rc -eq 1 ] || break
+    echo "test-validate: over tolerance; profiling again and retrying ($retry of 2; load: $(uptime))"
     attempt
     rc=$?
-fi
+done
 check "profile + validate within 50% (stories260K, 40 requests at 4 req/s)" 0 $rc "$dir/validate.txt" "PASS"
 
 grep -q "machine speed now against the profile" "$dir/validate.txt"
