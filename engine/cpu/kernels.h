@@ -77,8 +77,8 @@ typedef struct eng_cpu_gemm {
     int packed;         /* 1: w is in the 16-row layout of eng_cpu_pack16 (only for tables with pack16) */
 } eng_cpu_gemm_t;
 
-/* The 16-row packed layout of Q4_0, Q4_1 and Q8_0 weights (eng_cpu_pack16), which the AVX-512 and
- * AMX products read: a tensor whose rows are a multiple of 16 is rearranged within each group of 16
+/* The 16-row packed layout of Q4_0, Q4_1 and Q8_0 weights (eng_cpu_pack16), which the x86 SIMD
+ * products read (AVX2 as two 8-row halves: the low and high 32 bytes of each vector): a tensor whose rows are a multiple of 16 is rearranged within each group of 16
  * rows, so the group still starts at row r0 * (bytes per row) and the tensor keeps its size. For
  * blocks b = 0..nb-1 (nb = k / 32) the group holds, in order:
  *   quants  nb x Q bytes: vector j (64 bytes) of block b holds bytes 4j..4j+3 of the 16 rows'

@@ -513,6 +513,58 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                                   : _mm256_setzero_ps();
 }
 
+/* the quants of block b of the packed 16-row group at grp (k = 32 nb elements) */
+ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int b)
+{
+    return grp + (size_t)b * (type == ENG_T_Q8_0 ? 512 : 256);
+}
+
+/* Block b of the 8-row half (0: rows 0..7, 1: rows 8..15) of the packed group grp (kernels.h,
+ * eng_cpu_pack16) -> what load_block gives for those rows: the low or high 32 bytes of each packed
+ * vector are the half's chunk, the half's 8 scales (and minimums) are 16 bytes of the group's 32;
+ * Q8_0 bytes lose their +128 again (chunk_dot wants them signed). The next group is prefetched in
+ * step with the blocks, as load_block prefetches the next rows. */
+ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, int nb, int half, int b,
+                             __m256i c[8], __m256 *d, __m256 *m)
+{
+    const size_t per = stride * ENG_CPU_PACK_ROWS / (size_t)nb;
+    const char *next = (const char *)grp + stride * ENG_CPU_PACK_ROWS;
+    if (half == 0)
+        for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
+            _mm_prefetch(next + o, _MM_HINT_T0);
+    const uint8_t *q = packed_quants(type, grp, b) + 32 * half;
+    const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32 + 16 * half;
+    if (type == ENG_T_Q8_0) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            c[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + 64 * i)), _mm256_set1_epi8((char)0x80));
+    } else {
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * i));
+            c[i] = _mm256_and_si256(v, m4);
+            c[4 + i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+    }
+    *d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)scales));
+    *m = type == ENG_T_Q4_1   ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + (size_t)nb * 32)))
+         : type == ENG_T_Q4_0 ? _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f))
+                              : _mm256_setzero_ps();
+}
+
+/* Block b of the 8 rows starting at row r (row[i]: row r + i, or a repeat for a short group) from
+ * the packed weights or the file's blocks */
+ENG_INLINE void load_block8(const int type, const eng_cpu_gemm_t *g, const uint8_t *const row[8], int r, int b,
+                            __m256i c[8], __m256 *d, __m256 *m, qk_superblock_t *q)
+{
+    if (g->packed)
+        load_packed8(type, (const uint8_t *)g->w + (size_t)(r & ~(ENG_CPU_PACK_ROWS - 1)) * g->w_stride,
+                     g->w_stride, g->k / ENG_CPU_QK, (r / ENG_Q_ROWS) & 1, b, c, d, m);
+    else
+        load_block(type, row, g->w_stride, b, c, d, m, q, ENG_Q_ROWS);
+}
+
 /* s += the products of one chunk vector w (8 rows) with 4 activation bytes a in every lane */
 ENG_INLINE __m256i chunk_dot(const int type, __m256i s, __m256i w, __m256i a)
 {
@@ -629,7 +681,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            load_block(type, row, g->w_stride, b, c, &dv, &mv, &qk, ENG_Q_ROWS);
+            load_block8(type, g, row, r, b, c, &dv, &mv, &qk);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc(type, c, dv, mv, a[j].q + b * ENG_CPU_QK, a[j].d[b], a[j].s[b], acc[j]);
@@ -704,12 +756,6 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
 }
 
 /* ---- packed weights (kernels.h, eng_cpu_pack16) ---- */
-
-/* the quants of block b of the packed 16-row group at grp (k = 32 nb elements) */
-ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int b)
-{
-    return grp + (size_t)b * (type == ENG_T_Q8_0 ? 512 : 256);
-}
 
 /* Block b of the packed group grp -> its 8 chunk vectors c (Q8_0: plus 128, as the 16-row tiles
  * want them), scales d and offsets m, as load_block gives them for two 8-row halves. The next
@@ -995,7 +1041,7 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
             for (int b = 0; b < nbs; b++)
-                load_block(type, row, g->w_stride, b0 + b, w + 8 * b, &d[b], &m[b], &qk, ENG_Q_ROWS);
+                load_block8(type, g, row, r, b0 + b, w + 8 * b, &d[b], &m[b], &qk);
             int t = 0;
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
@@ -1371,7 +1417,7 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .name = ENG_X86_NAME,
     .quantize_q8 = quantize_q8,
     .gemm = gemm,
-    .pack16 = ENG_X86_VNNI,
+    .pack16 = 1, /* AVX2 reads the packed groups as two 8-row halves (load_packed8) */
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .dot_rows_f32 = dot_rows_f32,
