@@ -450,6 +450,15 @@ ENG_INLINE void block_scales(const int type, const uint8_t *const row[8], const 
 #endif
 }
 
+/* The next rows' bytes at `next`, prefetched in step with the blocks: block b's share, bytes
+ * [b per, (b + 1) per), where per is what one block of the rows takes (a prefetch past the tensor's
+ * end is harmless) */
+ENG_INLINE void prefetch_share(const char *next, size_t per, int b)
+{
+    for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
+        _mm_prefetch(next + o, _MM_HINT_T0);
+}
+
 /* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
  * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block,
  * the 8 rows jump back and forth; the 8 rows `ahead` rows on (the next group: 8, or 16 for the
@@ -467,9 +476,7 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                        : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
                        : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
                                             : sizeof(eng_block_q4_K) / 8;
-    const char *next = (const char *)row[0] + ahead * stride;
-    for (size_t o = (size_t)b * 8 * bsz & ~(size_t)63; o < (size_t)(b + 1) * 8 * bsz; o += 64)
-        _mm_prefetch(next + o, _MM_HINT_T0);
+    prefetch_share((const char *)row[0] + ahead * stride, 8 * bsz, b);
     if (k_type) {
         load_block_qk(type, row, b, c, d, m, q);
         return;
@@ -527,11 +534,8 @@ ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int 
 ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, int nb, int half, int b,
                              __m256i c[8], __m256 *d, __m256 *m)
 {
-    const size_t per = stride * ENG_CPU_PACK_ROWS / (size_t)nb;
-    const char *next = (const char *)grp + stride * ENG_CPU_PACK_ROWS;
     if (half == 0)
-        for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
-            _mm_prefetch(next + o, _MM_HINT_T0);
+        prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b) + 32 * half;
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32 + 16 * half;
     if (type == ENG_T_Q8_0) {
@@ -766,10 +770,7 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
 ENG_INLINE void load_packed16(const int type, const uint8_t *grp, size_t stride, int nb, int b, __m512i c[8],
                               __m512 *d, __m512 *m)
 {
-    const size_t per = stride * ENG_CPU_PACK_ROWS / (size_t)nb; /* bytes of one block of the group */
-    const char *next = (const char *)grp + stride * ENG_CPU_PACK_ROWS;
-    for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
-        _mm_prefetch(next + o, _MM_HINT_T0);
+    prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b);
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32;
     if (type == ENG_T_Q8_0) {
@@ -1217,6 +1218,14 @@ ENG_INLINE __m512 hsum16x16(const __m512 v[16])
                          _mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* v[0..N) = the 16 N floats at p (N <= 8, a constant at each call) */
+ENG_INLINE void load_floats16(const float *p, const int N, __m512 v[8])
+{
+#pragma GCC unroll 8
+    for (int j = 0; j < N; j++)
+        v[j] = _mm512_loadu_ps(p + 16 * j);
+}
+
 /* out[i] = scale * dot(q, rows[i]) for rows in groups of 16 (returns how many: n rounded down to
  * 16): q stays in NC = hd / 16 registers, each row costs NC loads and FMAs, and a group's 16 sums
  * reduce together (hsum16x16). The 8-lane kernel reloaded q for every 4 rows and reduced 4 rows
@@ -1225,9 +1234,7 @@ ENG_INLINE int dot_rows16(const int type, const int NC, const float *q, const vo
                           float *out)
 {
     __m512 qv[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; c++)
-        qv[c] = _mm512_loadu_ps(q + 16 * c);
+    load_floats16(q, NC, qv);
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 s[16];
@@ -1249,9 +1256,7 @@ ENG_INLINE void axpy_rows16(const int type, const int M, const float *w, const v
                             float *y)
 {
     __m512 acc[8];
-#pragma GCC unroll 8
-    for (int j = 0; j < M; j++)
-        acc[j] = _mm512_loadu_ps(y + 16 * j);
+    load_floats16(y, M, acc);
     for (int i = 0; i < n; i++) {
         const void *r = row_at(type, rows, i, hd);
         const __m512 wv = _mm512_set1_ps(w[i]);
