@@ -237,7 +237,7 @@ static void mm_claimed(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const 
 {
     const int rows = (int)mm->w->ne[1], n = chunk_rows(c, rows, (int)mm->w->ne[0], n_tok);
     const int total = (rows + n - 1) / n;
-    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
+    for (int ci; (ci = eng_cpu_pool_claim_own(c->pool, ith, total)) < total;) {
         int r0 = ci * n;
         mm_rows(c, ith, mm, xf, n_tok, r0, r0 + n < rows ? r0 + n : rows);
     }
@@ -310,7 +310,7 @@ static void ffn_gate_up(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t gu[2], con
 {
     const int ffn = c->m->cfg.ffn_dim, n = chunk_rows(c, ffn, 2 * c->m->cfg.dim, n_tok);
     const int total = (ffn + n - 1) / n;
-    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < total;) {
+    for (int ci; (ci = eng_cpu_pool_claim_own(c->pool, ith, total)) < total;) {
         int r0 = ci * n, r1 = r0 + n < ffn ? r0 + n : ffn;
         mm_rows(c, ith, &gu[0], xf, n_tok, r0, r1);
         mm_rows(c, ith, &gu[1], xf, n_tok, r0, r1);

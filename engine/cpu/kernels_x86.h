@@ -463,7 +463,8 @@ ENG_INLINE void prefetch_share(const char *next, size_t per, int b)
  * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block,
  * the 8 rows jump back and forth; the 8 rows `ahead` rows on (the next group: 8, or 16 for the
  * two halves of a 16-row group) are prefetched as one contiguous range in step with the blocks (a
- * prefetch past the tensor's end is harmless; a K super-block's bytes count as 8 equal blocks). */
+ * prefetch past the tensor's end is harmless; a K super-block's bytes count as 8 equal blocks).
+ * ahead 0: no prefetch (the slice unpackers leave it to the tiles, prefetch_after). */
 ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
                            __m256 *d, __m256 *m, qk_superblock_t *q, const int ahead)
 {
@@ -476,7 +477,8 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                        : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
                        : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
                                             : sizeof(eng_block_q4_K) / 8;
-    prefetch_share((const char *)row[0] + ahead * stride, 8 * bsz, b);
+    if (ahead)
+        prefetch_share((const char *)row[0] + ahead * stride, 8 * bsz, b);
     if (k_type) {
         load_block_qk(type, row, b, c, d, m, q);
         return;
@@ -529,12 +531,12 @@ ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int 
 /* Block b of the 8-row half (0: rows 0..7, 1: rows 8..15) of the packed group grp (kernels.h,
  * eng_cpu_pack16) -> what load_block gives for those rows: the low or high 32 bytes of each packed
  * vector are the half's chunk, the half's 8 scales (and minimums) are 16 bytes of the group's 32;
- * Q8_0 bytes lose their +128 again (chunk_dot wants them signed). The next group is prefetched in
- * step with the blocks, as load_block prefetches the next rows. */
+ * Q8_0 bytes lose their +128 again (chunk_dot wants them signed). With `prefetch`, the next group
+ * is prefetched in step with the blocks, as load_block prefetches the next rows. */
 ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, int nb, int half, int b,
-                             __m256i c[8], __m256 *d, __m256 *m)
+                             __m256i c[8], __m256 *d, __m256 *m, const int prefetch)
 {
-    if (half == 0)
+    if (prefetch && half == 0)
         prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b) + 32 * half;
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32 + 16 * half;
@@ -558,15 +560,29 @@ ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, 
 }
 
 /* Block b of the 8 rows starting at row r (row[i]: row r + i, or a repeat for a short group) from
- * the packed weights or the file's blocks */
+ * the packed weights or the file's blocks, prefetching the next rows' share when `prefetch` */
 ENG_INLINE void load_block8(const int type, const eng_cpu_gemm_t *g, const uint8_t *const row[8], int r, int b,
-                            __m256i c[8], __m256 *d, __m256 *m, qk_superblock_t *q)
+                            __m256i c[8], __m256 *d, __m256 *m, qk_superblock_t *q, const int prefetch)
 {
     if (g->packed)
         load_packed8(type, (const uint8_t *)g->w + (size_t)(r & ~(ENG_CPU_PACK_ROWS - 1)) * g->w_stride,
-                     g->w_stride, g->k / ENG_CPU_QK, (r / ENG_Q_ROWS) & 1, b, c, d, m);
+                     g->w_stride, g->k / ENG_CPU_QK, (r / ENG_Q_ROWS) & 1, b, c, d, m, prefetch);
     else
-        load_block(type, row, g->w_stride, b, c, d, m, q, ENG_Q_ROWS);
+        load_block(type, row, g->w_stride, b, c, d, m, q, prefetch ? ENG_Q_ROWS : 0);
+}
+
+/* Share b (of k / 32) of the weights after rows [r, r + rows): the next 16-row group when packed
+ * (from its first 8-row half only), the next `rows` rows otherwise. A slice is unpacked in a burst
+ * of loads, then its tiles compute from cache: their first tile prefetches the next rows as it
+ * goes, so memory streams during the integer work (prefetching in the burst stalled on the line
+ * fill buffers: 16 streams' decode step ran at half the rate of the same product from cache). */
+ENG_INLINE void prefetch_after(const eng_cpu_gemm_t *g, int r, int rows, int b)
+{
+    if (g->packed && (r & (ENG_CPU_PACK_ROWS - 1)) != 0)
+        return;
+    const int span = g->packed ? ENG_CPU_PACK_ROWS : rows;
+    prefetch_share((const char *)g->w + (size_t)(r + span) * g->w_stride,
+                   (size_t)span * g->w_stride / (size_t)(g->k / ENG_CPU_QK), b);
 }
 
 /* s += the products of one chunk vector w (8 rows) with 4 activation bytes a in every lane */
@@ -638,7 +654,7 @@ ENG_INLINE q8_row_t q8_row(const eng_cpu_gemm_t *g, int t)
 }
 
 ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, const __m256i *w, const __m256 *d,
-                      const __m256 *m, int b0, int nbs, int r, int n, int t, int add)
+                      const __m256 *m, int b0, int nbs, int r, int n, int t, int add, int pf)
 {
     q8_row_t a[4];
     __m256 acc[4];
@@ -649,6 +665,8 @@ ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, con
     }
     for (int b = 0; b < nbs; b++) {
         __m256i c[8];
+        if (pf)
+            prefetch_after(g, r, ENG_Q_ROWS, b0 + b);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
             c[i] = _mm256_load_si256(w + 8 * b + i);
@@ -685,7 +703,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            load_block8(type, g, row, r, b, c, &dv, &mv, &qk);
+            load_block8(type, g, row, r, b, c, &dv, &mv, &qk, 1);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc(type, c, dv, mv, a[j].q + b * ENG_CPU_QK, a[j].d[b], a[j].s[b], acc[j]);
@@ -736,7 +754,7 @@ ENG_INLINE __m512 block_acc16(const int type, const __m512i c[8], __m512 d, __m5
 
 /* rows [r, r + n) (n <= 16) x tokens [t, t + RN), from blocks [b0, b0 + nbs) unpacked into w, d, m */
 ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
-                        const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
+                        const __m512 *m, int b0, int nbs, int r, int n, int t, int add, int pf)
 {
     q8_row_t x[4];
     __m512 acc[4];
@@ -747,6 +765,8 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
     }
     for (int b = 0; b < nbs; b++) {
         __m512i c[8];
+        if (pf)
+            prefetch_after(g, r, ENG_Q_ROWS16, b0 + b);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
             c[i] = _mm512_loadu_si512(w + 8 * b + i);
@@ -762,15 +782,16 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
 /* ---- packed weights (kernels.h, eng_cpu_pack16) ---- */
 
 /* Block b of the packed group grp -> its 8 chunk vectors c (Q8_0: plus 128, as the 16-row tiles
- * want them), scales d and offsets m, as load_block gives them for two 8-row halves. The next
- * group (16 rows `stride` bytes apart on) is prefetched in step with the blocks, its b-th share of
- * bytes with block b, as load_block prefetches the next rows: the weights stream from memory in
+ * want them), scales d and offsets m, as load_block gives them for two 8-row halves. With
+ * `prefetch`, the next group (16 rows `stride` bytes apart on) is prefetched in step with the
+ * blocks, its b-th share of bytes with block b, as load_block prefetches the next rows: the weights stream from memory in
  * decode (SmolLM2: 96 MB a token). Measured against no software prefetch: bench_cpu tg128 median
  * 141 -> 148 t/s over six alternations, 16 streams unchanged: within this machine's noise. */
 ENG_INLINE void load_packed16(const int type, const uint8_t *grp, size_t stride, int nb, int b, __m512i c[8],
-                              __m512 *d, __m512 *m)
+                              __m512 *d, __m512 *m, const int prefetch)
 {
-    prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
+    if (prefetch)
+        prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b);
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32;
     if (type == ENG_T_Q8_0) {
@@ -814,7 +835,7 @@ ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t
         for (int b = b0; b < b1; b++) {
             __m512i c[8];
             __m512 d, m;
-            load_packed16(type, grp, g->w_stride, nb, b, c, &d, &m);
+            load_packed16(type, grp, g->w_stride, nb, b, c, &d, &m, 1);
 #pragma GCC unroll 8
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc16(type, c, d, m, &x[j], b, acc[j]);
@@ -877,7 +898,7 @@ ENG_INLINE void amx_begin(void)
 
 /* rows [r, r + n) (n <= 16) x tokens [t, t + 16), from blocks [b0, b0 + nbs) unpacked into w, d, m */
 ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
-                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add)
+                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add, int pf)
 {
     const q8_row_t x = q8_row(g, t);
     const size_t xs = g->x_stride;
@@ -894,6 +915,8 @@ ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, const __m512i 
         ENG_AMX_BLOCK_SUMS(3, 4, 5, a + ENG_CPU_QK, xs, w + 8, sums[1]);
     for (int b = 0; b < nbs; b++) {
         const int blk = b0 + b, ahead = b + 2;
+        if (pf)
+            prefetch_after(g, r, ENG_Q_ROWS16, blk);
         if (ahead < nbs && ahead % 2 == 0)
             ENG_AMX_BLOCK_SUMS(0, 1, 2, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead, sums[ahead % 3]);
         else if (ahead < nbs)
@@ -937,7 +960,7 @@ ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g
     for (int b = 0; b < nbs; b++) {
         if (g->packed) {
             __m512i c[8];
-            load_packed16(type, grp, g->w_stride, nb, b0 + b, c, &d[b], &m[b]);
+            load_packed16(type, grp, g->w_stride, nb, b0 + b, c, &d[b], &m[b], 0);
             if (type != ENG_T_Q8_0)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
@@ -946,8 +969,8 @@ ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g
         }
         __m256i cl[8], ch[8];
         __m256 dl, dh, ml, mh;
-        load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, qk_lo, ENG_Q_ROWS16);
-        load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, qk_hi, ENG_Q_ROWS16);
+        load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, qk_lo, 0);
+        load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, qk_hi, 0);
         const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
@@ -984,12 +1007,12 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
             int t = 0;
 #if ENG_X86_AMX
             for (; t + ENG_AMX_TOK <= g->n_tok; t += ENG_AMX_TOK)
-                amx_tile(type, g, ws, d, m, b0, nbs, r, n, t, add);
+                amx_tile(type, g, ws, d, m, b0, nbs, r, n, t, add, t == 0);
 #endif
             for (; t + 4 <= g->n_tok; t += 4)
-                qtile16(type, 4, g, ws, d, m, b0, nbs, r, n, t, add);
+                qtile16(type, 4, g, ws, d, m, b0, nbs, r, n, t, add, t == 0);
             for (; t < g->n_tok; t++)
-                qtile16(type, 1, g, ws, d, m, b0, nbs, r, n, t, add);
+                qtile16(type, 1, g, ws, d, m, b0, nbs, r, n, t, add, t == 0);
         }
     }
 }
@@ -1043,12 +1066,12 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
             for (int b = 0; b < nbs; b++)
-                load_block8(type, g, row, r, b0 + b, w + 8 * b, &d[b], &m[b], &qk);
+                load_block8(type, g, row, r, b0 + b, w + 8 * b, &d[b], &m[b], &qk, 0);
             int t = 0;
             for (; t + 4 <= g->n_tok; t += 4)
-                qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add);
+                qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add, t == 0);
             for (; t < g->n_tok; t++)
-                qtile(type, 1, g, w, d, m, b0, nbs, r, n, t, add);
+                qtile(type, 1, g, w, d, m, b0, nbs, r, n, t, add, t == 0);
         }
     }
 }

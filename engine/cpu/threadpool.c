@@ -15,7 +15,12 @@
  *    particular work rather than on every thread).
  * 4. A region ends when `done` reaches nth - 1 (every worker returned); thread 0 waits for that
  *    as in a barrier.
- * 5. Adaptive pools: a region's thread count travels in the low bits of `gen` with its number
+ * 5. eng_cpu_pool_claim_own: thread i's range [front, back) is one 64-bit word (front << 32 |
+ *    back, or RANGE_UNSET until someone first claims from it after a barrier, since the size of
+ *    the work list is known only then), so the owner taking the front and a thief taking the back
+ *    half are each one compare-and-swap. A thief's new range goes into its own word, which is
+ *    empty then and which nobody else writes while it is empty.
+ * 6. Adaptive pools: a region's thread count travels in the low bits of `gen` with its number
  *    (ENG_GEN_NTH_BITS), so a worker reads both in one load: reading a separate count after `gen`
  *    could see the next region's, which thread 0 may write while a worker left out of the current
  *    region is still looking at it. A worker with ith >= that count skips the region, and its idle
@@ -28,6 +33,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +45,12 @@
 #define ENG_BARRIER_SPIN (1 << 14) /* polls in a barrier before yielding the CPU (tens of us: a
                                       * barrier on idle cores takes microseconds; on a loaded machine
                                       * the thread we wait for may need this core) */
+
+#define RANGE_UNSET UINT64_MAX
+
+typedef struct eng_cpu_range {
+    _Alignas(64) _Atomic uint64_t word; /* front << 32 | back, or RANGE_UNSET (5) */
+} eng_cpu_range_t;
 
 typedef struct eng_cpu_worker {
     eng_cpu_pool_t *pool;
@@ -63,7 +76,14 @@ struct eng_cpu_pool {
     atomic_int bar_count;
     atomic_uint bar_phase;
     atomic_int claim;
+    eng_cpu_range_t *ranges;    /* (nth) eng_cpu_pool_claim_own's ranges (5) */
 };
+
+static void reset_ranges(eng_cpu_pool_t *p)
+{
+    for (int j = 0; j < p->nth; j++)
+        atomic_store_explicit(&p->ranges[j].word, RANGE_UNSET, memory_order_relaxed);
+}
 
 static inline void cpu_relax(void)
 {
@@ -161,6 +181,12 @@ int eng_cpu_pool_create(int n_threads, double spin_s, int adaptive, eng_cpu_pool
     if (!p)
         return SL_ENOMEM;
     p->nth = p->run_nth = n_threads;
+    p->ranges = aligned_alloc(_Alignof(eng_cpu_range_t), (size_t)n_threads * sizeof *p->ranges);
+    if (!p->ranges) {
+        sl_free(p);
+        return SL_ENOMEM;
+    }
+    reset_ranges(p);
     p->adaptive = adaptive != 0 && n_threads > 1;
     for (int k = 0; k < ENG_CPU_POOL_KINDS; k++)
         eng_cpu_adapt_init(&p->adapt[k], n_threads);
@@ -201,6 +227,7 @@ void eng_cpu_pool_free(eng_cpu_pool_t *p)
     pthread_mutex_destroy(&p->mu);
     sl_free(p->threads);
     sl_free(p->workers);
+    free(p->ranges);
     sl_free(p);
 }
 
@@ -226,6 +253,7 @@ long eng_cpu_pool_drops(const eng_cpu_pool_t *p)
 static void run_region(eng_cpu_pool_t *p, eng_cpu_task_fn fn, void *arg)
 {
     atomic_store(&p->claim, 0);
+    reset_ranges(p);
     if (p->run_nth == 1) {
         fn(arg, 0, 1);
         return;
@@ -264,12 +292,14 @@ void eng_cpu_pool_barrier(eng_cpu_pool_t *p)
 {
     if (p->run_nth == 1) {
         atomic_store(&p->claim, 0);
+        reset_ranges(p);
         return;
     }
     unsigned phase = atomic_load_explicit(&p->bar_phase, memory_order_acquire);
     if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->run_nth - 1) {
         atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
         atomic_store_explicit(&p->claim, 0, memory_order_relaxed);
+        reset_ranges(p);
         atomic_store_explicit(&p->bar_phase, phase + 1, memory_order_release);
         return;
     }
@@ -284,6 +314,59 @@ void eng_cpu_pool_await(const atomic_int *v, int target)
 int eng_cpu_pool_claim(eng_cpu_pool_t *p)
 {
     return atomic_fetch_add_explicit(&p->claim, 1, memory_order_relaxed);
+}
+
+static uint64_t range_word(uint32_t front, uint32_t back)
+{
+    return (uint64_t)front << 32 | back;
+}
+
+/* Thread j's range of n items as its word w says: [*front, *back) */
+static void range_of(const eng_cpu_pool_t *p, uint64_t w, int j, int n, int *front, int *back)
+{
+    if (w == RANGE_UNSET) {
+        eng_cpu_split(n, j, p->run_nth, front, back);
+        return;
+    }
+    *front = (int)(w >> 32);
+    *back = (int)(uint32_t)w;
+}
+
+int eng_cpu_pool_claim_own(eng_cpu_pool_t *p, int ith, int n)
+{
+    _Atomic uint64_t *own = &p->ranges[ith].word;
+    for (;;) { /* the own range, from the front */
+        uint64_t w = atomic_load_explicit(own, memory_order_acquire);
+        int front, back;
+        range_of(p, w, ith, n, &front, &back);
+        if (front >= back)
+            break;
+        if (atomic_compare_exchange_weak_explicit(own, &w, range_word((uint32_t)front + 1, (uint32_t)back),
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return front;
+    }
+    for (;;) { /* the back half of the fullest other range */
+        int victim = -1, most = 0;
+        uint64_t seen = 0;
+        for (int j = 0; j < p->run_nth; j++) {
+            const uint64_t w = atomic_load_explicit(&p->ranges[j].word, memory_order_acquire);
+            int front, back;
+            range_of(p, w, j, n, &front, &back);
+            if (j != ith && back - front > most)
+                victim = j, most = back - front, seen = w;
+        }
+        if (victim < 0)
+            return n;
+        int front, back;
+        range_of(p, seen, victim, n, &front, &back);
+        const int first = back - (back - front + 1) / 2;
+        if (atomic_compare_exchange_strong_explicit(&p->ranges[victim].word, &seen,
+                                                    range_word((uint32_t)front, (uint32_t)first),
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            atomic_store_explicit(own, range_word((uint32_t)first + 1, (uint32_t)back), memory_order_release);
+            return first;
+        }
+    }
 }
 
 /* ---- the adaptive thread count ---- */

@@ -1,5 +1,6 @@
 /* test_cpu_threadpool.c — the persistent pool: every thread runs a region, barriers order
- * phases, claims hand out each item exactly once, regions can follow each other many times; an
+ * phases, claims hand out each item exactly once (own-range claims each thread's range in order,
+ * and a late thread's range to the others), regions can follow each other many times; an
  * adaptive pool drops a thread that stalls the others and tries it again after a backoff (the
  * policy's exact decisions on crafted timings, and a pool whose worker sleeps in every region). */
 #include <setjmp.h>
@@ -40,6 +41,9 @@ static void body(void *arg, int ith, int nth)
     for (int i; (i = eng_cpu_pool_claim(j->pool)) < N_ITEMS;)
         atomic_fetch_add(&j->hits[i], 1);
     eng_cpu_pool_barrier(j->pool);
+    for (int i; (i = eng_cpu_pool_claim_own(j->pool, ith, N_ITEMS)) < N_ITEMS;)
+        atomic_fetch_add(&j->hits[i], 1);
+    eng_cpu_pool_barrier(j->pool);
     int lo, hi;
     eng_cpu_split(N_ITEMS, ith, nth, &lo, &hi);
     for (int i = lo; i < hi; i++)
@@ -59,7 +63,7 @@ static void run_pool(int n_threads, int regions)
         assert_int_equal(atomic_load(&j.ran), n_threads);
         assert_int_equal(j.bad, 0);
         for (int i = 0; i < N_ITEMS; i++)
-            assert_int_equal(atomic_load(&j.hits[i]), 3);
+            assert_int_equal(atomic_load(&j.hits[i]), 4);
     }
     eng_cpu_pool_free(p);
 }
@@ -69,6 +73,58 @@ static void test_every_item_claimed_once_per_loop_across_many_regions(void **sta
     run_pool(1, 10);
     run_pool(2, 100);
     run_pool(5, 10); /* more threads than cores: barriers must still make progress */
+}
+
+#define OWN_THREADS 3
+
+typedef struct own_job {
+    eng_cpu_pool_t *pool;
+    int n;
+    int seq[OWN_THREADS][N_ITEMS], len[OWN_THREADS];
+    atomic_int finished;
+} own_job_t;
+
+static void own_body(void *arg, int ith, int nth)
+{
+    own_job_t *j = arg;
+    if (ith == nth - 1) /* the last thread comes late: the others have taken its whole range */
+        eng_cpu_pool_await(&j->finished, nth - 1);
+    for (int i; (i = eng_cpu_pool_claim_own(j->pool, ith, j->n)) < j->n;)
+        j->seq[ith][j->len[ith]++] = i;
+    if (ith < nth - 1)
+        atomic_fetch_add(&j->finished, 1);
+}
+
+static void test_own_claims_take_the_own_range_in_order_then_the_others(void **state)
+{
+    eng_cpu_pool_t *p = NULL;
+    assert_int_equal(eng_cpu_pool_create(OWN_THREADS, 0.002, 0, &p), 0);
+    static own_job_t j;
+    const int sizes[] = {N_ITEMS, 7, 2, 0};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        memset(&j, 0, sizeof j);
+        j.pool = p;
+        j.n = sizes[s];
+        eng_cpu_pool_run(p, 0, own_body, &j);
+        assert_int_equal(j.len[OWN_THREADS - 1], 0);
+        int hits[N_ITEMS] = {0};
+        for (int t = 0; t < OWN_THREADS - 1; t++) {
+            int lo, hi;
+            eng_cpu_split(j.n, t, OWN_THREADS, &lo, &hi);
+            /* the items of its own range that it took (a thread that starts late may find the back
+             * of its range taken) come first, from the front, in order */
+            int own = 0;
+            for (int k = 0; k < j.len[t]; k++)
+                own += j.seq[t][k] >= lo && j.seq[t][k] < hi;
+            for (int k = 0; k < own; k++)
+                assert_int_equal(j.seq[t][k], lo + k);
+            for (int k = 0; k < j.len[t]; k++)
+                hits[j.seq[t][k]]++;
+        }
+        for (int i = 0; i < j.n; i++)
+            assert_int_equal(hits[i], 1);
+    }
+    eng_cpu_pool_free(p);
 }
 
 static void test_zero_threads_means_online_cpus(void **state)
@@ -306,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_item_claimed_once_per_loop_across_many_regions),
+        cmocka_unit_test(test_own_claims_take_the_own_range_in_order_then_the_others),
         cmocka_unit_test(test_zero_threads_means_online_cpus),
         cmocka_unit_test(test_static_split_covers_range_without_overlap),
         cmocka_unit_test(test_adapt_keeps_every_thread_while_waits_are_short_or_brief),
