@@ -53,11 +53,9 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
                     float scale, float *scores, float *out, size_t out_stride)
 {
     const int hd = kv->head_dim, bs = kv->block_size, span = n_ctx + nq - 1;
-    float *tmp = scores + (size_t)nq * span, max[ENG_CPU_ATTEND_MAX_Q], inv[ENG_CPU_ATTEND_MAX_Q];
+    float *tmp = scores + (size_t)nq * span, inv[ENG_CPU_ATTEND_MAX_Q];
     const bool widen = kv->f16 && nq > 1 && hd <= ENG_CPU_ATTEND_WIDEN;
     const int step = widen ? ENG_CPU_ATTEND_WIDEN / hd : bs; /* rows per run */
-    for (int i = 0; i < nq; i++)
-        max[i] = -3.0e38f;
     /* runs of rows block by block (no division per block: it showed in decode) */
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
@@ -66,20 +64,17 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
             const void *rows = rows_for(k, kv, block_table[b], layer, 0, head, o, n, widen, tmp, &f16);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n; /* query i's causal limit */
-                float *s = scores + (size_t)i * span + p, mx = max[i];
+                float *s = scores + (size_t)i * span + p;
                 if (m <= 0)
                     continue;
                 if (f16)
                     k->dot_rows_f16(q + i * q_stride, rows, m, hd, scale, s);
                 else
                     k->dot_rows_f32(q + i * q_stride, rows, m, hd, scale, s);
-                for (int j = 0; j < m; j++)
-                    mx = s[j] > mx ? s[j] : mx;
-                max[i] = mx;
             }
         }
     for (int i = 0; i < nq; i++) {
-        inv[i] = 1.0f / k->exp_sum(scores + (size_t)i * span, n_ctx + i, max[i]);
+        inv[i] = 1.0f / k->exp_sum(scores + (size_t)i * span, n_ctx + i);
         memset(out + i * out_stride, 0, (size_t)hd * sizeof(float));
     }
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)

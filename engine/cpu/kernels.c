@@ -357,9 +357,11 @@ static void to_f32_scalar(const uint16_t *x, float *y, int n)
         y[i] = eng_f16_to_f32(x[i]);
 }
 
-static float exp_sum_scalar(float *x, int n, float max)
+static float exp_sum_scalar(float *x, int n)
 {
-    float s = 0.0f;
+    float s = 0.0f, max = -INFINITY;
+    for (int i = 0; i < n; i++)
+        max = x[i] > max ? x[i] : max;
     for (int i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
         s += x[i];

@@ -116,8 +116,8 @@ typedef struct eng_cpu_kernels {
     /* y = f16(x), n elements; and back (exact). */
     void (*to_f16)(const float *x, uint16_t *y, int n);
     void (*to_f32)(const uint16_t *x, float *y, int n);
-    /* x[i] = exp(x[i] - max) in place; returns the sum. */
-    float (*exp_sum)(float *x, int n, float max);
+    /* x[i] = exp(x[i] - max of x) in place (n >= 1); returns the sum. */
+    float (*exp_sum)(float *x, int n);
     /* g[i] = silu(g[i]) * u[i]. */
     void (*silu_mul)(float *g, const float *u, int n);
 } eng_cpu_kernels_t;

@@ -1401,10 +1401,17 @@ static void to_f32(const uint16_t *x, float *y, int n)
         y[i] = eng_f16_to_f32(x[i]);
 }
 
-static float exp_sum(float *x, int n, float max)
+static float exp_sum(float *x, int n)
 {
-    __m256 mv = _mm256_set1_ps(max), s = _mm256_setzero_ps();
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
     int i = 0;
+    for (; i + 8 <= n; i += 8)
+        m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
+    float max = hmax8(m8);
+    for (; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    __m256 mv = _mm256_set1_ps(max), s = _mm256_setzero_ps();
+    i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
         _mm256_storeu_ps(x + i, e);
