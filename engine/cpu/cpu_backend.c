@@ -247,8 +247,10 @@ static void mm_claimed(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const 
  * chunks of each KV head group in turn (its query heads' q rows, its k rows, its v rows), each
  * chunk finished by its owner (RoPE, K/V into the pool) and counted in ready[group]; then the
  * attention tasks (group, query head, tile of query tokens), each of which waits until its
- * group's count is complete, not for a barrier. All chunks are claimed before any task, so a
- * wait only ever waits for chunks that a running thread is finishing. */
+ * group's count is complete, not for a barrier. The chunks go by own-range claims (each thread's
+ * weight rows stream in order, as in mm_claimed), the tasks by the shared counter after them: a
+ * thread takes a task only when every chunk is claimed, so a wait only ever waits for chunks that
+ * a running thread is finishing. */
 static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cpu_mm_t mm[3], const float *xf)
 {
     eng_cpu_ctx_t *c = st->c;
@@ -265,28 +267,27 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = c->scores + (size_t)ith * ATT_SCRATCH(c->cap_ctx);
     int s = 0;
-    for (int ci; (ci = eng_cpu_pool_claim(c->pool)) < n_mm + n_tasks;) {
-        if (ci < n_mm) {
-            const int g = ci / per, j = ci % per, which = j < cq ? 0 : j < cq + ck ? 1 : 2;
-            const int base = which == 0 ? g * group * hd : g * hd, end = base + (which == 0 ? group * hd : hd);
-            const int r0 = base + (which == 0 ? j : j - cq - (which - 1) * ck) * ENG_CPU_CHUNK_ROWS;
-            const int r1 = r0 + ENG_CPU_CHUNK_ROWS < end ? r0 + ENG_CPU_CHUNK_ROWS : end;
-            mm_rows(c, ith, &mm[which], xf, st->n_tok, r0, r1);
-            for (int t = 0; t < st->n_tok; t++) {
-                const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
-                const int pos = sq->pos + t - c->seq_first[c->tok_seq[t]];
-                if (which == 0)
-                    eng_cpu_rope(c->q + (size_t)t * qdim, r0, r1, hd, c->rope + (size_t)t * hd);
-                else if (which == 1)
-                    eng_cpu_rope(c->kb + (size_t)t * kvdim, r0, r1, hd, c->rope + (size_t)t * hd);
-                if (which > 0)
-                    eng_cpu_kv_store(c->k, &c->kv, sq->block_table, layer, pos, which - 1,
-                                     (which == 1 ? c->kb : c->vb) + (size_t)t * kvdim, r0, r1);
-            }
-            atomic_fetch_add_explicit(&c->ready[g], 1, memory_order_release);
-            continue;
+    for (int ci; (ci = eng_cpu_pool_claim_own(c->pool, ith, n_mm)) < n_mm;) {
+        const int g = ci / per, j = ci % per, which = j < cq ? 0 : j < cq + ck ? 1 : 2;
+        const int base = which == 0 ? g * group * hd : g * hd, end = base + (which == 0 ? group * hd : hd);
+        const int r0 = base + (which == 0 ? j : j - cq - (which - 1) * ck) * ENG_CPU_CHUNK_ROWS;
+        const int r1 = r0 + ENG_CPU_CHUNK_ROWS < end ? r0 + ENG_CPU_CHUNK_ROWS : end;
+        mm_rows(c, ith, &mm[which], xf, st->n_tok, r0, r1);
+        for (int t = 0; t < st->n_tok; t++) {
+            const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
+            const int pos = sq->pos + t - c->seq_first[c->tok_seq[t]];
+            if (which == 0)
+                eng_cpu_rope(c->q + (size_t)t * qdim, r0, r1, hd, c->rope + (size_t)t * hd);
+            else if (which == 1)
+                eng_cpu_rope(c->kb + (size_t)t * kvdim, r0, r1, hd, c->rope + (size_t)t * hd);
+            if (which > 0)
+                eng_cpu_kv_store(c->k, &c->kv, sq->block_table, layer, pos, which - 1,
+                                 (which == 1 ? c->kb : c->vb) + (size_t)t * kvdim, r0, r1);
         }
-        const int task = ci - n_mm, g = task / (tpg * tiles), rem = task % (tpg * tiles);
+        atomic_fetch_add_explicit(&c->ready[g], 1, memory_order_release);
+    }
+    for (int task; (task = eng_cpu_pool_claim(c->pool)) < n_tasks;) {
+        const int g = task / (tpg * tiles), rem = task % (tpg * tiles);
         const int head0 = g * group + rem % tpg * hpt, tile = rem / tpg;
         eng_cpu_pool_await(&c->ready[g], (layer + 1) * per);
         while (tile >= c->task_first[s + 1])
