@@ -59,8 +59,8 @@ static const char usage[] =
     "  while the passes fit in S seconds from the start; one pass at least\n"
     "  --kv-dtype: the KV cache elements on the cpu backend (alias --kv-cache-dtype); the profile keeps\n"
     "  it, and `sluice validate` refuses a profile of the other one\n"
-    "  defaults: --backend cpu, --threads all cores, --kv-dtype f32, -o MODEL-BACKEND-tTHREADS (and -kvf16\n"
-    "  with --kv-dtype f16), --db sluice.db, --budget 100\n";
+    "  defaults: --backend cpu, --threads all cores, --kv-dtype f16 on CPUs with AVX-512 (f32\n"
+    "  elsewhere), -o MODEL-BACKEND-tTHREADS (and -kvf16 with f16), --db sluice.db, --budget 100\n";
 
 static double now_s(void)
 {
@@ -330,7 +330,7 @@ static int parse(int argc, char **argv, opts_t *o)
 {
     sluice_engine_params ep = sluice_engine_default_params();
     *o = (opts_t){.db = "sluice.db", .budget = 100,
-                  .eng = {.backend = "cpu", .seed = 1, .lookup_min = ep.prompt_lookup_min,
+                  .eng = {.backend = "cpu", .seed = 1, .kv_f16 = ep.kv_f16, .lookup_min = ep.prompt_lookup_min,
                           .lookup_max = ep.prompt_lookup_max, .sched = eng_sched_config_from_params(&ep)}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

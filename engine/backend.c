@@ -1,6 +1,8 @@
 /* backend.c — backend parameters, creation by name, and the stub for a build without CUDA. */
 #include "engine/backend.h"
 
+#include "engine/cpu/kernels.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -8,7 +10,7 @@ eng_backend_params_t eng_backend_params_default(void)
 {
     return (eng_backend_params_t){
         .n_threads = 0,
-        .kv_f16 = 0,
+        .kv_f16 = eng_cpu_prefers_f16_kv(),
         .gpu_memory_utilization = 0.9,
         .device = 0,
         .use_graphs = 1,

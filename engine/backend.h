@@ -38,7 +38,7 @@ typedef struct eng_batch {
 
 typedef struct eng_backend_params {
     int n_threads;              /* cpu: worker threads (0 = all cores). default 0 */
-    int kv_f16;                 /* cpu: 1 = KV in F16, 0 = F32. default 0 */
+    int kv_f16;                 /* cpu: 1 = KV in F16, 0 = F32. default eng_cpu_prefers_f16_kv() */
     double gpu_memory_utilization; /* cuda: fraction of device memory to use. default 0.9 */
     int device;                 /* cuda: device ordinal. default 0 */
     int use_graphs;             /* cuda: capture decode steps in CUDA graphs. default 1 */

@@ -112,7 +112,8 @@ typedef struct sluice_engine_params {
     const char *model;           /* GGUF path or "synthetic:SHAPE" (e.g. synthetic:llama2-7b). required */
     const char *backend;         /* "cpu" or "cuda". default "cpu" */
     int n_threads;               /* cpu: compute threads; 0 = all cores. default 0 */
-    bool kv_f16;                 /* cpu: KV cache in F16 instead of F32. default false */
+    bool kv_f16;                 /* cpu: KV cache in F16 instead of F32. default true on CPUs with
+                                  * AVX-512, where F16 is the faster, false elsewhere */
     bool fixed_threads;          /* cpu: run every step on n_threads. By default a step runs on fewer
                                     threads while other processes hold the cores: one descheduled
                                     thread stalls the others at every barrier (2 threads on 2 cores

@@ -106,6 +106,11 @@ eng_cpu_isa_t eng_cpu_isa_detect(void)
     return ENG_CPU_ISA_SCALAR;
 }
 
+int eng_cpu_prefers_f16_kv(void)
+{
+    return eng_cpu_isa_detect() >= ENG_CPU_ISA_AVX512;
+}
+
 const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa)
 {
     if (isa < 0 || isa >= ENG_CPU_ISA_COUNT || isa > eng_cpu_isa_detect())

@@ -124,6 +124,11 @@ typedef struct eng_cpu_kernels {
 
 /* The best instruction set this CPU runs. Cannot fail. */
 eng_cpu_isa_t eng_cpu_isa_detect(void);
+/* 1 when this CPU's kernels read an F16 KV cache faster than an F32 one (AVX-512: the F16
+ * widening is cheap and decode attention of many streams is bound by the bytes it reads), 0 where
+ * F32 is faster (AVX2 on Zen 1: vcvtph2ps costs about what the FMAs do; scalar). The backends'
+ * default KV element type (eng_backend_params_default). Cannot fail. */
+int eng_cpu_prefers_f16_kv(void);
 /* The kernels of an instruction set; NULL when it is not compiled in or this CPU lacks it. */
 const eng_cpu_kernels_t *eng_cpu_kernels_get(eng_cpu_isa_t isa);
 /* 1 when the kernels multiply weights of this type. */

@@ -2,7 +2,8 @@
  * `--kv-cache-dtype`): every engine command refuses a bad value naming the flag and the value;
  * `sluice run` with F16 KV gives llama.cpp's greedy tokens on stories260K; `sluice bench` with F16
  * KV fits twice the blocks in the same --kv-memory-mb; `sluice validate` refuses a profile taken
- * with the other KV type and looks for the F16 profile under its own default name. Parts that need
+ * with the other KV type and looks for the F16 profile under its own default name; without the flag
+ * the engine takes the type this CPU's kernels read faster (F16 with AVX-512). Parts that need
  * ../shared/models/stories260K.gguf say that they were skipped when it is absent.
  */
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 
 #include "cli/cli.h"
 #include "cli/profile_db.h"
+#include "engine/cpu/kernels.h"
 #include "sched/memest.h"
 #include "sched/status.h"
 #include "sim/profile.h"
@@ -144,18 +146,19 @@ static void test_run_with_f16_kv_gives_llama_cpp_greedy_tokens(void **state)
     free(fixture);
 }
 
-/* The KV pool `sluice bench` reports ("KV         N blocks") for a tiny closed loop under a 1 MiB cap. */
-static int bench_blocks(const char *kv_dtype)
+/* The KV pool `sluice bench` reports ("KV         N blocks") for a tiny closed loop under a 1 MiB cap,
+ * with --kv-dtype kv_dtype, or without the flag when NULL (then the pool's type is `want`). */
+static int bench_blocks(const char *kv_dtype, const char *want)
 {
     char *argv[] = {"bench", "-m", MODEL, "--concurrency", "1", "--requests", "1", "--prompt-len", "8",
                     "--max-tokens", "4", "--threads", "1", "--kv-memory-mb", "1", "--max-sequence-length", "256",
                     "--no-record",
                     "--kv-dtype", (char *)kv_dtype};
-    int rc, blocks = -1;
-    char *text = capture(cmd_bench, (int)(sizeof argv / sizeof argv[0]), argv, &rc);
+    int argc = (int)(sizeof argv / sizeof argv[0]) - (kv_dtype ? 0 : 2), rc, blocks = -1;
+    char *text = capture(cmd_bench, argc, argv, &rc);
     assert_int_equal(rc, 0);
     char head[64];
-    snprintf(head, sizeof head, "(KV %s)", kv_dtype);
+    snprintf(head, sizeof head, "(KV %s)", kv_dtype ? kv_dtype : want);
     assert_non_null(strstr(text, head));
     const char *kv = strstr(text, "  KV ");
     assert_non_null(kv);
@@ -168,9 +171,20 @@ static void test_bench_with_f16_kv_fits_twice_the_blocks(void **state)
 {
     if (!model_present())
         skip();
-    int b32 = bench_blocks("f32"), b16 = bench_blocks("f16");
+    int b32 = bench_blocks("f32", NULL), b16 = bench_blocks("f16", NULL);
     assert_true(b32 > 0);
     assert_int_equal(b16, 2 * b32);
+}
+
+static void test_without_the_flag_the_cpu_takes_the_type_its_kernels_read_faster(void **state)
+{
+    if (!model_present())
+        skip();
+    const int f16 = eng_cpu_prefers_f16_kv();
+    assert_int_equal(f16, eng_cpu_isa_detect() >= ENG_CPU_ISA_AVX512);
+    print_message("this CPU (%s kernels): KV %s by default\n", eng_cpu_kernels_get(eng_cpu_isa_detect())->name,
+                  f16 ? "f16" : "f32");
+    assert_int_equal(bench_blocks(NULL, f16 ? "f16" : "f32"), bench_blocks(f16 ? "f16" : "f32", NULL));
 }
 
 /* A profile of stories260K's shape measured here, on the cpu backend at 1 thread, with the KV cache
@@ -205,7 +219,7 @@ static void test_validate_refuses_a_profile_of_the_other_kv_dtype(void **state)
     save_profile(db, "p32", 4);
     /* refused before the model is opened: the path need not exist */
     char *f32run[] = {"validate", "-m", "nosuch/model.gguf", "--profile", "p16", "--threads", "1", "--preset",
-                      "sharegpt", "-n", "2", "--db", db};
+                      "sharegpt", "-n", "2", "--db", db, "--kv-dtype", "f32"};
     expect(cmd_validate, (int)(sizeof f32run / sizeof f32run[0]), f32run, 2,
            "sluice validate: profile 'p16' is stale: measured with --kv-dtype f16 (2 bytes per KV element), this "
            "run uses --kv-dtype f32");
@@ -251,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_every_engine_command_refuses_a_bad_kv_dtype),
         cmocka_unit_test(test_run_with_f16_kv_gives_llama_cpp_greedy_tokens),
         cmocka_unit_test(test_bench_with_f16_kv_fits_twice_the_blocks),
+        cmocka_unit_test(test_without_the_flag_the_cpu_takes_the_type_its_kernels_read_faster),
         cmocka_unit_test(test_validate_refuses_a_profile_of_the_other_kv_dtype),
         cmocka_unit_test(test_cuda_runs_expect_f16_profiles),
     };

@@ -263,6 +263,7 @@ static void test_engine_f16_kv_batched_matches_fixtures(void **state)
     REQUIRE_MODEL();
     sluice_engine_params p = small_params();
     p.kv_memory_mb = 4; /* the cap sizes the pool, not max_num_seqs */
+    p.kv_f16 = false;   /* the default depends on the CPU */
     sluice_engine *e32 = create(&p);
     int b32 = eng_engine_sched_config(e32)->num_blocks;
     sluice_engine_free(e32);

@@ -79,7 +79,7 @@ class KvDtype(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             db = os.path.join(tmp, "kv.db")
             cap = ("--kv-memory-mb", "1", "--max-sequence-length", "256", "--threads", "1")
-            srv = Server(*cap)
+            srv = Server(*cap, "--kv-dtype", "f32")
             b32, t32 = self.ready_blocks(srv)
             self.assertEqual(srv.stop(), 0)
             srv = Server(*cap, "--kv-cache-dtype", "f16", "--db", db)
