@@ -784,8 +784,8 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
 /* Block b of the packed group grp -> its 8 chunk vectors c (Q8_0: plus 128, as the 16-row tiles
  * want them), scales d and offsets m, as load_block gives them for two 8-row halves. With
  * `prefetch`, the next group (16 rows `stride` bytes apart on) is prefetched in step with the
- * blocks, its b-th share of bytes with block b, as load_block prefetches the next rows: the weights stream from memory in
- * decode (SmolLM2: 96 MB a token). Measured against no software prefetch: bench_cpu tg128 median
+ * blocks, its b-th share of bytes with block b, as load_block prefetches the next rows: the
+ * weights stream from memory in decode (SmolLM2: 96 MB a token). Measured against no software prefetch: bench_cpu tg128 median
  * 141 -> 148 t/s over six alternations, 16 streams unchanged: within this machine's noise. */
 ENG_INLINE void load_packed16(const int type, const uint8_t *grp, size_t stride, int nb, int b, __m512i c[8],
                               __m512 *d, __m512 *m, const int prefetch)
