@@ -7,9 +7,10 @@
  * With -d D the N decoded tokens go at positions D..D+N-1 (llama-bench's depth: decode over a
  * context of D tokens, prefilled untimed past the P of pp) instead of 0..N-1, the B sequences' too
  * (their pools written once first, one token per block, so attention reads real memory; the
- * timing does not depend on the values); -k f16 keeps the KV cache in F16 (default f32).
+ * timing does not depend on the values); -k f16|f32 picks the KV cache's elements (default: the
+ * engine's, F16 on CPUs with AVX-512 and F32 elsewhere; llama-bench's default cache is F16).
  *
- *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16] [-d 0] [-k f32]
+ *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16] [-d 0] [-k f16|f32]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,8 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int threads = 2, P = 512, N = 128, R = 5, B = 1, D = 0, kv_f16 = 0;
+    eng_backend_params_t prm = eng_backend_params_default();
+    int threads = 2, P = 512, N = 128, R = 5, B = 1, D = 0, kv_f16 = prm.kv_f16;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "-t") == 0) threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-p") == 0) P = atoi(argv[++i]);
@@ -61,7 +63,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_cpu: %s\n", err);
         return 1;
     }
-    eng_backend_params_t prm = eng_backend_params_default();
     prm.n_threads = threads;
     prm.kv_f16 = kv_f16;
     eng_backend_t *b = eng_backend_create("cpu", m, &prm, err, sizeof err);
