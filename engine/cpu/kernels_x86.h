@@ -450,23 +450,11 @@ ENG_INLINE void block_scales(const int type, const uint8_t *const row[8], const 
 #endif
 }
 
-/* The next rows' bytes at `next`, prefetched in step with the blocks: block b's share, bytes
- * [b per, (b + 1) per), where per is what one block of the rows takes (a prefetch past the tensor's
- * end is harmless) */
-ENG_INLINE void prefetch_share(const char *next, size_t per, int b)
-{
-    for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
-        _mm_prefetch(next + o, _MM_HINT_T0);
-}
-
-/* Block b of rows row[0..7] (rows `stride` bytes apart) -> its 8 chunk vectors c, scales d and
- * offsets m (Q4_0: -8 d; Q8_0: 0, unused); q: the K types' super-block cache. Read block by block,
- * the 8 rows jump back and forth; the 8 rows `ahead` rows on (the next group: 8, or 16 for the
- * two halves of a 16-row group) are prefetched as one contiguous range in step with the blocks (a
- * prefetch past the tensor's end is harmless; a K super-block's bytes count as 8 equal blocks).
- * ahead 0: no prefetch (the slice unpackers leave it to the tiles, prefetch_after). */
-ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t stride, int b, __m256i c[8],
-                           __m256 *d, __m256 *m, qk_superblock_t *q, const int ahead)
+/* Block b of rows row[0..7] -> its 8 chunk vectors c, scales d and offsets m (Q4_0: -8 d; Q8_0:
+ * 0, unused); q: the K types' super-block cache. Read block by block, the 8 rows jump back and
+ * forth; the callers prefetch the rows after them (prefetch_after). */
+ENG_INLINE void load_block(const int type, const uint8_t *const row[8], int b, __m256i c[8], __m256 *d,
+                           __m256 *m, qk_superblock_t *q)
 {
     const int k_type = type == ENG_T_Q4_K || type == ENG_T_Q5_K;
     /* bytes per 32 weights, a constant in each inlined copy (not a call per block) */
@@ -477,8 +465,6 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], size_t s
                        : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
                        : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
                                             : sizeof(eng_block_q4_K) / 8;
-    if (ahead)
-        prefetch_share((const char *)row[0] + ahead * stride, 8 * bsz, b);
     if (k_type) {
         load_block_qk(type, row, b, c, d, m, q);
         return;
@@ -531,13 +517,10 @@ ENG_INLINE const uint8_t *packed_quants(const int type, const uint8_t *grp, int 
 /* Block b of the 8-row half (0: rows 0..7, 1: rows 8..15) of the packed group grp (kernels.h,
  * eng_cpu_pack16) -> what load_block gives for those rows: the low or high 32 bytes of each packed
  * vector are the half's chunk, the half's 8 scales (and minimums) are 16 bytes of the group's 32;
- * Q8_0 bytes lose their +128 again (chunk_dot wants them signed). With `prefetch`, the next group
- * is prefetched in step with the blocks, as load_block prefetches the next rows. */
-ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, int nb, int half, int b,
-                             __m256i c[8], __m256 *d, __m256 *m, const int prefetch)
+ * Q8_0 bytes lose their +128 again (chunk_dot wants them signed). */
+ENG_INLINE void load_packed8(const int type, const uint8_t *grp, int nb, int half, int b, __m256i c[8], __m256 *d,
+                             __m256 *m)
 {
-    if (prefetch && half == 0)
-        prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b) + 32 * half;
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32 + 16 * half;
     if (type == ENG_T_Q8_0) {
@@ -560,29 +543,34 @@ ENG_INLINE void load_packed8(const int type, const uint8_t *grp, size_t stride, 
 }
 
 /* Block b of the 8 rows starting at row r (row[i]: row r + i, or a repeat for a short group) from
- * the packed weights or the file's blocks, prefetching the next rows' share when `prefetch` */
+ * the packed weights or the file's blocks */
 ENG_INLINE void load_block8(const int type, const eng_cpu_gemm_t *g, const uint8_t *const row[8], int r, int b,
-                            __m256i c[8], __m256 *d, __m256 *m, qk_superblock_t *q, const int prefetch)
+                            __m256i c[8], __m256 *d, __m256 *m, qk_superblock_t *q)
 {
     if (g->packed)
         load_packed8(type, (const uint8_t *)g->w + (size_t)(r & ~(ENG_CPU_PACK_ROWS - 1)) * g->w_stride,
-                     g->w_stride, g->k / ENG_CPU_QK, (r / ENG_Q_ROWS) & 1, b, c, d, m, prefetch);
+                     g->k / ENG_CPU_QK, (r / ENG_Q_ROWS) & 1, b, c, d, m);
     else
-        load_block(type, row, g->w_stride, b, c, d, m, q, prefetch ? ENG_Q_ROWS : 0);
+        load_block(type, row, b, c, d, m, q);
 }
 
 /* Share b (of k / 32) of the weights after rows [r, r + rows): the next 16-row group when packed
- * (from its first 8-row half only), the next `rows` rows otherwise. A slice is unpacked in a burst
- * of loads, then its tiles compute from cache: their first tile prefetches the next rows as it
- * goes, so memory streams during the integer work (prefetching in the burst stalled on the line
- * fill buffers: 16 streams' decode step ran at half the rate of the same product from cache). */
+ * (from its first 8-row half only), the next `rows` rows otherwise; a K super-block's bytes count
+ * as 8 equal blocks. The products stream their weights from memory (SmolLM2: 96 MB a token), so
+ * every product prefetches the rows after those it computes, in step with its blocks (a prefetch
+ * past the tensor's end is harmless). Paths that read blocks straight into registers call it per
+ * block as they load; a slice is unpacked in a burst of loads and then its first tile calls it as
+ * it computes (prefetching in the burst stalled on the line fill buffers: 16 streams' decode step
+ * ran at half the rate of the same product from cache). */
 ENG_INLINE void prefetch_after(const eng_cpu_gemm_t *g, int r, int rows, int b)
 {
     if (g->packed && (r & (ENG_CPU_PACK_ROWS - 1)) != 0)
         return;
     const int span = g->packed ? ENG_CPU_PACK_ROWS : rows;
-    prefetch_share((const char *)g->w + (size_t)(r + span) * g->w_stride,
-                   (size_t)span * g->w_stride / (size_t)(g->k / ENG_CPU_QK), b);
+    const char *next = (const char *)g->w + (size_t)(r + span) * g->w_stride;
+    const size_t per = (size_t)span * g->w_stride / (size_t)(g->k / ENG_CPU_QK); /* one block's share */
+    for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
+        _mm_prefetch(next + o, _MM_HINT_T0);
 }
 
 /* s += the products of one chunk vector w (8 rows) with 4 activation bytes a in every lane */
@@ -703,7 +691,8 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            load_block8(type, g, row, r, b, c, &dv, &mv, &qk, 1);
+            prefetch_after(g, r, ENG_Q_ROWS, b);
+            load_block8(type, g, row, r, b, c, &dv, &mv, &qk);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc(type, c, dv, mv, a[j].q + b * ENG_CPU_QK, a[j].d[b], a[j].s[b], acc[j]);
@@ -782,16 +771,12 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
 /* ---- packed weights (kernels.h, eng_cpu_pack16) ---- */
 
 /* Block b of the packed group grp -> its 8 chunk vectors c (Q8_0: plus 128, as the 16-row tiles
- * want them), scales d and offsets m, as load_block gives them for two 8-row halves. With
- * `prefetch`, the next group (16 rows `stride` bytes apart on) is prefetched in step with the
- * blocks, its b-th share of bytes with block b, as load_block prefetches the next rows: the
- * weights stream from memory in decode (SmolLM2: 96 MB a token). Measured against no software prefetch: bench_cpu tg128 median
- * 141 -> 148 t/s over six alternations, 16 streams unchanged: within this machine's noise. */
-ENG_INLINE void load_packed16(const int type, const uint8_t *grp, size_t stride, int nb, int b, __m512i c[8],
-                              __m512 *d, __m512 *m, const int prefetch)
+ * want them), scales d and offsets m, as load_block gives them for two 8-row halves. (The
+ * packed decode's prefetch, against none: bench_cpu tg128 median 141 -> 148 t/s over six
+ * alternations, 16 streams unchanged: within this machine's noise.) */
+ENG_INLINE void load_packed16(const int type, const uint8_t *grp, int nb, int b, __m512i c[8], __m512 *d,
+                              __m512 *m)
 {
-    if (prefetch)
-        prefetch_share((const char *)grp + stride * ENG_CPU_PACK_ROWS, stride * ENG_CPU_PACK_ROWS / (size_t)nb, b);
     const uint8_t *q = packed_quants(type, grp, b);
     const uint8_t *scales = packed_quants(type, grp, nb) + (size_t)b * 32;
     if (type == ENG_T_Q8_0) {
@@ -835,7 +820,8 @@ ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t
         for (int b = b0; b < b1; b++) {
             __m512i c[8];
             __m512 d, m;
-            load_packed16(type, grp, g->w_stride, nb, b, c, &d, &m, 1);
+            prefetch_after(g, r, ENG_Q_ROWS16, b);
+            load_packed16(type, grp, nb, b, c, &d, &m);
 #pragma GCC unroll 8
             for (int j = 0; j < RN; j++)
                 acc[j] = block_acc16(type, c, d, m, &x[j], b, acc[j]);
@@ -960,7 +946,7 @@ ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g
     for (int b = 0; b < nbs; b++) {
         if (g->packed) {
             __m512i c[8];
-            load_packed16(type, grp, g->w_stride, nb, b0 + b, c, &d[b], &m[b], 0);
+            load_packed16(type, grp, nb, b0 + b, c, &d[b], &m[b]);
             if (type != ENG_T_Q8_0)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
@@ -969,8 +955,8 @@ ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g
         }
         __m256i cl[8], ch[8];
         __m256 dl, dh, ml, mh;
-        load_block(type, lo, g->w_stride, b0 + b, cl, &dl, &ml, qk_lo, 0);
-        load_block(type, hi, g->w_stride, b0 + b, ch, &dh, &mh, qk_hi, 0);
+        load_block(type, lo, b0 + b, cl, &dl, &ml, qk_lo);
+        load_block(type, hi, b0 + b, ch, &dh, &mh, qk_hi);
         const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
@@ -1066,7 +1052,7 @@ ENG_INLINE void gemm_q32(const int type, const eng_cpu_gemm_t *g, int r0, int r1
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
             for (int b = 0; b < nbs; b++)
-                load_block8(type, g, row, r, b0 + b, w + 8 * b, &d[b], &m[b], &qk, 0);
+                load_block8(type, g, row, r, b0 + b, w + 8 * b, &d[b], &m[b], &qk);
             int t = 0;
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile(type, 4, g, w, d, m, b0, nbs, r, n, t, add, t == 0);
