@@ -832,6 +832,66 @@ ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t
     }
 }
 
+ENG_INLINE __m512i join_i(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+ENG_INLINE __m512 join_ps(__m256 lo, __m256 hi)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+
+/* A 16-row group's rows in the file's layout as the unpacker reads them: rows 0-7 (lo) and 8-15
+ * (hi), a short group repeating its first row, with each half's K-quant super-block state */
+typedef struct group16 {
+    const uint8_t *lo[8], *hi[8];
+    qk_superblock_t qk_lo, qk_hi;
+} group16_t;
+
+/* Block b (of k / 32) of the 16-row group at row r -> chunk vectors w[0..7], scale *d, offset *m
+ * (packed Q8_0, whose quants the products read in place, fills just *d and *m) */
+ENG_INLINE void unpack_block16(const int type, const eng_cpu_gemm_t *g, group16_t *rows, int r, int b, __m512i *w,
+                               __m512 *d, __m512 *m)
+{
+    if (g->packed) {
+        __m512i c[8];
+        load_packed16(type, (const uint8_t *)g->w + (size_t)r * g->w_stride, g->k / ENG_CPU_QK, b, c, d, m);
+        if (type != ENG_T_Q8_0)
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                w[i] = c[i];
+        return;
+    }
+    __m256i cl[8], ch[8];
+    __m256 dl, dh, ml, mh;
+    load_block(type, rows->lo, b, cl, &dl, &ml, &rows->qk_lo);
+    load_block(type, rows->hi, b, ch, &dh, &mh, &rows->qk_hi);
+    const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm512_xor_si512(join_i(cl[i], ch[i]), bias);
+    *d = join_ps(dl, dh);
+    *m = join_ps(ml, mh);
+}
+
+/* The chunk vectors the products of slice b0 read: the unpacked w, or packed Q8_0's quants */
+ENG_INLINE const __m512i *slice_chunks(const int type, const eng_cpu_gemm_t *g, int r, int b0, const __m512i *w)
+{
+    if (g->packed && type == ENG_T_Q8_0)
+        return (const __m512i *)packed_quants(type, (const uint8_t *)g->w + (size_t)r * g->w_stride, b0);
+    return w;
+}
+
+/* Block slice [b0, b0 + nbs) of the 16-row group at row r -> w, d, m; returns slice_chunks */
+ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g, group16_t *rows, int r, int b0,
+                                         int nbs, __m512i *w, __m512 *d, __m512 *m)
+{
+    for (int b = 0; b < nbs; b++)
+        unpack_block16(type, g, rows, r, b0 + b, w + 8 * b, &d[b], &m[b]);
+    return slice_chunks(type, g, r, b0, w);
+}
+
 #if ENG_X86_AMX
 /* AMX: one tile instruction multiplies a block of 16 tokens by the same block of 16 rows. The
  * unpacked slice w holds each block's chunk i (elements 4i..4i+3) of the 16 rows in 64 bytes,
@@ -845,13 +905,12 @@ ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t
  * 0, 1, 2 and 3, 4, 5. Tiles are not renamed, so while the float work uses one block's sums the
  * next block's product runs on the other set. GCC's tile intrinsics paste their register argument
  * into the assembly, so it must be a literal. */
-#define ENG_AMX_BLOCK_SUMS(A, B, C, a, xs, w, sums) \
-    do {                                           \
-        _tile_zero(C);                             \
-        _tile_loadd(A, a, xs);                     \
-        _tile_loadd(B, w, 64);                     \
-        _tile_dpbsud(C, A, B);                     \
-        _tile_stored(C, sums, 64);                 \
+#define ENG_AMX_PRODUCT(A, B, C, a, xs, w) \
+    do {                                   \
+        _tile_zero(C);                     \
+        _tile_loadd(A, a, xs);             \
+        _tile_loadd(B, w, 64);             \
+        _tile_dpbsud(C, A, B);             \
     } while (0)
 
 typedef struct amx_config {
@@ -879,43 +938,62 @@ ENG_INLINE void amx_begin(void)
     _tile_loadconfig(&c);
 }
 
-/* the value of type T at p in token j's activation row: rows lie x_stride bytes apart */
-#define ENG_TOKEN_AT(T, p, j, stride) (*(const T *)((const char *)(p) + (size_t)(j) * (stride)))
-
-/* rows [r, r + n) (n <= 16) x tokens [t, t + 16), from blocks [b0, b0 + nbs) unpacked into w, d, m */
-ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, const __m512i *w, const __m512 *d,
-                         const __m512 *m, int b0, int nbs, int r, int n, int t, int add, int pf)
+/* rows [r, r + n) (n <= 16) x tokens [t, t + 16), from blocks [b0, b0 + nbs) unpacked into wbuf
+ * (read from w = slice_chunks), d, m. The slice's first tile (fill: the group's rows) unpacks the
+ * blocks as it goes, a block ahead of its product, and prefetches the rows after the group; the
+ * others read what it left. (Unpacking the whole slice first stalled the first product: a tile
+ * load waits for the stores before it, and a slice is up to 512 of them.) */
+ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, group16_t *fill, __m512i *wbuf, const __m512i *w,
+                         __m512 *d, __m512 *m, int b0, int nbs, int r, int n, int t, int add)
 {
     const q8_row_t x = q8_row(g, t);
     const size_t xs = g->x_stride;
-    /* block b's sums: tile set b % 2, buffer b % 3; the product of block b + 2 is issued before
-     * the float work of block b, so a product's latency hides behind two blocks of float work */
-    _Alignas(64) int32_t sums[3][ENG_AMX_TOK][16]; /* [block % 3][token][row] */
+    const ptrdiff_t s_at = (const char *)x.s - (const char *)x.d, s128_at = (const char *)x.s128 - (const char *)x.d;
+    /* block b's sums: tile set b % 2, buffer b % 2. Block b + 2's product is issued and block
+     * b + 1's sums stored before the float work of block b: a store waits for its product, so
+     * each product has a block of float work to finish in, and each store a block to land in
+     * memory before its sums are read (storing right after the product stalled every block) */
+    _Alignas(64) int32_t sums[2][ENG_AMX_TOK][16]; /* [block % 2][token][row] */
     __m512 acc[ENG_AMX_TOK];
 #pragma GCC unroll 16
     for (int j = 0; j < ENG_AMX_TOK; j++)
         acc[j] = _mm512_setzero_ps();
     const int8_t *a = x.q + b0 * ENG_CPU_QK;
-    ENG_AMX_BLOCK_SUMS(0, 1, 2, a, xs, w, sums[0]);
+    for (int b = 0; fill && b < 3 && b < nbs; b++)
+        unpack_block16(type, g, fill, r, b0 + b, wbuf + 8 * b, &d[b], &m[b]);
+    ENG_AMX_PRODUCT(0, 1, 2, a, xs, w);
     if (nbs > 1)
-        ENG_AMX_BLOCK_SUMS(3, 4, 5, a + ENG_CPU_QK, xs, w + 8, sums[1]);
+        ENG_AMX_PRODUCT(3, 4, 5, a + ENG_CPU_QK, xs, w + 8);
+    _tile_stored(2, sums[0], 64);
     for (int b = 0; b < nbs; b++) {
         const int blk = b0 + b, ahead = b + 2;
-        if (pf)
+        if (fill)
             prefetch_after(g, r, ENG_Q_ROWS16, blk);
-        if (ahead < nbs && ahead % 2 == 0)
-            ENG_AMX_BLOCK_SUMS(0, 1, 2, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead, sums[ahead % 3]);
-        else if (ahead < nbs)
-            ENG_AMX_BLOCK_SUMS(3, 4, 5, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead, sums[ahead % 3]);
+        if (b % 2 == 0) {
+            if (b + 1 < nbs)
+                _tile_stored(5, sums[1], 64);
+            if (ahead < nbs)
+                ENG_AMX_PRODUCT(0, 1, 2, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead);
+        } else {
+            if (b + 1 < nbs)
+                _tile_stored(2, sums[0], 64);
+            if (ahead < nbs)
+                ENG_AMX_PRODUCT(3, 4, 5, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead);
+        }
+        if (fill && ahead + 1 < nbs)
+            unpack_block16(type, g, fill, r, blk + 3, wbuf + 8 * (ahead + 1), &d[ahead + 1], &m[ahead + 1]);
+        /* token j's scale, sum and s128 of this block: one pointer stepped by the row stride (a
+         * pointer per token spilled to vector registers, two moves per token on the vector ports) */
+        const char *xj = (const char *)(x.d + blk);
 #pragma GCC unroll 16
-        for (int j = 0; j < ENG_AMX_TOK; j++) {
-            __m512i s = _mm512_load_si512(sums[b % 3][j]);
+        for (int j = 0; j < ENG_AMX_TOK; j++, xj += xs) {
+            __m512i s = _mm512_load_si512(sums[b % 2][j]);
             if (q_signed(type))
-                s = _mm512_sub_epi32(s, _mm512_set1_epi32(ENG_TOKEN_AT(int32_t, x.s128 + blk, j, xs)));
-            const __m512 scale = _mm512_mul_ps(d[b], _mm512_set1_ps(ENG_TOKEN_AT(float, x.d + blk, j, xs)));
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(*(const int32_t *)(xj + s128_at)));
+            const __m512 scale = _mm512_mul_ps(d[b], _mm512_set1_ps(*(const float *)xj));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[j]);
             if (!q_signed(type))
-                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(ENG_TOKEN_AT(float, x.s + blk, j, xs)), acc[j]);
+                acc[j] = _mm512_fmadd_ps(m[b], _mm512_set1_ps(*(const float *)(xj + s_at)), acc[j]);
         }
     }
 #pragma GCC unroll 16
@@ -924,57 +1002,11 @@ ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, const __m512i 
 }
 #endif
 
-ENG_INLINE __m512i join_i(__m256i lo, __m256i hi)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-
-ENG_INLINE __m512 join_ps(__m256 lo, __m256 hi)
-{
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-}
-
-/* Block slice [b0, b0 + nbs) of the 16-row group at row r -> chunk vectors w, scales d, offsets m.
- * Returns the chunk vectors to read: w, or for packed Q8_0 the group's quants themselves. */
-ENG_INLINE const __m512i *unpack_slice16(const int type, const eng_cpu_gemm_t *g, const uint8_t *const lo[8],
-                                         const uint8_t *const hi[8], qk_superblock_t *qk_lo,
-                                         qk_superblock_t *qk_hi, int r, int b0, int nbs, __m512i *w, __m512 *d,
-                                         __m512 *m)
-{
-    const int nb = g->k / ENG_CPU_QK;
-    const uint8_t *grp = (const uint8_t *)g->w + (size_t)r * g->w_stride;
-    for (int b = 0; b < nbs; b++) {
-        if (g->packed) {
-            __m512i c[8];
-            load_packed16(type, grp, nb, b0 + b, c, &d[b], &m[b]);
-            if (type != ENG_T_Q8_0)
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    w[8 * b + i] = c[i];
-            continue;
-        }
-        __m256i cl[8], ch[8];
-        __m256 dl, dh, ml, mh;
-        load_block(type, lo, b0 + b, cl, &dl, &ml, qk_lo);
-        load_block(type, hi, b0 + b, ch, &dh, &mh, qk_hi);
-        const __m512i bias = _mm512_set1_epi8(q_signed(type) ? (char)0x80 : 0);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            w[8 * b + i] = _mm512_xor_si512(join_i(cl[i], ch[i]), bias);
-        d[b] = join_ps(dl, dh);
-        m[b] = join_ps(ml, mh);
-    }
-    if (g->packed && type == ENG_T_Q8_0)
-        return (const __m512i *)packed_quants(type, grp, b0);
-    return w;
-}
-
 /* rows [r0, r1), 4 tokens or more */
 ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, int r1)
 {
     _Alignas(64) __m512i w[ENG_Q_SLICE * 8];
     _Alignas(64) __m512 d[ENG_Q_SLICE], m[ENG_Q_SLICE];
-    qk_superblock_t qk_lo = {.row0 = NULL}, qk_hi = {.row0 = NULL};
     const int nb = g->k / ENG_CPU_QK;
 #if ENG_X86_AMX
     if (g->n_tok >= ENG_AMX_TOK)
@@ -982,19 +1014,23 @@ ENG_INLINE void gemm_q32_wide(const int type, const eng_cpu_gemm_t *g, int r0, i
 #endif
     for (int r = r0; r < r1; r += ENG_Q_ROWS16) {
         const int n = r1 - r < ENG_Q_ROWS16 ? r1 - r : ENG_Q_ROWS16;
-        const uint8_t *lo[8], *hi[8];
+        group16_t rows = {.qk_lo = {.row0 = NULL}, .qk_hi = {.row0 = NULL}};
         for (int i = 0; i < 8; i++) { /* a short group repeats its first row; those lanes are dropped */
-            lo[i] = (const uint8_t *)g->w + (size_t)(r + (i < n ? i : 0)) * g->w_stride;
-            hi[i] = (const uint8_t *)g->w + (size_t)(r + (8 + i < n ? 8 + i : 0)) * g->w_stride;
+            rows.lo[i] = (const uint8_t *)g->w + (size_t)(r + (i < n ? i : 0)) * g->w_stride;
+            rows.hi[i] = (const uint8_t *)g->w + (size_t)(r + (8 + i < n ? 8 + i : 0)) * g->w_stride;
         }
         for (int b0 = 0; b0 < nb; b0 += ENG_Q_SLICE) {
             const int nbs = nb - b0 < ENG_Q_SLICE ? nb - b0 : ENG_Q_SLICE, add = g->accumulate || b0 > 0;
-            const __m512i *ws = unpack_slice16(type, g, lo, hi, &qk_lo, &qk_hi, r, b0, nbs, w, d, m);
+            const __m512i *ws;
             int t = 0;
 #if ENG_X86_AMX
-            for (; t + ENG_AMX_TOK <= g->n_tok; t += ENG_AMX_TOK)
-                amx_tile(type, g, ws, d, m, b0, nbs, r, n, t, add, t == 0);
+            if (g->n_tok >= ENG_AMX_TOK) {
+                ws = slice_chunks(type, g, r, b0, w);
+                for (; t + ENG_AMX_TOK <= g->n_tok; t += ENG_AMX_TOK)
+                    amx_tile(type, g, t == 0 ? &rows : NULL, w, ws, d, m, b0, nbs, r, n, t, add);
+            } else
 #endif
+                ws = unpack_slice16(type, g, &rows, r, b0, nbs, w, d, m);
             for (; t + 4 <= g->n_tok; t += 4)
                 qtile16(type, 4, g, ws, d, m, b0, nbs, r, n, t, add, t == 0);
             for (; t < g->n_tok; t++)

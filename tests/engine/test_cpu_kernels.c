@@ -167,15 +167,16 @@ static void test_gemm_matches_dequantised_reference_for_every_type(void **state)
  * tokens and their remainders). */
 /* Float rows of 4099 elements are widened to F32 in blocks of 4 rows for steps of 4 tokens or
  * more (kernels_x86.h, gemm_widened); 8200 elements are too many for a block of 4. */
-/* Rows of 32-element blocks are 67 blocks long (two slices of the unpacked 16-row path) and 18
- * (one slice, SmolLM2's 576); 37 rows make two 16-row groups and a short one. */
+/* Rows of 32-element blocks are 67 blocks long (two slices of the unpacked 16-row path, the second
+ * of 3 blocks), 18 (one slice, SmolLM2's 576) and 2 (a slice shorter than the AMX tiles' pipeline
+ * of 3 blocks); 37 rows make two 16-row groups and a short one. */
 static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
 {
     enum { ROWS = 37, NT = 21 };
-    const int float_ks[] = {77, 4099, 8200}, q32_ks[] = {32 * 67, 32 * 18};
+    const int float_ks[] = {77, 4099, 8200}, q32_ks[] = {32 * 67, 32 * 18, 32 * 2};
     for (size_t c = 0; c < sizeof all_types / sizeof all_types[0] * 3; c++) {
         const int type = all_types[c / 3], block = eng_type_block_elems(type);
-        if ((block == 32 && c % 3 > 1) || (block != 1 && block != 32 && c % 3 > 0))
+        if (block != 1 && block != 32 && c % 3 > 0)
             continue;
         const int k = block == 1 ? float_ks[c % 3] : block == 32 ? q32_ks[c % 3] : 512;
         uint8_t *w = make_weights(type, ROWS, k);
@@ -220,12 +221,12 @@ static void test_gemm_rows_do_not_depend_on_the_step_size(void **state)
 static void test_packed_weights_give_the_file_layouts_outputs(void **state)
 {
     enum { ROWS = 48, NT = 21 };
-    const int types[] = {ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q8_0}, ks[] = {32 * 67, 32 * 18};
+    const int types[] = {ENG_T_Q4_0, ENG_T_Q4_1, ENG_T_Q8_0}, ks[] = {32 * 67, 32 * 18, 32 * 2};
     assert_false(eng_cpu_packable(ENG_T_Q4_1, 37));
     assert_false(eng_cpu_packable(ENG_T_Q4_K, 256));
     assert_false(eng_cpu_packable(ENG_T_F32, 16));
-    for (size_t c = 0; c < 6; c++) {
-        const int type = types[c / 2], k = ks[c % 2];
+    for (size_t c = 0; c < 9; c++) {
+        const int type = types[c / 3], k = ks[c % 3];
         assert_true(eng_cpu_packable(type, ROWS));
         uint8_t *w = make_weights(type, ROWS, k), *wp = malloc(eng_type_row_bytes(type, k) * ROWS);
         eng_cpu_pack16(type, w, k, ROWS, wp);
