@@ -3,9 +3,11 @@
  *
  * Two passes over the context, block by block: scores q.k (kept in `scores`), then the softmax
  * weights applied to V, each over a block's rows at once (dot_rows / axpy_rows of the pool's
- * element type, F32 or F16). The queries of a prompt tile take each block in turn, so a block is
- * read from memory once for all of them and, in F16, widened once (F16C conversion costs Zen 1
- * about as much as the FMAs: widening per query made F16 prefill 15% slower than F32). The
+ * element type, F32 or F16). The queries of a prompt tile, and the query heads of a kv head, take
+ * each block in turn, so a block is read from memory once for all of them and, in F16, widened
+ * once (F16C conversion costs Zen 1 about as much as the FMAs: widening per query made F16
+ * prefill 15% slower than F32; a kv head's query heads one after the other read it from memory
+ * once and then from cache, but converted it once per head). The
  * context is at most a few thousand positions, so the scores fit in cache and a one-pass (online
  * softmax) form would buy little here.
  */
@@ -49,11 +51,11 @@ static const void *rows_for(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, 
 }
 
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
-                    int layer, int head, const float *q, size_t q_stride, int nq, int n_ctx,
+                    int layer, int head, const float *q, size_t q_stride, int nq, int nh, int n_ctx,
                     float scale, float *scores, float *out, size_t out_stride)
 {
     const int hd = kv->head_dim, bs = kv->block_size, span = n_ctx + nq - 1;
-    float *tmp = scores + (size_t)nq * span, inv[ENG_CPU_ATTEND_MAX_Q];
+    float *tmp = scores + (size_t)nq * nh * span; /* score row of head j of token i: i nh + j */
     const bool widen = kv->f16 && nq > 1 && hd <= ENG_CPU_ATTEND_WIDEN;
     const int step = widen ? ENG_CPU_ATTEND_WIDEN / hd : bs; /* rows per run */
     /* runs of rows block by block (no division per block: it showed in decode) */
@@ -63,20 +65,22 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
             bool f16;
             const void *rows = rows_for(k, kv, block_table[b], layer, 0, head, o, n, widen, tmp, &f16);
             for (int i = 0; i < nq; i++) {
-                const int m = n_ctx + i - p < n ? n_ctx + i - p : n; /* query i's causal limit */
-                float *s = scores + (size_t)i * span + p;
-                if (m <= 0)
-                    continue;
-                if (f16)
-                    k->dot_rows_f16(q + i * q_stride, rows, m, hd, scale, s);
-                else
-                    k->dot_rows_f32(q + i * q_stride, rows, m, hd, scale, s);
+                const int m = n_ctx + i - p < n ? n_ctx + i - p : n; /* token i's causal limit */
+                for (int j = 0; j < nh && m > 0; j++) {
+                    float *s = scores + (size_t)(i * nh + j) * span + p;
+                    if (f16)
+                        k->dot_rows_f16(q + i * q_stride + j * hd, rows, m, hd, scale, s);
+                    else
+                        k->dot_rows_f32(q + i * q_stride + j * hd, rows, m, hd, scale, s);
+                }
             }
         }
-    for (int i = 0; i < nq; i++) {
-        inv[i] = 1.0f / k->exp_sum(scores + (size_t)i * span, n_ctx + i);
-        memset(out + i * out_stride, 0, (size_t)hd * sizeof(float));
-    }
+    float inv[ENG_CPU_ATTEND_MAX_Q][ENG_CPU_ATTEND_MAX_HEADS];
+    for (int i = 0; i < nq; i++)
+        for (int j = 0; j < nh; j++) {
+            inv[i][j] = 1.0f / k->exp_sum(scores + (size_t)(i * nh + j) * span, n_ctx + i);
+            memset(out + i * out_stride + j * hd, 0, (size_t)hd * sizeof(float));
+        }
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
             const int p = p0 + o, n = min3(step, bs - o, span - p);
@@ -84,15 +88,17 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
             const void *rows = rows_for(k, kv, block_table[b], layer, 1, head, o, n, widen, tmp, &f16);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n;
-                if (m <= 0)
-                    continue;
-                if (f16)
-                    k->axpy_rows_f16(scores + (size_t)i * span + p, rows, m, hd, out + i * out_stride);
-                else
-                    k->axpy_rows_f32(scores + (size_t)i * span + p, rows, m, hd, out + i * out_stride);
+                for (int j = 0; j < nh && m > 0; j++) {
+                    const float *w = scores + (size_t)(i * nh + j) * span + p;
+                    if (f16)
+                        k->axpy_rows_f16(w, rows, m, hd, out + i * out_stride + j * hd);
+                    else
+                        k->axpy_rows_f32(w, rows, m, hd, out + i * out_stride + j * hd);
+                }
             }
         }
     for (int i = 0; i < nq; i++)
-        for (int e = 0; e < hd; e++)
-            out[i * out_stride + e] *= inv[i];
+        for (int j = 0; j < nh; j++)
+            for (int e = 0; e < hd; e++)
+                out[i * out_stride + j * hd + e] *= inv[i][j];
 }

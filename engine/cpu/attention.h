@@ -38,16 +38,20 @@ static inline void *eng_cpu_kv_row(const eng_cpu_kv_t *kv, int block, int layer,
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                       int layer, int pos, int which, const float *row, int e0, int e1);
 
-#define ENG_CPU_ATTEND_MAX_Q 8     /* queries one eng_cpu_attend call takes */
+#define ENG_CPU_ATTEND_MAX_Q 8     /* query tokens one eng_cpu_attend call takes */
+#define ENG_CPU_ATTEND_MAX_HEADS 8 /* query heads of one kv head it takes */
 #define ENG_CPU_ATTEND_WIDEN 4096  /* floats of its scratch that F16 rows are widened into */
 
-/* Causal attention of nq (1..ENG_CPU_ATTEND_MAX_Q) consecutive queries of a sequence over kv head `head` of `layer`: query
- * i (row q + i q_stride) attends positions [0, n_ctx + i), out row i (out + i out_stride, head_dim
- * floats) = softmax(q_i . K * scale) . V. The queries go through the context together, block by
- * block, so each K or V block is read once for all of them (and an F16 block widened once, when
- * nq > 1). scores is scratch of nq * (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Cannot fail. */
+/* Causal attention of nq (1..ENG_CPU_ATTEND_MAX_Q) consecutive query tokens of a sequence, nh
+ * (1..ENG_CPU_ATTEND_MAX_HEADS) query heads each (heads that share kv head `head` of `layer`, grouped-query attention), over
+ * that kv head: head j of token i (q + i q_stride + j head_dim) attends positions [0, n_ctx + i),
+ * and its output (out + i out_stride + j head_dim, head_dim floats) = softmax(q . K * scale) . V.
+ * All nq x nh queries go through the context together, block by block, so each K or V block is
+ * read from memory once for all of them (and an F16 block widened once, when there are two or
+ * more). scores is scratch of nq nh (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Every query's
+ * output is bitwise what it gets alone. Cannot fail. */
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
-                    int layer, int head, const float *q, size_t q_stride, int nq, int n_ctx,
+                    int layer, int head, const float *q, size_t q_stride, int nq, int nh, int n_ctx,
                     float scale, float *scores, float *out, size_t out_stride);
 
 #endif

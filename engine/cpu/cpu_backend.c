@@ -48,8 +48,8 @@
 #define ENG_CPU_ATT_QTILE ENG_CPU_ATTEND_MAX_Q /* query tokens per claimed attention task */
 #define ENG_CPU_LONG_STEP 64 /* steps of this many tokens or more keep a thread count of their own
                               * (threadpool.h: kinds of regions) */
-/* floats of one thread's eng_cpu_attend scratch for contexts up to ctx */
-#define ATT_SCRATCH(ctx) ((size_t)ENG_CPU_ATT_QTILE * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
+/* floats of one thread's eng_cpu_attend scratch for contexts up to ctx, `heads` heads a task */
+#define ATT_SCRATCH(ctx, heads) ((size_t)ENG_CPU_ATT_QTILE * (heads) * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
 #define ENG_CPU_ALIGN 64
 #define ENG_CPU_LAYER_MM 7 /* products per layer: q, k, v, output, gate, up, down */
 
@@ -71,7 +71,7 @@ typedef struct eng_cpu_ctx {
     void *xq;                     /* (n_threads, cap_tok, eng_cpu_q8_row_bytes(kmax)) each thread's
                                    * copy of the current input, quantised */
     float *rope;                  /* (cap_tok, head_dim) cos / sin table per token */
-    float *scores;                /* (n_threads, ATT_SCRATCH(cap_ctx)) attention scratch */
+    float *scores;                /* (n_threads, ATT_SCRATCH(cap_ctx, att_heads)) attention scratch */
     int32_t *tok_seq;             /* (cap_tok) sequence of each token */
     int32_t *rows;                /* (cap_tok) tokens whose logits are returned */
     int32_t *seq_first;           /* (cap_seq + 1) first token of each sequence */
@@ -213,6 +213,16 @@ static void mm_rows(eng_cpu_ctx_t *c, int ith, const eng_cpu_mm_t *mm, const flo
     c->k->gemm(&g, r0, r1);
 }
 
+/* Query heads of one kv head an attention task takes together: the largest divisor of the group
+ * that eng_cpu_attend takes at once */
+static int att_heads(const eng_model_config_t *cfg)
+{
+    int group = cfg->n_heads / cfg->n_kv_heads, h = ENG_CPU_ATTEND_MAX_HEADS;
+    while (group % h != 0)
+        h--;
+    return h;
+}
+
 static int n_chunks(int rows)
 {
     return (rows + ENG_CPU_CHUNK_ROWS - 1) / ENG_CPU_CHUNK_ROWS;
@@ -259,13 +269,13 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     const int hd = cfg->head_dim, nh = cfg->n_heads, group = nh / cfg->n_kv_heads;
     const int qdim = nh * hd, kvdim = cfg->n_kv_heads * hd, tiles = c->task_first[b->n_seqs];
     const int cq = n_chunks(group * hd), ck = n_chunks(hd), per = cq + 2 * ck;
-    /* With a tile for every thread, a task takes all the query heads of its K/V head, one after
-     * the other, so the K/V rows come from memory once and then from this core's cache; split
-     * across threads, two cores waited on the same rows (16 sequences' KV is far beyond L3). */
-    const int hpt = tiles >= eng_cpu_pool_size(c->pool) ? group : 1, tpg = group / hpt;
+    /* With a tile for every thread, a task takes the query heads of its K/V head together (up to
+     * att_heads), so each K/V block comes from memory once for all of them; split across
+     * threads, two cores waited on the same rows (16 sequences' KV is far beyond L3). */
+    const int hpt = tiles >= eng_cpu_pool_size(c->pool) ? att_heads(cfg) : 1, tpg = group / hpt;
     const int n_mm = cfg->n_kv_heads * per, n_tasks = cfg->n_kv_heads * tpg * tiles;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)ith * ATT_SCRATCH(c->cap_ctx);
+    float *scores = c->scores + (size_t)ith * ATT_SCRATCH(c->cap_ctx, att_heads(cfg));
     int s = 0;
     for (int ci; (ci = eng_cpu_pool_claim_own(c->pool, ith, n_mm)) < n_mm;) {
         const int g = ci / per, j = ci % per, which = j < cq ? 0 : j < cq + ck ? 1 : 2;
@@ -298,9 +308,8 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
         int i0 = (tile - c->task_first[s]) * ENG_CPU_ATT_QTILE;
         int i1 = i0 + ENG_CPU_ATT_QTILE < sq->n_tokens ? i0 + ENG_CPU_ATT_QTILE : sq->n_tokens;
         const size_t t = (size_t)c->seq_first[s] + i0;
-        for (int head = head0; head < head0 + hpt; head++)
-            eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head * hd, qdim, i1 - i0,
-                           sq->pos + i0 + 1, scale, scores, c->att + t * qdim + head * hd, qdim);
+        eng_cpu_attend(c->k, &c->kv, sq->block_table, layer, g, c->q + t * qdim + head0 * hd, qdim, i1 - i0, hpt,
+                       sq->pos + i0 + 1, scale, scores, c->att + t * qdim + head0 * hd, qdim);
     }
     eng_cpu_pool_barrier(c->pool);
 }
@@ -410,7 +419,7 @@ static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
         (size_t)T * cfg->dim * 4, (size_t)nth * T * cfg->dim * 4, (size_t)T * qdim * 4, (size_t)T * qdim * 4,
         (size_t)T * kvdim * 4, (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
         (size_t)nth * T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
-        (size_t)nth * ATT_SCRATCH(C) * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
+        (size_t)nth * ATT_SCRATCH(C, att_heads(cfg)) * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)

@@ -529,12 +529,13 @@ static void test_f16_widening_is_exact(void **state)
     }
 }
 
-/* A tile of queries through the context together gives each query exactly what it gets alone,
- * F32 and F16 pools, a head size with a scalar tail, a scattered block table. */
+/* A tile of queries, each with 1 or 3 query heads over the kv head (grouped-query attention),
+ * through the context together gives each query head exactly what it gets alone, F32 and F16
+ * pools, a head size with a scalar tail, a scattered block table. */
 static void test_query_tile_equals_one_query_at_a_time(void **state)
 {
     (void)state;
-    enum { BLOCKS = 8, BS = 16, NQ = ENG_CPU_ATTEND_MAX_Q, CTX = 50 };
+    enum { BLOCKS = 8, BS = 16, NQ = ENG_CPU_ATTEND_MAX_Q, NH = 3, CTX = 50 };
     const int32_t table[BLOCKS] = {3, 1, 4, 0, 6, 2, 7, 5};
     const int hds[] = {64, 12};
     for (int h = 0; h < 2; h++)
@@ -544,11 +545,11 @@ static void test_query_tile_equals_one_query_at_a_time(void **state)
                                .head_dim = hd, .f16 = f16};
             kv.block_bytes = (size_t)2 * BS * hd * (f16 ? 2 : 4);
             kv.data = malloc(kv.block_bytes * BLOCKS);
-            float *vals = malloc(sizeof(float) * 2 * BLOCKS * BS * hd), q[NQ * 64];
-            float tile[NQ * 64], alone[NQ * 64], scores[NQ * (CTX + NQ) + ENG_CPU_ATTEND_WIDEN];
+            float *vals = malloc(sizeof(float) * 2 * BLOCKS * BS * hd), q[NQ * NH * 64];
+            float tile[NQ * NH * 64], alone[NQ * NH * 64], scores[NQ * NH * (CTX + NQ) + ENG_CPU_ATTEND_WIDEN];
             assert_true(kv.data && vals);
             fill(vals, 2 * BLOCKS * BS * hd, 1.0f);
-            fill(q, NQ * hd, 1.0f);
+            fill(q, NQ * NH * hd, 1.0f);
             for (int i = 0; i < 2 * BLOCKS * BS * hd; i++)
                 if (f16)
                     ((uint16_t *)kv.data)[i] = eng_f32_to_f16(vals[i]);
@@ -558,11 +559,15 @@ static void test_query_tile_equals_one_query_at_a_time(void **state)
                 const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
                 if (!kt)
                     continue;
-                eng_cpu_attend(kt, &kv, table, 0, 0, q, (size_t)hd, NQ, CTX, 0.125f, scores, tile, (size_t)hd);
-                for (int i = 0; i < NQ; i++)
-                    eng_cpu_attend(kt, &kv, table, 0, 0, q + i * hd, (size_t)hd, 1, CTX + i, 0.125f, scores,
-                                   alone + i * hd, (size_t)hd);
-                assert_memory_equal(tile, alone, sizeof(float) * NQ * hd);
+                for (int nh = 1; nh <= NH; nh += NH - 1) {
+                    const size_t qs = (size_t)nh * hd; /* token i's heads lie together */
+                    eng_cpu_attend(kt, &kv, table, 0, 0, q, qs, NQ, nh, CTX, 0.125f, scores, tile, qs);
+                    for (int i = 0; i < NQ; i++)
+                        for (int j = 0; j < nh; j++)
+                            eng_cpu_attend(kt, &kv, table, 0, 0, q + i * qs + j * hd, qs, 1, 1, CTX + i, 0.125f,
+                                           scores, alone + i * qs + j * hd, qs);
+                    assert_memory_equal(tile, alone, sizeof(float) * NQ * qs);
+                }
             }
             free(vals);
             free(kv.data);
