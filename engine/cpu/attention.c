@@ -66,13 +66,13 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
             const void *rows = rows_for(k, kv, block_table[b], layer, 0, head, o, n, widen, tmp, &f16);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n; /* token i's causal limit */
-                for (int j = 0; j < nh && m > 0; j++) {
-                    float *s = scores + (size_t)(i * nh + j) * span + p;
-                    if (f16)
-                        k->dot_rows_f16(q + i * q_stride + j * hd, rows, m, hd, scale, s);
-                    else
-                        k->dot_rows_f32(q + i * q_stride + j * hd, rows, m, hd, scale, s);
-                }
+                float *s = scores + (size_t)i * nh * span + p;
+                if (m <= 0)
+                    continue;
+                if (f16)
+                    k->dot_rows_f16(q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
+                else
+                    k->dot_rows_f32(q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
             }
         }
     float inv[ENG_CPU_ATTEND_MAX_Q][ENG_CPU_ATTEND_MAX_HEADS];
@@ -88,13 +88,13 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
             const void *rows = rows_for(k, kv, block_table[b], layer, 1, head, o, n, widen, tmp, &f16);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n;
-                for (int j = 0; j < nh && m > 0; j++) {
-                    const float *w = scores + (size_t)(i * nh + j) * span + p;
-                    if (f16)
-                        k->axpy_rows_f16(w, rows, m, hd, out + i * out_stride + j * hd);
-                    else
-                        k->axpy_rows_f32(w, rows, m, hd, out + i * out_stride + j * hd);
-                }
+                const float *w = scores + (size_t)i * nh * span + p;
+                if (m <= 0)
+                    continue;
+                if (f16)
+                    k->axpy_rows_f16(w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
+                else
+                    k->axpy_rows_f32(w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
             }
         }
     for (int i = 0; i < nq; i++)

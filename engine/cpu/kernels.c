@@ -318,36 +318,43 @@ static void axpy_f32_scalar(float a, const float *x, float *y, int n)
         y[i] += a * x[i];
 }
 
-static void dot_rows_f32_scalar(const float *q, const float *rows, int n, int hd, float scale, float *out)
+/* The attention row kernels take the heads one at a time. */
+static void dot_rows_f32_scalar(const float *q, int nh, const float *rows, int n, int hd, float scale, float *out,
+                                size_t out_stride)
 {
-    for (int i = 0; i < n; i++)
-        out[i] = scale * dot_f32_scalar(q, rows + (size_t)i * hd, hd);
+    for (int j = 0; j < nh; j++)
+        for (int i = 0; i < n; i++)
+            out[j * out_stride + i] = scale * dot_f32_scalar(q + j * hd, rows + (size_t)i * hd, hd);
 }
 
-static void axpy_rows_f32_scalar(const float *w, const float *rows, int n, int hd, float *y)
+static void axpy_rows_f32_scalar(const float *w, size_t w_stride, int nh, const float *rows, int n, int hd, float *y)
 {
-    for (int i = 0; i < n; i++)
-        axpy_f32_scalar(w[i], rows + (size_t)i * hd, y, hd);
+    for (int j = 0; j < nh; j++)
+        for (int i = 0; i < n; i++)
+            axpy_f32_scalar(w[j * w_stride + i], rows + (size_t)i * hd, y + j * hd, hd);
 }
 
-static void dot_rows_f16_scalar(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out)
+static void dot_rows_f16_scalar(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
+                                size_t out_stride)
 {
-    for (int i = 0; i < n; i++) {
-        const uint16_t *r = rows + (size_t)i * hd;
-        float s = 0.0f;
-        for (int e = 0; e < hd; e++)
-            s += q[e] * eng_f16_to_f32(r[e]);
-        out[i] = scale * s;
-    }
+    for (int j = 0; j < nh; j++)
+        for (int i = 0; i < n; i++) {
+            const uint16_t *r = rows + (size_t)i * hd;
+            float s = 0.0f;
+            for (int e = 0; e < hd; e++)
+                s += q[j * hd + e] * eng_f16_to_f32(r[e]);
+            out[j * out_stride + i] = scale * s;
+        }
 }
 
-static void axpy_rows_f16_scalar(const float *w, const uint16_t *rows, int n, int hd, float *y)
+static void axpy_rows_f16_scalar(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y)
 {
-    for (int i = 0; i < n; i++) {
-        const uint16_t *r = rows + (size_t)i * hd;
-        for (int e = 0; e < hd; e++)
-            y[e] += w[i] * eng_f16_to_f32(r[e]);
-    }
+    for (int j = 0; j < nh; j++)
+        for (int i = 0; i < n; i++) {
+            const uint16_t *r = rows + (size_t)i * hd;
+            for (int e = 0; e < hd; e++)
+                y[j * hd + e] += w[j * w_stride + i] * eng_f16_to_f32(r[e]);
+        }
 }
 
 static void to_f16_scalar(const float *x, uint16_t *y, int n)

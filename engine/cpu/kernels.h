@@ -104,13 +104,19 @@ typedef struct eng_cpu_kernels {
     int pack16;
     /* Dot product of two float vectors of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);
-    /* Attention over n rows of hd elements (F32 floats or F16 values, uint16_t), rows contiguous:
-     * out[i] = scale * dot(q, rows + i hd), and y[0..hd) += sum_i w[i] * (rows + i hd). The partial
-     * sums stay in registers across rows; F16 elements are widened to float as they load. */
-    void (*dot_rows_f32)(const float *q, const float *rows, int n, int hd, float scale, float *out);
-    void (*dot_rows_f16)(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out);
-    void (*axpy_rows_f32)(const float *w, const float *rows, int n, int hd, float *y);
-    void (*axpy_rows_f16)(const float *w, const uint16_t *rows, int n, int hd, float *y);
+    /* Attention over n rows of hd elements (F32 floats or F16 values, uint16_t), rows contiguous,
+     * for nh query heads that share them (grouped-query attention): head j's scores out_j[i] =
+     * scale * dot(q_j, rows + i hd), with q_j = q + j hd and out_j = out + j out_stride; and head
+     * j's y_j[0..hd) += sum_i w_j[i] * (rows + i hd), with w_j = w + j w_stride and y_j = y + j hd.
+     * Each head's results are bitwise those of a call with that head alone. The partial sums stay
+     * in registers across rows; F16 elements are widened to float as they load, once for the
+     * heads taken together. */
+    void (*dot_rows_f32)(const float *q, int nh, const float *rows, int n, int hd, float scale, float *out,
+                         size_t out_stride);
+    void (*dot_rows_f16)(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
+                         size_t out_stride);
+    void (*axpy_rows_f32)(const float *w, size_t w_stride, int nh, const float *rows, int n, int hd, float *y);
+    void (*axpy_rows_f16)(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y);
     /* y += a * x for a float x of n elements. */
     void (*axpy_f32)(float a, const float *x, float *y, int n);
     /* y = f16(x), n elements; and back (exact). */

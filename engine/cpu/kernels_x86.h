@@ -1271,47 +1271,84 @@ ENG_INLINE void load_floats16(const float *p, const int N, __m512 v[8])
         v[j] = _mm512_loadu_ps(p + 16 * j);
 }
 
-/* out[i] = scale * dot(q, rows[i]) for rows in groups of 16 (returns how many: n rounded down to
- * 16): q stays in NC = hd / 16 registers, each row costs NC loads and FMAs, and a group's 16 sums
- * reduce together (hsum16x16). The 8-lane kernel reloaded q for every 4 rows and reduced 4 rows
- * at a time. */
-ENG_INLINE int dot_rows16(const int type, const int NC, const float *q, const void *rows, int n, int hd, float scale,
-                          float *out)
+/* For G query heads (q + g hd, out + g out_stride; G NC <= 16, constants at each call): out[i] =
+ * scale * dot(q, rows[i]) for rows in groups of 16 (returns how many: n rounded down to 16). The
+ * queries stay in G NC registers (NC = hd / 16), a row's NC vectors load (and widen) once for all
+ * G heads, and each head's 16 sums of a group reduce together (hsum16x16): with G > 1 they wait
+ * in memory, and each head's outputs are bitwise its outputs alone. The 8-lane kernel reloaded q
+ * for every 4 rows and reduced 4 rows at a time; converting an F16 row per head cost more than
+ * its FMAs (grouped-query attention reads each row for 3 heads in SmolLM2). */
+#define ENG_DOT_HEADS 4 /* most heads dot_rows16 takes at once */
+ENG_INLINE int dot_rows16(const int type, const int NC, const int G, const float *q, const void *rows, int n, int hd,
+                          float scale, float *out, size_t out_stride)
 {
-    __m512 qv[8];
-    load_floats16(q, NC, qv);
+    __m512 qv[ENG_DOT_HEADS][8];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+        load_floats16(q + g * hd, NC, qv[g]);
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 s[16];
+        __m512 s[ENG_DOT_HEADS][16];
 #pragma GCC unroll 16
         for (int r = 0; r < 16; r++) {
             const void *row = row_at(type, rows, i + r, hd);
-            s[r] = _mm512_mul_ps(qv[0], load16f(type, row, 0));
+            __m512 c[8];
 #pragma GCC unroll 8
-            for (int c = 1; c < NC; c++)
-                s[r] = _mm512_fmadd_ps(qv[c], load16f(type, row, 16 * c), s[r]);
+            for (int k = 0; k < NC; k++)
+                c[k] = load16f(type, row, 16 * k);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                s[g][r] = _mm512_mul_ps(qv[g][0], c[0]);
+#pragma GCC unroll 8
+                for (int k = 1; k < NC; k++)
+                    s[g][r] = _mm512_fmadd_ps(qv[g][k], c[k], s[g][r]);
+            }
         }
-        _mm512_storeu_ps(out + i, _mm512_mul_ps(hsum16x16(s), _mm512_set1_ps(scale)));
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+            _mm512_storeu_ps(out + g * out_stride + i, _mm512_mul_ps(hsum16x16(s[g]), _mm512_set1_ps(scale)));
     }
     return i;
 }
 
-/* y[0, 16 M) += sum_i w[i] rows[i][k0, k0 + 16 M): M accumulators, M a constant at each call */
-ENG_INLINE void axpy_rows16(const int type, const int M, const float *w, const void *rows, int n, int hd, int k0,
-                            float *y)
+/* For G heads (weights w + g w_stride, outputs y + g hd; G M <= 16, constants at each call):
+ * y[0, 16 M) += sum_i w[i] rows[i][k0, k0 + 16 M) in G M accumulators. A row's M vectors load
+ * (and widen) once for all G heads, and each head's FMA chains, in row order, are its chains
+ * alone (one head's M = 4 chains also waited on the FMA latency, G of them do not). */
+ENG_INLINE void axpy_rows16(const int type, const int M, const int G, const float *w, size_t w_stride, const void *rows,
+                            int n, int hd, int k0, float *y)
 {
-    __m512 acc[8];
-    load_floats16(y, M, acc);
+    __m512 acc[ENG_DOT_HEADS][8];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+        load_floats16(y + g * hd, M, acc[g]);
     for (int i = 0; i < n; i++) {
         const void *r = row_at(type, rows, i, hd);
-        const __m512 wv = _mm512_set1_ps(w[i]);
+        __m512 c[8];
 #pragma GCC unroll 8
         for (int j = 0; j < M; j++)
-            acc[j] = _mm512_fmadd_ps(wv, load16f(type, r, k0 + 16 * j), acc[j]);
-    }
+            c[j] = load16f(type, r, k0 + 16 * j);
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) {
+            const __m512 wv = _mm512_set1_ps(w[g * w_stride + i]);
 #pragma GCC unroll 8
-    for (int j = 0; j < M; j++)
-        _mm512_storeu_ps(y + 16 * j, acc[j]);
+            for (int j = 0; j < M; j++)
+                acc[g][j] = _mm512_fmadd_ps(wv, c[j], acc[g][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; j++)
+            _mm512_storeu_ps(y + g * hd + 16 * j, acc[g][j]);
+}
+
+/* How many of the nh - h heads left the fused kernels take next at head size hd: as many as fit
+ * in 16 accumulators (4 at 64, 2 at 128), or 1 */
+ENG_INLINE int heads_together(int nh, int h, int hd)
+{
+    const int fit = hd == 64 ? 4 : hd == 128 ? 2 : 1;
+    return nh - h < fit ? nh - h : fit;
 }
 #endif
 
@@ -1323,15 +1360,15 @@ ENG_INLINE void axpy_rows(const int type, const float *w, const void *rows, int 
     if (hd % 16 == 0) {
         int k0 = 0;
         for (; k0 + 128 <= hd; k0 += 128)
-            axpy_rows16(type, 8, w, rows, n, hd, k0, y + k0);
+            axpy_rows16(type, 8, 1, w, 0, rows, n, hd, k0, y + k0);
         switch ((hd - k0) / 16) { /* head sizes 64 and 128 take one call */
-        case 1: axpy_rows16(type, 1, w, rows, n, hd, k0, y + k0); break;
-        case 2: axpy_rows16(type, 2, w, rows, n, hd, k0, y + k0); break;
-        case 3: axpy_rows16(type, 3, w, rows, n, hd, k0, y + k0); break;
-        case 4: axpy_rows16(type, 4, w, rows, n, hd, k0, y + k0); break;
-        case 5: axpy_rows16(type, 5, w, rows, n, hd, k0, y + k0); break;
-        case 6: axpy_rows16(type, 6, w, rows, n, hd, k0, y + k0); break;
-        case 7: axpy_rows16(type, 7, w, rows, n, hd, k0, y + k0); break;
+        case 1: axpy_rows16(type, 1, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 2: axpy_rows16(type, 2, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 3: axpy_rows16(type, 3, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 4: axpy_rows16(type, 4, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 5: axpy_rows16(type, 5, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 6: axpy_rows16(type, 6, 1, w, 0, rows, n, hd, k0, y + k0); break;
+        case 7: axpy_rows16(type, 7, 1, w, 0, rows, n, hd, k0, y + k0); break;
         default: break;
         }
         return;
@@ -1370,38 +1407,86 @@ ENG_INLINE void dot_rows_any(const int type, const float *q, const void *rows, i
     int done = 0;
 #if ENG_X86_VNNI
     switch (hd % 16 == 0 ? hd / 16 : 0) {
-    case 1: done = dot_rows16(type, 1, q, rows, n, hd, scale, out); break;
-    case 2: done = dot_rows16(type, 2, q, rows, n, hd, scale, out); break;
-    case 3: done = dot_rows16(type, 3, q, rows, n, hd, scale, out); break;
-    case 4: done = dot_rows16(type, 4, q, rows, n, hd, scale, out); break;
-    case 5: done = dot_rows16(type, 5, q, rows, n, hd, scale, out); break;
-    case 6: done = dot_rows16(type, 6, q, rows, n, hd, scale, out); break;
-    case 7: done = dot_rows16(type, 7, q, rows, n, hd, scale, out); break;
-    case 8: done = dot_rows16(type, 8, q, rows, n, hd, scale, out); break;
+    case 1: done = dot_rows16(type, 1, 1, q, rows, n, hd, scale, out, 0); break;
+    case 2: done = dot_rows16(type, 2, 1, q, rows, n, hd, scale, out, 0); break;
+    case 3: done = dot_rows16(type, 3, 1, q, rows, n, hd, scale, out, 0); break;
+    case 4: done = dot_rows16(type, 4, 1, q, rows, n, hd, scale, out, 0); break;
+    case 5: done = dot_rows16(type, 5, 1, q, rows, n, hd, scale, out, 0); break;
+    case 6: done = dot_rows16(type, 6, 1, q, rows, n, hd, scale, out, 0); break;
+    case 7: done = dot_rows16(type, 7, 1, q, rows, n, hd, scale, out, 0); break;
+    case 8: done = dot_rows16(type, 8, 1, q, rows, n, hd, scale, out, 0); break;
     default: break;
     }
 #endif
     dot_rows(type, q, row_at(type, rows, done, hd), n - done, hd, scale, out + done);
 }
 
-static void dot_rows_f32(const float *q, const float *rows, int n, int hd, float scale, float *out)
+/* nh heads: together where the fused kernels take them (AVX-512, head sizes 64 and 128, the
+ * rows past the last 16 head by head), else head by head */
+ENG_INLINE void dot_rows_heads(const int type, const float *q, int nh, const void *rows, int n, int hd, float scale,
+                               float *out, size_t out_stride)
 {
-    dot_rows_any(ENG_T_F32, q, rows, n, hd, scale, out);
+    for (int h = 0, g = 1; h < nh; h += g) {
+        int done = 0;
+        g = 1;
+#if ENG_X86_VNNI
+        g = heads_together(nh, h, hd);
+        switch (hd / 16 * 8 + g) { /* (NC, G): one 64 or 128 head alone goes through dot_rows_any */
+        case 4 * 8 + 2: done = dot_rows16(type, 4, 2, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
+        case 4 * 8 + 3: done = dot_rows16(type, 4, 3, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
+        case 4 * 8 + 4: done = dot_rows16(type, 4, 4, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
+        case 8 * 8 + 2: done = dot_rows16(type, 8, 2, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
+        default: g = 1; break;
+        }
+#endif
+        for (int j = h; j < h + g; j++) {
+            if (done == 0)
+                dot_rows_any(type, q + j * hd, rows, n, hd, scale, out + j * out_stride);
+            else
+                dot_rows(type, q + j * hd, row_at(type, rows, done, hd), n - done, hd, scale, out + j * out_stride + done);
+        }
+    }
 }
 
-static void dot_rows_f16(const float *q, const uint16_t *rows, int n, int hd, float scale, float *out)
+ENG_INLINE void axpy_rows_heads(const int type, const float *w, size_t w_stride, int nh, const void *rows, int n, int hd,
+                                float *y)
 {
-    dot_rows_any(ENG_T_F16, q, rows, n, hd, scale, out);
+    for (int h = 0, g = 1; h < nh; h += g) {
+        g = 1;
+#if ENG_X86_VNNI
+        g = heads_together(nh, h, hd);
+        switch (hd / 16 * 8 + g) {
+        case 4 * 8 + 2: axpy_rows16(type, 4, 2, w + h * w_stride, w_stride, rows, n, hd, 0, y + h * hd); continue;
+        case 4 * 8 + 3: axpy_rows16(type, 4, 3, w + h * w_stride, w_stride, rows, n, hd, 0, y + h * hd); continue;
+        case 4 * 8 + 4: axpy_rows16(type, 4, 4, w + h * w_stride, w_stride, rows, n, hd, 0, y + h * hd); continue;
+        case 8 * 8 + 2: axpy_rows16(type, 8, 2, w + h * w_stride, w_stride, rows, n, hd, 0, y + h * hd); continue;
+        default: g = 1; break;
+        }
+#endif
+        axpy_rows(type, w + h * w_stride, rows, n, hd, y + h * hd);
+    }
 }
 
-static void axpy_rows_f32(const float *w, const float *rows, int n, int hd, float *y)
+static void dot_rows_f32(const float *q, int nh, const float *rows, int n, int hd, float scale, float *out,
+                         size_t out_stride)
 {
-    axpy_rows(ENG_T_F32, w, rows, n, hd, y);
+    dot_rows_heads(ENG_T_F32, q, nh, rows, n, hd, scale, out, out_stride);
 }
 
-static void axpy_rows_f16(const float *w, const uint16_t *rows, int n, int hd, float *y)
+static void dot_rows_f16(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
+                         size_t out_stride)
 {
-    axpy_rows(ENG_T_F16, w, rows, n, hd, y);
+    dot_rows_heads(ENG_T_F16, q, nh, rows, n, hd, scale, out, out_stride);
+}
+
+static void axpy_rows_f32(const float *w, size_t w_stride, int nh, const float *rows, int n, int hd, float *y)
+{
+    axpy_rows_heads(ENG_T_F32, w, w_stride, nh, rows, n, hd, y);
+}
+
+static void axpy_rows_f16(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y)
+{
+    axpy_rows_heads(ENG_T_F16, w, w_stride, nh, rows, n, hd, y);
 }
 
 static void to_f16(const float *x, uint16_t *y, int n)

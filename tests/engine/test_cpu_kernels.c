@@ -341,7 +341,7 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
         for (size_t h = 0; h < sizeof attn_hds / sizeof attn_hds[0]; h++)
             for (int n = 0; n <= MAXR; n++) {
                 const int hd = hds[h];
-                kt->dot_rows_f32(q, rows, n, hd, 0.125f, out);
+                kt->dot_rows_f32(q, 1, rows, n, hd, 0.125f, out, 0);
                 for (int i = 0; i < n; i++) {
                     double d = 0;
                     for (int e = 0; e < hd; e++)
@@ -350,7 +350,7 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
                 }
                 for (int e = 0; e < hd; e++)
                     y[e] = q[e];
-                kt->axpy_rows_f32(w, rows, n, hd, y);
+                kt->axpy_rows_f32(w, 0, 1, rows, n, hd, y);
                 for (int e = 0; e < hd; e++) {
                     double d = q[e];
                     for (int i = 0; i < n; i++)
@@ -359,6 +359,60 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
                 }
             }
     }
+}
+
+/* The row kernels take a kv head's query heads together (grouped-query attention: one load and
+ * widening of a row for all of them, on AVX-512 at head sizes 64 and 128) and give each head
+ * bitwise what it gets alone: every instruction set, F32 and F16 rows, 1..5 heads (groups of 4
+ * and 2 with a head left over), row counts with a tail past the last 16, head sizes fused and not. */
+static void test_row_kernels_take_heads_together_as_each_alone(void **state)
+{
+    (void)state;
+    enum { NH = 5, N = 37, MAXD = 128, SPAN = 40 };
+    const int hds[] = {64, 128, 48, 12};
+    static float rows[N * MAXD], q[NH * MAXD], w[NH * SPAN], got[NH * SPAN], want[NH * SPAN], yg[NH * MAXD],
+        yw[NH * MAXD];
+    static uint16_t h16[N * MAXD];
+    fill(rows, N * MAXD, 2.0f);
+    fill(q, NH * MAXD, 1.0f);
+    fill(w, NH * SPAN, 0.5f);
+    for (int i = 0; i < N * MAXD; i++)
+        h16[i] = eng_f32_to_f16(rows[i]);
+    int compared = 0;
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        for (size_t c = 0; kt && c < sizeof hds / sizeof hds[0]; c++)
+            for (int nh = 1; nh <= NH; nh++)
+                for (int f16 = 0; f16 < 2; f16++) {
+                    const int hd = hds[c];
+                    memset(got, 0, sizeof got), memset(want, 0, sizeof want);
+                    fill(yg, NH * MAXD, 1.0f);
+                    memcpy(yw, yg, sizeof yw);
+                    if (f16) {
+                        kt->dot_rows_f16(q, nh, h16, N, hd, 0.125f, got, SPAN);
+                        kt->axpy_rows_f16(w, SPAN, nh, h16, N, hd, yg);
+                    } else {
+                        kt->dot_rows_f32(q, nh, rows, N, hd, 0.125f, got, SPAN);
+                        kt->axpy_rows_f32(w, SPAN, nh, rows, N, hd, yg);
+                    }
+                    for (int j = 0; j < nh; j++) {
+                        if (f16) {
+                            kt->dot_rows_f16(q + j * hd, 1, h16, N, hd, 0.125f, want + j * SPAN, 0);
+                            kt->axpy_rows_f16(w + j * SPAN, 0, 1, h16, N, hd, yw + j * hd);
+                        } else {
+                            kt->dot_rows_f32(q + j * hd, 1, rows, N, hd, 0.125f, want + j * SPAN, 0);
+                            kt->axpy_rows_f32(w + j * SPAN, 0, 1, rows, N, hd, yw + j * hd);
+                        }
+                    }
+                    if (memcmp(got, want, sizeof got) || memcmp(yg, yw, sizeof yg))
+                        print_error("%s, %d heads of %d, %s rows: together differs from one at a time\n", kt->name,
+                                    nh, hd, f16 ? "F16" : "F32");
+                    assert_memory_equal(got, want, sizeof got);
+                    assert_memory_equal(yg, yw, sizeof yg);
+                    compared++;
+                }
+    }
+    assert_true(compared >= 4 * 5 * 2);
 }
 
 /* y += sum_i w[i] rows[i] sums each element by the same FMAs in row order on 8 or 16 lanes, so the
@@ -383,11 +437,11 @@ static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
             const int hd = attn_hds[k];
             fill(ya, hd, 1.0f);
             memcpy(yb, ya, sizeof(float) * hd);
-            a->axpy_rows_f32(w, rows, n, hd, ya);
-            b->axpy_rows_f32(w, rows, n, hd, yb);
+            a->axpy_rows_f32(w, 0, 1, rows, n, hd, ya);
+            b->axpy_rows_f32(w, 0, 1, rows, n, hd, yb);
             assert_memory_equal(ya, yb, sizeof(float) * hd);
-            a->axpy_rows_f16(w, h, n, hd, ya);
-            b->axpy_rows_f16(w, h, n, hd, yb);
+            a->axpy_rows_f16(w, 0, 1, h, n, hd, ya);
+            b->axpy_rows_f16(w, 0, 1, h, n, hd, yb);
             assert_memory_equal(ya, yb, sizeof(float) * hd);
         }
     for (int n = 0; n <= 40; n++) {
@@ -423,8 +477,8 @@ static void test_f16_attention_row_kernels_match_scalar_reference(void **state)
         for (size_t k = 0; k < sizeof attn_hds / sizeof attn_hds[0]; k++)
             for (int n = 0; n <= MAXR; n++) {
                 const int hd = attn_hds[k];
-                kt->dot_rows_f16(q, h, n, hd, 0.125f, out);
-                sc->dot_rows_f16(q, h, n, hd, 0.125f, ref);
+                kt->dot_rows_f16(q, 1, h, n, hd, 0.125f, out, 0);
+                sc->dot_rows_f16(q, 1, h, n, hd, 0.125f, ref, 0);
                 for (int i = 0; i < n; i++) {
                     double d = 0, mag = 0;
                     for (int e = 0; e < hd; e++) {
@@ -438,8 +492,8 @@ static void test_f16_attention_row_kernels_match_scalar_reference(void **state)
                 }
                 for (int e = 0; e < hd; e++)
                     y[e] = yref[e] = q[e];
-                kt->axpy_rows_f16(w, h, n, hd, y);
-                sc->axpy_rows_f16(w, h, n, hd, yref);
+                kt->axpy_rows_f16(w, 0, 1, h, n, hd, y);
+                sc->axpy_rows_f16(w, 0, 1, h, n, hd, yref);
                 for (int e = 0; e < hd; e++) {
                     double d = q[e], mag = fabs(q[e]);
                     for (int i = 0; i < n; i++) {
@@ -597,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_vector_helpers_match_scalar_math),
         cmocka_unit_test(test_attention_row_kernels_match_scalar_math),
         cmocka_unit_test(test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512),
+        cmocka_unit_test(test_row_kernels_take_heads_together_as_each_alone),
         cmocka_unit_test(test_f16_widening_is_exact),
         cmocka_unit_test(test_query_tile_equals_one_query_at_a_time),
         cmocka_unit_test(test_f16_attention_row_kernels_match_scalar_reference),
