@@ -47,8 +47,9 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
  * that kv head: head j of token i (q + i q_stride + j head_dim) attends positions [0, n_ctx + i),
  * and its output (out + i out_stride + j head_dim, head_dim floats) = softmax(q . K * scale) . V.
  * All nq x nh queries go through the context together, block by block, so each K or V block is
- * read from memory once for all of them (and an F16 block widened once, when there are two or
- * more). scores is scratch of nq nh (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Every query's
+ * read from memory once for all of them: a row is loaded (and an F16 one widened) once for the
+ * heads, by the row kernels, and for two tokens or more an F16 block is widened once into
+ * scratch for all of them. scores is scratch of nq nh (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Every query's
  * output is bitwise what it gets alone. Cannot fail. */
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                     int layer, int head, const float *q, size_t q_stride, int nq, int nh, int n_ctx,
