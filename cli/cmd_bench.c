@@ -3,7 +3,10 @@
  * Open loop (--trace FILE | --preset NAME): requests are submitted at the trace's arrival times
  * (real time, scaled by --rate-scale). Closed loop (--concurrency C[,C...]): C requests are kept
  * in flight until --requests have completed, for each C; with two or more levels the tokens/s
- * ratio of the last level to the first is printed.
+ * ratio of each level to the first is printed. --repeat N runs the sweep N times, the levels
+ * interleaved (round 1: every level, round 2: every level, ...), and prints each level's median
+ * with its range and the median of the rounds' ratios: on a machine whose speed drifts, a ratio
+ * within a round compares runs seconds apart, where two single runs may fall in different phases.
  *
  * The replay itself (prompts, forced output lengths, clipping to the context, the records) is
  * cli/engine_run.h's, shared with `sluice validate`; the clipped count is printed.
@@ -20,6 +23,7 @@
 #include "analysis/store.h"
 #include "cli/cli.h"
 #include "cli/engine_run.h"
+#include "cli/fwd_bench.h"
 #include "engine/engine.h"
 #include "sched/sched.h"
 #include "workloads/presets.h"
@@ -27,6 +31,7 @@
 
 #define CMD "bench"
 #define MAX_LEVELS 16
+#define MAX_REPEAT 50
 
 static const char usage[] =
     "usage: sluice bench -m MODEL (--trace FILE | --preset NAME | --concurrency C[,C...]) [options]\n"
@@ -40,6 +45,8 @@ static const char usage[] =
     "  --requests N              closed loop: requests per level (default 4 * C)\n"
     "  --prompt-len L            closed loop: prompt tokens (default 128)\n"
     "  --max-tokens T            closed loop: output tokens (default 128)\n"
+    "  --repeat N                closed loop: run the sweep N times, levels interleaved; print the\n"
+    "                            medians and the median ratio of the rounds (default 1)\n"
     "  --backend cpu|cuda        (default cpu)\n"
     "  --threads N               cpu threads (default: all cores)\n"
     "  --fixed-threads           every step on all N threads, even while other processes hold cores\n"
@@ -57,7 +64,7 @@ static const char usage[] =
 
 typedef struct opts {
     cli_replay_opts_t run; /* trace or preset, -n, rates, run store */
-    int n_levels, levels[MAX_LEVELS], requests, prompt_len, max_tokens;
+    int n_levels, levels[MAX_LEVELS], requests, prompt_len, max_tokens, repeat;
     cli_engine_opts_t eng; /* model, backend, threads, KV cap, seed, scheduler */
 } opts_t;
 
@@ -159,7 +166,7 @@ static int parse_levels(const char *v, opts_t *o)
 
 static int parse_opts(int argc, char **argv, opts_t *o)
 {
-    *o = (opts_t){.run = cli_replay_opts_default(), .prompt_len = 128, .max_tokens = 128,
+    *o = (opts_t){.run = cli_replay_opts_default(), .prompt_len = 128, .max_tokens = 128, .repeat = 1,
                   .eng = cli_engine_opts_default()};
     for (int i = 1; i < argc; i++) {
         int shared = cli_engine_parse_arg(CMD, argc, argv, &i, &o->eng, &o->run);
@@ -175,6 +182,13 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         } else if (!strcmp(a, "--concurrency")) {
             if (parse_levels(v, o))
                 return 2;
+            i++;
+        } else if (!strcmp(a, "--repeat")) {
+            if (cli_number(CMD, a, v, 1, MAX_REPEAT, &x))
+                return 2;
+            if (x != floor(x))
+                return cli_fail(CMD, "--repeat: expected a whole number of rounds, got '%s'", v);
+            o->repeat = (int)x;
             i++;
         } else if (!strcmp(a, "--requests") || !strcmp(a, "--prompt-len") || !strcmp(a, "--max-tokens") ||
                    !strcmp(a, "--threads")) {
@@ -198,7 +212,34 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         return cli_fail(CMD, "-m MODEL is required");
     if (!!o->run.trace + !!o->run.preset + (o->n_levels > 0) != 1)
         return cli_fail(CMD, "give exactly one of --trace FILE, --preset NAME, --concurrency C[,C...]");
+    if (o->repeat > 1 && o->n_levels == 0)
+        return cli_fail(CMD, "--repeat repeats a --concurrency sweep; a trace or preset runs once");
     return 0;
+}
+
+/* The sweep's table: each level's tokens/s (with --repeat: the median over the rounds and their
+ * range) and its ratio to the first level (with --repeat: the median of the rounds' ratios). */
+static void print_sweep(const opts_t *o, double tps[][MAX_REPEAT])
+{
+    const int n = o->repeat;
+    if (n > 1)
+        printf("\nconcurrency sweep (output tok/s over wall time; median of %d rounds, levels interleaved):\n", n);
+    else
+        printf("\nconcurrency sweep (output tok/s over wall time):\n");
+    for (int l = 0; l < o->n_levels; l++) {
+        double v[MAX_REPEAT], ratio[MAX_REPEAT], lo = tps[l][0], hi = tps[l][0];
+        for (int r = 0; r < n; r++) {
+            v[r] = tps[l][r];
+            ratio[r] = tps[0][r] > 0 ? tps[l][r] / tps[0][r] : 0;
+            lo = v[r] < lo ? v[r] : lo;
+            hi = v[r] > hi ? v[r] : hi;
+        }
+        printf("  c=%-5d %10.1f tok/s  %6.2fx c=%d", o->levels[l], cli_median(v, n), cli_median(ratio, n),
+               o->levels[0]);
+        if (n > 1)
+            printf("  (%.1f..%.1f tok/s)", lo, hi);
+        printf("\n");
+    }
 }
 
 /* The closed loop's workload: N identical-shape requests, all arriving at 0. */
@@ -225,22 +266,22 @@ int cmd_bench(int argc, char **argv)
         return cli_fail(CMD, "out of memory");
     int status = 0;
     if (o.n_levels > 0) {
-        double tps[MAX_LEVELS];
-        for (int l = 0; l < o.n_levels && status == 0; l++) {
-            char name[96];
-            snprintf(name, sizeof name, "closed loop c=%d, %d+%d tokens", o.levels[l], o.prompt_len,
-                     o.max_tokens);
-            if (closed_trace(&o, o.levels[l], tr) != SL_OK)
-                status = cli_fail(CMD, "out of memory");
-            else
-                status = bench_once(&o, tr, o.levels[l], name, &tps[l]);
-        }
-        if (status == 0 && o.n_levels > 1) {
-            printf("\nconcurrency sweep (output tok/s over wall time):\n");
-            for (int l = 0; l < o.n_levels; l++)
-                printf("  c=%-5d %10.1f tok/s  %6.2fx c=%d\n", o.levels[l], tps[l],
-                       tps[0] > 0 ? tps[l] / tps[0] : 0, o.levels[0]);
-        }
+        double tps[MAX_LEVELS][MAX_REPEAT];
+        for (int round = 0; round < o.repeat && status == 0; round++)
+            for (int l = 0; l < o.n_levels && status == 0; l++) {
+                char name[96];
+                snprintf(name, sizeof name, "closed loop c=%d, %d+%d tokens", o.levels[l], o.prompt_len,
+                         o.max_tokens);
+                if (o.repeat > 1)
+                    printf("%sround %d of %d, c=%d\n", round + l > 0 ? "\n" : "", round + 1, o.repeat,
+                           o.levels[l]);
+                if (closed_trace(&o, o.levels[l], tr) != SL_OK)
+                    status = cli_fail(CMD, "out of memory");
+                else
+                    status = bench_once(&o, tr, o.levels[l], name, &tps[l][round]);
+            }
+        if (status == 0 && (o.n_levels > 1 || o.repeat > 1))
+            print_sweep(&o, tps);
     } else {
         if (o.run.trace)
             rc = wl_trace_read_file(tr, o.run.trace);

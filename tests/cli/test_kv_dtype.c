@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "cli/cli.h"
+#include "tests/cli/capture.h"
 #include "cli/profile_db.h"
 #include "engine/cpu/kernels.h"
 #include "sched/memest.h"
@@ -26,35 +27,6 @@
 
 #define MODEL "../shared/models/stories260K.gguf"
 #define FIXTURE "../shared/fixtures/stories260K_greedy.txt"
-
-typedef int (*cmd_fn)(int argc, char **argv);
-
-/* Runs cmd with stdout and stderr going to a file; returns what they printed (malloc'd), the exit
- * code in *rc. */
-static char *capture(cmd_fn cmd, int argc, char **argv, int *rc)
-{
-    char path[] = "/tmp/sluice_kv_cli_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    fflush(stdout);
-    fflush(stderr);
-    int out = dup(1), err = dup(2);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    *rc = cmd(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(out, 1);
-    dup2(err, 2);
-    close(out);
-    close(err);
-    off_t n = lseek(fd, 0, SEEK_END);
-    char *text = calloc(1, (size_t)n + 1);
-    assert_int_equal(pread(fd, text, (size_t)n, 0), n);
-    close(fd);
-    unlink(path);
-    return text;
-}
 
 static int model_present(void)
 {
