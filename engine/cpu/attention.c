@@ -5,9 +5,9 @@
  * weights applied to V, each over a block's rows at once (dot_rows / axpy_rows of the pool's
  * element type, F32 or F16). The queries of a prompt tile, and the query heads of a kv head, take
  * each block in turn, so a block is read from memory once for all of them and, in F16, widened
- * once (F16C conversion costs Zen 1 about as much as the FMAs: widening per query made F16
- * prefill 15% slower than F32; a kv head's query heads one after the other read it from memory
- * once and then from cache, but converted it once per head). The
+ * once: a prompt tile's block into scratch, and each row by the row kernels for the heads they
+ * take together (F16C conversion costs Zen 1 about as much as the FMAs: widening per query made
+ * F16 prefill 15% slower than F32). The
  * context is at most a few thousand positions, so the scores fit in cache and a one-pass (online
  * softmax) form would buy little here.
  */
