@@ -183,32 +183,24 @@ typedef int32_t vec8i __attribute__((vector_size(32)));
  * non-AVX clones) */
 #define PICK8(take, a, b) ((vec8f)(((take) & (vec8i)(a)) | (~(take) & (vec8i)(b))))
 
-/* dst = src with every NaN made -inf */
-ENG_VECTOR_CLONES static void copy_nan_as_ninf(float *dst, const float *src, int n)
+/* The first index of the largest finite-or-+inf value of v (NaN and -inf never win), -1 when
+ * there is none, and that value in *max (-inf when none). With dst, also copies v there with every
+ * NaN made -inf, in the same pass (a sampled token's row is 49,152 logits: each pass over it
+ * counts). Each lane keeps its first maximum; of the lanes' maxima the largest wins, a tie going
+ * to the lower index; the tail (higher indices) wins only when strictly larger. */
+ENG_VECTOR_CLONES static int argmax(const float *v, int n, float *dst, float *max)
 {
     const vec8f ninf = (vec8f){0} - INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vec8f y;
-        memcpy(&y, src + i, sizeof y);
-        y = PICK8(y == y, y, ninf);
-        memcpy(dst + i, &y, sizeof y);
-    }
-    for (; i < n; i++)
-        dst[i] = isnan(src[i]) ? -INFINITY : src[i];
-}
-
-/* The first index of the largest finite-or-+inf value (NaN and -inf never win); -1 when there is
- * none. Each lane keeps its first maximum; of the lanes' maxima the largest wins, a tie going to
- * the lower index; the tail (higher indices) wins only when strictly larger. */
-ENG_VECTOR_CLONES static int argmax(const float *v, int n)
-{
-    vec8f m = (vec8f){0} - INFINITY;
+    vec8f m = ninf;
     vec8i at = (vec8i){0} - 1, idx = {0, 1, 2, 3, 4, 5, 6, 7};
     int i = 0;
     for (; i + 8 <= n; i += 8, idx += 8) {
         vec8f y;
         memcpy(&y, v + i, sizeof y);
+        if (dst) {
+            y = PICK8(y == y, y, ninf);
+            memcpy(dst + i, &y, sizeof y);
+        }
         vec8i gt = y > m;
         m = PICK8(gt, y, m);
         at = (gt & idx) | (~gt & at);
@@ -218,27 +210,13 @@ ENG_VECTOR_CLONES static int argmax(const float *v, int n)
     for (int j = 0; j < 8; j++)
         if (m[j] > bv || (m[j] == bv && at[j] >= 0 && at[j] < best))
             bv = m[j], best = at[j];
-    for (; i < n; i++)
+    for (; i < n; i++) {
+        if (dst)
+            dst[i] = isnan(v[i]) ? -INFINITY : v[i];
         if (v[i] > bv) bv = v[i], best = i;
-    return best;
-}
-
-/* the largest value of v, NaN ignored (-inf when there is none) */
-ENG_VECTOR_CLONES static float row_max(const float *v, int n)
-{
-    vec8f m = (vec8f){0} - INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vec8f y;
-        memcpy(&y, v + i, sizeof y);
-        m = PICK8(y > m, y, m);
     }
-    float mx = -INFINITY;
-    for (int j = 0; j < 8; j++)
-        mx = m[j] > mx ? m[j] : mx;
-    for (; i < n; i++)
-        mx = v[i] > mx ? v[i] : mx;
-    return mx;
+    *max = bv;
+    return best;
 }
 
 /* sum of exp(x[i] - mx) over n values <= mx (NaN counts as 0), 8 lanes at a time: exp(y) =
@@ -278,10 +256,9 @@ ENG_VECTOR_CLONES static double sum_exp(const float *x, int n, float mx)
     return sum;
 }
 
-/* log-softmax of the raw row at token */
-static float raw_logprob(const float *logits, int vocab, int32_t token)
+/* log-softmax of the raw row at token, mx the row's largest value (NaN ignored) */
+static float raw_logprob(const float *logits, int vocab, float mx, int32_t token)
 {
-    float mx = row_max(logits, vocab);
     return (float)((double)logits[token] - mx - log(sum_exp(logits, vocab, mx)));
 }
 
@@ -337,10 +314,12 @@ int eng_sampler_pick(eng_sampler_ws_t *ws, const float *logits, const eng_sample
                      const int32_t *pen, int32_t *token, float *logprob)
 {
     int V = ws->vocab;
-    float *val = ws->val;
-    copy_nan_as_ninf(val, logits, V);
-    penalise(row, pen, val);
-    int best = argmax(val, V);
+    float *val = ws->val, raw_max, max;
+    int best = argmax(logits, V, val, &raw_max); /* val: the logits, NaN as -inf */
+    if (row->n_pen > 0) {
+        penalise(row, pen, val);
+        best = argmax(val, V, NULL, &max);
+    }
     if (best < 0) return SL_EINVAL;
     int32_t chosen = best;
     if (samples(row->temperature, row->top_k)) {
@@ -395,7 +374,7 @@ int eng_sampler_pick(eng_sampler_ws_t *ws, const float *logits, const eng_sample
         }
     }
     *token = chosen;
-    if (logprob) *logprob = raw_logprob(logits, V, chosen);
+    if (logprob) *logprob = raw_logprob(logits, V, raw_max, chosen);
     return SL_OK;
 }
 

@@ -311,6 +311,35 @@ static void test_greedy_takes_the_first_of_equal_maxima(void **state)
     eng_sampler_ws_free(ws);
 }
 
+/* A NaN logit is never drawn: it counts as -inf (probability 0) in every draw, at every position
+ * of the row (in the 8-lane passes and in their tail), so each draw is the draw from the same row
+ * with -inf in its place. */
+static void test_draws_skip_nan_logits(void **state)
+{
+    enum { N = 1003 };
+    eng_sampler_ws_t *ws = eng_sampler_ws_create(N);
+    float l[N], clean[N];
+    for (int i = 0; i < N; i++)
+        l[i] = clean[i] = -fabsf((float)(i - 400)) / 200.0f;
+    for (int i = 3; i < N; i += 7) /* NaN every 7th, and 1001 in the tail past the last 8 */
+        l[i] = NAN, clean[i] = -INFINITY;
+    l[1001] = NAN, clean[1001] = -INFINITY;
+    const eng_sample_row_t rows[] = {
+        {.temperature = 1, .top_p = 1, .repetition_penalty = 1},
+        {.temperature = 0.7f, .top_k = 50, .top_p = 1, .repetition_penalty = 1},
+        {.temperature = 1.3f, .top_p = 0.9f, .min_p = 0.01f, .repetition_penalty = 1},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+        for (int k = 0; k < 200; k++) {
+            eng_sample_row_t row = rows[r];
+            row.u = (k + 0.5) / 200;
+            const int32_t tok = pick(ws, l, row);
+            assert_false(isnan(l[tok]));
+            assert_int_equal(tok, pick(ws, clean, row));
+        }
+    eng_sampler_ws_free(ws);
+}
+
 /* The selection does not depend on how it is computed: top-k ties go to the lower id, the top-p
  * prefix is ordered by probability then id, and the draw walks the survivors by id. */
 static void test_pick_is_canonical(void **state)
@@ -415,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_row_without_finite_logit_is_an_error),
         cmocka_unit_test(test_prepare_lists_the_window_and_draws_only_to_sample),
         cmocka_unit_test(test_pick_is_canonical),
+        cmocka_unit_test(test_draws_skip_nan_logits),
         cmocka_unit_test(test_sample_is_prepare_then_pick),
         cmocka_unit_test(test_stop_string_found_cuts_before_it),
         cmocka_unit_test(test_stop_string_prefix_is_held_back),
