@@ -981,7 +981,7 @@ ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, group16_t *fil
                 ENG_AMX_PRODUCT(3, 4, 5, a + ahead * ENG_CPU_QK, xs, w + 8 * ahead);
         }
         if (fill && ahead + 1 < nbs)
-            unpack_block16(type, g, fill, r, blk + 3, wbuf + 8 * (ahead + 1), &d[ahead + 1], &m[ahead + 1]);
+            unpack_block16(type, g, fill, r, b0 + ahead + 1, wbuf + 8 * (ahead + 1), &d[ahead + 1], &m[ahead + 1]);
         /* token j's scale, sum and s128 of this block: one pointer stepped by the row stride (a
          * pointer per token spilled to vector registers, two moves per token on the vector ports) */
         const char *xj = (const char *)(x.d + blk);
@@ -1400,53 +1400,38 @@ ENG_INLINE void axpy_rows(const int type, const float *w, const void *rows, int 
     }
 }
 
-/* AVX-512: groups of 16 rows by dot_rows16 for head sizes 16..128 in steps of 16; the rest (and
- * other sizes) 4 rows at a time */
-ENG_INLINE void dot_rows_any(const int type, const float *q, const void *rows, int n, int hd, float scale, float *out)
-{
-    int done = 0;
-#if ENG_X86_VNNI
-    switch (hd % 16 == 0 ? hd / 16 : 0) {
-    case 1: done = dot_rows16(type, 1, 1, q, rows, n, hd, scale, out, 0); break;
-    case 2: done = dot_rows16(type, 2, 1, q, rows, n, hd, scale, out, 0); break;
-    case 3: done = dot_rows16(type, 3, 1, q, rows, n, hd, scale, out, 0); break;
-    case 4: done = dot_rows16(type, 4, 1, q, rows, n, hd, scale, out, 0); break;
-    case 5: done = dot_rows16(type, 5, 1, q, rows, n, hd, scale, out, 0); break;
-    case 6: done = dot_rows16(type, 6, 1, q, rows, n, hd, scale, out, 0); break;
-    case 7: done = dot_rows16(type, 7, 1, q, rows, n, hd, scale, out, 0); break;
-    case 8: done = dot_rows16(type, 8, 1, q, rows, n, hd, scale, out, 0); break;
-    default: break;
-    }
-#endif
-    dot_rows(type, q, row_at(type, rows, done, hd), n - done, hd, scale, out + done);
-}
-
-/* nh heads: together where the fused kernels take them (AVX-512, head sizes 64 and 128, the
- * rows past the last 16 head by head), else head by head */
+/* nh heads, G at a time (heads_together): on AVX-512 groups of 16 rows by dot_rows16 for head
+ * sizes 16..128 in steps of 16 (several heads at once at 64 and 128); the rest of the rows (and
+ * other sizes, and AVX2) 4 rows at a time, head by head */
+#define ENG_DOT16(NC, G) dot_rows16(type, NC, G, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride)
 ENG_INLINE void dot_rows_heads(const int type, const float *q, int nh, const void *rows, int n, int hd, float scale,
                                float *out, size_t out_stride)
 {
     for (int h = 0, g = 1; h < nh; h += g) {
         int done = 0;
-        g = 1;
 #if ENG_X86_VNNI
         g = heads_together(nh, h, hd);
-        switch (hd / 16 * 8 + g) { /* (NC, G): one 64 or 128 head alone goes through dot_rows_any */
-        case 4 * 8 + 2: done = dot_rows16(type, 4, 2, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
-        case 4 * 8 + 3: done = dot_rows16(type, 4, 3, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
-        case 4 * 8 + 4: done = dot_rows16(type, 4, 4, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
-        case 8 * 8 + 2: done = dot_rows16(type, 8, 2, q + h * hd, rows, n, hd, scale, out + h * out_stride, out_stride); break;
+        switch (hd % 16 == 0 ? hd / 16 * 8 + g : 0) { /* (NC, G) */
+        case 1 * 8 + 1: done = ENG_DOT16(1, 1); break;
+        case 2 * 8 + 1: done = ENG_DOT16(2, 1); break;
+        case 3 * 8 + 1: done = ENG_DOT16(3, 1); break;
+        case 4 * 8 + 1: done = ENG_DOT16(4, 1); break;
+        case 5 * 8 + 1: done = ENG_DOT16(5, 1); break;
+        case 6 * 8 + 1: done = ENG_DOT16(6, 1); break;
+        case 7 * 8 + 1: done = ENG_DOT16(7, 1); break;
+        case 8 * 8 + 1: done = ENG_DOT16(8, 1); break;
+        case 4 * 8 + 2: done = ENG_DOT16(4, 2); break;
+        case 4 * 8 + 3: done = ENG_DOT16(4, 3); break;
+        case 4 * 8 + 4: done = ENG_DOT16(4, 4); break;
+        case 8 * 8 + 2: done = ENG_DOT16(8, 2); break;
         default: g = 1; break;
         }
 #endif
-        for (int j = h; j < h + g; j++) {
-            if (done == 0)
-                dot_rows_any(type, q + j * hd, rows, n, hd, scale, out + j * out_stride);
-            else
-                dot_rows(type, q + j * hd, row_at(type, rows, done, hd), n - done, hd, scale, out + j * out_stride + done);
-        }
+        for (int j = h; j < h + g; j++)
+            dot_rows(type, q + j * hd, row_at(type, rows, done, hd), n - done, hd, scale, out + j * out_stride + done);
     }
 }
+#undef ENG_DOT16
 
 ENG_INLINE void axpy_rows_heads(const int type, const float *w, size_t w_stride, int nh, const void *rows, int n, int hd,
                                 float *y)
