@@ -79,7 +79,7 @@ static void test_every_item_claimed_once_per_loop_across_many_regions(void **sta
 
 typedef struct own_job {
     eng_cpu_pool_t *pool;
-    int n;
+    int n, alone; /* alone: the other threads wait until thread 0 has claimed everything */
     int seq[OWN_THREADS][N_ITEMS], len[OWN_THREADS];
     atomic_int finished;
 } own_job_t;
@@ -87,43 +87,69 @@ typedef struct own_job {
 static void own_body(void *arg, int ith, int nth)
 {
     own_job_t *j = arg;
-    if (ith == nth - 1) /* the last thread comes late: the others have taken its whole range */
-        eng_cpu_pool_await(&j->finished, nth - 1);
+    const int late = j->alone ? ith > 0 : ith == nth - 1;
+    if (late) /* the others have taken its whole range by the time it looks */
+        eng_cpu_pool_await(&j->finished, j->alone ? 1 : nth - 1);
     for (int i; (i = eng_cpu_pool_claim_own(j->pool, ith, j->n)) < j->n;)
         j->seq[ith][j->len[ith]++] = i;
-    if (ith < nth - 1)
+    if (!late)
         atomic_fetch_add(&j->finished, 1);
 }
 
+static void run_own(eng_cpu_pool_t *p, own_job_t *j, int n, int alone)
+{
+    memset(j, 0, sizeof *j);
+    j->pool = p;
+    j->n = n;
+    j->alone = alone;
+    eng_cpu_pool_run(p, 0, own_body, j);
+}
+
+/* One thread claiming alone shows the order exactly: its own range from the front, then the back
+ * half of the fullest other range (the first of equals) and on from there in order. */
 static void test_own_claims_take_the_own_range_in_order_then_the_others(void **state)
 {
     eng_cpu_pool_t *p = NULL;
     assert_int_equal(eng_cpu_pool_create(OWN_THREADS, 0.002, 0, &p), 0);
     static own_job_t j;
-    const int sizes[] = {N_ITEMS, 7, 2, 0};
-    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
-        memset(&j, 0, sizeof j);
-        j.pool = p;
-        j.n = sizes[s];
-        eng_cpu_pool_run(p, 0, own_body, &j);
-        assert_int_equal(j.len[OWN_THREADS - 1], 0);
-        int hits[N_ITEMS] = {0};
-        for (int t = 0; t < OWN_THREADS - 1; t++) {
-            int lo, hi;
-            eng_cpu_split(j.n, t, OWN_THREADS, &lo, &hi);
-            /* the items of its own range that it took (a thread that starts late may find the back
-             * of its range taken) come first, from the front, in order */
-            int own = 0;
-            for (int k = 0; k < j.len[t]; k++)
-                own += j.seq[t][k] >= lo && j.seq[t][k] < hi;
-            for (int k = 0; k < own; k++)
-                assert_int_equal(j.seq[t][k], lo + k);
-            for (int k = 0; k < j.len[t]; k++)
-                hits[j.seq[t][k]]++;
-        }
-        for (int i = 0; i < j.n; i++)
-            assert_int_equal(hits[i], 1);
+    /* 7 items: ranges [0,3) [3,6) [6,7); 10 items: [0,4) [4,8) [8,10); 2 items: [0,1) [1,2) [2,2) */
+    static const int n7[] = {0, 1, 2, 4, 5, 3, 6};
+    static const int n10[] = {0, 1, 2, 3, 6, 7, 5, 9, 4, 8};
+    static const int n2[] = {0, 1};
+    const struct {
+        int n;
+        const int *want;
+    } cases[] = {{7, n7}, {10, n10}, {2, n2}, {0, NULL}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        run_own(p, &j, cases[c].n, 1);
+        assert_int_equal(j.len[0], cases[c].n);
+        for (int k = 0; k < cases[c].n; k++)
+            assert_int_equal(j.seq[0][k], cases[c].want[k]);
+        for (int t = 1; t < OWN_THREADS; t++)
+            assert_int_equal(j.len[t], 0);
     }
+    eng_cpu_pool_free(p);
+}
+
+/* Threads claiming at once (in whatever order the OS runs them) take every item once, and a thread
+ * that comes late finds its range taken by the others. */
+static void test_own_claims_hand_out_each_item_once_and_a_late_range_to_the_others(void **state)
+{
+    eng_cpu_pool_t *p = NULL;
+    assert_int_equal(eng_cpu_pool_create(OWN_THREADS, 0.002, 0, &p), 0);
+    static own_job_t j;
+    const int sizes[] = {N_ITEMS, 7, 2, 0};
+    for (int round = 0; round < 20; round++)
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            run_own(p, &j, sizes[s], 0);
+            assert_int_equal(j.len[OWN_THREADS - 1], 0);
+            int hits[N_ITEMS] = {0};
+            for (int t = 0; t < OWN_THREADS - 1; t++)
+                for (int k = 0; k < j.len[t]; k++)
+                    hits[j.seq[t][k]]++;
+            for (int i = 0; i < j.n; i++)
+                assert_int_equal(hits[i], 1);
+        }
     eng_cpu_pool_free(p);
 }
 
@@ -363,6 +389,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_item_claimed_once_per_loop_across_many_regions),
         cmocka_unit_test(test_own_claims_take_the_own_range_in_order_then_the_others),
+        cmocka_unit_test(test_own_claims_hand_out_each_item_once_and_a_late_range_to_the_others),
         cmocka_unit_test(test_zero_threads_means_online_cpus),
         cmocka_unit_test(test_static_split_covers_range_without_overlap),
         cmocka_unit_test(test_adapt_keeps_every_thread_while_waits_are_short_or_brief),
