@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/vector_clones.h"
 #include "sched/status.h"
 
 struct eng_sampler_ws {
@@ -167,21 +168,15 @@ static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
     sort_desc(val, idx, mid, hi);
 }
 
-#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 6)
-#define ENG_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ENG_VECTOR_CLONES
-#endif
+typedef float vec16f __attribute__((vector_size(64)));
+typedef int32_t vec16i __attribute__((vector_size(64)));
 
-typedef float vec8f __attribute__((vector_size(32)));
-typedef int32_t vec8i __attribute__((vector_size(32)));
-
-/* Row passes over the vocabulary, 8 lanes at a time (a sampled token costs several: 49,152 logits
+/* Row passes over the vocabulary, 16 lanes at a time (a sampled token costs several: 49,152 logits
  * each, on every sequence of a batched step). Comparisons with NaN are false, so NaN never wins. */
 
-/* take ? a : b per lane (macros: a function returning a 256-bit vector changes the ABI in the
+/* take ? a : b per lane (macros: a function returning a vector changes the ABI in the
  * non-AVX clones) */
-#define PICK8(take, a, b) ((vec8f)(((take) & (vec8i)(a)) | (~(take) & (vec8i)(b))))
+#define PICK16(take, a, b) ((vec16f)(((take) & (vec16i)(a)) | (~(take) & (vec16i)(b))))
 
 /* The first index of the largest finite-or-+inf value of v (NaN and -inf never win), -1 when
  * there is none, and that value in *max (-inf when none). With dst, also copies v there with every
@@ -190,24 +185,24 @@ typedef int32_t vec8i __attribute__((vector_size(32)));
  * to the lower index; the tail (higher indices) wins only when strictly larger. */
 ENG_VECTOR_CLONES static int argmax(const float *v, int n, float *dst, float *max)
 {
-    const vec8f ninf = (vec8f){0} - INFINITY;
-    vec8f m = ninf;
-    vec8i at = (vec8i){0} - 1, idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    const vec16f ninf = (vec16f){0} - INFINITY;
+    vec16f m = ninf;
+    vec16i at = (vec16i){0} - 1, idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     int i = 0;
-    for (; i + 8 <= n; i += 8, idx += 8) {
-        vec8f y;
+    for (; i + 16 <= n; i += 16, idx += 16) {
+        vec16f y;
         memcpy(&y, v + i, sizeof y);
         if (dst) {
-            y = PICK8(y == y, y, ninf);
+            y = PICK16(y == y, y, ninf);
             memcpy(dst + i, &y, sizeof y);
         }
-        vec8i gt = y > m;
-        m = PICK8(gt, y, m);
+        vec16i gt = y > m;
+        m = PICK16(gt, y, m);
         at = (gt & idx) | (~gt & at);
     }
     float bv = -INFINITY;
     int best = -1;
-    for (int j = 0; j < 8; j++)
+    for (int j = 0; j < 16; j++)
         if (m[j] > bv || (m[j] == bv && at[j] >= 0 && at[j] < best))
             bv = m[j], best = at[j];
     for (; i < n; i++) {
@@ -219,37 +214,37 @@ ENG_VECTOR_CLONES static int argmax(const float *v, int n, float *dst, float *ma
     return best;
 }
 
-/* sum of exp(x[i] - mx) over n values <= mx (NaN counts as 0), 8 lanes at a time: exp(y) =
+/* sum of exp(x[i] - mx) over n values <= mx (NaN counts as 0), 16 lanes at a time: exp(y) =
  * 2^k e^r with k = round(y / ln 2) (into the exponent bits) and e^r by a degree-6 polynomial,
  * relative error ~1e-7. A row of 49,152 logits took ~0.9 ms with libm's exp per element, which
  * the engine thread paid for every sampled token (it reports every token's logprob). */
 ENG_VECTOR_CLONES static double sum_exp(const float *x, int n, float mx)
 {
-    const vec8f floor_ = (vec8f){0} - 87.0f;
-    vec8f acc = {0};
+    const vec16f floor_ = (vec16f){0} - 87.0f;
+    vec16f acc = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        vec8f y;
+    for (; i + 16 <= n; i += 16) {
+        vec16f y;
         memcpy(&y, x + i, sizeof y);
         y -= mx;
-        vec8i keep = y > floor_; /* false for NaN */
-        y = (vec8f)((keep & (vec8i)y) | (~keep & (vec8i)floor_));
-        vec8i k = __builtin_convertvector(y * 1.44269504f - 0.5f, vec8i); /* y <= 0: round to nearest */
-        vec8f kf = __builtin_convertvector(k, vec8f);
-        vec8f r = y - kf * 0.693359375f + kf * 2.12194440e-4f;
-        vec8f p = (vec8f){0} + 1.3981999507e-3f;
+        vec16i keep = y > floor_; /* false for NaN */
+        y = (vec16f)((keep & (vec16i)y) | (~keep & (vec16i)floor_));
+        vec16i k = __builtin_convertvector(y * 1.44269504f - 0.5f, vec16i); /* y <= 0: round to nearest */
+        vec16f kf = __builtin_convertvector(k, vec16f);
+        vec16f r = y - kf * 0.693359375f + kf * 2.12194440e-4f;
+        vec16f p = (vec16f){0} + 1.3981999507e-3f;
         p = p * r + 8.3334519073e-3f;
         p = p * r + 4.1665795894e-2f;
         p = p * r + 1.6666665459e-1f;
         p = p * r + 5.0000001201e-1f;
         p = p * r * r + r + 1.0f;
-        vec8i bits = (k + 127) << 23;
-        vec8f scale;
+        vec16i bits = (k + 127) << 23;
+        vec16f scale;
         memcpy(&scale, &bits, sizeof scale);
         acc += p * scale;
     }
     double sum = 0;
-    for (int j = 0; j < 8; j++)
+    for (int j = 0; j < 16; j++)
         sum += acc[j];
     for (; i < n; i++)
         if (!isnan(x[i])) sum += exp((double)x[i] - mx);

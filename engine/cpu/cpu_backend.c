@@ -70,7 +70,7 @@ typedef struct eng_cpu_ctx {
     float *hg, *hu;               /* (cap_tok, ffn) gate and up */
     void *xq;                     /* (n_threads, cap_tok, eng_cpu_q8_row_bytes(kmax)) each thread's
                                    * copy of the current input, quantised */
-    float *rope;                  /* (cap_tok, head_dim) cos / sin table per token */
+    float *rope;                  /* (cap_tok, 2 head_dim) rotation table per token (ops.h) */
     float *scores;                /* (n_threads, ATT_SCRATCH(cap_ctx, att_heads)) attention scratch */
     int32_t *tok_seq;             /* (cap_tok) sequence of each token */
     int32_t *rows;                /* (cap_tok) tokens whose logits are returned */
@@ -287,9 +287,9 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
             const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
             const int pos = sq->pos + t - c->seq_first[c->tok_seq[t]];
             if (which == 0)
-                eng_cpu_rope(c->q + (size_t)t * qdim, r0, r1, hd, c->rope + (size_t)t * hd);
+                eng_cpu_rope(c->q + (size_t)t * qdim, r0, r1, hd, c->rope + (size_t)t * 2 * hd);
             else if (which == 1)
-                eng_cpu_rope(c->kb + (size_t)t * kvdim, r0, r1, hd, c->rope + (size_t)t * hd);
+                eng_cpu_rope(c->kb + (size_t)t * kvdim, r0, r1, hd, c->rope + (size_t)t * 2 * hd);
             if (which > 0)
                 eng_cpu_kv_store(c->k, &c->kv, sq->block_table, layer, pos, which - 1,
                                  (which == 1 ? c->kb : c->vb) + (size_t)t * kvdim, r0, r1);
@@ -353,7 +353,7 @@ static void step_main(void *arg, int ith, int nth)
         eng_dequantize_row(m->tok_embd.type,
                            (const char *)m->tok_embd.data + (size_t)sq->tokens[i] * eng_type_row_bytes(m->tok_embd.type, dim),
                            c->x + (size_t)t * dim, dim);
-        eng_cpu_rope_table(sq->pos + i, hd, cfg->rope_theta, c->rope + (size_t)t * hd);
+        eng_cpu_rope_table(sq->pos + i, hd, cfg->rope_theta, c->rope + (size_t)t * 2 * hd);
     }
     eng_cpu_pool_barrier(c->pool);
 
@@ -418,7 +418,7 @@ static int ensure_workspace(eng_cpu_ctx_t *c, int n_tok, int n_seq, int n_ctx)
     size_t sizes[] = {
         (size_t)T * cfg->dim * 4, (size_t)nth * T * cfg->dim * 4, (size_t)T * qdim * 4, (size_t)T * qdim * 4,
         (size_t)T * kvdim * 4, (size_t)T * kvdim * 4, (size_t)T * cfg->ffn_dim * 4, (size_t)T * cfg->ffn_dim * 4,
-        (size_t)nth * T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * cfg->head_dim * 4,
+        (size_t)nth * T * eng_cpu_q8_row_bytes(c->kmax), (size_t)T * 2 * cfg->head_dim * 4,
         (size_t)nth * ATT_SCRATCH(C, att_heads(cfg)) * 4, (size_t)T * 4, (size_t)T * 4, (size_t)(S + 1) * 4, (size_t)(S + 1) * 4,
     };
     size_t total = 0;

@@ -1,0 +1,15 @@
+/* vector_clones.h — ENG_VECTOR_CLONES: a function compiled for AVX-512, AVX2 and baseline x86-64
+ * and picked when the program loads (target_clones), for plain C loops over GCC vector types that
+ * need no intrinsics; elsewhere a plain function. Every clone runs the same operations in the same
+ * order (floating-point contraction is off in this build), so results are bitwise the same on
+ * every CPU. A clone must not take or return a vector type: its ABI differs between clones. */
+#ifndef SLUICE_ENGINE_VECTOR_CLONES_H
+#define SLUICE_ENGINE_VECTOR_CLONES_H
+
+#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 6)
+#define ENG_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ENG_VECTOR_CLONES
+#endif
+
+#endif
