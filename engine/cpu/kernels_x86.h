@@ -81,10 +81,25 @@ ENG_DEFINE_EXP(exp16, __m512, _mm512, round16, _mm512_castsi512_ps)
 
 static void quantize_q8(const float *x, void *row, int k)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     int8_t *qs = row;
     float *dd = eng_cpu_q8_d(row, k), *ss = eng_cpu_q8_s(row, k);
     int32_t *s128 = eng_cpu_q8_s128(row, k);
+#if ENG_X86_VNNI
+    /* a block is two 16-lane vectors: about half the time of four 8-lane ones, the same bytes */
+    for (int b = 0; b < k / ENG_CPU_QK; b++, x += ENG_CPU_QK) {
+        const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+        const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i *)(qs + b * ENG_CPU_QK), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qs + b * ENG_CPU_QK + 16), _mm512_cvtsepi32_epi8(q1));
+        dd[b] = d;
+        ss[b] = d * (float)sum;
+        s128[b] = 128 * sum;
+    }
+#else
+    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < k / ENG_CPU_QK; b++, x += ENG_CPU_QK) {
         __m256 v[4];
         for (int i = 0; i < 4; i++)
@@ -108,6 +123,7 @@ static void quantize_q8(const float *x, void *row, int k)
         ss[b] = d * (float)_mm_cvtsi128_si32(s4);
         s128[b] = 128 * _mm_cvtsi128_si32(s4);
     }
+#endif
 }
 
 /* ---- matrix product tiles ------------------------------------------------------------------ */
