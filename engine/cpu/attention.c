@@ -31,6 +31,23 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
     }
 }
 
+typedef float vec8f __attribute__((vector_size(32)));
+
+/* x[0..n) *= a, 8 lanes at a time (GCC does not vectorise the plain loop at -O2: it was ~half of
+ * this file's own time in a 16-stream decode step) */
+static void scale_row(float *x, int n, float a)
+{
+    int e = 0;
+    for (; e + 8 <= n; e += 8) {
+        vec8f v;
+        memcpy(&v, x + e, sizeof v);
+        v *= a;
+        memcpy(x + e, &v, sizeof v);
+    }
+    for (; e < n; e++)
+        x[e] *= a;
+}
+
 static inline int min3(int a, int b, int c)
 {
     int m = a < b ? a : b;
@@ -99,6 +116,5 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
         }
     for (int i = 0; i < nq; i++)
         for (int j = 0; j < nh; j++)
-            for (int e = 0; e < hd; e++)
-                out[i * out_stride + j * hd + e] *= inv[i][j];
+            scale_row(out + i * out_stride + j * hd, hd, inv[i][j]);
 }

@@ -1509,10 +1509,25 @@ static void to_f32(const uint16_t *x, float *y, int n)
         y[i] = eng_f16_to_f32(x[i]);
 }
 
+#if ENG_X86_VNNI
+ENG_INLINE __m256 high8(__m512 v) /* lanes 8..15 (AVX-512F alone: no extractf32x8) */
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+#endif
+
+/* AVX-512 takes 16 elements a step (the exponentials are exp8's per element; the sum's order
+ * differs, so the two tables' sums can differ in the last bits) */
 static float exp_sum(float *x, int n)
 {
     __m256 m8 = _mm256_set1_ps(-INFINITY);
     int i = 0;
+#if ENG_X86_VNNI
+    __m512 m16 = _mm512_set1_ps(-INFINITY);
+    for (; i + 16 <= n; i += 16)
+        m16 = _mm512_max_ps(m16, _mm512_loadu_ps(x + i));
+    m8 = _mm256_max_ps(_mm512_castps512_ps256(m16), high8(m16));
+#endif
     for (; i + 8 <= n; i += 8)
         m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
     float max = hmax8(m8);
@@ -1520,6 +1535,15 @@ static float exp_sum(float *x, int n)
         max = x[i] > max ? x[i] : max;
     __m256 mv = _mm256_set1_ps(max), s = _mm256_setzero_ps();
     i = 0;
+#if ENG_X86_VNNI
+    __m512 s16 = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
+        _mm512_storeu_ps(x + i, e);
+        s16 = _mm512_add_ps(s16, e);
+    }
+    s = _mm256_add_ps(_mm512_castps512_ps256(s16), high8(s16));
+#endif
     for (; i + 8 <= n; i += 8) {
         __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
         _mm256_storeu_ps(x + i, e);
