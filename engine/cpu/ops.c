@@ -3,7 +3,6 @@
 #include "engine/cpu/ops.h"
 
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "engine/vector_clones.h"
@@ -11,7 +10,6 @@
 typedef float vec8f __attribute__((vector_size(32)));
 typedef double vec8d __attribute__((vector_size(64)));
 typedef float vec16f __attribute__((vector_size(64)));
-typedef int32_t vec16i __attribute__((vector_size(64)));
 
 ENG_VECTOR_CLONES void eng_cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
 {
@@ -56,7 +54,6 @@ void eng_cpu_rope_table(int pos, int head_dim, float theta, float *cs)
  * a s + b c */
 ENG_VECTOR_CLONES void eng_cpu_rope(float *x, int e0, int e1, int head_dim, const float *cs)
 {
-    const vec16i swap = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
     /* head by head: a division per pair (e % head_dim) was 4% of a 512-token prompt */
     for (int e = e0; e < e1;) {
         const int h0 = e - e % head_dim, end = h0 + head_dim < e1 ? h0 + head_dim : e1;
@@ -66,7 +63,9 @@ ENG_VECTOR_CLONES void eng_cpu_rope(float *x, int e0, int e1, int head_dim, cons
             memcpy(&v, x + e, sizeof v);
             memcpy(&cv, c + e, sizeof cv);
             memcpy(&sv, s + e, sizeof sv);
-            v = v * cv + __builtin_shuffle(v, swap) * sv;
+            /* __builtin_shufflevector: GCC 12+ and clang (clang lacks __builtin_shuffle) */
+            const vec16f swapped = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+            v = v * cv + swapped * sv;
             memcpy(x + e, &v, sizeof v);
         }
         for (; e < end; e += 2) {
