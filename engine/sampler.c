@@ -168,9 +168,6 @@ static void sort_desc(const float *val, int32_t *idx, int lo, int hi)
     sort_desc(val, idx, mid, hi);
 }
 
-typedef float vec16f __attribute__((vector_size(64)));
-typedef int32_t vec16i __attribute__((vector_size(64)));
-
 /* Row passes over the vocabulary, 16 lanes at a time (a sampled token costs several: 49,152 logits
  * each, on every sequence of a batched step). Comparisons with NaN are false, so NaN never wins. */
 

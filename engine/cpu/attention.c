@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "engine/vector_clones.h"
+
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                       int layer, int pos, int which, const float *row, int e0, int e1)
 {
@@ -30,8 +32,6 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
         e += n;
     }
 }
-
-typedef float vec8f __attribute__((vector_size(32)));
 
 /* x[0..n) *= a, 8 lanes at a time (GCC does not vectorise the plain loop at -O2: it was ~half of
  * this file's own time in a 16-stream decode step) */

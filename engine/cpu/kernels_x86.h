@@ -1536,9 +1536,10 @@ static float exp_sum(float *x, int n)
     __m256 mv = _mm256_set1_ps(max), s = _mm256_setzero_ps();
     i = 0;
 #if ENG_X86_VNNI
+    const __m512 mv16 = _mm512_set1_ps(max);
     __m512 s16 = _mm512_setzero_ps();
     for (; i + 16 <= n; i += 16) {
-        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv16));
         _mm512_storeu_ps(x + i, e);
         s16 = _mm512_add_ps(s16, e);
     }

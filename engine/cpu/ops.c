@@ -7,10 +7,6 @@
 
 #include "engine/vector_clones.h"
 
-typedef float vec8f __attribute__((vector_size(32)));
-typedef double vec8d __attribute__((vector_size(64)));
-typedef float vec16f __attribute__((vector_size(64)));
-
 ENG_VECTOR_CLONES void eng_cpu_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
 {
     /* 8 running sums, element i in sum i % 8: one sum is a chain of dependent adds */

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "tests/engine/uniform.h"
 #include "engine/backend.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/model.h"
@@ -28,10 +29,7 @@ static uint64_t rng;
 
 static float frand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (2.0 / 16777216.0) - 1.0);
+    return test_uniform(&rng);
 }
 
 /* ---- a tiny random Llama model in any weight type ------------------------------------------- */

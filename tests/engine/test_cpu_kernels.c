@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "tests/engine/uniform.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/kernels.h"
 #include "engine/model.h"
@@ -21,10 +22,7 @@ static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 static float frand(void) /* uniform in [-1, 1) */
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (2.0 / 16777216.0) - 1.0);
+    return test_uniform(&rng);
 }
 
 static void fill(float *x, int n, float scale)

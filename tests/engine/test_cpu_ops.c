@@ -11,16 +11,14 @@
 
 #include <cmocka.h>
 
+#include "tests/engine/uniform.h"
 #include "engine/cpu/ops.h"
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
 static float frand(void) /* uniform in [-4, 4) */
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (8.0 / 16777216.0) - 4.0);
+    return 4.0f * test_uniform(&rng);
 }
 
 static void rmsnorm_ref(const float *x, const float *w, float *y, int n, float eps)
