@@ -65,15 +65,23 @@ bool cli_is_kv_dtype_flag(const char *a)
     return !strcmp(a, "--kv-dtype") || !strcmp(a, "--kv-cache-dtype");
 }
 
-int cli_kv_dtype(const char *cmd, const char *flag, const char *v, bool *f16)
+static const char *const kv_dtype_names[] = {[SLUICE_KV_F32] = "f32", [SLUICE_KV_F16] = "f16",
+                                              [SLUICE_KV_INT8] = "int8"};
+
+int cli_kv_dtype(const char *cmd, const char *flag, const char *v, sluice_kv_dtype *out)
 {
-    if (!v || (strcmp(v, "f16") && strcmp(v, "f32")))
-        return cli_fail(cmd, "%s: expected f16 or f32, got '%s'", flag, v ? v : "");
-    *f16 = !strcmp(v, "f16");
-    return 0;
+    for (int i = 0; v && i < (int)(sizeof kv_dtype_names / sizeof kv_dtype_names[0]); i++)
+        if (!strcmp(v, kv_dtype_names[i])) {
+            *out = (sluice_kv_dtype)i;
+            return 0;
+        }
+    return cli_fail(cmd, "%s: expected f32, f16 or int8, got '%s'", flag, v ? v : "");
 }
 
-const char *cli_kv_dtype_name(bool f16) { return f16 ? "f16" : "f32"; }
+const char *cli_kv_dtype_name(sluice_kv_dtype t)
+{
+    return (unsigned)t < sizeof kv_dtype_names / sizeof kv_dtype_names[0] ? kv_dtype_names[t] : "?";
+}
 
 const char *cli_code_revision(void) { return SLUICE_REVISION; }
 

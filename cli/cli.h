@@ -32,13 +32,13 @@ int cmd_report(int argc, char **argv);
 int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
 
 /* The KV cache element type flag of the engine commands (run, bench, serve, profile, validate):
- * `--kv-dtype f16|f32`, also spelled `--kv-cache-dtype` (vLLM's name). cli_is_kv_dtype_flag: 1
- * when a is either spelling. cli_kv_dtype: parses v into *f16 (true for "f16"); returns 0, or prints
- * "sluice CMD: FLAG: expected f16 or f32, got 'V'" and returns 2 (v NULL: missing).
- * cli_kv_dtype_name: "f16" or "f32". None can fail otherwise. */
+ * `--kv-dtype f32|f16|int8`, also spelled `--kv-cache-dtype` (vLLM's name). cli_is_kv_dtype_flag:
+ * 1 when a is either spelling. cli_kv_dtype: parses v into *out; returns 0, or prints "sluice CMD:
+ * FLAG: expected f32, f16 or int8, got 'V'" and returns 2 (v NULL: missing). cli_kv_dtype_name:
+ * "f32", "f16" or "int8" ("?" for another value). None can fail otherwise. */
 bool cli_is_kv_dtype_flag(const char *a);
-int cli_kv_dtype(const char *cmd, const char *flag, const char *v, bool *f16);
-const char *cli_kv_dtype_name(bool f16);
+int cli_kv_dtype(const char *cmd, const char *flag, const char *v, sluice_kv_dtype *out);
+const char *cli_kv_dtype_name(sluice_kv_dtype t);
 
 /* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */
 const char *cli_code_revision(void);

@@ -52,8 +52,9 @@ static const char usage[] =
     "  --fixed-threads           every step on all N threads, even while other processes hold cores\n"
     "                            (default: fewer threads then)\n"
     "  --kv-memory-mb MB         KV pool cap (default: sized from max_num_seqs, capped by memory)\n"
-    "  --kv-dtype f16|f32        KV cache elements on the cpu backend (default f16 on CPUs with\n"
-    "                            AVX-512, f32 elsewhere; cuda: always f16); alias --kv-cache-dtype\n"
+    "  --kv-dtype f32|f16|int8   KV cache elements on the cpu backend (default f16 on CPUs with\n"
+    "                            AVX-512, f32 elsewhere; int8: half f16's memory; cuda: always f16);\n"
+    "                            alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS         poll for new work this long after a step before sleeping (default 1000)\n"
     "  --seed S                  prompt RNG seed (default 1)\n"
     "  --num-speculative-tokens K  draft tokens per decode step by prompt lookup (default 0 = off)\n"
@@ -134,7 +135,7 @@ static int bench_once(const opts_t *o, const wl_trace_t *tr, int concurrency, co
     int64_t run_id = 0;
     if (!o->run.no_record && record(o, e, workload, wl_trace_hash(tr), &r, &sum, &run_id) != SL_OK)
         status = 2;
-    print_summary(&sum, o->eng.model, eng_engine_backend_name(e), cli_engine_kv_dtype(e, o->eng.kv_f16),
+    print_summary(&sum, o->eng.model, eng_engine_backend_name(e), cli_engine_kv_dtype(e, o->eng.kv_dtype),
                   eng_engine_sched_config(e), workload, r.rejected, r.clipped);
     printf("  wall       %.2f s, %.1f output tok/s over wall time\n", r.wall, *out_tps);
     if (eng_engine_sched_config(e)->num_speculative_tokens > 0)

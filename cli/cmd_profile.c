@@ -50,7 +50,7 @@
 #define ONCE_S 0.5 /* s: a shape this long is timed in the first pass only (shape()) */
 
 static const char usage[] =
-    "usage: sluice profile -m MODEL [--backend cpu|cuda] [--threads N] [--kv-dtype f16|f32] [-o NAME] [--db FILE]\n"
+    "usage: sluice profile -m MODEL [--backend cpu|cuda] [--threads N] [--kv-dtype f32|f16|int8] [-o NAME] [--db FILE]\n"
     "                      [--budget S]\n"
     "                      [scheduler knobs: --max-num-seqs N --max-num-batched-tokens N --max-seq-len N ...]\n"
     "  times the engine's forward pass at the step shapes the scheduler produces (up to the knobs'\n"
@@ -58,9 +58,9 @@ static const char usage[] =
     "  --budget S: the grid is timed up to 9 times over (a shape's time: the median of the passes)\n"
     "  while the passes fit in S seconds from the start; one pass at least\n"
     "  --kv-dtype: the KV cache elements on the cpu backend (alias --kv-cache-dtype); the profile keeps\n"
-    "  it, and `sluice validate` refuses a profile of the other one\n"
+    "  it, and `sluice validate` refuses a profile of another one\n"
     "  defaults: --backend cpu, --threads all cores, --kv-dtype f16 on CPUs with AVX-512 (f32\n"
-    "  elsewhere), -o MODEL-BACKEND-tTHREADS (and -kvf16 with f16), --db sluice.db, --budget 100\n";
+    "  elsewhere), -o MODEL-BACKEND-tTHREADS (and -kvf16 or -kvint8), --db sluice.db, --budget 100\n";
 
 static double now_s(void)
 {
@@ -330,7 +330,7 @@ static int parse(int argc, char **argv, opts_t *o)
 {
     sluice_engine_params ep = sluice_engine_default_params();
     *o = (opts_t){.db = "sluice.db", .budget = 100,
-                  .eng = {.backend = "cpu", .seed = 1, .kv_f16 = ep.kv_f16, .lookup_min = ep.prompt_lookup_min,
+                  .eng = {.backend = "cpu", .seed = 1, .kv_dtype = ep.kv_dtype, .lookup_min = ep.prompt_lookup_min,
                           .lookup_max = ep.prompt_lookup_max, .sched = eng_sched_config_from_params(&ep)}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -358,7 +358,7 @@ static int parse(int argc, char **argv, opts_t *o)
                 return cli_fail(CMD, "--budget: expected seconds in 0..86400, got '%s'", v);
             o->budget = x, i++;
         } else if (cli_is_kv_dtype_flag(a)) {
-            if (cli_kv_dtype(CMD, a, v, &o->eng.kv_f16))
+            if (cli_kv_dtype(CMD, a, v, &o->eng.kv_dtype))
                 return 2;
             i++;
         } else if (!strcmp(a, "--threads") && v) {
@@ -394,7 +394,7 @@ int cmd_profile(int argc, char **argv)
     if (o.name)
         snprintf(p.name, sizeof p.name, "%s", o.name);
     else
-        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_f16, p.name, sizeof p.name);
+        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_dtype, p.name, sizeof p.name);
     snprintf(p.backend, sizeof p.backend, "%s", o.eng.backend);
     snprintf(p.model_path, sizeof p.model_path, "%s", o.eng.model);
     p.threads = o.eng.threads;
@@ -423,7 +423,7 @@ int cmd_profile(int argc, char **argv)
 
     /* 2. forward passes on a backend of the engine's kind, with a pool of the engine's size */
     if (!(b = sl_calloc(1, sizeof *b)) ||
-        !(b->fb = cli_fwd_bench_open(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_f16, T + S, err,
+        !(b->fb = cli_fwd_bench_open(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_dtype, T + S, err,
                                      sizeof err))) {
         status = cli_fail(CMD, "%s", b ? err : "out of memory");
         goto out;
@@ -473,7 +473,7 @@ int cmd_profile(int argc, char **argv)
         goto out;
     }
     printf("sluice profile: %s (%s) on %s, %d threads, KV %s, host %s, CPU %s\n", p.model.name, o.eng.model,
-           p.backend, p.threads, p.model.bytes_per_kv == 2 ? "f16" : "f32", p.host, p.cpu);
+           p.backend, p.threads, strcmp(p.backend, "cpu") ? "f16" : cli_kv_dtype_name(o.eng.kv_dtype), p.host, p.cpu);
     printf("  %d forward shapes timed, %d pass%s; fit median error %.1f%%; KV pool written: %d of %d blocks\n",
            b->n_pts, passes, passes > 1 ? "es" : "", 100 * p.fit_err, touched, sc.num_blocks);
     printf("  host per step %.3f ms + %.1f us per sampled row; forwards inside the engine loop ran %.2fx "

@@ -26,8 +26,9 @@ static const char usage[] =
     "  --threads N             cpu threads (default: all cores)\n"
     "  --fixed-threads         every step on all N threads, even while other processes hold cores\n"
     "                          (default: fewer threads then)\n"
-    "  --kv-dtype f16|f32      KV cache elements on the cpu backend (default f16 on CPUs with\n"
-    "                          AVX-512, f32 elsewhere; cuda: always f16); alias --kv-cache-dtype\n"
+    "  --kv-dtype f32|f16|int8 KV cache elements on the cpu backend (default f16 on CPUs with\n"
+    "                          AVX-512, f32 elsewhere; int8: half f16's memory; cuda: always f16);\n"
+    "                          alias --kv-cache-dtype\n"
     "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup\n"
     "                          (what followed an earlier occurrence of the last few tokens), verified in\n"
     "                          the same forward; the output is the same (default 0 = off)\n"
@@ -130,7 +131,7 @@ int cmd_run(int argc, char **argv)
                 return 2;
             *(!strcmp(a, "--prompt-lookup-min") ? &ep.prompt_lookup_min : &ep.prompt_lookup_max) = (int)x, i++;
         } else if (cli_is_kv_dtype_flag(a)) {
-            if (cli_kv_dtype("run", a, v, &ep.kv_f16))
+            if (cli_kv_dtype("run", a, v, &ep.kv_dtype))
                 return 2;
             i++;
         } else if (!strcmp(a, "--chat")) {

@@ -55,8 +55,9 @@ static const char usage[] =
     "  --fixed-threads             every step on all N threads, even while other processes hold cores\n"
     "                              (default: fewer threads then)\n"
     "  --kv-memory-mb MB           KV pool cap (default: enough for max_num_seqs full sequences)\n"
-    "  --kv-dtype f16|f32          KV cache elements on the cpu backend (default f16 on CPUs with\n"
-    "                              AVX-512, f32 elsewhere; cuda: always f16); alias --kv-cache-dtype\n"
+    "  --kv-dtype f32|f16|int8     KV cache elements on the cpu backend (default f16 on CPUs with\n"
+    "                              AVX-512, f32 elsewhere; int8: half f16's memory; cuda: always f16);\n"
+    "                              alias --kv-cache-dtype\n"
     "  --idle-spin-ms MS           after the last step, poll for new work this long before sleeping\n"
     "                              (a core that slept starts slow; default 1000, 0 = sleep at once)\n"
     "  --num-speculative-tokens K  speculative decoding: up to K draft tokens per step by prompt lookup,\n"
@@ -159,7 +160,7 @@ static int rec_write(const serve_rec_t *rec, const char *db, const sluice_engine
     an_summary_t sum;
     if (cli_engine_summary(e, &run, &sum) != SL_OK)
         return cli_fail(CMD, "out of memory collecting the run records: nothing recorded in %s", db);
-    cli_engine_opts_t o = {.model = ep->model, .threads = ep->n_threads, .kv_f16 = ep->kv_f16,
+    cli_engine_opts_t o = {.model = ep->model, .threads = ep->n_threads, .kv_dtype = ep->kv_dtype,
                            .lookup_min = ep->prompt_lookup_min, .lookup_max = ep->prompt_lookup_max,
                            .sched = *eng_engine_sched_config(e)};
     an_store_t *st = NULL;
@@ -282,7 +283,7 @@ static int parse_args(int argc, char **argv, serve_opts_t *o, sched_config_t *cf
             if (!num_arg(a, v, 0, 3600e3, &x)) return 2;
             o->ep.idle_spin_ms = x;
         } else if (cli_is_kv_dtype_flag(a)) {
-            if (cli_kv_dtype(CMD, a, v, &o->ep.kv_f16)) return 2;
+            if (cli_kv_dtype(CMD, a, v, &o->ep.kv_dtype)) return 2;
         } else if (!strcmp(a, "--prompt-lookup-min") || !strcmp(a, "--prompt-lookup-max")) {
             if (!num_arg(a, v, 1, 16, &x)) return 2;
             *(!strcmp(a, "--prompt-lookup-min") ? &o->ep.prompt_lookup_min : &o->ep.prompt_lookup_max) = (int)x;
@@ -417,7 +418,7 @@ int cmd_serve(int argc, char **argv)
     fprintf(stderr, "sluice serve: ready: model '%s' on http://%s:%d (%s, max_num_seqs %d, max_sequence_length %d, "
             "%d KV blocks of %s)\n", o.sc.model_name, o.sc.host, srv_port(srv), sched_strategy_name(eff->strategy),
             eff->max_num_seqs, eff->max_sequence_length, eff->num_blocks,
-            cli_engine_kv_dtype(e, o.ep.kv_f16));
+            cli_engine_kv_dtype(e, o.ep.kv_dtype));
     if (o.ep.adaptive)
         fprintf(stderr, "sluice serve: adaptive: %s toward p99 TTFT %g s, p99 TPOT %g s (0 = no target)\n",
                 eff->strategy == SCHED_CONTINUOUS ? "max_num_batched_tokens" : "batch_timeout_ms",

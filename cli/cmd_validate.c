@@ -50,8 +50,8 @@ static const char usage[] =
     "  --fixed-threads     the engine runs every step on all N threads, even while other processes hold\n"
     "                      cores (default: fewer threads then; the profile always uses N)\n"
     "  --kv-memory-mb MB   KV pool cap;  --seed S (default 1);  --db FILE (default sluice.db)\n"
-    "  --kv-dtype f16|f32  KV cache elements on the cpu backend (default f16 on CPUs with AVX-512,\n"
-    "                      f32 elsewhere; alias --kv-cache-dtype): the profile's must be the same\n"
+    "  --kv-dtype f32|f16|int8  KV cache elements on the cpu backend (default f16 on CPUs with\n"
+    "                      AVX-512, f32 elsewhere; alias --kv-cache-dtype): the profile's must be the same\n"
     "  --idle-spin-ms MS   the engine polls for work this long after a step before sleeping (default 1000)\n"
     "  --no-record         do not record the two runs\n"
     "  --no-rescale        price the simulation at the profile's speed, not at the speed the anchor\n"
@@ -214,7 +214,7 @@ static int time_anchors(const opts_t *o, const sim_profile_t *p, const sched_con
     char err[1024];
     double t[CLI_FWD_ANCHORS];
     int m[CLI_FWD_ANCHORS];
-    cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, o->eng.kv_f16,
+    cli_fwd_bench_t *b = cli_fwd_bench_open(o->eng.model, o->eng.backend, o->eng.threads, o->eng.kv_dtype,
                                             T + sc->max_num_seqs, err, sizeof err);
     int status = b ? 0 : cli_fail(CMD, "timing the anchor shapes: %s", err);
     int blocks = b ? cli_fwd_bench_blocks_that_fit(b, sc->block_size) : 0;
@@ -425,7 +425,7 @@ int cmd_validate(int argc, char **argv)
         o.eng.threads = n > 0 ? (int)n : 1;
     }
     if (!o.profile)
-        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_f16, name, sizeof name),
+        cli_profile_default_name(o.eng.model, o.eng.backend, o.eng.threads, o.eng.kv_dtype, name, sizeof name),
             o.profile = name;
     sim_profile_t prof;
     if (cli_profile_load(o.run.db, o.profile, &prof, err, sizeof err) != SL_OK)
@@ -435,7 +435,7 @@ int cmd_validate(int argc, char **argv)
     cli_machine_id(host, sizeof host, cpu, sizeof cpu);
     if (sim_profile_check(&prof, host, cpu, o.eng.backend, o.eng.threads, NULL, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
-    if (cli_profile_check_kv(&prof, o.eng.backend, o.eng.kv_f16, err, sizeof err) != SL_OK)
+    if (cli_profile_check_kv(&prof, o.eng.backend, o.eng.kv_dtype, err, sizeof err) != SL_OK)
         return cli_fail(CMD, "%s", err);
 
     cli_engine_run_t runs[MAX_REPEAT] = {0};

@@ -170,7 +170,7 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     ep.n_threads = o->threads;
     ep.fixed_threads = o->fixed_threads;
     ep.kv_memory_mb = o->kv_mb;
-    ep.kv_f16 = o->kv_f16;
+    ep.kv_dtype = o->kv_dtype;
     ep.idle_spin_ms = o->idle_spin_ms;
     ep.num_speculative_tokens = o->sched.num_speculative_tokens;
     ep.prompt_lookup_min = o->lookup_min;
@@ -180,9 +180,9 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
     return eng_engine_create(&ep, &o->sched, err, errlen);
 }
 
-const char *cli_engine_kv_dtype(const sluice_engine *e, bool kv_f16)
+const char *cli_engine_kv_dtype(const sluice_engine *e, sluice_kv_dtype kv)
 {
-    return strcmp(eng_engine_backend_name(e), "cpu") ? "f16" : cli_kv_dtype_name(kv_f16);
+    return strcmp(eng_engine_backend_name(e), "cpu") ? "f16" : cli_kv_dtype_name(kv);
 }
 
 int cli_engine_check_fits(const sluice_engine *e, const wl_trace_t *tr, char *err, size_t errlen)
@@ -302,7 +302,7 @@ int cli_engine_record(an_store_t *st, const sluice_engine *e, const cli_engine_o
                      "{\"backend\": \"%s\", \"threads\": %d, \"fixed_threads\": %s, \"thread_drops\": %lld, "
                      "\"kv_dtype\": \"%s\"",
                      eng_engine_backend_name(e), o->threads, o->fixed_threads ? "true" : "false",
-                     (long long)r->thread_drops, cli_engine_kv_dtype(e, o->kv_f16));
+                     (long long)r->thread_drops, cli_engine_kv_dtype(e, o->kv_dtype));
     for (int i = 0; i < sched_knob_count() && k < (int)sizeof json - 128; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);
@@ -350,7 +350,7 @@ void cli_engine_run_free(cli_engine_run_t *r)
 cli_engine_opts_t cli_engine_opts_default(void)
 {
     sluice_engine_params ep = sluice_engine_default_params();
-    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms, .kv_f16 = ep.kv_f16,
+    return (cli_engine_opts_t){.backend = "cpu", .seed = 1, .idle_spin_ms = ep.idle_spin_ms, .kv_dtype = ep.kv_dtype,
                                .lookup_min = ep.prompt_lookup_min, .lookup_max = ep.prompt_lookup_max,
                                .sched = eng_sched_config_from_params(&ep)};
 }
@@ -388,7 +388,7 @@ int cli_engine_parse_arg(const char *cmd, int argc, char **argv, int *i, cli_eng
             return cli_fail(cmd, "%s: expected a whole number, got '%s'", a, v);
         *count = (int)x;
     } else if (cli_is_kv_dtype_flag(a)) {
-        if (cli_kv_dtype(cmd, a, v, &eng->kv_f16))
+        if (cli_kv_dtype(cmd, a, v, &eng->kv_dtype))
             return 2;
     } else if (str) {
         if (!v)

@@ -39,7 +39,7 @@ typedef struct cli_engine_opts {
     int threads;         /* cpu threads, 0 = all cores */
     bool fixed_threads;  /* sluice_engine_params.fixed_threads */
     double kv_mb;        /* KV pool cap, 0 = engine default sizing */
-    bool kv_f16;         /* KV cache in F16 (sluice_engine_params.kv_f16), else F32 */
+    sluice_kv_dtype kv_dtype; /* the KV cache's elements (sluice_engine_params.kv_dtype) */
     double idle_spin_ms; /* sluice_engine_params.idle_spin_ms */
     int lookup_min, lookup_max; /* sluice_engine_params.prompt_lookup_min / _max (speculative drafts) */
     uint64_t seed;       /* prompt RNG */
@@ -96,9 +96,9 @@ typedef struct cli_engine_run {
  * caller) receives the step records of every step this engine executes. NULL + err on error. */
 sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, char *err, size_t errlen);
 
-/* "f16" or "f32": the KV cache element type engine e keeps when asked for kv_f16 (the cpu backend
- * keeps what it is asked for, cuda always F16). Cannot fail. */
-const char *cli_engine_kv_dtype(const sluice_engine *e, bool kv_f16);
+/* "f32", "f16" or "int8": the KV cache element type engine e keeps when asked for kv (the cpu
+ * backend keeps what it is asked for, cuda F16). Cannot fail. */
+const char *cli_engine_kv_dtype(const sluice_engine *e, sluice_kv_dtype kv);
 
 /* SL_ETOO_LONG with "request 12: prompt 500 + output 100 tokens exceed the engine's
  * max_sequence_length 512" in err when a row cannot be served unclipped; SL_OK otherwise. */

@@ -44,7 +44,7 @@ double cli_median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, bool kv_f16,
+cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, sluice_kv_dtype kv,
                                     int max_tokens, char *err, size_t errlen)
 {
     cli_fwd_bench_t *b = sl_calloc(1, sizeof *b);
@@ -59,7 +59,7 @@ cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int 
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = threads;
     bp.fixed_threads = 1; /* a profile times the thread count it is named by */
-    bp.kv_f16 = kv_f16;
+    bp.kv_dtype = (eng_kv_dtype_t)kv;
     if (!(b->be = eng_backend_create(backend, b->model, &bp, err, errlen))) {
         cli_fwd_bench_free(b);
         return NULL;
@@ -84,7 +84,7 @@ int64_t cli_fwd_bench_kv_budget(const cli_fwd_bench_t *b)
 int cli_fwd_bench_blocks_that_fit(const cli_fwd_bench_t *b, int block_size)
 {
     const eng_model_config_t *g = &b->be->model->cfg;
-    int64_t per_block = (int64_t)block_size * 2 * g->n_layers * g->n_kv_heads * g->head_dim * b->be->kv_elem_bytes;
+    int64_t per_block = (int64_t)ceil(block_size * 2.0 * g->n_layers * g->n_kv_heads * g->head_dim * b->be->kv_elem_bytes);
     int64_t budget = cli_fwd_bench_kv_budget(b);
     if (budget <= 0 || per_block <= 0)
         return INT_MAX;

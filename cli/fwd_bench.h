@@ -16,17 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "include/sluice.h"
 #include "sim/profile.h"
 
 enum { CLI_FWD_MAX_SEQS = 256 };
 
 typedef struct cli_fwd_bench cli_fwd_bench_t;
 
-/* Loads model for backend ("cpu", "cuda") with threads (0: all cores), the KV cache in F16 when kv_f16
- * (the engine's sluice_engine_params.kv_f16), and sizes scratch for steps of up to max_tokens tokens
+/* Loads model for backend ("cpu", "cuda") with threads (0: all cores), the KV cache's elements kv
+ * (the engine's sluice_engine_params.kv_dtype), and sizes scratch for steps of up to max_tokens tokens
  * and CLI_FWD_MAX_SEQS sequences. The pool is allocated by cli_fwd_bench_pool. NULL with err on
  * error. */
-cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, bool kv_f16,
+cli_fwd_bench_t *cli_fwd_bench_open(const char *model, const char *backend, int threads, sluice_kv_dtype kv,
                                     int max_tokens, char *err, size_t errlen);
 
 /* What the backend offers for the KV pool, in bytes (0: no limit known). */

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "analysis/store.h"
+#include "cli/cli.h"
+#include "engine/backend.h"
 #include "sched/status.h"
 
 void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen)
@@ -31,24 +33,33 @@ void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen)
         fclose(f);
 }
 
-void cli_profile_default_name(const char *model, const char *backend, int threads, bool kv_f16, char *out,
+void cli_profile_default_name(const char *model, const char *backend, int threads, sluice_kv_dtype kv, char *out,
                               size_t n)
 {
     const char *base = strrchr(model, '/');
     base = base ? base + 1 : model;
     const char *dot = strstr(base, ".gguf");
     int len = dot ? (int)(dot - base) : (int)strlen(base);
-    snprintf(out, n, "%.*s-%.15s-t%d%s", len < 40 ? len : 40, base, backend, threads, kv_f16 ? "-kvf16" : "");
+    snprintf(out, n, "%.*s-%.15s-t%d%s%s", len < 40 ? len : 40, base, backend, threads, kv == SLUICE_KV_F32 ? "" : "-kv",
+             kv == SLUICE_KV_F32 ? "" : cli_kv_dtype_name(kv));
 }
 
-int cli_profile_check_kv(const sim_profile_t *p, const char *backend, bool kv_f16, char *err, size_t errlen)
+/* The --kv-dtype name of a pool of bytes_per_kv bytes per element at head size hd, or "?" */
+static const char *kv_dtype_of(double bytes_per_kv, int hd)
 {
-    kv_f16 = kv_f16 || strcmp(backend, "cpu") != 0; /* the cuda pool is always F16 */
-    double want = kv_f16 ? 2 : 4;
-    if (p->model.bytes_per_kv == want)
+    for (int t = SLUICE_KV_F32; t <= SLUICE_KV_INT8; t++)
+        if (bytes_per_kv == eng_kv_elem_bytes((eng_kv_dtype_t)t, hd))
+            return cli_kv_dtype_name((sluice_kv_dtype)t);
+    return "?";
+}
+
+int cli_profile_check_kv(const sim_profile_t *p, const char *backend, sluice_kv_dtype kv, char *err, size_t errlen)
+{
+    if (strcmp(backend, "cpu") != 0) /* the cuda pool is F16 */
+        kv = SLUICE_KV_F16;
+    if (p->model.bytes_per_kv == eng_kv_elem_bytes((eng_kv_dtype_t)kv, p->model.head_dim))
         return SL_OK;
-    const char *was = p->model.bytes_per_kv == 2 ? "f16" : p->model.bytes_per_kv == 4 ? "f32" : "?",
-               *now = kv_f16 ? "f16" : "f32";
+    const char *was = kv_dtype_of(p->model.bytes_per_kv, p->model.head_dim), *now = cli_kv_dtype_name(kv);
     snprintf(err, errlen, "profile '%s' is stale: measured with --kv-dtype %s (%g bytes per KV element), this run "
              "uses --kv-dtype %s: profile again with --kv-dtype %s, or run with --kv-dtype %s", p->name, was,
              p->model.bytes_per_kv, now, now, was);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "include/sluice.h"
 #include "sim/profile.h"
 #include "sim/sim.h"
 
@@ -19,16 +20,16 @@
 /* Host name (gethostname) and CPU model (/proc/cpuinfo "model name", else "unknown"). Cannot fail. */
 void cli_machine_id(char *host, size_t hostlen, char *cpu, size_t cpulen);
 
-/* The name `sluice profile` gives when -o is not given: "STEM-BACKEND-tTHREADS", with "-kvf16"
- * after it for a profile of the KV cache in F16 (STEM: the model file's name without .gguf). Cannot
- * fail (truncates). */
-void cli_profile_default_name(const char *model, const char *backend, int threads, bool kv_f16, char *out,
+/* The name `sluice profile` gives when -o is not given: "STEM-BACKEND-tTHREADS", with "-kvf16" or
+ * "-kvint8" after it for a profile of the KV cache in F16 or int8 (STEM: the model file's name
+ * without .gguf). Cannot fail (truncates). */
+void cli_profile_default_name(const char *model, const char *backend, int threads, sluice_kv_dtype kv, char *out,
                               size_t n);
 
-/* SL_OK when p was measured with the KV cache element type this run uses (F16 when kv_f16 or the
- * backend is not "cpu": the profile's model.bytes_per_kv 2, else 4); SL_EINVAL with "profile 'NAME' is stale: measured with
- * --kv-dtype f16, ..." in err otherwise. */
-int cli_profile_check_kv(const sim_profile_t *p, const char *backend, bool kv_f16, char *err, size_t errlen);
+/* SL_OK when p was measured with the KV cache element type this run uses (kv on the cpu backend,
+ * F16 on others: the profile's model.bytes_per_kv is eng_kv_elem_bytes of it); SL_EINVAL with
+ * "profile 'NAME' is stale: measured with --kv-dtype f16, ..." in err otherwise. */
+int cli_profile_check_kv(const sim_profile_t *p, const char *backend, sluice_kv_dtype kv, char *err, size_t errlen);
 
 /* Saves p under p->name in the store at db. SL_EDB (and others) with the reason in err. */
 int cli_profile_save(const char *db, const sim_profile_t *p, char *err, size_t errlen);

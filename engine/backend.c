@@ -10,12 +10,17 @@ eng_backend_params_t eng_backend_params_default(void)
 {
     return (eng_backend_params_t){
         .n_threads = 0,
-        .kv_f16 = eng_cpu_prefers_f16_kv(),
+        .kv_dtype = eng_cpu_prefers_f16_kv() ? ENG_KV_F16 : ENG_KV_F32,
         .gpu_memory_utilization = 0.9,
         .device = 0,
         .use_graphs = 1,
         .idle_spin_s = 0.002,
     };
+}
+
+double eng_kv_elem_bytes(eng_kv_dtype_t type, int head_dim)
+{
+    return type == ENG_KV_F32 ? 4 : type == ENG_KV_F16 ? 2 : (head_dim + 4.0) / head_dim;
 }
 
 eng_backend_t *eng_backend_create(const char *name, const eng_model_t *model,

@@ -36,9 +36,19 @@ typedef struct eng_batch {
     const int32_t *copy_src, *copy_dst;
 } eng_batch_t;
 
+/* Element type of the KV pool. The CPU backend keeps any; the CUDA one keeps F16 and refuses the
+ * others. I8: int8 values with one float scale per token and kv head (engine/cpu/attention.h),
+ * about half the bytes of F16. */
+typedef enum eng_kv_dtype { ENG_KV_F32 = 0, ENG_KV_F16 = 1, ENG_KV_I8 = 2 } eng_kv_dtype_t;
+
+/* Bytes of one K or V element in a pool of this type, scales included: 4, 2, or (head_dim + 4) /
+ * head_dim for I8 (exact when block_size * head_dim is a multiple of 4). Cannot fail. */
+double eng_kv_elem_bytes(eng_kv_dtype_t type, int head_dim);
+
 typedef struct eng_backend_params {
     int n_threads;              /* cpu: worker threads (0 = all cores). default 0 */
-    int kv_f16;                 /* cpu: 1 = KV in F16, 0 = F32. default eng_cpu_prefers_f16_kv() */
+    eng_kv_dtype_t kv_dtype;    /* the KV pool's elements. default ENG_KV_F16 where eng_cpu_prefers_f16_kv(),
+                                   else ENG_KV_F32 */
     double gpu_memory_utilization; /* cuda: fraction of device memory to use. default 0.9 */
     int device;                 /* cuda: device ordinal. default 0 */
     int use_graphs;             /* cuda: capture decode steps in CUDA graphs. default 1 */
@@ -90,7 +100,8 @@ typedef struct eng_backend_ops {
 struct eng_backend {
     const eng_backend_ops_t *ops;
     const eng_model_t *model; /* not owned; must outlive the backend */
-    int kv_elem_bytes;        /* bytes per K or V element in its pool: 2 (F16) or 4 (F32) */
+    double kv_elem_bytes;     /* bytes per K or V element in its pool, I8's scales included: 4 (F32),
+                                 2 (F16), (head_dim + 4) / head_dim (I8) */
     void *ctx;
 };
 

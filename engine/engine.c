@@ -286,7 +286,7 @@ sluice_engine_params sluice_engine_default_params(void)
         .model = NULL,
         .backend = "cpu",
         .n_threads = b.n_threads,
-        .kv_f16 = b.kv_f16 != 0,
+        .kv_dtype = (sluice_kv_dtype)b.kv_dtype,
         .gpu_memory_utilization = b.gpu_memory_utilization,
         .device = b.device,
         .kv_memory_mb = 0,
@@ -367,7 +367,7 @@ sluice_request_params sluice_request_default_params(void)
 static void *engine_main(void *arg);
 
 /* The model's shape for the memory estimator, with the real bytes per weight of its tensors. */
-static sched_model_shape_t model_shape(const eng_model_t *m, int kv_elem_bytes)
+static sched_model_shape_t model_shape(const eng_model_t *m, double kv_elem_bytes)
 {
     const eng_model_config_t *c = &m->cfg;
     sched_model_shape_t s = {0};
@@ -566,7 +566,7 @@ sluice_engine *eng_engine_create(const sluice_engine_params *p, const sched_conf
     eng_backend_params_t bp = eng_backend_params_default();
     bp.n_threads = p->n_threads;
     bp.fixed_threads = p->fixed_threads;
-    bp.kv_f16 = p->kv_f16;
+    bp.kv_dtype = (eng_kv_dtype_t)p->kv_dtype;
     bp.idle_spin_s = p->idle_spin_ms / 1e3;
     bp.gpu_memory_utilization = p->gpu_memory_utilization;
     bp.device = p->device;

@@ -76,6 +76,14 @@ typedef enum sluice_strategy {
     SLUICE_STRATEGY_CONTINUOUS,   /* iteration-level batching, chunked prefill, preemption */
 } sluice_strategy;
 
+/* The KV cache's elements (sluice_engine_params.kv_dtype). */
+typedef enum sluice_kv_dtype {
+    SLUICE_KV_F32 = 0,
+    SLUICE_KV_F16 = 1,
+    SLUICE_KV_INT8 = 2, /* cpu: int8 values with one float scale per token and kv head: about half
+                           the bytes of F16, so twice the cached tokens in the same memory */
+} sluice_kv_dtype;
+
 /* One executed step, reported to sluice_engine_params.on_step (for run records and profiling). */
 typedef struct sluice_step_info {
     uint64_t seq_no;          /* 0, 1, 2, ... */
@@ -112,8 +120,9 @@ typedef struct sluice_engine_params {
     const char *model;           /* GGUF path or "synthetic:SHAPE" (e.g. synthetic:llama2-7b). required */
     const char *backend;         /* "cpu" or "cuda". default "cpu" */
     int n_threads;               /* cpu: compute threads; 0 = all cores. default 0 */
-    bool kv_f16;                 /* cpu: KV cache in F16 instead of F32. default true on CPUs with
-                                  * AVX-512, where F16 is the faster, false elsewhere */
+    sluice_kv_dtype kv_dtype;    /* cpu: the KV cache's elements. default SLUICE_KV_F16 on CPUs with
+                                  * AVX-512, where F16 is faster than F32, SLUICE_KV_F32 elsewhere.
+                                  * The cuda backend keeps F16 for F32 and F16 and refuses INT8 */
     bool fixed_threads;          /* cpu: run every step on n_threads. By default a step runs on fewer
                                     threads while other processes hold the cores: one descheduled
                                     thread stalls the others at every barrier (2 threads on 2 cores

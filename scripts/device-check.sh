@@ -243,7 +243,7 @@ echo " threads, is judged on the development machine: info here)"
 if cc $CFLAGS -o $B/bench_cpu tests/bench/bench_cpu.c $B/libdev.a $LIBS >"$OUT/build_bench_cpu.log" 2>&1; then
     timeout 90 $B/bench_cpu "$SMOLLM2" -t 2 -b 16 -p 64 -n 32 -r 3 2>&1 | tee "$OUT/bench_cpu.log"
     rc=${PIPESTATUS[0]}
-    # sluice cpu (ISA, 2 threads, KV f16|f32): pp64 X t/s  tg32 Y t/s  (median of 3; ...)
+    # sluice cpu (ISA, 2 threads, KV f32|f16|int8): pp64 X t/s  tg32 Y t/s  (median of 3; ...)
     # sluice cpu batched decode: 16 sequences x 32 steps: Z t/s in all (range ...), R.RRx one stream's tg32
     b_isa=$(sed -n 's/^sluice cpu (\([a-z0-9]*\),.*/\1/p' "$OUT/bench_cpu.log")
     b_pp=$(sed -n 's/^sluice cpu (.*: pp64 \([0-9.]*\) t\/s .*/\1/p' "$OUT/bench_cpu.log")

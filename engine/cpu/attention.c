@@ -3,7 +3,8 @@
  *
  * Two passes over the context, block by block: scores q.k (kept in `scores`), then the softmax
  * weights applied to V, each over a block's rows at once (dot_rows / axpy_rows of the pool's
- * element type, F32 or F16). The queries of a prompt tile, and the query heads of a kv head, take
+ * element type, F32, F16 or I8; an I8 row's scale multiplies its score and its softmax weight,
+ * so the row kernels see only the integers). The queries of a prompt tile, and the query heads of a kv head, take
  * each block in turn, so a block is read from memory once for all of them and, in F16, widened
  * once: a prompt tile's block into scratch, and each row by the row kernels for the heads they
  * take together (F16C conversion costs Zen 1 about as much as the FMAs: widening per query made
@@ -13,10 +14,40 @@
  */
 #include "engine/cpu/attention.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "engine/vector_clones.h"
+
+eng_cpu_kv_t eng_cpu_kv_layout(int n_layers, int n_kv_heads, int head_dim, eng_kv_dtype_t type, int num_blocks,
+                               int block_size)
+{
+    eng_cpu_kv_t kv = {.num_blocks = num_blocks, .block_size = block_size, .n_layers = n_layers,
+                       .n_kv_heads = n_kv_heads, .head_dim = head_dim, .type = type};
+    const size_t n = (size_t)block_size * head_dim;
+    kv.run_bytes = type == ENG_KV_F32 ? 4 * n : type == ENG_KV_F16 ? 2 * n : (n + 3) / 4 * 4 + 4 * (size_t)block_size;
+    kv.block_bytes = (size_t)n_layers * 2 * n_kv_heads * kv.run_bytes;
+    return kv;
+}
+
+/* q[0..n) = x / d rounded to the nearest integer (halves away from zero), with d = max |x| / 127
+ * (0 for a zero row); returns d. Plain C, the same on every instruction set (a conversion, not a
+ * libm call: nearbyintf was a call per element). */
+static float quantize_i8(const float *x, int8_t *q, int n)
+{
+    float amax = 0.0f;
+    for (int e = 0; e < n; e++)
+        amax = fabsf(x[e]) > amax ? fabsf(x[e]) : amax;
+    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int e = 0; e < n; e++) {
+        float v = x[e] * id;
+        v = v < 127.0f ? v : 127.0f; /* and NaN: a defined conversion whatever the input */
+        v = v > -127.0f ? v : -127.0f;
+        q[e] = (int8_t)(int)(v + (v < 0.0f ? -0.5f : 0.5f));
+    }
+    return d;
+}
 
 void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                       int layer, int pos, int which, const float *row, int e0, int e1)
@@ -24,11 +55,14 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
     int block = block_table[pos / kv->block_size], slot = pos % kv->block_size, hd = kv->head_dim;
     for (int e = e0; e < e1;) {
         int h = e / hd, n = ((h + 1) * hd < e1 ? (h + 1) * hd : e1) - e;
-        char *dst = (char *)eng_cpu_kv_row(kv, block, layer, which, h, slot) + (size_t)(e - h * hd) * (kv->f16 ? 2 : 4);
-        if (kv->f16)
-            k->to_f16(row + e, (uint16_t *)dst, n);
-        else
-            memcpy(dst, row + e, (size_t)n * sizeof(float));
+        char *dst = eng_cpu_kv_row(kv, block, layer, which, h, slot);
+        switch (kv->type) {
+        case ENG_KV_F32: memcpy(dst + (size_t)(e - h * hd) * 4, row + e, (size_t)n * sizeof(float)); break;
+        case ENG_KV_F16: k->to_f16(row + e, (uint16_t *)dst + (e - h * hd), n); break;
+        case ENG_KV_I8: /* whole rows (n == hd) */
+            eng_cpu_kv_scales(kv, block, layer, which, h)[slot] = quantize_i8(row + e, (int8_t *)dst, n);
+            break;
+        }
         e += n;
     }
 }
@@ -54,17 +88,47 @@ static inline int min3(int a, int b, int c)
     return m < c ? m : c;
 }
 
-/* Rows [o, o + n) of block `block` of K (which 0) or V as the kernels read them: in place, or
- * widened from F16 into tmp when `widen`. *f16: the rows returned are F16. */
+/* Rows [o, o + n) of block `block` of K (which 0) or V as the kernels read them: in place (*type
+ * the pool's), or widened from F16 or I8 into tmp when `widen` (*type F32). */
 static const void *rows_for(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, int block, int layer, int which,
-                            int head, int o, int n, bool widen, float *tmp, bool *f16)
+                            int head, int o, int n, bool widen, float *tmp, eng_kv_dtype_t *type)
 {
     const void *r = eng_cpu_kv_row(kv, block, layer, which, head, o);
-    *f16 = kv->f16 && !widen;
-    if (!widen)
-        return r;
-    k->to_f32(r, tmp, n * kv->head_dim);
-    return tmp;
+    *type = widen ? ENG_KV_F32 : kv->type;
+    if (widen && kv->type == ENG_KV_F16)
+        k->to_f32(r, tmp, n * kv->head_dim);
+    else if (widen)
+        k->i8_to_f32(r, tmp, n * kv->head_dim);
+    return widen ? tmp : r;
+}
+
+static void dot_rows(const eng_cpu_kernels_t *k, eng_kv_dtype_t type, const float *q, int nh, const void *rows, int n,
+                     int hd, float scale, float *out, size_t out_stride)
+{
+    switch (type) {
+    case ENG_KV_F32: k->dot_rows_f32(q, nh, rows, n, hd, scale, out, out_stride); break;
+    case ENG_KV_F16: k->dot_rows_f16(q, nh, rows, n, hd, scale, out, out_stride); break;
+    case ENG_KV_I8: k->dot_rows_i8(q, nh, rows, n, hd, scale, out, out_stride); break;
+    }
+}
+
+static void axpy_rows(const eng_cpu_kernels_t *k, eng_kv_dtype_t type, const float *w, size_t w_stride, int nh,
+                      const void *rows, int n, int hd, float *y)
+{
+    switch (type) {
+    case ENG_KV_F32: k->axpy_rows_f32(w, w_stride, nh, rows, n, hd, y); break;
+    case ENG_KV_F16: k->axpy_rows_f16(w, w_stride, nh, rows, n, hd, y); break;
+    case ENG_KV_I8: k->axpy_rows_i8(w, w_stride, nh, rows, n, hd, y); break;
+    }
+}
+
+/* I8 pools: x_j[0..m) *= d[0..m) for the nh rows x_j = x + j stride (the rows' scales applied to
+ * scores or softmax weights) */
+static void scale_by_rows(float *x, size_t stride, int nh, const float *d, int m)
+{
+    for (int j = 0; j < nh; j++)
+        for (int i = 0; i < m; i++)
+            x[j * stride + i] *= d[i];
 }
 
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
@@ -73,23 +137,23 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
 {
     const int hd = kv->head_dim, bs = kv->block_size, span = n_ctx + nq - 1;
     float *tmp = scores + (size_t)nq * nh * span; /* score row of head j of token i: i nh + j */
-    const bool widen = kv->f16 && nq > 1 && hd <= ENG_CPU_ATTEND_WIDEN;
+    const bool widen = kv->type != ENG_KV_F32 && nq > 1 && hd <= ENG_CPU_ATTEND_WIDEN;
+    const bool i8 = kv->type == ENG_KV_I8;
     const int step = widen ? ENG_CPU_ATTEND_WIDEN / hd : bs; /* rows per run */
     /* runs of rows block by block (no division per block: it showed in decode) */
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
             const int p = p0 + o, n = min3(step, bs - o, span - p);
-            bool f16;
-            const void *rows = rows_for(k, kv, block_table[b], layer, 0, head, o, n, widen, tmp, &f16);
+            eng_kv_dtype_t type;
+            const void *rows = rows_for(k, kv, block_table[b], layer, 0, head, o, n, widen, tmp, &type);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n; /* token i's causal limit */
                 float *s = scores + (size_t)i * nh * span + p;
                 if (m <= 0)
                     continue;
-                if (f16)
-                    k->dot_rows_f16(q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
-                else
-                    k->dot_rows_f32(q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
+                dot_rows(k, type, q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
+                if (i8)
+                    scale_by_rows(s, (size_t)span, nh, eng_cpu_kv_scales(kv, block_table[b], layer, 0, head) + o, m);
             }
         }
     float inv[ENG_CPU_ATTEND_MAX_Q][ENG_CPU_ATTEND_MAX_HEADS];
@@ -101,17 +165,16 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
             const int p = p0 + o, n = min3(step, bs - o, span - p);
-            bool f16;
-            const void *rows = rows_for(k, kv, block_table[b], layer, 1, head, o, n, widen, tmp, &f16);
+            eng_kv_dtype_t type;
+            const void *rows = rows_for(k, kv, block_table[b], layer, 1, head, o, n, widen, tmp, &type);
             for (int i = 0; i < nq; i++) {
                 const int m = n_ctx + i - p < n ? n_ctx + i - p : n;
-                const float *w = scores + (size_t)i * nh * span + p;
+                float *w = scores + (size_t)i * nh * span + p;
                 if (m <= 0)
                     continue;
-                if (f16)
-                    k->axpy_rows_f16(w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
-                else
-                    k->axpy_rows_f32(w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
+                if (i8) /* each weight serves this one row: scaled in place */
+                    scale_by_rows(w, (size_t)span, nh, eng_cpu_kv_scales(kv, block_table[b], layer, 1, head) + o, m);
+                axpy_rows(k, type, w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
             }
         }
     for (int i = 0; i < nq; i++)

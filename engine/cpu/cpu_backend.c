@@ -268,7 +268,10 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     const eng_batch_t *b = st->batch;
     const int hd = cfg->head_dim, nh = cfg->n_heads, group = nh / cfg->n_kv_heads;
     const int qdim = nh * hd, kvdim = cfg->n_kv_heads * hd, tiles = c->task_first[b->n_seqs];
-    const int cq = n_chunks(group * hd), ck = n_chunks(hd), per = cq + 2 * ck;
+    /* an I8 pool's row is quantised whole (its scale is its largest magnitude): k and v chunks are
+     * whole heads there */
+    const int kv_rows = c->kv.type == ENG_KV_I8 ? hd : ENG_CPU_CHUNK_ROWS;
+    const int cq = n_chunks(group * hd), ck = (hd + kv_rows - 1) / kv_rows, per = cq + 2 * ck;
     /* With a tile for every thread, a task takes the query heads of its K/V head together (up to
      * att_heads), so each K/V block comes from memory once for all of them; split across
      * threads, two cores waited on the same rows (16 sequences' KV is far beyond L3). */
@@ -280,8 +283,9 @@ static void attention_block(eng_cpu_step_t *st, int layer, int ith, const eng_cp
     for (int ci; (ci = eng_cpu_pool_claim_own(c->pool, ith, n_mm)) < n_mm;) {
         const int g = ci / per, j = ci % per, which = j < cq ? 0 : j < cq + ck ? 1 : 2;
         const int base = which == 0 ? g * group * hd : g * hd, end = base + (which == 0 ? group * hd : hd);
-        const int r0 = base + (which == 0 ? j : j - cq - (which - 1) * ck) * ENG_CPU_CHUNK_ROWS;
-        const int r1 = r0 + ENG_CPU_CHUNK_ROWS < end ? r0 + ENG_CPU_CHUNK_ROWS : end;
+        const int rows = which == 0 ? ENG_CPU_CHUNK_ROWS : kv_rows;
+        const int r0 = base + (which == 0 ? j : j - cq - (which - 1) * ck) * rows;
+        const int r1 = r0 + rows < end ? r0 + rows : end;
         mm_rows(c, ith, &mm[which], xf, st->n_tok, r0, r1);
         for (int t = 0; t < st->n_tok; t++) {
             const eng_batch_seq_t *sq = &b->seqs[c->tok_seq[t]];
@@ -613,9 +617,7 @@ static int cpu_kv_alloc(eng_backend_t *be, int num_blocks, int block_size)
     if (num_blocks <= 0 || block_size <= 0)
         return fail(c, SL_EINVAL, "cpu: kv_alloc: %d blocks of %d tokens", num_blocks, block_size);
     eng_cpu_kv_t kv = c->kv;
-    kv.block_size = block_size;
-    kv.num_blocks = num_blocks;
-    kv.block_bytes = (size_t)kv.n_layers * 2 * kv.n_kv_heads * block_size * kv.head_dim * (kv.f16 ? 2 : 4);
+    kv = eng_cpu_kv_layout(kv.n_layers, kv.n_kv_heads, kv.head_dim, kv.type, num_blocks, block_size);
     aligned_free(c->kv.data);
     c->kv.data = NULL;
     kv.data = aligned_alloc64(kv.block_bytes * num_blocks);
@@ -806,6 +808,10 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     eng_backend_params_t p = params ? *params : eng_backend_params_default();
     if (!check_model(model, err, errlen))
         return NULL;
+    if (p.kv_dtype != ENG_KV_F32 && p.kv_dtype != ENG_KV_F16 && p.kv_dtype != ENG_KV_I8) {
+        snprintf(err, errlen, "cpu: unknown KV element type %d (0 F32, 1 F16, 2 I8)", (int)p.kv_dtype);
+        return NULL;
+    }
     eng_backend_t *be = sl_calloc(1, sizeof *be);
     eng_cpu_ctx_t *c = sl_calloc(1, sizeof *c);
     if (!be || !c) {
@@ -816,7 +822,7 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     }
     be->ops = &cpu_ops;
     be->model = model;
-    be->kv_elem_bytes = p.kv_f16 ? 2 : 4;
+    be->kv_elem_bytes = eng_kv_elem_bytes(p.kv_dtype, model->cfg.head_dim);
     be->ctx = c;
     const eng_model_config_t *cfg = &model->cfg;
     c->m = model;
@@ -825,8 +831,7 @@ eng_backend_t *eng_cpu_backend_create(const eng_model_t *model, const eng_backen
     c->kmax = cfg->dim > cfg->ffn_dim ? cfg->dim : cfg->ffn_dim;
     c->kmax = c->kmax > qdim ? c->kmax : qdim;
     c->kmax = (c->kmax + ENG_CPU_QK - 1) / ENG_CPU_QK * ENG_CPU_QK;
-    c->kv = (eng_cpu_kv_t){.n_layers = cfg->n_layers, .n_kv_heads = cfg->n_kv_heads,
-                           .head_dim = cfg->head_dim, .f16 = p.kv_f16 != 0};
+    c->kv = eng_cpu_kv_layout(cfg->n_layers, cfg->n_kv_heads, cfg->head_dim, p.kv_dtype, 0, 0);
     c->ready = sl_calloc((size_t)cfg->n_kv_heads, sizeof *c->ready);
     if (!c->ready) {
         snprintf(err, errlen, "cpu: out of memory");

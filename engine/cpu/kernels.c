@@ -334,27 +334,59 @@ static void axpy_rows_f32_scalar(const float *w, size_t w_stride, int nh, const 
             axpy_f32_scalar(w[j * w_stride + i], rows + (size_t)i * hd, y + j * hd, hd);
 }
 
-static void dot_rows_f16_scalar(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
-                                size_t out_stride)
+/* element i of a K/V row of F16 or int8 (type ENG_T_F16 or ENG_CPU_T_I8) as a float, exact */
+static float kv_elem(int type, const void *row, size_t i)
+{
+    return type == ENG_T_F16 ? eng_f16_to_f32(((const uint16_t *)row)[i]) : (float)((const int8_t *)row)[i];
+}
+
+static void dot_rows_widened_scalar(int type, const float *q, int nh, const void *rows, int n, int hd, float scale,
+                                    float *out, size_t out_stride)
 {
     for (int j = 0; j < nh; j++)
         for (int i = 0; i < n; i++) {
-            const uint16_t *r = rows + (size_t)i * hd;
             float s = 0.0f;
             for (int e = 0; e < hd; e++)
-                s += q[j * hd + e] * eng_f16_to_f32(r[e]);
+                s += q[j * hd + e] * kv_elem(type, rows, (size_t)i * hd + e);
             out[j * out_stride + i] = scale * s;
         }
 }
 
-static void axpy_rows_f16_scalar(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y)
+static void axpy_rows_widened_scalar(int type, const float *w, size_t w_stride, int nh, const void *rows, int n,
+                                     int hd, float *y)
 {
     for (int j = 0; j < nh; j++)
-        for (int i = 0; i < n; i++) {
-            const uint16_t *r = rows + (size_t)i * hd;
+        for (int i = 0; i < n; i++)
             for (int e = 0; e < hd; e++)
-                y[j * hd + e] += w[j * w_stride + i] * eng_f16_to_f32(r[e]);
-        }
+                y[j * hd + e] += w[j * w_stride + i] * kv_elem(type, rows, (size_t)i * hd + e);
+}
+
+static void dot_rows_f16_scalar(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
+                                size_t out_stride)
+{
+    dot_rows_widened_scalar(ENG_T_F16, q, nh, rows, n, hd, scale, out, out_stride);
+}
+
+static void axpy_rows_f16_scalar(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y)
+{
+    axpy_rows_widened_scalar(ENG_T_F16, w, w_stride, nh, rows, n, hd, y);
+}
+
+static void dot_rows_i8_scalar(const float *q, int nh, const int8_t *rows, int n, int hd, float scale, float *out,
+                               size_t out_stride)
+{
+    dot_rows_widened_scalar(ENG_CPU_T_I8, q, nh, rows, n, hd, scale, out, out_stride);
+}
+
+static void axpy_rows_i8_scalar(const float *w, size_t w_stride, int nh, const int8_t *rows, int n, int hd, float *y)
+{
+    axpy_rows_widened_scalar(ENG_CPU_T_I8, w, w_stride, nh, rows, n, hd, y);
+}
+
+static void i8_to_f32_scalar(const int8_t *x, float *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = (float)x[i];
 }
 
 static void to_f16_scalar(const float *x, uint16_t *y, int n)
@@ -398,8 +430,11 @@ const eng_cpu_kernels_t eng_cpu_kernels_scalar = {
     .dot_rows_f16 = dot_rows_f16_scalar,
     .axpy_rows_f32 = axpy_rows_f32_scalar,
     .axpy_rows_f16 = axpy_rows_f16_scalar,
+    .dot_rows_i8 = dot_rows_i8_scalar,
+    .axpy_rows_i8 = axpy_rows_i8_scalar,
     .to_f16 = to_f16_scalar,
     .to_f32 = to_f32_scalar,
+    .i8_to_f32 = i8_to_f32_scalar,
     .exp_sum = exp_sum_scalar,
     .silu_mul = silu_mul_scalar,
 };

@@ -92,6 +92,10 @@ typedef struct eng_cpu_gemm {
  * tile itself: the products do no byte transposes at run time. */
 #define ENG_CPU_PACK_ROWS 16
 
+/* The element type the kernels' templates (kernels_x86.h) name int8 K/V rows by, beside the
+ * eng_type_t of F32 and F16 (GGML's id of I8; never a weight type here). */
+#define ENG_CPU_T_I8 24
+
 typedef struct eng_cpu_kernels {
     eng_cpu_isa_t isa;
     const char *name;   /* "scalar", "avx2", "avx512", "amx" */
@@ -104,24 +108,30 @@ typedef struct eng_cpu_kernels {
     int pack16;
     /* Dot product of two float vectors of n elements. */
     float (*dot_f32)(const float *a, const float *b, int n);
-    /* Attention over n rows of hd elements (F32 floats or F16 values, uint16_t), rows contiguous,
+    /* Attention over n rows of hd elements (F32 floats, F16 values as uint16_t, or int8 values),
+     * rows contiguous,
      * for nh query heads that share them (grouped-query attention): head j's scores out_j[i] =
      * scale * dot(q_j, rows + i hd), with q_j = q + j hd and out_j = out + j out_stride; and head
      * j's y_j[0..hd) += sum_i w_j[i] * (rows + i hd), with w_j = w + j w_stride and y_j = y + j hd.
      * Each head's results are bitwise those of a call with that head alone. The partial sums stay
-     * in registers across rows; F16 elements are widened to float as they load, once for the
-     * heads taken together. */
+     * in registers across rows; F16 and int8 elements are widened to float as they load (exact),
+     * once for the heads taken together. */
     void (*dot_rows_f32)(const float *q, int nh, const float *rows, int n, int hd, float scale, float *out,
                          size_t out_stride);
     void (*dot_rows_f16)(const float *q, int nh, const uint16_t *rows, int n, int hd, float scale, float *out,
                          size_t out_stride);
     void (*axpy_rows_f32)(const float *w, size_t w_stride, int nh, const float *rows, int n, int hd, float *y);
     void (*axpy_rows_f16)(const float *w, size_t w_stride, int nh, const uint16_t *rows, int n, int hd, float *y);
+    void (*dot_rows_i8)(const float *q, int nh, const int8_t *rows, int n, int hd, float scale, float *out,
+                        size_t out_stride);
+    void (*axpy_rows_i8)(const float *w, size_t w_stride, int nh, const int8_t *rows, int n, int hd, float *y);
     /* y += a * x for a float x of n elements. */
     void (*axpy_f32)(float a, const float *x, float *y, int n);
     /* y = f16(x), n elements; and back (exact). */
     void (*to_f16)(const float *x, uint16_t *y, int n);
     void (*to_f32)(const uint16_t *x, float *y, int n);
+    /* y = x, n int8 values as floats (exact). */
+    void (*i8_to_f32)(const int8_t *x, float *y, int n);
     /* x[i] = exp(x[i] - max of x) in place (n >= 1); returns the sum. */
     float (*exp_sum)(float *x, int n);
     /* g[i] = silu(g[i]) * u[i]. */

@@ -130,6 +130,8 @@ static void quantize_q8(const float *x, void *row, int k)
 
 ENG_INLINE __m256 load8f(const int type, const void *w, int i)
 {
+    if (type == ENG_CPU_T_I8)
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)w + i))));
     if (type == ENG_T_F16)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
     if (type == ENG_T_BF16)
@@ -140,6 +142,8 @@ ENG_INLINE __m256 load8f(const int type, const void *w, int i)
 
 ENG_INLINE float load1f(const int type, const void *w, int i)
 {
+    if (type == ENG_CPU_T_I8)
+        return (float)((const int8_t *)w)[i];
     if (type == ENG_T_F16)
         return _cvtsh_ss(((const uint16_t *)w)[i]);
     if (type == ENG_T_BF16)
@@ -1176,11 +1180,12 @@ static void gemm(const eng_cpu_gemm_t *g, int r0, int r1)
 
 /* ---- vector helpers ------------------------------------------------------------------------ */
 
-/* The attention helpers read K/V rows of F32 or F16 (`type`, a constant at every call site, as in
- * the products): F16 elements are widened by F16C on load, so both run the same FMAs. */
+/* The attention helpers read K/V rows of F32, F16 or int8 (`type`, a constant at every call site,
+ * as in the products): F16 elements are widened by F16C on load and int8 ones converted, exactly,
+ * so all run the same FMAs. */
 ENG_INLINE const void *row_at(const int type, const void *rows, int i, int hd)
 {
-    return (const char *)rows + (size_t)i * hd * (type == ENG_T_F16 ? 2 : 4);
+    return (const char *)rows + (size_t)i * hd * (type == ENG_T_F16 ? 2 : type == ENG_CPU_T_I8 ? 1 : 4);
 }
 
 /* dot of n floats a with n elements b of type */
@@ -1252,6 +1257,8 @@ ENG_INLINE void dot_rows(const int type, const float *q, const void *rows, int n
 /* 16 elements of type at w + i, as floats */
 ENG_INLINE __m512 load16f(const int type, const void *w, int i)
 {
+    if (type == ENG_CPU_T_I8)
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)w + i))));
     if (type == ENG_T_F16)
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
     return _mm512_loadu_ps((const float *)w + i);
@@ -1490,6 +1497,26 @@ static void axpy_rows_f16(const float *w, size_t w_stride, int nh, const uint16_
     axpy_rows_heads(ENG_T_F16, w, w_stride, nh, rows, n, hd, y);
 }
 
+static void dot_rows_i8(const float *q, int nh, const int8_t *rows, int n, int hd, float scale, float *out,
+                        size_t out_stride)
+{
+    dot_rows_heads(ENG_CPU_T_I8, q, nh, rows, n, hd, scale, out, out_stride);
+}
+
+static void axpy_rows_i8(const float *w, size_t w_stride, int nh, const int8_t *rows, int n, int hd, float *y)
+{
+    axpy_rows_heads(ENG_CPU_T_I8, w, w_stride, nh, rows, n, hd, y);
+}
+
+static void i8_to_f32(const int8_t *x, float *y, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, load8f(ENG_CPU_T_I8, x, i));
+    for (; i < n; i++)
+        y[i] = (float)x[i];
+}
+
 static void to_f16(const float *x, uint16_t *y, int n)
 {
     int i = 0;
@@ -1593,8 +1620,11 @@ const eng_cpu_kernels_t ENG_X86_TABLE = {
     .dot_rows_f16 = dot_rows_f16,
     .axpy_rows_f32 = axpy_rows_f32,
     .axpy_rows_f16 = axpy_rows_f16,
+    .dot_rows_i8 = dot_rows_i8,
+    .axpy_rows_i8 = axpy_rows_i8,
     .to_f16 = to_f16,
     .to_f32 = to_f32,
+    .i8_to_f32 = i8_to_f32,
     .exp_sum = exp_sum,
     .silu_mul = silu_mul,
 };

@@ -1078,6 +1078,12 @@ eng_backend_t *eng_cuda_backend_create(const eng_model_t *model, const eng_backe
     }
     c->params = params ? *params : eng_backend_params_default();
     c->cfg = model->cfg;
+    if (c->params.kv_dtype == ENG_KV_I8) {
+        snprintf(err, (size_t)errlen, "cuda: an int8 KV cache is not supported yet (the cuda pool is F16)");
+        sl_free(c);
+        sl_free(b);
+        return NULL;
+    }
     if (ctx_init(c, model) != SL_OK) {
         snprintf(err, (size_t)errlen, "%s", c->err);
         ctx_free(c);
@@ -1086,7 +1092,7 @@ eng_backend_t *eng_cuda_backend_create(const eng_model_t *model, const eng_backe
     }
     b->ops = &cuda_ops;
     b->model = model;
-    b->kv_elem_bytes = 2; /* the pool is fp16 whatever kv_f16 says */
+    b->kv_elem_bytes = 2; /* the pool is F16 for F32 and F16 */
     b->ctx = c;
     return b;
 }

@@ -7,10 +7,10 @@
  * With -d D the N decoded tokens go at positions D..D+N-1 (llama-bench's depth: decode over a
  * context of D tokens, prefilled untimed past the P of pp) instead of 0..N-1, the B sequences' too
  * (their pools written once first, one token per block, so attention reads real memory; the
- * timing does not depend on the values); -k f16|f32 picks the KV cache's elements (default: the
+ * timing does not depend on the values); -k f32|f16|int8 picks the KV cache's elements (default: the
  * engine's, F16 on CPUs with AVX-512 and F32 elsewhere; llama-bench's default cache is F16).
  *
- *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16] [-d 0] [-k f16|f32]
+ *   bench_cpu MODEL [-t THREADS] [-p 512] [-n 128] [-r 5] [-b 16] [-d 0] [-k f32|f16|int8]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,8 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     eng_backend_params_t prm = eng_backend_params_default();
-    int threads = 2, P = 512, N = 128, R = 5, B = 1, D = 0, kv_f16 = prm.kv_f16;
+    int threads = 2, P = 512, N = 128, R = 5, B = 1, D = 0, kv = (int)prm.kv_dtype;
+    static const char *const kv_names[] = {"f32", "f16", "int8"};
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "-t") == 0) threads = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-p") == 0) P = atoi(argv[++i]);
@@ -49,12 +50,12 @@ int main(int argc, char **argv)
         else if (i + 1 < argc && strcmp(argv[i], "-r") == 0) R = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-b") == 0) B = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-d") == 0) D = atoi(argv[++i]);
-        else if (i + 1 < argc && strcmp(argv[i], "-k") == 0) kv_f16 = !strcmp(argv[++i], "f16") ? 1 : !strcmp(argv[i], "f32") ? 0 : -1;
+        else if (i + 1 < argc && strcmp(argv[i], "-k") == 0) for (kv = 2, i++; kv >= 0 && strcmp(argv[i], kv_names[kv]); kv--) {}
         else path = argv[i];
     }
-    if (!path || P <= 0 || N <= 0 || R <= 0 || R > 100 || B <= 0 || B > 256 || D < 0 || kv_f16 < 0) {
+    if (!path || P <= 0 || N <= 0 || R <= 0 || R > 100 || B <= 0 || B > 256 || D < 0 || kv < 0) {
         fprintf(stderr, "usage: bench_cpu MODEL [-t THREADS] [-p PROMPT] [-n GEN] [-r REPS] [-b SEQS] [-d DEPTH] "
-                        "[-k f16|f32]\n");
+                        "[-k f32|f16|int8]\n");
         return 2;
     }
     char err[512];
@@ -64,7 +65,7 @@ int main(int argc, char **argv)
         return 1;
     }
     prm.n_threads = threads;
-    prm.kv_f16 = kv_f16;
+    prm.kv_dtype = (eng_kv_dtype_t)kv;
     eng_backend_t *b = eng_backend_create("cpu", m, &prm, err, sizeof err);
     int ctx = P > D + N ? P : D + N, nblocks = (ctx + BLOCK - 1) / BLOCK;
     if (!b || b->ops->kv_alloc(b, nblocks * B, BLOCK) != SL_OK) {
@@ -132,7 +133,7 @@ int main(int argc, char **argv)
     if (D > 0)
         snprintf(depth, sizeof depth, " @ d%d", D);
     printf("sluice cpu (%s, %d threads, KV %s): pp%d %.1f t/s  tg%d%s %.1f t/s  (median of %d; pp range %.1f-%.1f, "
-           "tg range %.1f-%.1f)\n", eng_cpu_backend_isa(b), threads, kv_f16 ? "f16" : "f32", P, pp[R / 2], N, depth,
+           "tg range %.1f-%.1f)\n", eng_cpu_backend_isa(b), threads, kv_names[kv], P, pp[R / 2], N, depth,
            tg[R / 2], R, pp[0], pp[R - 1], tg[0], tg[R - 1]);
     if (B > 1) {
         qsort(bd, R, sizeof(double), cmp_double);

@@ -113,7 +113,7 @@ static int gap_in_loop(const cli_engine_opts_t *eo, double gap, sched_config_t *
 static int gap_back_to_back(const cli_engine_opts_t *eo, const sched_config_t *sc, double *med)
 {
     char err[1024];
-    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, eo->kv_f16, 1024, err, sizeof err);
+    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, eo->kv_dtype, 1024, err, sizeof err);
     int rc = -1;
     if (b && cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) >= 0) {
         const int lo[GAP_CLASSES] = {0, 201, 216}, hi[GAP_CLASSES] = {0, 204, 223};
@@ -142,7 +142,7 @@ static int gap_back_to_back(const cli_engine_opts_t *eo, const sched_config_t *s
 static double back_to_back(const cli_engine_opts_t *eo, const sched_config_t *sc)
 {
     char err[1024];
-    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, eo->kv_f16, 1024, err, sizeof err);
+    cli_fwd_bench_t *b = cli_fwd_bench_open(eo->model, "cpu", eo->threads, eo->kv_dtype, 1024, err, sizeof err);
     double v[48], med = NAN;
     int n = 0;
     if (b && cli_fwd_bench_pool(b, sc->num_blocks, sc->block_size, 3.0, err, sizeof err) >= 0) {

@@ -1,8 +1,9 @@
-/* test_kv_dtype.c — the KV cache element type on the command line (`--kv-dtype f16|f32`, alias
- * `--kv-cache-dtype`): every engine command refuses a bad value naming the flag and the value;
+/* test_kv_dtype.c — the KV cache element type on the command line (`--kv-dtype f32|f16|int8`,
+ * alias `--kv-cache-dtype`): every engine command refuses a bad value naming the flag and the value;
  * `sluice run` with F16 KV gives llama.cpp's greedy tokens on stories260K; `sluice bench` with F16
- * KV fits twice the blocks in the same --kv-memory-mb; `sluice validate` refuses a profile taken
- * with the other KV type and looks for the F16 profile under its own default name; without the flag
+ * KV fits twice the blocks in the same --kv-memory-mb, with int8 8/3 times (stories260K's rows of 8:
+ * 8 bytes and a 4-byte scale); `sluice validate` refuses a profile taken with another KV type and
+ * looks for the F16 or int8 profile under its own default name; without the flag
  * the engine takes the type this CPU's kernels read faster (F16 with AVX-512). Parts that need
  * ../shared/models/stories260K.gguf say that they were skipped when it is absent.
  */
@@ -52,14 +53,14 @@ static void test_every_engine_command_refuses_a_bad_kv_dtype(void **state)
         {"validate", cmd_validate},
     };
     static const char *const flags[] = {"--kv-dtype", "--kv-cache-dtype"};
-    static const char *const bad[] = {"f8", "F16", "fp16", ""};
+    static const char *const bad[] = {"f8", "F16", "fp16", "i8", ""};
     for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++)
         for (size_t f = 0; f < 2; f++) {
             for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
                 char *argv[] = {(char *)cmds[c].name, "-m", MODEL, (char *)flags[f], (char *)bad[b]};
                 char want[128];
-                snprintf(want, sizeof want, "sluice %s: %s: expected f16 or f32, got '%s'", cmds[c].name, flags[f],
-                         bad[b]);
+                snprintf(want, sizeof want, "sluice %s: %s: expected f32, f16 or int8, got '%s'", cmds[c].name,
+                         flags[f], bad[b]);
                 expect(cmds[c].fn, 5, argv, 2, want);
             }
             char *argv[] = {(char *)cmds[c].name, "-m", MODEL, (char *)flags[f]}; /* no value */
@@ -67,7 +68,8 @@ static void test_every_engine_command_refuses_a_bad_kv_dtype(void **state)
             if (cmds[c].fn == cmd_serve) /* serve says so for all its valued flags */
                 snprintf(want, sizeof want, "sluice serve: %s needs a value", flags[f]);
             else
-                snprintf(want, sizeof want, "sluice %s: %s: expected f16 or f32, got ''", cmds[c].name, flags[f]);
+                snprintf(want, sizeof want, "sluice %s: %s: expected f32, f16 or int8, got ''", cmds[c].name,
+                         flags[f]);
             expect(cmds[c].fn, 4, argv, 2, want);
         }
 }
@@ -139,13 +141,15 @@ static int bench_blocks(const char *kv_dtype, const char *want)
     return blocks;
 }
 
-static void test_bench_with_f16_kv_fits_twice_the_blocks(void **state)
+static void test_bench_with_f16_or_int8_kv_fits_more_blocks(void **state)
 {
     if (!model_present())
         skip();
-    int b32 = bench_blocks("f32", NULL), b16 = bench_blocks("f16", NULL);
+    int b32 = bench_blocks("f32", NULL), b16 = bench_blocks("f16", NULL), b8 = bench_blocks("int8", NULL);
     assert_true(b32 > 0);
     assert_int_equal(b16, 2 * b32);
+    if (b8 < 8 * b32 / 3 || b8 > 8 * (b32 + 1) / 3) /* the F32 count is rounded down */
+        fail_msg("int8 pool %d blocks, F32 pool %d", b8, b32);
 }
 
 static void test_without_the_flag_the_cpu_takes_the_type_its_kernels_read_faster(void **state)
@@ -160,8 +164,8 @@ static void test_without_the_flag_the_cpu_takes_the_type_its_kernels_read_faster
 }
 
 /* A profile of stories260K's shape measured here, on the cpu backend at 1 thread, with the KV cache
- * in F16 (bytes_per_kv 2) or F32, saved as `name` in db. */
-static void save_profile(const char *db, const char *name, int bytes_per_kv)
+ * in F16 (bytes_per_kv 2), F32 (4) or int8 (1.5 at its head size 8), saved as `name` in db. */
+static void save_profile(const char *db, const char *name, double bytes_per_kv)
 {
     sim_profile_t p;
     memset(&p, 0, sizeof p);
@@ -189,6 +193,7 @@ static void test_validate_refuses_a_profile_of_the_other_kv_dtype(void **state)
     snprintf(db, sizeof db, "%s/p.db", dir);
     save_profile(db, "p16", 2);
     save_profile(db, "p32", 4);
+    save_profile(db, "p8", 1.5);
     /* refused before the model is opened: the path need not exist */
     char *f32run[] = {"validate", "-m", "nosuch/model.gguf", "--profile", "p16", "--threads", "1", "--preset",
                       "sharegpt", "-n", "2", "--db", db, "--kv-dtype", "f32"};
@@ -200,21 +205,29 @@ static void test_validate_refuses_a_profile_of_the_other_kv_dtype(void **state)
     expect(cmd_validate, (int)(sizeof f16run / sizeof f16run[0]), f16run, 2,
            "profile 'p32' is stale: measured with --kv-dtype f32 (4 bytes per KV element), this run uses --kv-dtype "
            "f16");
+    char *i8run[] = {"validate", "-m", "nosuch/model.gguf", "--profile", "p8", "--threads", "1", "--preset",
+                     "sharegpt", "-n", "2", "--db", db, "--kv-dtype", "f16"};
+    expect(cmd_validate, (int)(sizeof i8run / sizeof i8run[0]), i8run, 2,
+           "profile 'p8' is stale: measured with --kv-dtype int8 (1.5 bytes per KV element), this run uses "
+           "--kv-dtype f16: profile again with --kv-dtype f16, or run with --kv-dtype int8");
     /* without --profile, an F16 run looks for the name `sluice profile --kv-dtype f16` gives */
     char *byname[] = {"validate", "-m", "nosuch/model.gguf", "--threads", "1", "--preset", "sharegpt", "-n", "2",
                       "--db", db, "--kv-dtype", "f16"};
     expect(cmd_validate, (int)(sizeof byname / sizeof byname[0]), byname, 2,
            "no engine profile 'model-cpu-t1-kvf16'");
     char name[64];
-    cli_profile_default_name("a/b.gguf", "cpu", 2, false, name, sizeof name);
+    cli_profile_default_name("a/b.gguf", "cpu", 2, SLUICE_KV_F32, name, sizeof name);
     assert_string_equal(name, "b-cpu-t2");
-    cli_profile_default_name("a/b.gguf", "cpu", 2, true, name, sizeof name);
+    cli_profile_default_name("a/b.gguf", "cpu", 2, SLUICE_KV_F16, name, sizeof name);
     assert_string_equal(name, "b-cpu-t2-kvf16");
+    cli_profile_default_name("a/b.gguf", "cpu", 2, SLUICE_KV_INT8, name, sizeof name);
+    assert_string_equal(name, "b-cpu-t2-kvint8");
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
 }
 
-/* The cuda pool is always F16: a cuda run expects an F16 profile whatever --kv-dtype says. */
+/* The cuda pool is F16: a cuda run expects an F16 profile whatever --kv-dtype says (its backend
+ * refuses int8). */
 static void test_cuda_runs_expect_f16_profiles(void **state)
 {
     (void)state;
@@ -223,12 +236,12 @@ static void test_cuda_runs_expect_f16_profiles(void **state)
     snprintf(p.name, sizeof p.name, "x-cuda-t1");
     char err[512];
     p.model.bytes_per_kv = 2;
-    assert_int_equal(cli_profile_check_kv(&p, "cuda", false, err, sizeof err), SL_OK);
-    assert_int_equal(cli_profile_check_kv(&p, "cpu", false, err, sizeof err), SL_EINVAL);
+    assert_int_equal(cli_profile_check_kv(&p, "cuda", SLUICE_KV_F32, err, sizeof err), SL_OK);
+    assert_int_equal(cli_profile_check_kv(&p, "cpu", SLUICE_KV_F32, err, sizeof err), SL_EINVAL);
     p.model.bytes_per_kv = 4;
-    assert_int_equal(cli_profile_check_kv(&p, "cuda", false, err, sizeof err), SL_EINVAL);
+    assert_int_equal(cli_profile_check_kv(&p, "cuda", SLUICE_KV_F32, err, sizeof err), SL_EINVAL);
     assert_non_null(strstr(err, "measured with --kv-dtype f32"));
-    assert_int_equal(cli_profile_check_kv(&p, "cpu", false, err, sizeof err), SL_OK);
+    assert_int_equal(cli_profile_check_kv(&p, "cpu", SLUICE_KV_F32, err, sizeof err), SL_OK);
 }
 
 int main(void)
@@ -236,7 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_engine_command_refuses_a_bad_kv_dtype),
         cmocka_unit_test(test_run_with_f16_kv_gives_llama_cpp_greedy_tokens),
-        cmocka_unit_test(test_bench_with_f16_kv_fits_twice_the_blocks),
+        cmocka_unit_test(test_bench_with_f16_or_int8_kv_fits_more_blocks),
         cmocka_unit_test(test_without_the_flag_the_cpu_takes_the_type_its_kernels_read_faster),
         cmocka_unit_test(test_validate_refuses_a_profile_of_the_other_kv_dtype),
         cmocka_unit_test(test_cuda_runs_expect_f16_profiles),

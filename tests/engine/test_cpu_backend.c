@@ -126,12 +126,12 @@ static void free_tiny(eng_model_t *m)
     free(m);
 }
 
-static eng_backend_t *make_backend(const eng_model_t *m, int n_threads, int kv_f16)
+static eng_backend_t *make_backend(const eng_model_t *m, int n_threads, eng_kv_dtype_t kv)
 {
     char err[256];
     eng_backend_params_t p = eng_backend_params_default();
     p.n_threads = n_threads;
-    p.kv_f16 = kv_f16;
+    p.kv_dtype = kv;
     eng_backend_t *b = eng_backend_create("cpu", m, &p, err, sizeof err);
     if (!b)
         fail_msg("%s", err);
@@ -140,9 +140,9 @@ static eng_backend_t *make_backend(const eng_model_t *m, int n_threads, int kv_f
 }
 
 /* logits (n, vocab) of one sequence fed token by token from an empty cache */
-static void alone(const eng_model_t *m, const int32_t *tokens, int n, int kv_f16, float *out)
+static void alone(const eng_model_t *m, const int32_t *tokens, int n, eng_kv_dtype_t kv, float *out)
 {
-    eng_backend_t *b = make_backend(m, 2, kv_f16);
+    eng_backend_t *b = make_backend(m, 2, kv);
     int32_t table[NB];
     for (int i = 0; i < NB; i++)
         table[i] = i;
@@ -176,7 +176,7 @@ static const int all_types[] = {ENG_T_F32, ENG_T_F16, ENG_T_BF16, ENG_T_Q8_0,
  *   step 1: A tokens 0..12 (all logits), B tokens 0..4 (all logits)
  *   step 2: A tokens 13..20 (all, over A's cached context), B token 5 (a decode, last logits),
  *           C tokens 0..8 (all)                                                              */
-static void check_batched_equals_alone(int type, int kv_f16)
+static void check_batched_equals_alone(int type, eng_kv_dtype_t kv)
 {
     eng_model_t *m = tiny_model(type);
     const int V = m->cfg.vocab, len[3] = {21, 6, 9};
@@ -190,9 +190,9 @@ static void check_batched_equals_alone(int type, int kv_f16)
     float *want[3], *got = malloc(sizeof(float) * 64 * V);
     for (int s = 0; s < 3; s++) {
         want[s] = malloc(sizeof(float) * len[s] * V);
-        alone(m, tok[s], len[s], kv_f16, want[s]);
+        alone(m, tok[s], len[s], kv, want[s]);
     }
-    eng_backend_t *b = make_backend(m, 2, kv_f16);
+    eng_backend_t *b = make_backend(m, 2, kv);
     eng_batch_seq_t s1[2] = {
         {.tokens = tok[0], .n_tokens = 13, .pos = 0, .block_table = table[0], .n_blocks = NB / 3, .logits = 2},
         {.tokens = tok[1], .n_tokens = 5, .pos = 0, .block_table = table[1], .n_blocks = 2, .logits = 2},
@@ -224,8 +224,10 @@ static void check_batched_equals_alone(int type, int kv_f16)
 static void test_batched_chunked_paged_step_equals_each_sequence_alone(void **state)
 {
     for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++)
-        check_batched_equals_alone(all_types[i], 0);
-    check_batched_equals_alone(ENG_T_Q4_1, 1);
+        check_batched_equals_alone(all_types[i], ENG_KV_F32);
+    check_batched_equals_alone(ENG_T_Q4_1, ENG_KV_F16);
+    check_batched_equals_alone(ENG_T_Q4_1, ENG_KV_I8); /* k and v claimed by whole heads */
+    check_batched_equals_alone(ENG_T_F32, ENG_KV_I8);
 }
 
 /* t = src dequantised to F32 (a new buffer) */
@@ -284,7 +286,7 @@ static void test_quantised_model_matches_its_f32_twin(void **state)
         for (int j = 0; j < N; j++)
             tok[j] = (int32_t)((j * 37 + 5) % V);
         float *got = malloc(sizeof(float) * N * V), *want = malloc(sizeof(float) * N * V);
-        alone(m, tok, N, 0, got);
+        alone(m, tok, N, ENG_KV_F32, got);
         alone(t, tok, N, 0, want);
         char what[64];
         snprintf(what, sizeof what, "%s against F32", eng_type_name(type));
@@ -296,14 +298,15 @@ static void test_quantised_model_matches_its_f32_twin(void **state)
     }
 }
 
-static void test_copy_on_write_block_gives_forked_sequence_its_own_copy(void **state)
+/* A block copy carries every layer's K and V rows, and an int8 pool's row scales with them */
+static void check_copy_on_write(eng_kv_dtype_t kv)
 {
     eng_model_t *m = tiny_model(ENG_T_Q4_1);
     const int V = m->cfg.vocab;
     int32_t a[7] = {5, 9, 13, 17, 21, 25, 29}, bt[7] = {5, 9, 13, 17, 21, 25, 101};
     float *want = malloc(sizeof(float) * 7 * V), *got = malloc(sizeof(float) * 2 * V);
-    alone(m, bt, 7, 0, want);
-    eng_backend_t *b = make_backend(m, 2, 0);
+    alone(m, bt, 7, kv, want);
+    eng_backend_t *b = make_backend(m, 2, kv);
     /* A fills blocks 10 and 11 with 6 tokens; the fork B shares block 10, copies 11 into 40 */
     int32_t ta[2] = {10, 11}, tb[2] = {10, 40}, src = 11, dst = 40;
     eng_batch_seq_t s = {.tokens = a, .n_tokens = 6, .pos = 0, .block_table = ta, .n_blocks = 2, .logits = 0};
@@ -325,7 +328,14 @@ static void test_copy_on_write_block_gives_forked_sequence_its_own_copy(void **s
     free_tiny(m);
 }
 
-static void test_f16_kv_stays_close_to_f32_kv(void **state)
+static void test_copy_on_write_block_gives_forked_sequence_its_own_copy(void **state)
+{
+    check_copy_on_write(ENG_KV_F32);
+    check_copy_on_write(ENG_KV_I8);
+}
+
+/* F16 and int8 K/V rows stay close to F32 ones (int8: 1/127 of each row's largest magnitude) */
+static void test_f16_and_int8_kv_stay_close_to_f32_kv(void **state)
 {
     eng_model_t *m = tiny_model(ENG_T_F16);
     const int V = m->cfg.vocab, n = 20;
@@ -333,9 +343,11 @@ static void test_f16_kv_stays_close_to_f32_kv(void **state)
     for (int i = 0; i < n; i++)
         tok[i] = (i * 13 + 3) % V;
     float *a = malloc(sizeof(float) * n * V), *b = malloc(sizeof(float) * n * V);
-    alone(m, tok, n, 0, a);
-    alone(m, tok, n, 1, b);
+    alone(m, tok, n, ENG_KV_F32, a);
+    alone(m, tok, n, ENG_KV_F16, b);
     expect_close(b, a, n * V, 1e-2f, "f16 KV");
+    alone(m, tok, n, ENG_KV_I8, b);
+    expect_close(b, a, n * V, 3e-2f, "int8 KV");
     free(a);
     free(b);
     free_tiny(m);
@@ -353,7 +365,7 @@ static void test_results_do_not_depend_on_thread_count(void **state)
     float *out[3];
     const int threads[3] = {1, 2, 3};
     for (int k = 0; k < 3; k++) {
-        eng_backend_t *b = make_backend(m, threads[k], 0);
+        eng_backend_t *b = make_backend(m, threads[k], ENG_KV_F32);
         out[k] = malloc(sizeof(float) * n * V);
         eng_batch_seq_t s = {.tokens = tok, .n_tokens = n, .pos = 0, .block_table = table, .n_blocks = NB, .logits = 2};
         eng_batch_t bt = {.n_seqs = 1, .seqs = &s};
@@ -374,7 +386,7 @@ static void test_forward_greedy_returns_argmax_of_each_requested_row(void **stat
     const int V = m->cfg.vocab;
     int32_t tok[6] = {1, 2, 3, 4, 5, 6}, table[4] = {0, 1, 2, 3}, table2[4] = {4, 5, 6, 7}, ids[8];
     float *logits = malloc(sizeof(float) * 8 * V);
-    eng_backend_t *b = make_backend(m, 2, 0);
+    eng_backend_t *b = make_backend(m, 2, ENG_KV_F32);
     eng_batch_seq_t s[2] = {
         {.tokens = tok, .n_tokens = 6, .pos = 0, .block_table = table, .n_blocks = 4, .logits = 2},
         {.tokens = tok, .n_tokens = 3, .pos = 0, .block_table = table2, .n_blocks = 4, .logits = 1},
@@ -408,6 +420,10 @@ static void test_bad_batches_and_names_fail_with_a_message(void **state)
 #endif
     eng_backend_params_t p = eng_backend_params_default();
     p.n_threads = 2;
+    p.kv_dtype = (eng_kv_dtype_t)7;
+    assert_null(eng_backend_create("cpu", m, &p, err, sizeof err));
+    assert_string_equal(err, "cpu: unknown KV element type 7 (0 F32, 1 F16, 2 I8)");
+    p.kv_dtype = ENG_KV_F32;
     eng_backend_t *b = eng_backend_create("cpu", m, &p, err, sizeof err);
     assert_non_null(b);
     assert_non_null(eng_cpu_backend_isa(b));
@@ -451,7 +467,7 @@ static void test_forward_sample_picks_each_row_as_the_host_sampler(void **state)
     const int V = m->cfg.vocab;
     int32_t tok[6] = {1, 2, 3, 4, 5, 6}, table[4] = {0, 1, 2, 3}, table2[4] = {4, 5, 6, 7}, ids[8];
     float *logits = malloc(sizeof(float) * 8 * V), lps[8];
-    eng_backend_t *b = make_backend(m, 2, 0);
+    eng_backend_t *b = make_backend(m, 2, ENG_KV_F32);
     eng_batch_seq_t s[2] = {
         {.tokens = tok, .n_tokens = 6, .pos = 0, .block_table = table, .n_blocks = 4, .logits = 2},
         {.tokens = tok, .n_tokens = 3, .pos = 0, .block_table = table2, .n_blocks = 4, .logits = 1},
@@ -499,7 +515,7 @@ int main(void)
         cmocka_unit_test(test_batched_chunked_paged_step_equals_each_sequence_alone),
         cmocka_unit_test(test_quantised_model_matches_its_f32_twin),
         cmocka_unit_test(test_copy_on_write_block_gives_forked_sequence_its_own_copy),
-        cmocka_unit_test(test_f16_kv_stays_close_to_f32_kv),
+        cmocka_unit_test(test_f16_and_int8_kv_stay_close_to_f32_kv),
         cmocka_unit_test(test_results_do_not_depend_on_thread_count),
         cmocka_unit_test(test_forward_greedy_returns_argmax_of_each_requested_row),
         cmocka_unit_test(test_forward_sample_picks_each_row_as_the_host_sampler),

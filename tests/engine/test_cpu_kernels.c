@@ -322,6 +322,67 @@ static void test_activation_quantisation_is_identical_across_isas(void **state)
  * q in 1, 3, 4 and 8 registers, 144 not). */
 static const int attn_hds[] = {64, 8, 12, 136, 7, 33, 129, 48, 144, 16, 128};
 
+static const char *const kv_names[] = {"F32", "F16", "int8"};
+
+/* K/V rows of n floats in each pool element type: F32 (the floats), F16, and int8 (rounded) */
+typedef struct kv_rows {
+    float *f32;
+    uint16_t *f16;
+    int8_t *i8;
+} kv_rows_t;
+
+static kv_rows_t kv_rows_make(const float *x, int n)
+{
+    kv_rows_t r = {malloc(sizeof(float) * n), malloc(sizeof(uint16_t) * n), malloc((size_t)n)};
+    assert_true(r.f32 && r.f16 && r.i8);
+    memcpy(r.f32, x, sizeof(float) * n);
+    for (int i = 0; i < n; i++) {
+        r.f16[i] = eng_f32_to_f16(x[i]);
+        r.i8[i] = (int8_t)lrintf(fminf(fmaxf(x[i], -127.0f), 127.0f));
+    }
+    return r;
+}
+
+static void kv_rows_free(kv_rows_t *r)
+{
+    free(r->f32), free(r->f16), free(r->i8);
+}
+
+static const void *kv_rows_of(const kv_rows_t *r, eng_kv_dtype_t t)
+{
+    return t == ENG_KV_F32 ? (const void *)r->f32 : t == ENG_KV_F16 ? (const void *)r->f16 : (const void *)r->i8;
+}
+
+/* element i of rows of type t as a float (exact) */
+static float kv_elem(eng_kv_dtype_t t, const void *rows, int i)
+{
+    return t == ENG_KV_F32 ? ((const float *)rows)[i]
+           : t == ENG_KV_F16 ? eng_f16_to_f32(((const uint16_t *)rows)[i]) : (float)((const int8_t *)rows)[i];
+}
+
+/* kt's row kernels for rows of type t */
+static void dot_rows_t(const eng_cpu_kernels_t *kt, eng_kv_dtype_t t, const float *q, int nh, const void *rows, int n,
+                       int hd, float scale, float *out, size_t out_stride)
+{
+    if (t == ENG_KV_F32)
+        kt->dot_rows_f32(q, nh, rows, n, hd, scale, out, out_stride);
+    else if (t == ENG_KV_F16)
+        kt->dot_rows_f16(q, nh, rows, n, hd, scale, out, out_stride);
+    else
+        kt->dot_rows_i8(q, nh, rows, n, hd, scale, out, out_stride);
+}
+
+static void axpy_rows_t(const eng_cpu_kernels_t *kt, eng_kv_dtype_t t, const float *w, size_t w_stride, int nh,
+                        const void *rows, int n, int hd, float *y)
+{
+    if (t == ENG_KV_F32)
+        kt->axpy_rows_f32(w, w_stride, nh, rows, n, hd, y);
+    else if (t == ENG_KV_F16)
+        kt->axpy_rows_f16(w, w_stride, nh, rows, n, hd, y);
+    else
+        kt->axpy_rows_i8(w, w_stride, nh, rows, n, hd, y);
+}
+
 /* The attention row kernels against double-precision sums, for the head sizes above and row counts
  * around the 4-row step and the 16-row groups (two groups and a remainder). */
 static void test_attention_row_kernels_match_scalar_math(void **state)
@@ -361,60 +422,51 @@ static void test_attention_row_kernels_match_scalar_math(void **state)
 
 /* The row kernels take a kv head's query heads together (grouped-query attention: one load and
  * widening of a row for all of them, on AVX-512 at head sizes 64 and 128) and give each head
- * bitwise what it gets alone: every instruction set, F32 and F16 rows, 1..5 heads (groups of 4
- * and 2 with a head left over), row counts with a tail past the last 16, head sizes fused and not. */
+ * bitwise what it gets alone: every instruction set, F32, F16 and int8 rows, 1..5 heads (groups of
+ * 4 and 2 with a head left over), row counts with a tail past the last 16, head sizes fused and
+ * not. */
 static void test_row_kernels_take_heads_together_as_each_alone(void **state)
 {
     (void)state;
     enum { NH = 5, N = 37, MAXD = 128, SPAN = 40 };
     const int hds[] = {64, 128, 48, 12};
-    static float rows[N * MAXD], q[NH * MAXD], w[NH * SPAN], got[NH * SPAN], want[NH * SPAN], yg[NH * MAXD],
+    static float x[N * MAXD], q[NH * MAXD], w[NH * SPAN], got[NH * SPAN], want[NH * SPAN], yg[NH * MAXD],
         yw[NH * MAXD];
-    static uint16_t h16[N * MAXD];
-    fill(rows, N * MAXD, 2.0f);
+    fill(x, N * MAXD, 100.0f);
     fill(q, NH * MAXD, 1.0f);
     fill(w, NH * SPAN, 0.5f);
-    for (int i = 0; i < N * MAXD; i++)
-        h16[i] = eng_f32_to_f16(rows[i]);
+    kv_rows_t rows = kv_rows_make(x, N * MAXD);
     int compared = 0;
     for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
         const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
         for (size_t c = 0; kt && c < sizeof hds / sizeof hds[0]; c++)
             for (int nh = 1; nh <= NH; nh++)
-                for (int f16 = 0; f16 < 2; f16++) {
+                for (eng_kv_dtype_t t = ENG_KV_F32; t <= ENG_KV_I8; t++) {
                     const int hd = hds[c];
+                    const void *r = kv_rows_of(&rows, t);
                     memset(got, 0, sizeof got), memset(want, 0, sizeof want);
                     fill(yg, NH * MAXD, 1.0f);
                     memcpy(yw, yg, sizeof yw);
-                    if (f16) {
-                        kt->dot_rows_f16(q, nh, h16, N, hd, 0.125f, got, SPAN);
-                        kt->axpy_rows_f16(w, SPAN, nh, h16, N, hd, yg);
-                    } else {
-                        kt->dot_rows_f32(q, nh, rows, N, hd, 0.125f, got, SPAN);
-                        kt->axpy_rows_f32(w, SPAN, nh, rows, N, hd, yg);
-                    }
+                    dot_rows_t(kt, t, q, nh, r, N, hd, 0.125f, got, SPAN);
+                    axpy_rows_t(kt, t, w, SPAN, nh, r, N, hd, yg);
                     for (int j = 0; j < nh; j++) {
-                        if (f16) {
-                            kt->dot_rows_f16(q + j * hd, 1, h16, N, hd, 0.125f, want + j * SPAN, 0);
-                            kt->axpy_rows_f16(w + j * SPAN, 0, 1, h16, N, hd, yw + j * hd);
-                        } else {
-                            kt->dot_rows_f32(q + j * hd, 1, rows, N, hd, 0.125f, want + j * SPAN, 0);
-                            kt->axpy_rows_f32(w + j * SPAN, 0, 1, rows, N, hd, yw + j * hd);
-                        }
+                        dot_rows_t(kt, t, q + j * hd, 1, r, N, hd, 0.125f, want + j * SPAN, 0);
+                        axpy_rows_t(kt, t, w + j * SPAN, 0, 1, r, N, hd, yw + j * hd);
                     }
                     if (memcmp(got, want, sizeof got) || memcmp(yg, yw, sizeof yg))
                         print_error("%s, %d heads of %d, %s rows: together differs from one at a time\n", kt->name,
-                                    nh, hd, f16 ? "F16" : "F32");
+                                    nh, hd, kv_names[t]);
                     assert_memory_equal(got, want, sizeof got);
                     assert_memory_equal(yg, yw, sizeof yg);
                     compared++;
                 }
     }
-    assert_true(compared >= 4 * 5 * 2);
+    kv_rows_free(&rows);
+    assert_true(compared >= 4 * 5 * 3);
 }
 
 /* y += sum_i w[i] rows[i] sums each element by the same FMAs in row order on 8 or 16 lanes, so the
- * AVX2 and AVX-512 tables give bitwise the same V sums, F32 and F16 rows alike; SiLU(g) * u runs
+ * AVX2 and AVX-512 tables give bitwise the same V sums, F32, F16 and int8 rows alike; SiLU(g) * u runs
  * the same operations per element on 8 or 16 lanes (lengths around both steps and the tail). */
 static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
 {
@@ -424,24 +476,22 @@ static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
         print_message("skipped: this CPU lacks AVX2 or AVX-512 (VNNI), nothing to compare\n");
         skip();
     }
-    float rows[MAXR * MAXD], w[MAXR], ya[MAXD], yb[MAXD];
-    uint16_t h[MAXR * MAXD];
-    fill(rows, MAXR * MAXD, 3.0f);
+    float x[MAXR * MAXD], w[MAXR], ya[MAXD], yb[MAXD];
+    fill(x, MAXR * MAXD, 100.0f);
     fill(w, MAXR, 0.7f);
-    for (int i = 0; i < MAXR * MAXD; i++)
-        h[i] = eng_f32_to_f16(rows[i]);
+    kv_rows_t rows = kv_rows_make(x, MAXR * MAXD);
     for (size_t k = 0; k < sizeof attn_hds / sizeof attn_hds[0]; k++)
         for (int n = 0; n <= MAXR; n++) {
             const int hd = attn_hds[k];
             fill(ya, hd, 1.0f);
             memcpy(yb, ya, sizeof(float) * hd);
-            a->axpy_rows_f32(w, 0, 1, rows, n, hd, ya);
-            b->axpy_rows_f32(w, 0, 1, rows, n, hd, yb);
-            assert_memory_equal(ya, yb, sizeof(float) * hd);
-            a->axpy_rows_f16(w, 0, 1, h, n, hd, ya);
-            b->axpy_rows_f16(w, 0, 1, h, n, hd, yb);
-            assert_memory_equal(ya, yb, sizeof(float) * hd);
+            for (eng_kv_dtype_t t = ENG_KV_F32; t <= ENG_KV_I8; t++) {
+                axpy_rows_t(a, t, w, 0, 1, kv_rows_of(&rows, t), n, hd, ya);
+                axpy_rows_t(b, t, w, 0, 1, kv_rows_of(&rows, t), n, hd, yb);
+                assert_memory_equal(ya, yb, sizeof(float) * hd);
+            }
         }
+    kv_rows_free(&rows);
     for (int n = 0; n <= 40; n++) {
         float ga[40], gb[40], u[40];
         fill(ga, n, 12.0f);
@@ -453,58 +503,59 @@ static void test_axpy_rows_is_bitwise_the_same_on_avx2_and_avx512(void **state)
     }
 }
 
-/* The F16 attention row kernels (K/V cache in F16) of every instruction set against a double sum of
- * the F16 values widened to float and against the scalar table's kernels: the head sizes above,
- * row counts 0..37 (4-row steps, 16-row groups and every remainder), values up to 4 and down to
- * F16 subnormals. */
-static void test_f16_attention_row_kernels_match_scalar_reference(void **state)
+/* The F16 and int8 attention row kernels (K/V cache in F16 or int8) of every instruction set
+ * against a double sum of the values widened to float and against the scalar table's kernels: the
+ * head sizes above, row counts 0..37 (4-row steps, 16-row groups and every remainder), F16 values
+ * up to 4 and down to F16 subnormals, int8 values over -127..127. */
+static void test_f16_and_int8_attention_row_kernels_match_scalar_reference(void **state)
 {
     enum { MAXR = 37, MAXD = 144 };
-    float q[MAXD], rows[MAXR * MAXD], w[MAXR], out[MAXR], ref[MAXR], y[MAXD], yref[MAXD];
-    uint16_t h[MAXR * MAXD];
+    float q[MAXD], x[MAXR * MAXD], w[MAXR], out[MAXR], ref[MAXR], y[MAXD], yref[MAXD];
     fill(q, MAXD, 1.0f);
-    fill(rows, MAXR * MAXD, 4.0f);
+    fill(x, MAXR * MAXD, 127.0f);
     fill(w, MAXR, 0.5f);
+    kv_rows_t rows = kv_rows_make(x, MAXR * MAXD);
     for (int i = 0; i < MAXR * MAXD; i++)
-        h[i] = eng_f32_to_f16(i % 5 == 0 ? rows[i] * 1e-5f : rows[i]); /* F16 subnormals too */
+        rows.f16[i] = eng_f32_to_f16(i % 5 == 0 ? x[i] / 127 * 1e-5f : x[i] / 32); /* F16 subnormals too */
     const eng_cpu_kernels_t *sc = &eng_cpu_kernels_scalar;
     for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
         const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
-        if (!kt)
-            continue;
-        for (size_t k = 0; k < sizeof attn_hds / sizeof attn_hds[0]; k++)
-            for (int n = 0; n <= MAXR; n++) {
-                const int hd = attn_hds[k];
-                kt->dot_rows_f16(q, 1, h, n, hd, 0.125f, out, 0);
-                sc->dot_rows_f16(q, 1, h, n, hd, 0.125f, ref, 0);
-                for (int i = 0; i < n; i++) {
-                    double d = 0, mag = 0;
-                    for (int e = 0; e < hd; e++) {
-                        d += (double)q[e] * eng_f16_to_f32(h[i * hd + e]);
-                        mag += fabs((double)q[e] * eng_f16_to_f32(h[i * hd + e]));
-                    }
-                    double tol = 1e-6 * 0.125 * mag + 1e-7;
-                    if (fabs(out[i] - 0.125 * d) > tol || fabs(out[i] - ref[i]) > tol)
-                        fail_msg("%s dot_rows_f16 hd %d n %d: out[%d] = %.9g, double %.9g, scalar %.9g", kt->name,
-                                 hd, n, i, out[i], 0.125 * d, ref[i]);
-                }
-                for (int e = 0; e < hd; e++)
-                    y[e] = yref[e] = q[e];
-                kt->axpy_rows_f16(w, 0, 1, h, n, hd, y);
-                sc->axpy_rows_f16(w, 0, 1, h, n, hd, yref);
-                for (int e = 0; e < hd; e++) {
-                    double d = q[e], mag = fabs(q[e]);
+        for (size_t k = 0; kt && k < sizeof attn_hds / sizeof attn_hds[0]; k++)
+            for (int n = 0; n <= MAXR; n++)
+                for (eng_kv_dtype_t t = ENG_KV_F16; t <= ENG_KV_I8; t++) {
+                    const int hd = attn_hds[k];
+                    const void *r = kv_rows_of(&rows, t);
+                    dot_rows_t(kt, t, q, 1, r, n, hd, 0.125f, out, 0);
+                    dot_rows_t(sc, t, q, 1, r, n, hd, 0.125f, ref, 0);
                     for (int i = 0; i < n; i++) {
-                        d += (double)w[i] * eng_f16_to_f32(h[i * hd + e]);
-                        mag += fabs((double)w[i] * eng_f16_to_f32(h[i * hd + e]));
+                        double d = 0, mag = 0;
+                        for (int e = 0; e < hd; e++) {
+                            d += (double)q[e] * kv_elem(t, r, i * hd + e);
+                            mag += fabs((double)q[e] * kv_elem(t, r, i * hd + e));
+                        }
+                        double tol = 1e-6 * 0.125 * mag + 1e-7;
+                        if (fabs(out[i] - 0.125 * d) > tol || fabs(out[i] - ref[i]) > tol)
+                            fail_msg("%s %s dot_rows hd %d n %d: out[%d] = %.9g, double %.9g, scalar %.9g", kt->name,
+                                     kv_names[t], hd, n, i, out[i], 0.125 * d, ref[i]);
                     }
-                    double tol = 1e-6 * mag + 1e-7;
-                    if (fabs(y[e] - d) > tol || fabs(y[e] - yref[e]) > tol)
-                        fail_msg("%s axpy_rows_f16 hd %d n %d: y[%d] = %.9g, double %.9g, scalar %.9g", kt->name,
-                                 hd, n, e, y[e], d, yref[e]);
+                    for (int e = 0; e < hd; e++)
+                        y[e] = yref[e] = q[e];
+                    axpy_rows_t(kt, t, w, 0, 1, r, n, hd, y);
+                    axpy_rows_t(sc, t, w, 0, 1, r, n, hd, yref);
+                    for (int e = 0; e < hd; e++) {
+                        double d = q[e], mag = fabs(q[e]);
+                        for (int i = 0; i < n; i++) {
+                            d += (double)w[i] * kv_elem(t, r, i * hd + e);
+                            mag += fabs((double)w[i] * kv_elem(t, r, i * hd + e));
+                        }
+                        double tol = 1e-6 * mag + 1e-7;
+                        if (fabs(y[e] - d) > tol || fabs(y[e] - yref[e]) > tol)
+                            fail_msg("%s %s axpy_rows hd %d n %d: y[%d] = %.9g, double %.9g, scalar %.9g", kt->name,
+                                     kv_names[t], hd, n, e, y[e], d, yref[e]);
+                    }
                 }
-            }
     }
+    kv_rows_free(&rows);
 }
 
 static void test_vector_helpers_match_scalar_math(void **state)
@@ -582,8 +633,9 @@ static void test_f16_widening_is_exact(void **state)
 }
 
 /* A tile of queries, each with 1 or 3 query heads over the kv head (grouped-query attention),
- * through the context together gives each query head exactly what it gets alone, F32 and F16
- * pools, a head size with a scalar tail, a scattered block table. */
+ * through the context together gives each query head exactly what it gets alone, F32, F16 and
+ * int8 pools (a tile widens a block once; one query reads it in place), a head size with a scalar
+ * tail, a scattered block table. */
 static void test_query_tile_equals_one_query_at_a_time(void **state)
 {
     (void)state;
@@ -591,22 +643,19 @@ static void test_query_tile_equals_one_query_at_a_time(void **state)
     const int32_t table[BLOCKS] = {3, 1, 4, 0, 6, 2, 7, 5};
     const int hds[] = {64, 12};
     for (int h = 0; h < 2; h++)
-        for (int f16 = 0; f16 < 2; f16++) {
+        for (eng_kv_dtype_t t = ENG_KV_F32; t <= ENG_KV_I8; t++) {
             const int hd = hds[h];
-            eng_cpu_kv_t kv = {.num_blocks = BLOCKS, .block_size = BS, .n_layers = 1, .n_kv_heads = 1,
-                               .head_dim = hd, .f16 = f16};
-            kv.block_bytes = (size_t)2 * BS * hd * (f16 ? 2 : 4);
+            eng_cpu_kv_t kv = eng_cpu_kv_layout(1, 1, hd, t, BLOCKS, BS);
             kv.data = malloc(kv.block_bytes * BLOCKS);
-            float *vals = malloc(sizeof(float) * 2 * BLOCKS * BS * hd), q[NQ * NH * 64];
+            float row[64], q[NQ * NH * 64];
             float tile[NQ * NH * 64], alone[NQ * NH * 64], scores[NQ * NH * (CTX + NQ) + ENG_CPU_ATTEND_WIDEN];
-            assert_true(kv.data && vals);
-            fill(vals, 2 * BLOCKS * BS * hd, 1.0f);
+            assert_true(kv.data != NULL);
             fill(q, NQ * NH * hd, 1.0f);
-            for (int i = 0; i < 2 * BLOCKS * BS * hd; i++)
-                if (f16)
-                    ((uint16_t *)kv.data)[i] = eng_f32_to_f16(vals[i]);
-                else
-                    ((float *)kv.data)[i] = vals[i];
+            for (int pos = 0; pos < BLOCKS * BS; pos++)
+                for (int which = 0; which < 2; which++) {
+                    fill(row, hd, 1.0f);
+                    eng_cpu_kv_store(&eng_cpu_kernels_scalar, &kv, table, 0, pos, which, row, 0, hd);
+                }
             for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
                 const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
                 if (!kt)
@@ -618,12 +667,67 @@ static void test_query_tile_equals_one_query_at_a_time(void **state)
                         for (int j = 0; j < nh; j++)
                             eng_cpu_attend(kt, &kv, table, 0, 0, q + i * qs + j * hd, qs, 1, 1, CTX + i, 0.125f,
                                            scores, alone + i * qs + j * hd, qs);
+                    if (memcmp(tile, alone, sizeof(float) * NQ * qs))
+                        print_error("%s, %s pool, head size %d, %d heads: the tile differs\n", kt->name,
+                                    kv_names[t], hd, nh);
                     assert_memory_equal(tile, alone, sizeof(float) * NQ * qs);
                 }
             }
-            free(vals);
             free(kv.data);
         }
+}
+
+/* An int8 pool's row is its values over scale = largest magnitude / 127, rounded to the nearest
+ * integer (halves away from zero), the scale beside the block's rows; a zero row has scale 0, and
+ * a NaN or infinity gives defined values; a pool's other rows are untouched. */
+static void test_int8_kv_rows_round_to_their_scale(void **state)
+{
+    (void)state;
+    enum { HD = 8, BS = 4 };
+    const int32_t table[2] = {1, 0};
+    eng_cpu_kv_t kv = eng_cpu_kv_layout(2, 2, HD, ENG_KV_I8, 2, BS);
+    assert_int_equal(kv.run_bytes, BS * HD + BS * 4);
+    assert_int_equal(kv.block_bytes, 2 * 2 * 2 * kv.run_bytes);
+    kv.data = calloc(2, kv.block_bytes);
+    assert_non_null(kv.data);
+    /* kv heads 0 and 1 of layer 1's V at position 5 (block table[1] = 0, slot 1) */
+    const float row[2 * HD] = {254, -254, 6.8f, -7.2f, 1, -1, 5, 0,    /* scale 2 */
+                               0, 0, 0, 0, 0, 0, 0, 0};               /* scale 0 */
+    eng_cpu_kv_store(&eng_cpu_kernels_scalar, &kv, table, 1, 5, 1, row, 0, 2 * HD);
+    const int8_t want[HD] = {127, -127, 3, -4, 1, -1, 3, 0};
+    assert_memory_equal(eng_cpu_kv_row(&kv, 0, 1, 1, 0, 1), want, HD);
+    assert_true(eng_cpu_kv_scales(&kv, 0, 1, 1, 0)[1] == 2.0f);
+    const int8_t zero[HD] = {0};
+    assert_memory_equal(eng_cpu_kv_row(&kv, 0, 1, 1, 1, 1), zero, HD);
+    assert_true(eng_cpu_kv_scales(&kv, 0, 1, 1, 1)[1] == 0.0f);
+    /* the scales sit after the rows of their run: slot 1's scale is bytes BS HD + 4 .. + 8 */
+    assert_ptr_equal((char *)eng_cpu_kv_scales(&kv, 0, 1, 1, 0) + 4, (char *)eng_cpu_kv_row(&kv, 0, 1, 1, 0, 0) + BS * HD + 4);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < 2 * kv.block_bytes; i++)
+        nonzero += ((unsigned char *)kv.data)[i] != 0;
+    assert_int_equal(nonzero, 7 + 1); /* seven nonzero values and 2.0f (0x40000000) */
+    const float bad[HD] = {NAN, INFINITY, 1, -1, 0, 0, 0, 0};
+    eng_cpu_kv_store(&eng_cpu_kernels_scalar, &kv, table, 0, 0, 0, bad, 0, HD); /* no trap, no UB */
+    free(kv.data);
+}
+
+/* int8 -> float widening is exact on every ISA, all 256 values, odd lengths. */
+static void test_int8_widening_is_exact(void **state)
+{
+    (void)state;
+    int8_t x[259];
+    float got[259];
+    for (int i = 0; i < 259; i++)
+        x[i] = (int8_t)(i - 128);
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        const eng_cpu_kernels_t *kt = eng_cpu_kernels_get(isa);
+        for (int n = 250; kt && n <= 259; n++) {
+            memset(got, 0, sizeof got);
+            kt->i8_to_f32(x, got, n);
+            for (int i = 0; i < 259; i++)
+                assert_true(got[i] == (i < n ? (float)x[i] : 0.0f));
+        }
+    }
 }
 
 static void test_isa_detection_names_an_available_table(void **state)
@@ -652,7 +756,9 @@ int main(void)
         cmocka_unit_test(test_row_kernels_take_heads_together_as_each_alone),
         cmocka_unit_test(test_f16_widening_is_exact),
         cmocka_unit_test(test_query_tile_equals_one_query_at_a_time),
-        cmocka_unit_test(test_f16_attention_row_kernels_match_scalar_reference),
+        cmocka_unit_test(test_int8_kv_rows_round_to_their_scale),
+        cmocka_unit_test(test_int8_widening_is_exact),
+        cmocka_unit_test(test_f16_and_int8_attention_row_kernels_match_scalar_reference),
         cmocka_unit_test(test_isa_detection_names_an_available_table),
     };
     return cmocka_run_group_tests_name("cpu_kernels", tests, NULL, NULL);

@@ -254,20 +254,27 @@ static void test_engine_adaptive_raises_a_tiny_token_budget(void **state)
     assert_non_null(strstr(err, "budget_min"));
 }
 
-/* The KV cache in F16 (kv_f16): the fixtures' prompts twice each at once (shared prompt blocks from
- * the prefix cache, batched decode) still give llama.cpp's tokens, and the pool under the same
- * kv_memory_mb holds twice the blocks of F32. */
+/* The KV cache in F16 (kv_dtype): the fixtures' prompts twice each at once (shared prompt blocks
+ * from the prefix cache, batched decode) still give llama.cpp's tokens, and the pool under the same
+ * kv_memory_mb holds twice the blocks of F32; in int8 (stories260K's head size 8: 12 bytes a row
+ * with its scale, against F32's 32) 8/3 times. */
 static void test_engine_f16_kv_batched_matches_fixtures(void **state)
 {
     (void)state;
     REQUIRE_MODEL();
     sluice_engine_params p = small_params();
     p.kv_memory_mb = 4; /* the cap sizes the pool, not max_num_seqs */
-    p.kv_f16 = false;   /* the default depends on the CPU */
+    p.kv_dtype = SLUICE_KV_F32; /* the default depends on the CPU */
     sluice_engine *e32 = create(&p);
     int b32 = eng_engine_sched_config(e32)->num_blocks;
     sluice_engine_free(e32);
-    p.kv_f16 = true;
+    p.kv_dtype = SLUICE_KV_INT8;
+    sluice_engine *e8 = create(&p);
+    int b8 = eng_engine_sched_config(e8)->num_blocks;
+    sluice_engine_free(e8);
+    if (b8 < 8 * b32 / 3 || b8 > 8 * (b32 + 1) / 3) /* the F32 count is rounded down */
+        fail_msg("int8 pool %d blocks, F32 pool %d", b8, b32);
+    p.kv_dtype = SLUICE_KV_F16;
     sluice_engine *e = create(&p);
     int b16 = eng_engine_sched_config(e)->num_blocks;
     if (b16 < 2 * b32 || b16 > 2 * b32 + 1) /* + 1: the F32 count is rounded down */

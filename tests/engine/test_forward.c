@@ -31,8 +31,8 @@ typedef struct fx {
     int32_t table[NBLOCKS];
 } fx_t;
 
-/* A backend over stories260K with its KV cache in F32 (kv_f16 0) or F16. */
-static int open_fx(void **state, int kv_f16)
+/* A backend over stories260K with its KV cache of this element type. */
+static int open_fx(void **state, eng_kv_dtype_t kv)
 {
     char err[256];
     eng_model_t *m = eng_model_load(MODEL_PATH, err, sizeof err);
@@ -45,7 +45,7 @@ static int open_fx(void **state, int kv_f16)
     f->m = m;
     eng_backend_params_t p = eng_backend_params_default();
     p.n_threads = 2;
-    p.kv_f16 = kv_f16;
+    p.kv_dtype = kv;
     f->b = eng_backend_create("cpu", m, &p, err, sizeof err);
     assert_non_null(f->b);
     assert_int_equal(f->b->ops->kv_alloc(f->b, NBLOCKS, BLOCK), 0);
@@ -55,9 +55,10 @@ static int open_fx(void **state, int kv_f16)
     return 0;
 }
 
-static int setup(void **state) { return open_fx(state, 0); }
-/* per test: the KV cache in F16 (llama.cpp's default cache type) */
-static int setup_f16(void **state) { return open_fx(state, 1); }
+static int setup(void **state) { return open_fx(state, ENG_KV_F32); }
+/* per test: the KV cache in F16 (llama.cpp's default cache type), or in int8 */
+static int setup_f16(void **state) { return open_fx(state, ENG_KV_F16); }
+static int setup_i8(void **state) { return open_fx(state, ENG_KV_I8); }
 
 static int teardown(void **state)
 {
@@ -309,9 +310,49 @@ static void test_f32_logits_match_scalar_reference_forward(void **state)
     free(got);
 }
 
-/* the same checks on a backend whose KV cache is F16 (setup_f16) */
+/* the same checks on a backend whose KV cache is F16 (setup_f16) or int8 (setup_i8) */
 static void test_f16_kv_greedy_tokens_match_llama_cpp(void **state) { test_greedy_tokens_match_llama_cpp(state); }
 static void test_f16_kv_perplexity_within_one_percent_of_llama_cpp(void **state)
+{
+    test_perplexity_within_one_percent_of_llama_cpp(state);
+}
+
+/* int8 K/V rows round each element to 1/127 of its row's largest magnitude, so a near tie can go
+ * the other way and a greedy continuation then leaves llama.cpp's (case 2 at token 21). Fed
+ * llama.cpp's tokens (teacher forcing), the int8 cache's next-token argmax must be llama.cpp's at
+ * all but a few of the 192 positions. */
+static void test_int8_kv_argmax_follows_llama_cpp(void **state)
+{
+    fx_t *f = *state;
+    if (!f)
+        skip();
+    FILE *fp = fopen(GREEDY_PATH, "r");
+    assert_non_null(fp);
+    char line[4096];
+    int32_t prompt[64], want[128];
+    int np = -1, agree = 0, total = 0, vocab = f->m->cfg.vocab;
+    float *logits = malloc(sizeof(float) * vocab);
+    while (fgets(line, sizeof line, fp)) {
+        int n = parse_ids(line, "prompt_ids:", prompt, 64);
+        if (n > 0)
+            np = n;
+        int nw = parse_ids(line, "output_ids:", want, 128);
+        if (nw <= 0)
+            continue;
+        run(f, prompt, np, 0, 0, logits);
+        for (int i = 0; i < nw; i++) {
+            agree += argmax(logits, vocab) == want[i];
+            total++;
+            run(f, &want[i], 1, np + i, 0, logits);
+        }
+    }
+    fclose(fp);
+    free(logits);
+    fprintf(stderr, "int8 KV: next-token argmax = llama.cpp's at %d of %d positions\n", agree, total);
+    assert_int_equal(total, 192);
+    assert_true(agree >= 188);
+}
+static void test_int8_kv_perplexity_within_one_percent_of_llama_cpp(void **state)
 {
     test_perplexity_within_one_percent_of_llama_cpp(state);
 }
@@ -324,6 +365,8 @@ int main(void)
         cmocka_unit_test(test_f32_logits_match_scalar_reference_forward),
         cmocka_unit_test_setup_teardown(test_f16_kv_greedy_tokens_match_llama_cpp, setup_f16, teardown),
         cmocka_unit_test_setup_teardown(test_f16_kv_perplexity_within_one_percent_of_llama_cpp, setup_f16, teardown),
+        cmocka_unit_test_setup_teardown(test_int8_kv_argmax_follows_llama_cpp, setup_i8, teardown),
+        cmocka_unit_test_setup_teardown(test_int8_kv_perplexity_within_one_percent_of_llama_cpp, setup_i8, teardown),
     };
     return cmocka_run_group_tests_name("forward", tests, setup, teardown);
 }

@@ -68,10 +68,12 @@ class Settings(unittest.TestCase):
 
 class KvDtype(unittest.TestCase):
     """--kv-dtype f16 on `sluice serve`: the pool under the same --kv-memory-mb holds twice the blocks of
-    f32, requests are served, the recorded run says kv_dtype f16; a bad value exits 2 naming it."""
+    f32, requests are served, the recorded run says kv_dtype f16; int8 holds 8/3 times f32's blocks
+    (stories260K's rows of 8: 8 bytes and a 4-byte scale against 32) and serves; a bad value exits 2
+    naming it."""
 
     def ready_blocks(self, srv):
-        m = re.search(r"(\d+) KV blocks of (f16|f32)\)", "".join(srv.log))
+        m = re.search(r"(\d+) KV blocks of (f16|f32|int8)\)", "".join(srv.log))
         self.assertIsNotNone(m, "".join(srv.log))
         return int(m.group(1)), m.group(2)
 
@@ -92,11 +94,18 @@ class KvDtype(unittest.TestCase):
             rc, out = run("show", "last", "--db", db)
             self.assertEqual(rc, 0, out)
             self.assertIn('"kv_dtype": "f16"', out)
+            srv = Server(*cap, "--kv-dtype", "int8")
+            b8, t8 = self.ready_blocks(srv)
+            self.assertEqual(t8, "int8")
+            self.assertTrue(8 * b32 // 3 <= b8 <= 8 * (b32 + 1) // 3, (b8, b32))
+            status, _, r = post_json(srv.port, "/v1/completions", {"prompt": "Once", "max_tokens": 8})
+            self.assertEqual(status, 200, r)
+            self.assertEqual(srv.stop(), 0)
 
     def test_bad_kv_dtype_exits_2(self):
         rc, out = run("serve", "-m", MODEL, "--kv-dtype", "q8")
         self.assertEqual(rc, 2)
-        self.assertIn("sluice serve: --kv-dtype: expected f16 or f32, got 'q8'", out)
+        self.assertIn("sluice serve: --kv-dtype: expected f32, f16 or int8, got 'q8'", out)
 
 
 class Speculation(unittest.TestCase):
