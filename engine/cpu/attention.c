@@ -14,6 +14,7 @@
  */
 #include "engine/cpu/attention.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -67,19 +68,53 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
     }
 }
 
-/* x[0..n) *= a, 8 lanes at a time (GCC does not vectorise the plain loop at -O2: it was ~half of
- * this file's own time in a 16-stream decode step) */
-static void scale_row(float *x, int n, float a)
+/* x[0..n) *= a (one call per query head: GCC left the plain loop at -O2 scalar, ~half of this
+ * file's own time in a 16-stream decode step; the vector type at the baseline ISA had gone through
+ * the stack) */
+ENG_VECTOR_CLONES static void scale_row(float *x, int n, float a)
 {
     int e = 0;
-    for (; e + 8 <= n; e += 8) {
-        vec8f v;
+    for (; e + 16 <= n; e += 16) {
+        vec16f v;
         memcpy(&v, x + e, sizeof v);
         v *= a;
         memcpy(x + e, &v, sizeof v);
     }
     for (; e < n; e++)
         x[e] *= a;
+}
+
+/* x[0..n) *= d[0..n): an I8 pool's row scales applied to a row of scores or, with `weights`, of
+ * softmax weights, where a product under FLT_MIN becomes 0: a subnormal weight adds nothing a
+ * float sum of at least the largest weight can hold, but every FMA that takes one costs a
+ * microcode assist on Intel cores (a chat trace on stories260K ran at half F16's speed) */
+ENG_VECTOR_CLONES static void mul_row(float *x, const float *d, int n, bool weights)
+{
+    int e = 0;
+    for (; e + 16 <= n; e += 16) {
+        vec16f v, w;
+        memcpy(&v, x + e, sizeof v);
+        memcpy(&w, d + e, sizeof w);
+        v *= w;
+        if (weights) /* they are >= 0 */
+            v = (vec16f)((vec16i)v & (v >= FLT_MIN));
+        memcpy(x + e, &v, sizeof v);
+    }
+    for (; e < n; e++) {
+        x[e] *= d[e];
+        if (weights && !(x[e] >= FLT_MIN))
+            x[e] = 0.0f;
+    }
+}
+
+/* d[0..n) = the scales of positions 0..n-1 of K (which 0) or V, block by block */
+static void gather_scales(const eng_cpu_kv_t *kv, const int32_t *block_table, int layer, int which, int head, int n,
+                          float *d)
+{
+    for (int b = 0, p0 = 0; p0 < n; b++, p0 += kv->block_size) {
+        const int m = n - p0 < kv->block_size ? n - p0 : kv->block_size;
+        memcpy(d + p0, eng_cpu_kv_scales(kv, block_table[b], layer, which, head), (size_t)m * sizeof(float));
+    }
 }
 
 static inline int min3(int a, int b, int c)
@@ -135,31 +170,13 @@ static inline __attribute__((always_inline)) void prefetch_run(const eng_cpu_kv_
         __builtin_prefetch(r + off);
 }
 
-/* I8 pools: x_j[0..m) *= d[0..m) for the nh rows x_j = x + j stride (the rows' scales applied to
- * scores or softmax weights) */
-static void scale_by_rows(float *x, size_t stride, int nh, const float *d, int m)
-{
-    for (int j = 0; j < nh; j++) {
-        float *r = x + j * stride;
-        int i = 0;
-        for (; i + 8 <= m; i += 8) { /* 8 lanes: the plain loop stayed scalar (see scale_row) */
-            vec8f a, b;
-            memcpy(&a, r + i, sizeof a);
-            memcpy(&b, d + i, sizeof b);
-            a *= b;
-            memcpy(r + i, &a, sizeof a);
-        }
-        for (; i < m; i++)
-            r[i] *= d[i];
-    }
-}
-
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                     int layer, int head, const float *q, size_t q_stride, int nq, int nh, int n_ctx,
                     float scale, float *scores, float *out, size_t out_stride)
 {
     const int hd = kv->head_dim, bs = kv->block_size, span = n_ctx + nq - 1;
     float *tmp = scores + (size_t)nq * nh * span; /* score row of head j of token i: i nh + j */
+    float *row_scale = tmp + ENG_CPU_ATTEND_WIDEN; /* I8: the scales of positions 0..span-1 */
     const bool widen = kv->type != ENG_KV_F32 && nq > 1 && hd <= ENG_CPU_ATTEND_WIDEN;
     const bool i8 = kv->type == ENG_KV_I8;
     const int step = widen ? ENG_CPU_ATTEND_WIDEN / hd : bs; /* rows per run */
@@ -177,16 +194,24 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
                 if (m <= 0)
                     continue;
                 dot_rows(k, type, q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
-                if (i8)
-                    scale_by_rows(s, (size_t)span, nh, eng_cpu_kv_scales(kv, block_table[b], layer, 0, head) + o, m);
             }
         }
+    if (i8) { /* the K rows' scales times their scores */
+        gather_scales(kv, block_table, layer, 0, head, span, row_scale);
+        for (int r = 0; r < nq * nh; r++)
+            mul_row(scores + (size_t)r * span, row_scale, n_ctx + r / nh, false);
+    }
     float inv[ENG_CPU_ATTEND_MAX_Q][ENG_CPU_ATTEND_MAX_HEADS];
     for (int i = 0; i < nq; i++)
         for (int j = 0; j < nh; j++) {
             inv[i][j] = 1.0f / k->exp_sum(scores + (size_t)(i * nh + j) * span, n_ctx + i);
             memset(out + i * out_stride + j * hd, 0, (size_t)hd * sizeof(float));
         }
+    if (i8) { /* and the V rows' scales times their weights (each weight serves one row) */
+        gather_scales(kv, block_table, layer, 1, head, span, row_scale);
+        for (int r = 0; r < nq * nh; r++)
+            mul_row(scores + (size_t)r * span, row_scale, n_ctx + r / nh, true);
+    }
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
             const int p = p0 + o, n = min3(step, bs - o, span - p);
@@ -199,8 +224,6 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
                 float *w = scores + (size_t)i * nh * span + p;
                 if (m <= 0)
                     continue;
-                if (i8) /* each weight serves this one row: scaled in place */
-                    scale_by_rows(w, (size_t)span, nh, eng_cpu_kv_scales(kv, block_table[b], layer, 1, head) + o, m);
                 axpy_rows(k, type, w, (size_t)span, nh, rows, m, hd, out + i * out_stride);
             }
         }

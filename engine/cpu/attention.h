@@ -64,6 +64,10 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
 #define ENG_CPU_ATTEND_MAX_Q 8     /* query tokens one eng_cpu_attend call takes */
 #define ENG_CPU_ATTEND_MAX_HEADS 8 /* query heads of one kv head it takes */
 #define ENG_CPU_ATTEND_WIDEN 4096  /* floats of its scratch that F16 and I8 rows are widened into */
+/* floats of eng_cpu_attend's scratch for nq queries of nh heads over span positions: the scores,
+ * the widened rows, an I8 pool's row scales */
+#define ENG_CPU_ATTEND_SCRATCH(nq, nh, span) \
+    ((size_t)(nq) * (nh) * (size_t)(span) + ENG_CPU_ATTEND_WIDEN + (size_t)(span))
 
 /* Causal attention of nq (1..ENG_CPU_ATTEND_MAX_Q) consecutive query tokens of a sequence, nh
  * (1..ENG_CPU_ATTEND_MAX_HEADS) query heads each (heads that share kv head `head` of `layer`, grouped-query attention), over
@@ -74,7 +78,7 @@ void eng_cpu_kv_store(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const 
  * the heads, by the row kernels, and for two tokens or more an F16 or I8 block is widened once
  * into scratch for all of them. I8 rows are widened exactly (the integers) and their scales
  * applied to the scores and to the softmax weights, so both ways give the same bits. scores is
- * scratch of nq nh (n_ctx + nq - 1) + ENG_CPU_ATTEND_WIDEN floats. Every query's output is
+ * scratch of ENG_CPU_ATTEND_SCRATCH(nq, nh, n_ctx + nq - 1) floats. Every query's output is
  * bitwise what it gets alone. Cannot fail. */
 void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const int32_t *block_table,
                     int layer, int head, const float *q, size_t q_stride, int nq, int nh, int n_ctx,

@@ -49,7 +49,7 @@
 #define ENG_CPU_LONG_STEP 64 /* steps of this many tokens or more keep a thread count of their own
                               * (threadpool.h: kinds of regions) */
 /* floats of one thread's eng_cpu_attend scratch for contexts up to ctx, `heads` heads a task */
-#define ATT_SCRATCH(ctx, heads) ((size_t)ENG_CPU_ATT_QTILE * (heads) * (size_t)(ctx) + ENG_CPU_ATTEND_WIDEN)
+#define ATT_SCRATCH(ctx, heads) ENG_CPU_ATTEND_SCRATCH(ENG_CPU_ATT_QTILE, heads, ctx)
 #define ENG_CPU_ALIGN 64
 #define ENG_CPU_LAYER_MM 7 /* products per layer: q, k, v, output, gate, up, down */
 

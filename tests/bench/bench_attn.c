@@ -69,7 +69,7 @@ int main(int argc, char **argv)
     const int per_seq = (depth + BLOCK - 1) / BLOCK, blocks = seqs * per_seq;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)blocks);
     float *q = malloc(sizeof(float) * (size_t)group * hd), *out = malloc(sizeof(float) * (size_t)group * hd);
-    float *scores = malloc(sizeof(float) * ((size_t)group * depth + ENG_CPU_ATTEND_WIDEN));
+    float *scores = malloc(sizeof(float) * ENG_CPU_ATTEND_SCRATCH(1, group, depth));
     float *row = malloc(sizeof(float) * (size_t)kvh * hd);
     eng_cpu_kv_t kv[TYPES];
     if (!table || !q || !out || !scores || !row)

@@ -648,7 +648,7 @@ static void test_query_tile_equals_one_query_at_a_time(void **state)
             eng_cpu_kv_t kv = eng_cpu_kv_layout(1, 1, hd, t, BLOCKS, BS);
             kv.data = malloc(kv.block_bytes * BLOCKS);
             float row[64], q[NQ * NH * 64];
-            float tile[NQ * NH * 64], alone[NQ * NH * 64], scores[NQ * NH * (CTX + NQ) + ENG_CPU_ATTEND_WIDEN];
+            float tile[NQ * NH * 64], alone[NQ * NH * 64], scores[ENG_CPU_ATTEND_SCRATCH(NQ, NH, CTX + NQ)];
             assert_true(kv.data != NULL);
             fill(q, NQ * NH * hd, 1.0f);
             for (int pos = 0; pos < BLOCKS * BS; pos++)
