@@ -22,7 +22,8 @@ typedef struct sched_model_shape {
     int max_context;         /* trained context length */
     int tied_embeddings;     /* 1: the LM head reuses the token embedding */
     double bytes_per_weight; /* 2 for fp16; 0.5625 for Q4_1 etc. */
-    double bytes_per_kv;     /* bytes per KV element: 2 for fp16, 4 for f32 */
+    double bytes_per_kv;     /* bytes per KV element: 2 for fp16, 4 for f32, (head_dim + 4) / head_dim
+                                for the CPU engine's int8 rows with their scales */
 } sched_model_shape_t;
 
 /* Looks up a built-in shape by name (llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b,
