@@ -78,6 +78,11 @@ int cli_kv_dtype(const char *cmd, const char *flag, const char *v, sluice_kv_dty
     return cli_fail(cmd, "%s: expected f32, f16 or int8, got '%s'", flag, v ? v : "");
 }
 
+sluice_kv_dtype cli_kv_dtype_kept(const char *backend, sluice_kv_dtype kv)
+{
+    return strcmp(backend, "cpu") ? SLUICE_KV_F16 : kv;
+}
+
 const char *cli_kv_dtype_name(sluice_kv_dtype t)
 {
     return (unsigned)t < sizeof kv_dtype_names / sizeof kv_dtype_names[0] ? kv_dtype_names[t] : "?";

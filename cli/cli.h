@@ -35,9 +35,11 @@ int cli_number(const char *cmd, const char *flag, const char *v, double lo, doub
  * `--kv-dtype f32|f16|int8`, also spelled `--kv-cache-dtype` (vLLM's name). cli_is_kv_dtype_flag:
  * 1 when a is either spelling. cli_kv_dtype: parses v into *out; returns 0, or prints "sluice CMD:
  * FLAG: expected f32, f16 or int8, got 'V'" and returns 2 (v NULL: missing). cli_kv_dtype_name:
- * "f32", "f16" or "int8" ("?" for another value). None can fail otherwise. */
+ * "f32", "f16" or "int8" ("?" for another value). cli_kv_dtype_kept: the type a backend ("cpu",
+ * "cuda") keeps when asked for kv (cpu: kv; the cuda pool is F16). None can fail otherwise. */
 bool cli_is_kv_dtype_flag(const char *a);
 int cli_kv_dtype(const char *cmd, const char *flag, const char *v, sluice_kv_dtype *out);
+sluice_kv_dtype cli_kv_dtype_kept(const char *backend, sluice_kv_dtype kv);
 const char *cli_kv_dtype_name(sluice_kv_dtype t);
 
 /* The `git describe` of this build ("unknown" outside a git checkout), recorded with every run. */

@@ -473,7 +473,7 @@ int cmd_profile(int argc, char **argv)
         goto out;
     }
     printf("sluice profile: %s (%s) on %s, %d threads, KV %s, host %s, CPU %s\n", p.model.name, o.eng.model,
-           p.backend, p.threads, strcmp(p.backend, "cpu") ? "f16" : cli_kv_dtype_name(o.eng.kv_dtype), p.host, p.cpu);
+           p.backend, p.threads, cli_kv_dtype_name(cli_kv_dtype_kept(p.backend, o.eng.kv_dtype)), p.host, p.cpu);
     printf("  %d forward shapes timed, %d pass%s; fit median error %.1f%%; KV pool written: %d of %d blocks\n",
            b->n_pts, passes, passes > 1 ? "es" : "", 100 * p.fit_err, touched, sc.num_blocks);
     printf("  host per step %.3f ms + %.1f us per sampled row; forwards inside the engine loop ran %.2fx "

@@ -182,7 +182,7 @@ sluice_engine *cli_engine_open(const cli_engine_opts_t *o, cli_engine_run_t *r, 
 
 const char *cli_engine_kv_dtype(const sluice_engine *e, sluice_kv_dtype kv)
 {
-    return strcmp(eng_engine_backend_name(e), "cpu") ? "f16" : cli_kv_dtype_name(kv);
+    return cli_kv_dtype_name(cli_kv_dtype_kept(eng_engine_backend_name(e), kv));
 }
 
 int cli_engine_check_fits(const sluice_engine *e, const wl_trace_t *tr, char *err, size_t errlen)

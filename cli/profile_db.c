@@ -55,8 +55,7 @@ static const char *kv_dtype_of(double bytes_per_kv, int hd)
 
 int cli_profile_check_kv(const sim_profile_t *p, const char *backend, sluice_kv_dtype kv, char *err, size_t errlen)
 {
-    if (strcmp(backend, "cpu") != 0) /* the cuda pool is F16 */
-        kv = SLUICE_KV_F16;
+    kv = cli_kv_dtype_kept(backend, kv);
     if (p->model.bytes_per_kv == eng_kv_elem_bytes((eng_kv_dtype_t)kv, p->model.head_dim))
         return SL_OK;
     const char *was = kv_dtype_of(p->model.bytes_per_kv, p->model.head_dim), *now = cli_kv_dtype_name(kv);

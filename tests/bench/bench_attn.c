@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "engine/cpu/attention.h"
 #include "engine/cpu/kernels.h"
+#include "tests/bench/bench_util.h"
 
 enum { BLOCK = 16, TYPES = 3 };
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -30,19 +30,6 @@ static void *pool_alloc(size_t n)
     if (p)
         madvise(p, n, MADV_HUGEPAGE);
     return p;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
@@ -97,18 +84,18 @@ int main(int argc, char **argv)
         return 1;
     for (int r = 0; r < rounds; r++)
         for (int t = 0; t < TYPES; t++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             for (int l = 0; l < layers; l++)
                 for (int s = 0; s < seqs; s++)
                     for (int h = 0; h < kvh; h++)
                         eng_cpu_attend(k, &kv[t], table + s * per_seq, l, h, q, 0, 1, group, depth, 0.125f, scores,
                                        out, 0);
-            ms[t * rounds + r] = 1e3 * (now_s() - t0);
+            ms[t * rounds + r] = 1e3 * (bench_now_s() - t0);
         }
     static const char *const names[TYPES] = {"f32", "f16", "int8"};
     double med[TYPES];
     for (int t = 0; t < TYPES; t++) {
-        qsort(ms + t * rounds, (size_t)rounds, sizeof(double), cmp_double);
+        qsort(ms + t * rounds, (size_t)rounds, sizeof(double), bench_cmp_double);
         med[t] = ms[t * rounds + rounds / 2];
     }
     printf("bench_attn (%s): %d sequences at depth %d, %d layers x %d kv heads of %d (%d query heads each), "

@@ -15,27 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/backend.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/model.h"
 #include "sched/status.h"
+#include "tests/bench/bench_util.h"
 
 #define BLOCK 16
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv)
 {
@@ -96,7 +83,7 @@ int main(int argc, char **argv)
         eng_batch_seq_t s = {.tokens = tokens, .n_tokens = P, .pos = 0, .block_table = table,
                              .n_blocks = nblocks, .logits = 1};
         eng_batch_t bt = {.n_seqs = 1, .seqs = &s};
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if (b->ops->forward(b, &bt, logits, &rows) != SL_OK) {
             fprintf(stderr, "bench_cpu: %s\n", b->ops->errmsg(b));
             return 1;
@@ -106,13 +93,13 @@ int main(int argc, char **argv)
                                   .n_blocks = nblocks, .logits = 1};
             b->ops->forward(b, &bt, logits, &rows);
         }
-        double t1 = now_s();
+        double t1 = bench_now_s();
         for (int i = 0; i < N; i++) {
             s = (eng_batch_seq_t){.tokens = &tokens[D + i], .n_tokens = 1, .pos = D + i, .block_table = table,
                                   .n_blocks = nblocks, .logits = 1};
             b->ops->forward(b, &bt, logits, &rows);
         }
-        double t2 = now_s();
+        double t2 = bench_now_s();
         for (int i = 0; B > 1 && i < N; i++) { /* sequence j decodes token i + j at position D + i */
             for (int j = 0; j < B; j++)
                 seqs[j] = (eng_batch_seq_t){.tokens = &tokens[i + j], .n_tokens = 1, .pos = D + i,
@@ -120,15 +107,15 @@ int main(int argc, char **argv)
             eng_batch_t bb = {.n_seqs = B, .seqs = seqs};
             b->ops->forward(b, &bb, logits, &rows);
         }
-        double t3 = now_s();
+        double t3 = bench_now_s();
         if (r >= 0) {
             pp[r] = P / (t1 - t0);
             tg[r] = N / (t2 - t1);
             bd[r] = (double)B * N / (t3 - t2);
         }
     }
-    qsort(pp, R, sizeof(double), cmp_double);
-    qsort(tg, R, sizeof(double), cmp_double);
+    qsort(pp, R, sizeof(double), bench_cmp_double);
+    qsort(tg, R, sizeof(double), bench_cmp_double);
     char depth[32] = "";
     if (D > 0)
         snprintf(depth, sizeof depth, " @ d%d", D);
@@ -136,7 +123,7 @@ int main(int argc, char **argv)
            "tg range %.1f-%.1f)\n", eng_cpu_backend_isa(b), threads, kv_names[kv], P, pp[R / 2], N, depth,
            tg[R / 2], R, pp[0], pp[R - 1], tg[0], tg[R - 1]);
     if (B > 1) {
-        qsort(bd, R, sizeof(double), cmp_double);
+        qsort(bd, R, sizeof(double), bench_cmp_double);
         printf("sluice cpu batched decode: %d sequences x %d steps%s: %.1f t/s in all (range %.1f-%.1f), "
                "%.2fx one stream's tg%d\n", B, N, depth, bd[R / 2], bd[0], bd[R - 1], bd[R / 2] / tg[R / 2], N);
     }

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,16 +108,23 @@ static int parse_ids(const char *line, const char *key, int32_t *ids, int cap)
     return n;
 }
 
-static void test_greedy_tokens_match_llama_cpp(void **state)
+/* What walk_fixtures saw: cases and positions run, positions whose argmax is llama.cpp's token,
+ * and the first that is not (bad_case -1: none). */
+typedef struct fixture_walk {
+    int cases, positions, agree;
+    int bad_case, bad_pos, bad_got, bad_want;
+} fixture_walk_t;
+
+/* Runs llama.cpp's greedy fixtures: each prompt, then one token at a time, feeding back this
+ * engine's argmax (greedy) or llama.cpp's token (teacher_forced). */
+static fixture_walk_t walk_fixtures(fx_t *f, bool teacher_forced)
 {
-    fx_t *f = *state;
-    if (!f)
-        skip();
     FILE *fp = fopen(GREEDY_PATH, "r");
     assert_non_null(fp);
     char line[4096];
     int32_t prompt[64], want[128];
-    int np = -1, n_cases = 0, vocab = f->m->cfg.vocab;
+    int np = -1, vocab = f->m->cfg.vocab;
+    fixture_walk_t w = {.bad_case = -1};
     float *logits = malloc(sizeof(float) * vocab);
     while (fgets(line, sizeof line, fp)) {
         int n = parse_ids(line, "prompt_ids:", prompt, 64);
@@ -127,17 +135,30 @@ static void test_greedy_tokens_match_llama_cpp(void **state)
             continue;
         assert_true(np > 0);
         run(f, prompt, np, 0, 0, logits);
-        for (int i = 0; i < nw; i++) {
+        for (int i = 0; i < nw; i++, w.positions++) {
             int32_t tok = argmax(logits, vocab);
-            if (tok != want[i])
-                fail_msg("case %d: token %d is %d, llama.cpp gives %d", n_cases, i, tok, want[i]);
-            run(f, &tok, 1, np + i, 0, logits);
+            if (tok == want[i])
+                w.agree++;
+            else if (w.bad_case < 0)
+                w.bad_case = w.cases, w.bad_pos = i, w.bad_got = tok, w.bad_want = want[i];
+            run(f, teacher_forced ? &want[i] : &tok, 1, np + i, 0, logits);
         }
-        n_cases++;
+        w.cases++;
     }
     fclose(fp);
     free(logits);
-    assert_int_equal(n_cases, 3);
+    return w;
+}
+
+static void test_greedy_tokens_match_llama_cpp(void **state)
+{
+    fx_t *f = *state;
+    if (!f)
+        skip();
+    fixture_walk_t w = walk_fixtures(f, false);
+    if (w.bad_case >= 0)
+        fail_msg("case %d: token %d is %d, llama.cpp gives %d", w.bad_case, w.bad_pos, w.bad_got, w.bad_want);
+    assert_int_equal(w.cases, 3);
 }
 
 static void test_perplexity_within_one_percent_of_llama_cpp(void **state)
@@ -326,31 +347,10 @@ static void test_int8_kv_argmax_follows_llama_cpp(void **state)
     fx_t *f = *state;
     if (!f)
         skip();
-    FILE *fp = fopen(GREEDY_PATH, "r");
-    assert_non_null(fp);
-    char line[4096];
-    int32_t prompt[64], want[128];
-    int np = -1, agree = 0, total = 0, vocab = f->m->cfg.vocab;
-    float *logits = malloc(sizeof(float) * vocab);
-    while (fgets(line, sizeof line, fp)) {
-        int n = parse_ids(line, "prompt_ids:", prompt, 64);
-        if (n > 0)
-            np = n;
-        int nw = parse_ids(line, "output_ids:", want, 128);
-        if (nw <= 0)
-            continue;
-        run(f, prompt, np, 0, 0, logits);
-        for (int i = 0; i < nw; i++) {
-            agree += argmax(logits, vocab) == want[i];
-            total++;
-            run(f, &want[i], 1, np + i, 0, logits);
-        }
-    }
-    fclose(fp);
-    free(logits);
-    fprintf(stderr, "int8 KV: next-token argmax = llama.cpp's at %d of %d positions\n", agree, total);
-    assert_int_equal(total, 192);
-    assert_true(agree >= 188);
+    fixture_walk_t w = walk_fixtures(f, true);
+    fprintf(stderr, "int8 KV: next-token argmax = llama.cpp's at %d of %d positions\n", w.agree, w.positions);
+    assert_int_equal(w.positions, 192);
+    assert_true(w.agree >= 188);
 }
 static void test_int8_kv_perplexity_within_one_percent_of_llama_cpp(void **state)
 {
