@@ -324,7 +324,7 @@ static void test_adaptive_pool_drops_a_stalled_worker_and_keeps_results(void **s
     assert_int_equal(eng_cpu_pool_create(2, 0.002, 1, &p), 0);
     static stall_job_t j;
     int alone = 0;
-    for (int r = 0; r < 40; r++) {
+    for (int r = 0; r < 60; r++) {
         memset(&j, 0, sizeof j);
         j.pool = p;
         const int nth = eng_cpu_pool_active(p, 0);
@@ -334,8 +334,10 @@ static void test_adaptive_pool_drops_a_stalled_worker_and_keeps_results(void **s
             assert_int_equal(atomic_load(&j.hits[i]), 1);
         alone += nth == 1;
     }
-    /* every 2-thread region waits ~4 ms in 4 ms: the first two 20 ms windows drop the worker, and
-     * the try after 0.25 s cannot come within the 40 regions' ~0.1 s */
+    /* every 2-thread region waits ~4 ms in 4 ms: the first two 20 ms windows drop the worker (on a
+     * loaded 2-core VM a window can come out under the share, so up to 35 regions are allowed for
+     * it: 40 regions and alone >= 25 failed once in a suite run there), and the try after 0.25 s
+     * cannot come: the 1-thread regions take microseconds */
     assert_int_equal(eng_cpu_pool_drops(p), 1);
     assert_true(alone >= 25);
     /* the other kind of region keeps its own count */
