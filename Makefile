@@ -150,6 +150,7 @@ test: $(BUILD)/sluice $(TEST_BIN) examples benches
 	@scripts/run-tests.sh $(TEST_BIN)
 	@SLUICE_BIN=$(BUILD)/sluice scripts/test-serve.sh
 	@SLUICE_BIN=$(BUILD)/sluice scripts/test-validate.sh
+	$(if $(SANITIZE),,@BUILD=$(BUILD) scripts/test-kernel-ab.sh)
 
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined OPT=-O1 test

@@ -441,6 +441,19 @@ ENG_INLINE void q5_0_fifth_bits(__m256i qh, __m256i c[8])
     }
 }
 
+/* Bytes per 32 weights of the types the 8-bit block products read (a K super-block counts as 8
+ * equal blocks): a constant in each inlined copy, not a call or a division per block. */
+ENG_INLINE size_t bytes_per_32(const int type)
+{
+    return type == ENG_T_Q4_0   ? sizeof(eng_block_q4_0)
+           : type == ENG_T_Q4_1 ? sizeof(eng_block_q4_1)
+           : type == ENG_T_Q8_0 ? sizeof(eng_block_q8_0)
+           : type == ENG_T_Q5_0 ? sizeof(eng_block_q5_0)
+           : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
+           : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
+                                : sizeof(eng_block_q4_K) / 8;
+}
+
 /* d (lane i: row i) from the f16 scale that starts each of the 8 blocks blk[i] (rows row[i]), and m
  * from the f16 after it for the types that store a minimum (Q4_1, Q5_1). */
 ENG_INLINE void block_scales(const int type, const uint8_t *const row[8], const uint8_t *const blk[8], __m256 *d,
@@ -477,14 +490,7 @@ ENG_INLINE void load_block(const int type, const uint8_t *const row[8], int b, _
                            __m256 *m, qk_superblock_t *q)
 {
     const int k_type = type == ENG_T_Q4_K || type == ENG_T_Q5_K;
-    /* bytes per 32 weights, a constant in each inlined copy (not a call per block) */
-    const size_t bsz = type == ENG_T_Q4_0   ? sizeof(eng_block_q4_0)
-                       : type == ENG_T_Q4_1 ? sizeof(eng_block_q4_1)
-                       : type == ENG_T_Q8_0 ? sizeof(eng_block_q8_0)
-                       : type == ENG_T_Q5_0 ? sizeof(eng_block_q5_0)
-                       : type == ENG_T_Q5_1 ? sizeof(eng_block_q5_1)
-                       : type == ENG_T_Q5_K ? sizeof(eng_block_q5_K) / 8
-                                            : sizeof(eng_block_q4_K) / 8;
+    const size_t bsz = bytes_per_32(type);
     if (k_type) {
         load_block_qk(type, row, b, c, d, m, q);
         return;
@@ -582,13 +588,14 @@ ENG_INLINE void load_block8(const int type, const eng_cpu_gemm_t *g, const uint8
  * block as they load; a slice is unpacked in a burst of loads and then its first tile calls it as
  * it computes (prefetching in the burst stalled on the line fill buffers: 16 streams' decode step
  * ran at half the rate of the same product from cache). */
-ENG_INLINE void prefetch_after(const eng_cpu_gemm_t *g, int r, int rows, int b)
+ENG_INLINE void prefetch_after(const int type, const eng_cpu_gemm_t *g, int r, int rows, int b)
 {
     if (g->packed && (r & (ENG_CPU_PACK_ROWS - 1)) != 0)
         return;
     const int span = g->packed ? ENG_CPU_PACK_ROWS : rows;
     const char *next = (const char *)g->w + (size_t)(r + span) * g->w_stride;
-    const size_t per = (size_t)span * g->w_stride / (size_t)(g->k / ENG_CPU_QK); /* one block's share */
+    /* one block's share; a division by the blocks per row here cost 12% of a 1-token product */
+    const size_t per = (size_t)span * bytes_per_32(type);
     for (size_t o = (size_t)b * per & ~(size_t)63; o < (size_t)(b + 1) * per; o += 64)
         _mm_prefetch(next + o, _MM_HINT_T0);
 }
@@ -674,7 +681,7 @@ ENG_INLINE void qtile(const int type, const int RN, const eng_cpu_gemm_t *g, con
     for (int b = 0; b < nbs; b++) {
         __m256i c[8];
         if (pf)
-            prefetch_after(g, r, ENG_Q_ROWS, b0 + b);
+            prefetch_after(type, g, r, ENG_Q_ROWS, b0 + b);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
             c[i] = _mm256_load_si256(w + 8 * b + i);
@@ -711,7 +718,7 @@ ENG_INLINE void direct_rows(const int type, const int RN, const eng_cpu_gemm_t *
         for (int b = b0; b < b1; b++) {
             __m256i c[8];
             __m256 dv, mv;
-            prefetch_after(g, r, ENG_Q_ROWS, b);
+            prefetch_after(type, g, r, ENG_Q_ROWS, b);
             load_block8(type, g, row, r, b, c, &dv, &mv, &qk);
 #pragma GCC unroll 4
             for (int j = 0; j < RN; j++)
@@ -775,7 +782,7 @@ ENG_INLINE void qtile16(const int type, const int RN, const eng_cpu_gemm_t *g, c
     for (int b = 0; b < nbs; b++) {
         __m512i c[8];
         if (pf)
-            prefetch_after(g, r, ENG_Q_ROWS16, b0 + b);
+            prefetch_after(type, g, r, ENG_Q_ROWS16, b0 + b);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++)
             c[i] = _mm512_loadu_si512(w + 8 * b + i);
@@ -840,7 +847,7 @@ ENG_INLINE void packed_rows16(const int type, const int RN, const eng_cpu_gemm_t
         for (int b = b0; b < b1; b++) {
             __m512i c[8];
             __m512 d, m;
-            prefetch_after(g, r, ENG_Q_ROWS16, b);
+            prefetch_after(type, g, r, ENG_Q_ROWS16, b);
             load_packed16(type, grp, nb, b, c, &d, &m);
 #pragma GCC unroll 8
             for (int j = 0; j < RN; j++)
@@ -988,7 +995,7 @@ ENG_INLINE void amx_tile(const int type, const eng_cpu_gemm_t *g, group16_t *fil
     for (int b = 0; b < nbs; b++) {
         const int blk = b0 + b, ahead = b + 2;
         if (fill)
-            prefetch_after(g, r, ENG_Q_ROWS16, blk);
+            prefetch_after(type, g, r, ENG_Q_ROWS16, blk);
         if (b % 2 == 0) {
             if (b + 1 < nbs)
                 _tile_stored(5, sums[1], 64);
