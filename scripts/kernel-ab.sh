@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # kernel-ab.sh — is a change to the x86 kernels (engine/cpu/kernels_x86.h) faster? Builds the
-# header of a base revision and the working tree's (or a test revision's) into one program (tests/bench/kernel_ab/) and
-# times one matrix product with each in alternating turns of a few milliseconds, so both see the
-# same phase of a noisy shared machine; prints the median test/base time ratio per token count.
+# header of a base revision and the working tree's (or a test revision's) into one program
+# (tests/bench/kernel_ab/) and times one matrix product with each in alternating turns of a few
+# milliseconds, so both see the same phase of a noisy shared machine; prints the median test/base
+# time ratio per token count.
 #
-#   scripts/kernel-ab.sh [-b REV] [-t REV] [-i amx|avx512|avx2] [-r ROUNDS] [ROWS K TYPE [TOKENS...]]
-#   defaults: -b HEAD, test the working tree, -i amx, -r 201; 1536 576 Q4_1 (SmolLM2's FFN gate /
-#   up), tokens 1 16.   e.g.  scripts/kernel-ab.sh -b HEAD~1 576 1536 Q4_1 1 4 16
+#   scripts/kernel-ab.sh [-b REV|FILE] [-t REV|FILE] [-i amx|avx512|avx2] [-r ROUNDS]
+#                        [ROWS K TYPE [TOKENS...]]
+#   A FILE is a copy of the header. Defaults: -b HEAD, test the working tree, -i amx, -r 201;
+#   1536 576 Q4_1 (SmolLM2's FFN gate / up), tokens 1 16.
+#   e.g.  scripts/kernel-ab.sh -b HEAD~1 576 1536 Q4_1 1 4 16
 #
 # Both headers compile against the working tree's engine/cpu/kernels.h, so the two revisions must
 # agree on it. Needs an unsanitised built tree (make: build/libengine.a, build/libsched.a; BUILD=
@@ -21,7 +24,7 @@ while getopts "b:t:i:r:" o; do
     t) test_rev=$OPTARG ;;
     i) isa=$OPTARG ;;
     r) rounds=$OPTARG ;;
-    *) sed -n '7,9p' "$0" >&2; exit 2 ;;
+    *) sed -n '7,11p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -39,14 +42,17 @@ for lib in "$build/libengine.a" "$build/libsched.a"; do
 done
 out=$build/kernel-ab
 mkdir -p "$out"
-git show "$rev:engine/cpu/kernels_x86.h" > "$out/base.h" ||
-    { echo "kernel-ab.sh: no engine/cpu/kernels_x86.h at revision '$rev'" >&2; exit 2; }
-if [ -n "$test_rev" ]; then
-    git show "$test_rev:engine/cpu/kernels_x86.h" > "$out/test.h" ||
-        { echo "kernel-ab.sh: no engine/cpu/kernels_x86.h at revision '$test_rev'" >&2; exit 2; }
-else
-    cp engine/cpu/kernels_x86.h "$out/test.h"
-fi
+# header_of REV|FILE DEST: a revision's kernels_x86.h, or a header file
+header_of() {
+    if [ -f "$1" ]; then
+        cp "$1" "$2"
+    elif ! git show "$1:engine/cpu/kernels_x86.h" > "$2"; then
+        echo "kernel-ab.sh: '$1' is neither a file nor a revision with engine/cpu/kernels_x86.h" >&2
+        exit 2
+    fi
+}
+header_of "$rev" "$out/base.h"
+header_of "${test_rev:-engine/cpu/kernels_x86.h}" "$out/test.h"
 flags=(-std=c11 -D_GNU_SOURCE -O2 -pthread -fno-strict-aliasing -ffp-contract=off -I. "-DKERNEL_AB_ISA=$isa_id")
 ${CC:-cc} "${flags[@]}" "-DKERNEL_AB_HEADER=\"$out/base.h\"" -DKERNEL_AB_TABLE=kernel_ab_base \
     -c tests/bench/kernel_ab/table.c -o "$out/base.o" &
@@ -55,7 +61,7 @@ ${CC:-cc} "${flags[@]}" "-DKERNEL_AB_HEADER=\"$out/test.h\"" -DKERNEL_AB_TABLE=k
 wait %1 && wait %2
 ${CC:-cc} "${flags[@]}" -o "$out/driver" tests/bench/kernel_ab/driver.c "$out/base.o" "$out/test.o" \
     "$build/libengine.a" "$build/libsched.a" -lm -lpthread
-echo "kernel-ab: base $(git rev-parse --short "$rev"), test ${test_rev:-the working tree}; $isa kernels, one thread"
+echo "kernel-ab: base $rev, test ${test_rev:-the working tree}; $isa kernels, one thread"
 for n in "${tokens[@]}"; do
     "$out/driver" "$rows" "$k" "$type" "$n" "$rounds"
 done
