@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kernel-ab.sh — is a change to the x86 kernels (engine/cpu/kernels_x86.h) faster? Builds the
 # header of a base revision and the working tree's (or a test revision's) into one program
-# (tests/bench/kernel_ab/) and times one matrix product with each in alternating turns of a few
-# milliseconds, so both see the same phase of a noisy shared machine; prints the median test/base
+# (tests/bench/kernel_ab/) and times one matrix product with each in alternating turns of about a
+# millisecond, so both see the same phase of a noisy shared machine; prints the median test/base
 # time ratio per token count.
 #
 #   scripts/kernel-ab.sh [-b REV|FILE] [-t REV|FILE] [-i amx|avx512|avx2] [-r ROUNDS]

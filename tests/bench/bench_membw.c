@@ -2,8 +2,8 @@
  * of one buffer with 64-byte loads, as a decode step streams the weights (SmolLM2-135M Q4_1: ~90
  * MB a token). Explains the batched-decode ratio of docs/BENCHMARKS.md: one stream's decode is
  * bound by this rate, 16 streams' by arithmetic, so where T threads read more than T times one
- * thread's rate (a VM whose uncore speeds up with its load), one stream gains more from threads
- * than 16 do. Median of 7 passes per thread count.
+ * thread's rate (the 2-core Sapphire Rapids guest: 2 threads 2.1-2.5x), one stream gains more
+ * from threads than 16 do. Median of 7 passes per thread count.
  *
  *   bench_membw [MIB] [THREADS]   default 96 MiB, 2 threads
  */

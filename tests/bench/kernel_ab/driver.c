@@ -1,9 +1,9 @@
 /* driver.c — scripts/kernel-ab.sh's timing: one matrix product timed with two builds of the
- * kernels (kernel_ab_base, kernel_ab_test: table.c) in one process, in alternating turns of a
- * few milliseconds, base first in one round and test first in the next. On a shared VM whose
+ * kernels (kernel_ab_base, kernel_ab_test: table.c) in one process, in alternating turns of about
+ * a millisecond, base first in one round and test first in the next. On a shared VM whose
  * speed swings by 1.5-2x for seconds at a time, two runs of two programs compare phases more
  * than code; turns this short see the same phase, and the median of the rounds' time ratios
- * resolves ~2% (the same header against itself: medians 0.99-1.02).
+ * resolves ~1% (the same header against itself: medians 0.998-1.005).
  *
  *   driver ROWS K TYPE TOKENS [ROUNDS]   TYPE Q4_0, Q4_1 or Q8_0; weights packed when ROWS % 16 == 0
  *
@@ -53,8 +53,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (eng_cpu_isa_detect() < kernel_ab_base.isa) { /* also asks Linux for the AMX tile state */
-        fprintf(stderr, "driver: this CPU does not run the %s kernels\n",
-                kernel_ab_base.isa == ENG_CPU_ISA_AMX ? "AMX" : "AVX-512");
+        static const char *const isa_names[ENG_CPU_ISA_COUNT] = {"scalar", "AVX2", "AVX-512", "AMX"};
+        fprintf(stderr, "driver: this CPU does not run the %s kernels\n", isa_names[kernel_ab_base.isa]);
         return 2;
     }
     const size_t rb = eng_type_row_bytes(type, k), xs = eng_cpu_q8_row_bytes(k);
