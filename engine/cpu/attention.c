@@ -107,14 +107,17 @@ ENG_VECTOR_CLONES static void mul_row(float *x, const float *d, int n, bool weig
     }
 }
 
-/* d[0..n) = the scales of positions 0..n-1 of K (which 0) or V, block by block */
-static void gather_scales(const eng_cpu_kv_t *kv, const int32_t *block_table, int layer, int which, int head, int n,
-                          float *d)
+/* An I8 pool: the scales of positions 0..span-1 of K (which 0) or V, gathered block by block into
+ * d, times the nq nh rows of scores (K) or softmax weights (V), row i nh + j over n_ctx + i */
+static void apply_row_scales(const eng_cpu_kv_t *kv, const int32_t *block_table, int layer, int which, int head,
+                             int span, float *d, float *scores, int nq, int nh, int n_ctx)
 {
-    for (int b = 0, p0 = 0; p0 < n; b++, p0 += kv->block_size) {
-        const int m = n - p0 < kv->block_size ? n - p0 : kv->block_size;
+    for (int b = 0, p0 = 0; p0 < span; b++, p0 += kv->block_size) {
+        const int m = span - p0 < kv->block_size ? span - p0 : kv->block_size;
         memcpy(d + p0, eng_cpu_kv_scales(kv, block_table[b], layer, which, head), (size_t)m * sizeof(float));
     }
+    for (int r = 0; r < nq * nh; r++)
+        mul_row(scores + (size_t)r * span, d, n_ctx + r / nh, which == 1);
 }
 
 static inline int min3(int a, int b, int c)
@@ -196,22 +199,16 @@ void eng_cpu_attend(const eng_cpu_kernels_t *k, const eng_cpu_kv_t *kv, const in
                 dot_rows(k, type, q + i * q_stride, nh, rows, m, hd, scale, s, (size_t)span);
             }
         }
-    if (i8) { /* the K rows' scales times their scores */
-        gather_scales(kv, block_table, layer, 0, head, span, row_scale);
-        for (int r = 0; r < nq * nh; r++)
-            mul_row(scores + (size_t)r * span, row_scale, n_ctx + r / nh, false);
-    }
+    if (i8) /* the K rows' scales times their scores */
+        apply_row_scales(kv, block_table, layer, 0, head, span, row_scale, scores, nq, nh, n_ctx);
     float inv[ENG_CPU_ATTEND_MAX_Q][ENG_CPU_ATTEND_MAX_HEADS];
     for (int i = 0; i < nq; i++)
         for (int j = 0; j < nh; j++) {
             inv[i][j] = 1.0f / k->exp_sum(scores + (size_t)(i * nh + j) * span, n_ctx + i);
             memset(out + i * out_stride + j * hd, 0, (size_t)hd * sizeof(float));
         }
-    if (i8) { /* and the V rows' scales times their weights (each weight serves one row) */
-        gather_scales(kv, block_table, layer, 1, head, span, row_scale);
-        for (int r = 0; r < nq * nh; r++)
-            mul_row(scores + (size_t)r * span, row_scale, n_ctx + r / nh, true);
-    }
+    if (i8) /* and the V rows' scales times their weights (each weight serves one row) */
+        apply_row_scales(kv, block_table, layer, 1, head, span, row_scale, scores, nq, nh, n_ctx);
     for (int b = 0, p0 = 0; p0 < span; b++, p0 += bs)
         for (int o = 0; o < bs && p0 + o < span; o += step) {
             const int p = p0 + o, n = min3(step, bs - o, span - p);

@@ -14,23 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "engine/cpu/kernels.h"
 #include "engine/model.h"
 #include "engine/quant.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static float frand(void)
-{
-    return (float)rand() / RAND_MAX - 0.5f;
-}
+#include "tests/bench/bench_rows.h"
+#include "tests/bench/bench_util.h"
 
 int main(int argc, char **argv)
 {
@@ -53,12 +42,8 @@ int main(int argc, char **argv)
     float *f = malloc(sizeof(float) * k), *out = malloc(sizeof(float) * (size_t)MAX_TOK * rows);
     if (!w || !wp || !x || !f || !out)
         return 1;
-    for (int r = 0; r < rows; r++) {
-        for (int i = 0; i < k; i++)
-            f[i] = frand();
-        if (eng_quantize_row(type, f, w + rb * r, k) != 0)
-            return 1;
-    }
+    if (bench_random_weights(type, w, rb, rows, k, f) != 0)
+        return 1;
     const int toks[] = {1, 2, 4, 8, 16, 32, 64, MAX_TOK};
     printf("bench_gemm: %d x %d %s, one thread, GMAC/s (best of 7)\n%-8s", rows, k, tname, "tokens");
     for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++)
@@ -73,11 +58,7 @@ int main(int argc, char **argv)
         if (!kt || (packed && !(kt->pack16 && packable)))
             continue;
         srand(1);
-        for (int t = 0; t < MAX_TOK; t++) {
-            for (int i = 0; i < k; i++)
-                f[i] = frand();
-            kt->quantize_q8(f, x + xs * t, k);
-        }
+        bench_random_q8(kt, x, xs, MAX_TOK, k, f);
         printf("%s%-*s", kt->name, 8 - (int)strlen(kt->name), packed ? "/p" : "");
         for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
             eng_cpu_gemm_t g = {.type = type, .w = packed ? wp : w, .w_stride = rb, .x = x, .x_stride = xs,
@@ -85,11 +66,11 @@ int main(int argc, char **argv)
             const int iters = 2 + (int)(2e8 / ((double)rows * k * toks[i]));
             double best = 1e30;
             for (int rep = 0; rep < 7; rep++) {
-                double t0 = now_s();
+                double t0 = bench_now_s();
                 for (int it = 0; it < iters; it++)
                     for (int r = 0; r < rows; r += chunk)
                         kt->gemm(&g, r, r + chunk < rows ? r + chunk : rows);
-                double dt = (now_s() - t0) / iters;
+                double dt = (bench_now_s() - t0) / iters;
                 best = dt < best ? dt : best;
             }
             printf(" %7.1f", (double)rows * k * toks[i] / best * 1e-9);

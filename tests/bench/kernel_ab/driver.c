@@ -17,14 +17,10 @@
 #include "engine/cpu/kernels.h"
 #include "engine/model.h"
 #include "engine/quant.h"
+#include "tests/bench/bench_rows.h"
 #include "tests/bench/bench_util.h"
 
 extern const eng_cpu_kernels_t kernel_ab_base, kernel_ab_test;
-
-static float frand(void)
-{
-    return (float)rand() / RAND_MAX - 0.5f;
-}
 
 /* seconds per call of kt->gemm(g), over iters calls */
 static double time_calls(const eng_cpu_kernels_t *kt, const eng_cpu_gemm_t *g, int rows, int iters)
@@ -68,18 +64,10 @@ int main(int argc, char **argv)
     if (!w || !wp || !x || !f || !out[0] || !out[1] || !ratio)
         return 1;
     srand(1);
-    for (int r = 0; r < rows; r++) {
-        for (int i = 0; i < k; i++)
-            f[i] = frand();
-        eng_quantize_row(type, f, w + rb * r, k);
-    }
+    bench_random_weights(type, w, rb, rows, k, f);
     if (packed)
         eng_cpu_pack16(type, w, k, rows, wp);
-    for (int t = 0; t < n_tok; t++) {
-        for (int i = 0; i < k; i++)
-            f[i] = frand();
-        kernel_ab_base.quantize_q8(f, x + xs * t, k);
-    }
+    bench_random_q8(&kernel_ab_base, x, xs, n_tok, k, f);
     eng_cpu_gemm_t g[2];
     for (int v = 0; v < 2; v++)
         g[v] = (eng_cpu_gemm_t){.type = type, .w = packed ? wp : w, .w_stride = rb, .x = x, .x_stride = xs,
