@@ -120,6 +120,12 @@ static int set_key(sim_hw_t *hw, const char *key, const char *val, char *why, in
             snprintf(why, whylen, "%s: longer than %zu characters", key, cap - 1);
             return SL_EINVAL;
         }
+        for (const char *c = val; *c; c++) /* the name goes into JSON, SQL text and chart titles */
+            if (!isprint((unsigned char)*c) || strchr("\"'\\`", *c)) {
+                snprintf(why, whylen, "%s: character %ld is not allowed (printable ASCII without quotes or "
+                         "backslashes)", key, (long)(c - val) + 1);
+                return SL_EINVAL;
+            }
         memcpy(dst, val, strlen(val) + 1);
         return SL_OK;
     }
@@ -135,7 +141,12 @@ static int set_key(sim_hw_t *hw, const char *key, const char *val, char *why, in
         return SL_OK;
     }
     if (!strcmp(key, "mem_bytes") || !strcmp(key, "mem_gb")) {
-        hw->mem_bytes = (int64_t)(v * (key[4] == 'g' ? (double)(1LL << 30) : 1.0));
+        const double bytes = v * (key[4] == 'g' ? (double)(1LL << 30) : 1.0);
+        if (!(bytes >= 1 && bytes <= 1e15)) { /* the range sim_hw_validate checks, before the cast */
+            snprintf(why, whylen, "%s: must be 1..1e15 bytes, got %g bytes", key, bytes);
+            return SL_EINVAL;
+        }
+        hw->mem_bytes = (int64_t)bytes;
         return SL_OK;
     }
     double scale;
@@ -161,14 +172,17 @@ int sim_hw_load_file(const char *path, sim_hw_t *out, char *err, int errlen)
     int lineno = 0, rc = SL_OK;
     while (rc == SL_OK && fgets(line, sizeof line, f)) {
         lineno++;
+        const bool whole = strchr(line, '\n') || feof(f); /* else fgets hands the rest over as a line */
         char *hash = strchr(line, '#');
         if (hash)
             *hash = 0;
-        char *s = trim(line);
-        if (!*s)
+        char *s = trim(line), *eq = strchr(s, '=');
+        if (!whole) {
+            snprintf(why, sizeof why, "line longer than %zu characters", sizeof line - 2);
+            rc = SL_EFORMAT;
+        } else if (!*s) {
             continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
+        } else if (!eq) {
             snprintf(why, sizeof why, "expected key = value");
             rc = SL_EFORMAT;
         } else {

@@ -459,19 +459,28 @@ static bool get_str(const cJSON *o, const char *key, char *out, size_t n)
     return true;
 }
 
-static int get_array(const cJSON *o, const char *key, double *out, int *n)
+/* key's number, in [lo, hi] and whole when `whole`: what the profile's fields can hold (checked
+ * before any cast, and so that the step-time model never divides by zero or prices a step below 0) */
+static bool get_ranged(const cJSON *o, const char *key, double lo, double hi, bool whole, double *out)
+{
+    return get_num(o, key, out) && *out >= lo && *out <= hi && (!whole || *out == floor(*out));
+}
+
+/* An array of 1..SIM_PROFILE_MAX_KNOTS numbers, *n of them when *n > 0: knots (`knots`: > 0 and
+ * ascending, as the hat functions divide by their gaps) or times (finite, >= 0) */
+static int get_array(const cJSON *o, const char *key, double *out, int *n, bool knots)
 {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key), *v;
-    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > SIM_PROFILE_MAX_KNOTS)
+    const int size = cJSON_GetArraySize(a); /* checked before writing: out may hold just *n */
+    if (!cJSON_IsArray(a) || size < 1 || size > SIM_PROFILE_MAX_KNOTS || (*n && *n != size))
         return SL_EFORMAT;
     int i = 0;
     cJSON_ArrayForEach(v, a) {
-        if (!cJSON_IsNumber(v))
+        const double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        if (!(x >= 0 && x <= 1e18) || (knots && !(x > (i > 0 ? out[i - 1] : 0))))
             return SL_EFORMAT;
-        out[i++] = v->valuedouble;
+        out[i++] = x;
     }
-    if (*n && *n != i)
-        return SL_EFORMAT;
     *n = i;
     return SL_OK;
 }
@@ -496,10 +505,15 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
         return SL_EFORMAT;
     }
     double v[12];
-    static const char *const mk[] = {"n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "intermediate",
-                                     "vocab", "max_context", "tied_embeddings", "bytes_per_weight", "bytes_per_kv"};
-    static const char *const pk[] = {"threads", "kv_budget_bytes", "max_seq_len", "pre", "host_s",
-                                     "host_row", "fit_err"};
+    enum { BIG = 1 << 30 };
+    static const struct { const char *key; double lo, hi; bool whole; } mk[] = {
+        {"n_layers", 1, BIG, 1}, {"hidden", 1, BIG, 1}, {"n_heads", 1, BIG, 1}, {"n_kv_heads", 1, BIG, 1},
+        {"head_dim", 1, BIG, 1}, {"intermediate", 1, BIG, 1}, {"vocab", 1, BIG, 1}, {"max_context", 1, BIG, 1},
+        {"tied_embeddings", 0, 1, 1}, {"bytes_per_weight", 1e-3, 64, 0}, {"bytes_per_kv", 1e-3, 64, 0},
+    }, pk[] = {
+        {"threads", 1, 65536, 1}, {"kv_budget_bytes", 0, 1e18, 1}, {"max_seq_len", 0, BIG, 1}, {"pre", 0, 1e6, 0},
+        {"host_s", 0, 1e6, 0}, {"host_row", 0, 1e6, 0}, {"fit_err", 0, 1e6, 0},
+    };
     if (!get_str(root, "name", p->name, sizeof p->name))
         bad = "name";
     else if (!get_str(root, "backend", p->backend, sizeof p->backend))
@@ -509,8 +523,8 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
     else if (!cJSON_IsObject(m) || !get_str(m, "name", p->model.name, sizeof p->model.name))
         bad = "model";
     for (size_t i = 0; !bad && i < sizeof mk / sizeof mk[0]; i++)
-        if (!get_num(m, mk[i], &v[i]))
-            bad = mk[i];
+        if (!get_ranged(m, mk[i].key, mk[i].lo, mk[i].hi, mk[i].whole, &v[i]))
+            bad = mk[i].key;
     if (!bad) {
         sched_model_shape_t *s = &p->model;
         s->n_layers = (int)v[0], s->hidden = (int)v[1], s->n_heads = (int)v[2], s->n_kv_heads = (int)v[3];
@@ -518,36 +532,40 @@ int sim_profile_from_json(const char *json, sim_profile_t *p, char *err, int err
         s->tied_embeddings = (int)v[8], s->bytes_per_weight = v[9], s->bytes_per_kv = v[10];
     }
     for (size_t i = 0; !bad && i < sizeof pk / sizeof pk[0]; i++)
-        if (!get_num(root, pk[i], &v[i]))
-            bad = pk[i];
+        if (!get_ranged(root, pk[i].key, pk[i].lo, pk[i].hi, pk[i].whole, &v[i]))
+            bad = pk[i].key;
     if (!bad) {
         p->threads = (int)v[0], p->kv_budget_bytes = (int64_t)v[1], p->max_seq_len = (int)v[2];
         p->pre = v[3], p->host_s = v[4], p->host_row = v[5], p->fit_err = v[6];
         /* profiles from before the wake term have none */
-        if (!get_num(root, "wake_s", &p->wake_s) || !get_num(root, "idle_after_s", &p->idle_after_s))
+        if (!get_ranged(root, "wake_s", 0, 1e6, 0, &p->wake_s) ||
+            !get_ranged(root, "idle_after_s", 0, 1e6, 0, &p->idle_after_s))
             p->wake_s = p->idle_after_s = 0;
         /* and from before the cold term, none of that */
-        if (!get_num(root, "cold_s", &p->cold_s) || !get_num(root, "cold_after_s", &p->cold_after_s))
+        if (!get_ranged(root, "cold_s", 0, 1e6, 0, &p->cold_s) ||
+            !get_ranged(root, "cold_after_s", 0, 1e6, 0, &p->cold_after_s))
             p->cold_s = p->cold_after_s = 0;
         get_str(root, "model_path", p->model_path, sizeof p->model_path);
         get_str(root, "created", p->created, sizeof p->created);
-        if (get_array(root, "knots", p->knot, &p->n_knots) || get_array(root, "dense", p->dense, &p->n_knots))
+        if (get_array(root, "knots", p->knot, &p->n_knots, 1) || get_array(root, "dense", p->dense, &p->n_knots, 0))
             bad = "knots/dense";
-        else if (get_array(root, "lm_knots", p->lm_knot, &p->n_lm_knots) ||
-                 get_array(root, "lm", p->lm, &p->n_lm_knots))
+        else if (get_array(root, "lm_knots", p->lm_knot, &p->n_lm_knots, 1) ||
+                 get_array(root, "lm", p->lm, &p->n_lm_knots, 0))
             bad = "lm_knots/lm";
-        else if (get_array(root, "dec_knots", p->dec_knot, &p->n_dec_knots) ||
-                 get_array(root, "dec", p->dec, &p->n_dec_knots))
+        else if (get_array(root, "dec_knots", p->dec_knot, &p->n_dec_knots, 1) ||
+                 get_array(root, "dec", p->dec, &p->n_dec_knots, 0))
             bad = "dec_knots/dec";
-        else if (get_array(root, "kv_knots", p->kv_knot, &p->n_kv_knots) || get_array(root, "kv", p->kv, &p->n_kv_knots))
+        else if (get_array(root, "kv_knots", p->kv_knot, &p->n_kv_knots, 1) ||
+                 get_array(root, "kv", p->kv, &p->n_kv_knots, 0))
             bad = "kv_knots/kv";
         int na = SIM_PROFILE_ANCHORS;
-        if (!bad && get_array(root, "anchor_s", p->anchor_s, &na))
+        if (!bad && get_array(root, "anchor_s", p->anchor_s, &na, 0))
             bad = "anchor_s";
     }
     cJSON_Delete(root);
     if (bad) {
-        snprintf(err, errlen, "engine profile: '%s' missing or malformed", bad);
+        snprintf(err, errlen, "engine profile '%s': '%s' missing, malformed or out of range",
+                 p->name[0] ? p->name : "?", bad);
         return SL_EFORMAT;
     }
     return SL_OK;

@@ -103,7 +103,34 @@ static void test_hw_file_reports_bad_line(void **state)
     assert_int_equal(sim_hw_load_file(path, &hw, err, sizeof err), SL_OK);
     assert_string_equal(hw.name, "mycard");
     assert_true(hw.hbm_bw == 1.0e12 && hw.peak_flops == 312e12);
+    fp = fopen(path, "w"); /* a long line is one error, not its pieces read as lines */
+    fprintf(fp, "base = a100-80gb\n# %0600d\nhbm_tbps = 1.0\n", 7);
+    fclose(fp);
+    assert_int_equal(sim_hw_load_file(path, &hw, err, sizeof err), SL_EFORMAT);
+    assert_non_null(strstr(err, ":2: line longer than 510 characters"));
     unlink(path);
+}
+
+/* A name goes into JSON, SQL text and chart titles: quotes, backslashes and control characters
+ * are refused where they are read; a memory size is range-checked before it becomes an integer
+ * (both found by fuzz_config). */
+static void test_hw_refuses_quoted_names_and_huge_memory(void **state)
+{
+    (void)state;
+    sim_hw_t hw;
+    char err[512];
+    assert_int_equal(sim_hw_from_json("{\"base\": \"a100-80gb\", \"name\": \"my\\\"gpu\"}", &hw, err, sizeof err),
+                     SL_EINVAL);
+    assert_string_equal(err, "name: character 3 is not allowed (printable ASCII without quotes or backslashes)");
+    assert_int_equal(sim_hw_from_json("{\"base\": \"a100-80gb\", \"calib_gpu\": \"a\\tb\"}", &hw, err, sizeof err),
+                     SL_EINVAL);
+    assert_non_null(strstr(err, "calib_gpu: character 2 is not allowed"));
+    assert_int_equal(sim_hw_from_json("{\"base\": \"a100-80gb\", \"mem_gb\": 1e300}", &hw, err, sizeof err),
+                     SL_EINVAL);
+    assert_non_null(strstr(err, "mem_gb: must be 1..1e15 bytes"));
+    assert_int_equal(sim_hw_from_json("{\"base\": \"a100-80gb\", \"name\": \"My GPU (lab 2)\"}", &hw, err,
+                                      sizeof err), SL_OK);
+    assert_string_equal(hw.name, "My GPU (lab 2)");
 }
 
 /* The run store keeps profiles as JSON: a profile reads back bit for bit; bad JSON is refused. */
@@ -270,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_hw_builtin_profiles_and_unknown_name),
         cmocka_unit_test(test_hw_file_reports_bad_line),
         cmocka_unit_test(test_hw_json_round_trip),
+        cmocka_unit_test(test_hw_refuses_quoted_names_and_huge_memory),
         cmocka_unit_test(test_dense_cost_monotonic_in_tokens),
         cmocka_unit_test(test_decode_cost_monotonic_in_context),
         cmocka_unit_test(test_decode_priced_per_sequence_not_batch_mean),

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <cJSON.h>
 
 #include "sched/status.h"
 #include "sim/profile.h"
@@ -286,6 +287,50 @@ static void test_json_round_trip(void **state)
     assert_memory_equal(q.anchor_s, p.anchor_s, sizeof p.anchor_s);
 }
 
+/* json with its key (in "model" when nested) set to value (JSON text), as a new string (free) */
+static char *with_value(const char *json, bool nested, const char *key, const char *value)
+{
+    cJSON *root = cJSON_Parse(json), *obj = nested ? cJSON_GetObjectItemCaseSensitive(root, "model") : root;
+    assert_true(cJSON_ReplaceItemInObjectCaseSensitive(obj, key, cJSON_Parse(value)));
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+/* A profile comes back from a run store that anyone can edit: a value its field cannot hold, or
+ * that would make the step-time model divide by zero or price a step below zero, is refused by
+ * name, and an array longer than its field is refused before it is written (found by fuzz_config:
+ * seven anchor times overran the six). */
+static void test_json_out_of_range_is_refused(void **state)
+{
+    sim_profile_t p = truth(), q;
+    char buf[8192], err[256];
+    assert_true(sim_profile_to_json(&p, buf, sizeof buf));
+    static const struct { bool nested; const char *key, *value, *named; } bad[] = {
+        {false, "anchor_s", "[1, 2, 3, 4, 5, 6, 7]", "'anchor_s'"},
+        {false, "threads", "0", "'threads'"},
+        {false, "max_seq_len", "2.5", "'max_seq_len'"},
+        {false, "kv_budget_bytes", "1e300", "'kv_budget_bytes'"},
+        {false, "host_s", "-1e-3", "'host_s'"},
+        {true, "n_layers", "1e300", "'n_layers'"},
+        {true, "tied_embeddings", "2", "'tied_embeddings'"},
+        {true, "bytes_per_kv", "0", "'bytes_per_kv'"},
+        {false, "knots", "[1, 2, 2, 4]", "'knots/dense'"},
+        {false, "dec_knots", "[0, 16]", "'dec_knots/dec'"},
+        {false, "lm", "[-1]", "'lm_knots/lm'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *json = with_value(buf, bad[i].nested, bad[i].key, bad[i].value);
+        assert_int_equal(sim_profile_from_json(json, &q, err, sizeof err), SL_EFORMAT);
+        assert_non_null(strstr(err, bad[i].named));
+        assert_non_null(strstr(err, "missing, malformed or out of range"));
+        free(json);
+    }
+    char *json = with_value(buf, false, "anchor_s", "[0, 0, 0, 0, 0, 1e-3]"); /* 0: not timed */
+    assert_int_equal(sim_profile_from_json(json, &q, err, sizeof err), SL_OK);
+    free(json);
+}
+
 static void test_simulator_runs_on_a_profile_deterministically(void **state)
 {
     sim_profile_t p = truth();
@@ -396,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_kv_blocks_as_the_engine_sizes_them),
         cmocka_unit_test(test_check_refuses_other_machines_and_stale_profiles),
         cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_json_out_of_range_is_refused),
         cmocka_unit_test(test_a_step_after_polling_pays_the_cold_term),
         cmocka_unit_test(test_simulator_runs_on_a_profile_deterministically),
         cmocka_unit_test(test_a_step_after_idle_pays_the_wake_term),
