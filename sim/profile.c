@@ -411,9 +411,10 @@ static void plain(char *dst, size_t n, const char *s)
 bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
 {
     size_t k = 0;
-    char name[64], host[64], cpu[128], path[256], model[32];
-    plain(name, sizeof name, p->name), plain(host, sizeof host, p->host), plain(cpu, sizeof cpu, p->cpu);
-    plain(path, sizeof path, p->model_path), plain(model, sizeof model, p->model.name);
+    char name[64], backend[16], host[64], cpu[128], path[256], created[32], model[32];
+    plain(name, sizeof name, p->name), plain(backend, sizeof backend, p->backend), plain(host, sizeof host, p->host);
+    plain(cpu, sizeof cpu, p->cpu), plain(path, sizeof path, p->model_path), plain(created, sizeof created, p->created);
+    plain(model, sizeof model, p->model.name);
     const sched_model_shape_t *m = &p->model;
     int bad = put(buf, len, &k,
                   "{\"model_version\": %d, \"name\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"host\": \"%s\", "
@@ -424,7 +425,7 @@ bool sim_profile_to_json(const sim_profile_t *p, char *buf, size_t len)
                   "\"bytes_per_kv\": %.17g}, \"kv_budget_bytes\": %lld, \"max_seq_len\": %d, \"pre\": %.9g, "
                   "\"host_s\": %.9g, \"host_row\": %.9g, \"wake_s\": %.9g, \"idle_after_s\": %.9g, "
                   "\"cold_s\": %.9g, \"cold_after_s\": %.9g, \"fit_err\": %.6g",
-                  SIM_PROFILE_MODEL_VERSION, name, p->backend, p->threads, host, cpu, path, p->created, model, m->n_layers, m->hidden,
+                  SIM_PROFILE_MODEL_VERSION, name, backend, p->threads, host, cpu, path, created, model, m->n_layers, m->hidden,
                   m->n_heads, m->n_kv_heads, m->head_dim, m->intermediate, m->vocab, m->max_context,
                   m->tied_embeddings, m->bytes_per_weight, m->bytes_per_kv, (long long)p->kv_budget_bytes,
                   p->max_seq_len, p->pre, p->host_s, p->host_row, p->wake_s, p->idle_after_s, p->cold_s,

@@ -1,6 +1,7 @@
 /* fuzz_config.c — libFuzzer target over the text a user writes by hand or a run store hands back:
  * the first byte picks the parser, the rest is its text (cut at the first NUL, as a C string):
- *   0 scheduler config JSON (--config)     1 hardware profile file (--gpu FILE, key = value lines)
+ *   0 scheduler config JSON (--config; a recorded run's or recommendation's config)
+ *   1 hardware profile file (--gpu FILE, key = value lines)
  *   2 hardware profile JSON (run store)     3 engine profile JSON (run store, `sluice profile`)
  *   4 price table CSV (plan --prices)       5 chat template (tokenizer.chat_template)
  *   6 SLO spec (--slo)                      7 generator specs (--arrival, --prompt, --priority-mix,
@@ -19,6 +20,7 @@
 
 #include "analysis/metrics.h"
 #include "analysis/prices.h"
+#include "analysis/recommend.h"
 #include "cli/sched_opts.h"
 #include "engine/chat.h"
 #include "sched/sched.h"
@@ -49,6 +51,10 @@ static void fuzz_sched_json(const char *text)
         char why[256];
         check(sched_config_validate(&cfg, why, sizeof why) == SL_OK);
     }
+    /* a recorded run's or recommendation's config, which may hold keys other than knobs */
+    err[0] = '\0';
+    cfg = sched_config_default();
+    check_outcome(an_reco_apply_config_json(text, &cfg, err, sizeof err), err);
 }
 
 /* a hardware profile read from text validates, and its JSON reads back to the same JSON */

@@ -285,6 +285,12 @@ static void test_json_round_trip(void **state)
     assert_true(sim_profile_to_json(&p, buf, sizeof buf));
     assert_int_equal(sim_profile_from_json(buf, &q, err, sizeof err), SL_OK);
     assert_memory_equal(q.anchor_s, p.anchor_s, sizeof p.anchor_s);
+    snprintf(p.created, sizeof p.created, "2026\\11\"27"); /* every string field is written plain */
+    snprintf(p.backend, sizeof p.backend, "c\"pu");
+    assert_true(sim_profile_to_json(&p, buf, sizeof buf));
+    assert_int_equal(sim_profile_from_json(buf, &q, err, sizeof err), SL_OK);
+    assert_string_equal(q.created, "2026_11_27");
+    assert_string_equal(q.backend, "c_pu");
 }
 
 /* json with its key (in "model" when nested) set to value (JSON text), as a new string (free) */
