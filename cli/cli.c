@@ -60,6 +60,35 @@ int cli_number(const char *cmd, const char *flag, const char *v, double lo, doub
     return 0;
 }
 
+int cli_num_opt(const cli_num_opt_t *opts, size_t n, const char *a, const char *v, char *err, size_t errlen)
+{
+    const cli_num_opt_t *o = opts;
+    while (o < opts + n && strcmp(a, o->flag) && !(o->alias && !strcmp(a, o->alias)))
+        o++;
+    if (o == opts + n)
+        return 0;
+    const bool whole = o->kind != 'd';
+    char *end = NULL;
+    const double x = v ? strtod(v, &end) : NAN;
+    const bool in_range = isfinite(x) && (o->lo_open ? x > o->lo : x >= o->lo) && x <= o->hi;
+    if (!v || end == v || *end || !in_range || (whole && x != floor(x))) {
+        char range[64];
+        if (o->hi == INFINITY)
+            snprintf(range, sizeof range, "%s %.17g", o->lo_open ? ">" : ">=", o->lo);
+        else
+            snprintf(range, sizeof range, "in %.17g..%.17g", o->lo, o->hi);
+        snprintf(err, errlen, "%s: expected %s %s, got '%s'", a, whole ? "an integer" : "a number", range, v ? v : "");
+        return -1;
+    }
+    switch (o->kind) {
+    case 'i': *(int *)o->out = (int)x; break;
+    case 'l': *(long *)o->out = (long)x; break;
+    case 'u': *(uint64_t *)o->out = (uint64_t)x; break;
+    default: *(double *)o->out = x; break;
+    }
+    return 1;
+}
+
 bool cli_is_kv_dtype_flag(const char *a)
 {
     return !strcmp(a, "--kv-dtype") || !strcmp(a, "--kv-cache-dtype");

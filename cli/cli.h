@@ -31,6 +31,23 @@ int cmd_report(int argc, char **argv);
  * "sluice CMD: FLAG: expected a number in LO..HI, got 'V'" and returns 2 (v NULL: missing). */
 int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
 
+/* One numeric option of a subcommand: its flag (and another spelling, or NULL), the range it
+ * accepts (lo excluded when lo_open), and where its value goes, by kind: 'i' int, 'l' long, 'u'
+ * uint64_t (these three whole numbers), 'd' double. */
+#define CLI_MAX_SEED 9007199254740992.0 /* 2^53: the largest seed a double holds exactly */
+typedef struct cli_num_opt {
+    const char *flag, *alias;
+    double lo, hi;
+    bool lo_open;
+    char kind;
+    void *out;
+} cli_num_opt_t;
+
+/* Looks up flag a among opts[0..n). 1: found, v parsed and stored; 0: a is none of them; -1: v
+ * out of range or not a number, with "FLAG: expected an integer in 1..4096, got '0'" (or "a number
+ * > 0") in err. */
+int cli_num_opt(const cli_num_opt_t *opts, size_t n, const char *a, const char *v, char *err, size_t errlen);
+
 /* The KV cache element type flag of the engine commands (run, bench, serve, profile, validate):
  * `--kv-dtype f32|f16|int8`, also spelled `--kv-cache-dtype` (vLLM's name). cli_is_kv_dtype_flag:
  * 1 when a is either spelling. cli_kv_dtype: parses v into *out; returns 0, or prints "sluice CMD:

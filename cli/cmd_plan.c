@@ -209,23 +209,21 @@ int cmd_plan(int argc, char **argv)
             *s = v;
             continue;
         }
-        char *end;
-        double x = strtod(v, &end);
-        bool ok = end != v && !*end && isfinite(x);
-        if (!strcmp(a, "--rate") && ok && x > 0)
-            rate = x;
-        else if (!strcmp(a, "--limit") && ok && x >= 10 && x <= 1e7 && x == floor(x))
-            w.n = (long)x;
-        else if (!strcmp(a, "--max-replicas") && ok && x >= 1 && x <= 65536 && x == floor(x))
-            max_replicas = (int)x;
-        else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
-            base.spec_acceptance = x, spec_given = true;
-        else if (!strcmp(a, "--spec-propose") && ok && x >= 0 && x <= 1)
-            base.spec_propose = x;
-        else {
+        const cli_num_opt_t nums[] = {
+            {"--rate", NULL, 0, INFINITY, true, 'd', &rate},
+            {"--limit", NULL, 10, 1e7, false, 'l', &w.n},
+            {"--max-replicas", NULL, 1, 65536, false, 'i', &max_replicas},
+            {"--spec-acceptance", NULL, 0, 1, false, 'd', &base.spec_acceptance},
+            {"--spec-propose", NULL, 0, 1, false, 'd', &base.spec_propose},
+        };
+        const int rn = cli_num_opt(nums, sizeof nums / sizeof nums[0], a, v, err, sizeof err);
+        if (rn < 0)
+            return cli_fail(cmd, "%s", err);
+        if (rn == 0) {
             usage(stderr);
-            return cli_fail(cmd, "%s %s: unknown option or value out of range", a, v);
+            return cli_fail(cmd, "unknown option '%s'", a);
         }
+        spec_given = spec_given || !strcmp(a, "--spec-acceptance");
     }
     if (!(rate > 0) || !slo_s)
         return cli_fail(cmd, "--rate R and --slo SLO are required");

@@ -53,13 +53,6 @@ typedef struct opts {
     bool json, no_record, adaptive, spec_given; /* spec_given: --spec-acceptance */
 } opts_t;
 
-static bool num_arg(const char *s, double *out)
-{
-    char *end;
-    *out = strtod(s, &end);
-    return end != s && !*end && isfinite(*out);
-}
-
 /* ---- output ------------------------------------------------------------------------------- */
 
 static void print_lat(const char *name, double mean, double p50, double p90, double p99)
@@ -213,7 +206,6 @@ int cmd_sim(int argc, char **argv)
     cfg.sched.max_sequence_length = 0, cfg.sched.num_blocks = 0, cfg.sched.gpu_memory_utilization = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x;
         int knob = sched_opts_parse_arg(&cfg.sched, argc, argv, &i, err, sizeof err);
         if (knob < 0)
             return cli_fail(cmd, "%s", err);
@@ -253,23 +245,20 @@ int cmd_sim(int argc, char **argv)
                     return 2;
                 continue;
             }
-            if (!num_arg(v, &x))
-                return cli_fail(cmd, "%s: expected a number, got '%s'", a, v);
-            if (!strcmp(a, "-n") && x >= 1 && x <= 1e9 && x == floor(x))
-                o.n = (long)x;
-            else if (!strcmp(a, "--rate") && x > 0)
-                o.rate = x;
-            else if (!strcmp(a, "--rate-scale") && x > 0)
-                o.rate_scale = x;
-            else if (!strcmp(a, "--replicas") && x >= 1 && x <= 4096 && x == floor(x))
-                o.replicas = (int)x;
-            else if (!strcmp(a, "--tp") && x >= 1 && x <= 64 && x == floor(x))
-                o.tp = (int)x;
-            else if (!strcmp(a, "--seed") && x >= 0 && x == floor(x))
-                o.seed = (uint64_t)x;
-            else {
+            const cli_num_opt_t nums[] = {
+                {"-n", NULL, 1, 1e9, false, 'l', &o.n},
+                {"--rate", NULL, 0, INFINITY, true, 'd', &o.rate},
+                {"--rate-scale", NULL, 0, INFINITY, true, 'd', &o.rate_scale},
+                {"--replicas", NULL, 1, 4096, false, 'i', &o.replicas},
+                {"--tp", NULL, 1, 64, false, 'i', &o.tp},
+                {"--seed", NULL, 0, CLI_MAX_SEED, false, 'u', &o.seed},
+            };
+            const int r = cli_num_opt(nums, sizeof nums / sizeof nums[0], a, v, err, sizeof err);
+            if (r < 0)
+                return cli_fail(cmd, "%s", err);
+            if (r == 0) {
                 usage(stderr);
-                return cli_fail(cmd, "%s %s: unknown option or value out of range", a, v);
+                return cli_fail(cmd, "unknown option '%s'", a);
             }
         }
     }

@@ -194,33 +194,24 @@ static int parse(int argc, char **argv, opts_t *o, sim_config_t *cfg, char *err,
             *s = v;
             continue;
         }
-        char *end;
-        double x = strtod(v, &end);
-        bool ok = end != v && !*end && isfinite(x), integral = ok && x == floor(x);
-        if ((!strcmp(a, "--limit") || !strcmp(a, "-n")) && integral && x >= 1 && x <= 1e9)
-            o->w.n = (long)x;
-        else if (!strcmp(a, "--rate") && ok && x > 0)
-            o->w.rate = x;
-        else if (!strcmp(a, "--rate-scale") && ok && x > 0)
-            o->w.rate_scale = x;
-        else if (!strcmp(a, "--budget") && integral && x >= 2 && x <= 100000)
-            o->budget = (int)x;
-        else if (!strcmp(a, "--jobs") && integral && x >= 1 && x <= 64)
-            o->jobs = (int)x;
-        else if (!strcmp(a, "--replicas") && integral && x >= 1 && x <= 4096)
-            o->replicas = (int)x;
-        else if (!strcmp(a, "--tp") && integral && x >= 1 && x <= 64)
-            o->tp = (int)x;
-        else if (!strcmp(a, "--seed") && integral && x >= 0)
-            o->w.seed = (uint64_t)x;
-        else if (!strcmp(a, "--spec-acceptance") && ok && x >= 0 && x <= 1)
-            cfg->spec_acceptance = x, o->spec_given = true;
-        else if (!strcmp(a, "--spec-propose") && ok && x >= 0 && x <= 1)
-            cfg->spec_propose = x;
-        else {
-            snprintf(err, (size_t)errlen, "%s %s: unknown option or value out of range", a, v);
+        const cli_num_opt_t nums[] = {
+            {"--limit", "-n", 1, 1e9, false, 'l', &o->w.n},
+            {"--rate", NULL, 0, INFINITY, true, 'd', &o->w.rate},
+            {"--rate-scale", NULL, 0, INFINITY, true, 'd', &o->w.rate_scale},
+            {"--budget", NULL, 2, 100000, false, 'i', &o->budget},
+            {"--jobs", NULL, 1, 64, false, 'i', &o->jobs},
+            {"--replicas", NULL, 1, 4096, false, 'i', &o->replicas},
+            {"--tp", NULL, 1, 64, false, 'i', &o->tp},
+            {"--seed", NULL, 0, CLI_MAX_SEED, false, 'u', &o->w.seed},
+            {"--spec-acceptance", NULL, 0, 1, false, 'd', &cfg->spec_acceptance},
+            {"--spec-propose", NULL, 0, 1, false, 'd', &cfg->spec_propose},
+        };
+        const int rn = cli_num_opt(nums, sizeof nums / sizeof nums[0], a, v, err, (size_t)errlen);
+        if (rn == 0)
+            snprintf(err, (size_t)errlen, "unknown option '%s'", a);
+        if (rn <= 0)
             return 2;
-        }
+        o->spec_given = o->spec_given || !strcmp(a, "--spec-acceptance");
     }
     return 0;
 }

@@ -1,0 +1,88 @@
+/* test_num_opts.c — numeric flags (cli_num_opt): a value out of range, fractional where a whole
+ * number is wanted, or not a number is refused with the flag, what it accepts and what it got
+ * (exit 2 from `sim`, `plan` and `tune` alike); an unknown flag is named as unknown. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cli/cli.h"
+#include "tests/cli/capture.h"
+
+static void test_parses_into_each_kind_and_names_the_range(void **state)
+{
+    (void)state;
+    int i = 0;
+    long l = 0;
+    uint64_t u = 0;
+    double d = 0;
+    const cli_num_opt_t opts[] = {
+        {"--count", "-c", 1, 64, false, 'i', &i},
+        {"--limit", NULL, 10, 1e7, false, 'l', &l},
+        {"--seed", NULL, 0, CLI_MAX_SEED, false, 'u', &u},
+        {"--rate", NULL, 0, INFINITY, true, 'd', &d},
+    };
+    const size_t n = sizeof opts / sizeof opts[0];
+    char err[256] = "";
+    assert_int_equal(cli_num_opt(opts, n, "-c", "12", err, sizeof err), 1);
+    assert_int_equal(cli_num_opt(opts, n, "--limit", "1e6", err, sizeof err), 1);
+    assert_int_equal(cli_num_opt(opts, n, "--seed", "9007199254740992", err, sizeof err), 1);
+    assert_int_equal(cli_num_opt(opts, n, "--rate", "0.25", err, sizeof err), 1);
+    assert_true(i == 12 && l == 1000000 && u == 9007199254740992ULL && d == 0.25);
+    assert_int_equal(cli_num_opt(opts, n, "--other", "1", err, sizeof err), 0);
+
+    static const struct { const char *flag, *value, *message; } bad[] = {
+        {"--count", "0", "--count: expected an integer in 1..64, got '0'"},
+        {"-c", "2.5", "-c: expected an integer in 1..64, got '2.5'"},
+        {"--limit", "1e8", "--limit: expected an integer in 10..10000000, got '1e8'"},
+        {"--seed", "-1", "--seed: expected an integer in 0..9007199254740992, got '-1'"},
+        {"--rate", "0", "--rate: expected a number > 0, got '0'"},
+        {"--rate", "fast", "--rate: expected a number > 0, got 'fast'"},
+        {"--rate", "nan", "--rate: expected a number > 0, got 'nan'"},
+        {"--rate", "inf", "--rate: expected a number > 0, got 'inf'"},
+        {"--rate", "", "--rate: expected a number > 0, got ''"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        assert_int_equal(cli_num_opt(opts, n, bad[k].flag, bad[k].value, err, sizeof err), -1);
+        assert_string_equal(err, bad[k].message);
+    }
+    assert_true(i == 12 && l == 1000000 && d == 0.25); /* untouched by the refusals */
+}
+
+/* capture(cmd, rc, "sim", "--flag", ...): what cmd printed, its exit status in rc */
+#define CAPTURE(cmd, rc, ...) \
+    capture(cmd, (int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)), (char *[]){__VA_ARGS__}, &(rc))
+
+static void test_sim_plan_and_tune_name_the_bad_flag(void **state)
+{
+    (void)state;
+    int rc;
+    char *out = CAPTURE(cmd_sim, rc, "sim", "--replicas", "0");
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "sluice sim: --replicas: expected an integer in 1..4096, got '0'"));
+    free(out);
+    out = CAPTURE(cmd_sim, rc, "sim", "--warp", "9");
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "sluice sim: unknown option '--warp'"));
+    free(out);
+    out = CAPTURE(cmd_plan, rc, "plan", "--rate", "1", "--max-replicas", "1.5");
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "sluice plan: --max-replicas: expected an integer in 1..65536, got '1.5'"));
+    free(out);
+    out = CAPTURE(cmd_tune, rc, "tune", "--budget", "-5");
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "--budget: expected an integer in 2..100000, got '-5'"));
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parses_into_each_kind_and_names_the_range),
+        cmocka_unit_test(test_sim_plan_and_tune_name_the_bad_flag),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
