@@ -13,12 +13,13 @@
 #include "workloads/trace.h"
 
 static const char gen_usage[] =
-    "usage: sluice trace gen [--preset NAME] [--arrival SPEC] [--prompt SPEC] [--output SPEC] -n N\n"
+    "usage: sluice trace gen [--preset NAME] [--arrival SPEC] [--prompt SPEC] [--output SPEC] [-n N]\n"
     "                        [--rate R] [--seed S] [--priority-mix P:W,...] [--prefix-groups G:LEN:FRAC]\n"
     "                        [--max-seq-len L] -o FILE\n"
     "  --preset     chat, code, sharegpt, summarize (lengths fitted to published statistics)\n"
     "  --arrival    poisson:RATE | gamma:RATE,CV | constant:RATE | replay:FILE[,SCALE]\n"
     "  --prompt / --output   fixed:N | uniform:A,B | lognormal:MEAN,SD | zipf:S,MAX | resample:FILE\n"
+    "  -n           requests to generate (default 1000)\n"
     "  --rate       requests/s, overriding the preset's or the arrival spec's rate\n"
     "  --max-seq-len  cap on prompt + output tokens (default 4096, 0 = none)\n"
     "Explicit --arrival/--prompt/--output override the preset's. One seed gives one trace.\n";
@@ -63,6 +64,8 @@ static int trace_gen(int argc, char **argv)
         case 'n':
             if ((rc = parse_count("-n", optarg, &n)))
                 return rc;
+            if (n == 0) /* 0 stands for "not given" below */
+                return cli_fail("trace", "-n expects a number of requests >= 1, got '%s'", optarg);
             break;
         case 's':
             if ((rc = parse_count("--seed", optarg, &seed)))

@@ -1,6 +1,7 @@
 /* test_num_opts.c — numeric flags (cli_num_opt): a value out of range, fractional where a whole
  * number is wanted, or not a number is refused with the flag, what it accepts and what it got
- * (exit 2 from `sim`, `plan` and `tune` alike); an unknown flag is named as unknown. */
+ * (exit 2 from `sim`, `plan` and `tune` alike); an unknown flag is named as unknown; `trace gen
+ * -n 0` is refused rather than read as the default. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,6 +76,11 @@ static void test_sim_plan_and_tune_name_the_bad_flag(void **state)
     out = CAPTURE(cmd_tune, rc, "tune", "--budget", "-5");
     assert_int_equal(rc, 2);
     assert_non_null(strstr(out, "--budget: expected an integer in 2..100000, got '-5'"));
+    free(out);
+    out = CAPTURE(cmd_trace, rc, "trace", "gen", "-n", "0", "-o", "/tmp/sluice_num_opts.csv"); /* not 1000 */
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "sluice trace: -n expects a number of requests >= 1, got '0'"));
+    assert_int_equal(access("/tmp/sluice_num_opts.csv", F_OK), -1);
     free(out);
 }
 
