@@ -67,7 +67,7 @@ static int rank_cmp(const void *pa, const void *pb)
     return ((const an_reco_candidate_t *)pa)->run_id < ((const an_reco_candidate_t *)pb)->run_id ? -1 : 1;
 }
 
-/* Re-scores run r under slo into *c. */
+/* Re-scores run r under slo into *c. SL_EFORMAT when its configuration does not read back. */
 static int load_candidate(an_store_t *st, const an_run_t *r, const an_slo_t *slo, an_reco_candidate_t *c)
 {
     memset(c, 0, sizeof *c);
@@ -76,7 +76,8 @@ static int load_candidate(an_store_t *st, const an_run_t *r, const an_slo_t *slo
     c->cfg = sched_config_default();
     if (r->info.strategy)
         sched_strategy_parse(r->info.strategy, &c->cfg.strategy);
-    an_reco_apply_config_json(r->info.config_json, &c->cfg, NULL, 0); /* best effort: defaults stay */
+    if (an_reco_apply_config_json(r->info.config_json, &c->cfg, NULL, 0) != SL_OK)
+        return SL_EFORMAT;
     an_request_rec_t *req = NULL;
     an_step_rec_t *stp = NULL;
     size_t nr = 0, ns = 0;
@@ -164,11 +165,21 @@ int an_recommend(an_store_t *st, const an_reco_query_t *q, an_reco_t *out, char 
         if (!run_matches(&runs[i], q, hash) || (n_real && strcmp(runs[i].info.mode, "real")))
             continue;
         rc = load_candidate(st, &runs[i], &q->slo, &cand[k]);
+        if (rc == SL_EFORMAT) {
+            out->n_unreadable++;
+            rc = SL_OK;
+            continue;
+        }
         if (rc != SL_OK)
             ERR("run %lld: %s", (long long)runs[i].id, rc == SL_ENOMEM ? "out of memory" : an_store_errmsg(st));
         k++;
     }
     an_run_list_free(runs, n);
+    if (rc == SL_OK && k == 0) {
+        ERR("none of the %d matching runs has a configuration that reads back (the runs table's config_json)",
+            out->n_unreadable);
+        rc = SL_EFORMAT;
+    }
     if (rc == SL_OK) {
         qsort(cand, k, sizeof *cand, rank_cmp);
         out->n_runs = (int)k;

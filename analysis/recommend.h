@@ -54,6 +54,7 @@ typedef struct an_reco {
     const char *evidence;      /* "real" or "sim" (static) */
     uint64_t workload_hash;
     int n_runs;                /* runs ranked */
+    int n_unreadable;          /* matching runs left out: their recorded configuration does not read back */
     int64_t *run_ids;          /* their ids (sl_malloc'd; an_reco_clear frees) */
     an_reco_candidate_t closest[AN_RECO_MAX_CLOSEST]; /* when no run meets the SLO: the nearest */
     int n_closest;
@@ -61,8 +62,11 @@ typedef struct an_reco {
     int n_reasons;
 } an_reco_t;
 
-/* Ranks the matching runs. SL_ENOTFOUND when no finished run matches (err says what was looked
- * for), SL_EDB, SL_ENOMEM; *out zeroed on error. */
+/* Ranks the matching runs. A run whose recorded configuration does not read back (not a JSON
+ * object, or a knob out of range) is left out and counted, so a recommendation never names
+ * settings a run did not use. SL_ENOTFOUND when no finished run matches (err says what was looked
+ * for), SL_EFORMAT when none of them has a readable configuration, SL_EDB, SL_ENOMEM; *out zeroed
+ * on error. */
 int an_recommend(an_store_t *st, const an_reco_query_t *q, an_reco_t *out, char *err, size_t errlen);
 void an_reco_clear(an_reco_t *r);
 

@@ -95,6 +95,8 @@ int cmd_report(int argc, char **argv)
         printf("best recorded run for workload %016llx (%s evidence, %d runs): run %lld, %s, goodput %.3f req/s, "
                "SLO %s\n", (unsigned long long)r.workload_hash, r.evidence, r.n_runs, (long long)r.best.run_id,
                sched_strategy_name(r.best.cfg.strategy), r.best.sum.goodput, r.slo_met ? "met" : "NOT met");
+        if (r.n_unreadable)
+            printf("  (%d matching runs left out: their recorded configuration does not read back)\n", r.n_unreadable);
         for (int i = 0; i < r.n_reasons; i++)
             printf("  - %s\n", r.reasons[i]);
         rc = r.slo_met ? 0 : 2;

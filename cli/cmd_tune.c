@@ -117,6 +117,8 @@ static void print_reco(const an_reco_t *r, const char *slo_text)
     printf("recommendation (%s evidence, %d runs): %s %s — goodput %.3f req/s, SLO %s %s (run %lld)\n", r->evidence,
            r->n_runs, sched_strategy_name(r->best.cfg.strategy), knobs, r->best.sum.goodput, slo_text,
            r->slo_met ? "met" : "NOT met", (long long)r->best.run_id);
+    if (r->n_unreadable)
+        printf("  (%d matching runs left out: their recorded configuration does not read back)\n", r->n_unreadable);
     if (r->has_baseline && r->baseline.sum.goodput > 0)
         printf("  vs NAIVE defaults (run %lld): goodput %.3f req/s -> %.2fx\n", (long long)r->baseline.run_id,
                r->baseline.sum.goodput, r->best.sum.goodput / r->baseline.sum.goodput);

@@ -153,11 +153,44 @@ static void test_recommend_prefers_real_runs_and_round_trips_settings(void **sta
     assert_int_equal(system(cmd), 0);
 }
 
+/* A run whose recorded configuration does not read back is left out and counted, not ranked with
+ * the default settings it did not use; with none readable, the error says so. */
+static void test_recommend_leaves_out_runs_whose_config_does_not_read_back(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/sluice_reco_XXXXXX", db[96], err[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(db, sizeof db, "%s/s.db", dir);
+    an_store_t *st;
+    assert_int_equal(an_store_open(db, &st), SL_OK);
+    an_slo_t slo;
+    assert_int_equal(an_slo_parse("ttft_p99=1s", &slo, err, sizeof err), SL_OK);
+    plant(st, "sim", "continuous", "{bad", 0.1);                     /* the fastest, but unreadable */
+    plant(st, "sim", "continuous", "{\"max_num_seqs\": 0}", 0.1);   /* out of range */
+    an_reco_query_t q = {.slo = slo};
+    an_reco_t r;
+    assert_int_equal(an_recommend(st, &q, &r, err, sizeof err), SL_EFORMAT);
+    assert_string_equal(err, "none of the 2 matching runs has a configuration that reads back (the runs table's "
+                             "config_json)");
+    int64_t good = plant(st, "sim", "continuous", "{\"max_num_seqs\": 96}", 0.4);
+    assert_int_equal(an_recommend(st, &q, &r, err, sizeof err), SL_OK);
+    assert_int_equal(r.best.run_id, good);
+    assert_int_equal(r.n_runs, 1);
+    assert_int_equal(r.n_unreadable, 2);
+    assert_int_equal(r.best.cfg.max_num_seqs, 96);
+    an_reco_clear(&r);
+    an_store_close(st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reasons_from_crafted_summaries),
         cmocka_unit_test(test_recommend_prefers_real_runs_and_round_trips_settings),
+        cmocka_unit_test(test_recommend_leaves_out_runs_whose_config_does_not_read_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
