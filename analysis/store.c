@@ -461,6 +461,14 @@ void an_run_clear(an_run_t *r)
 }
 
 /* Fills *r from a row of RUN_COLUMNS; its strings are packed into one allocation. */
+
+/* A REAL column as a number; NAN for NULL (not measured) and for text or a blob, which only a
+ * hand-edited store holds (sqlite3_column_double would read them as 0, a plausible figure). */
+static double column_number(sqlite3_stmt *s, int i)
+{
+    const int t = sqlite3_column_type(s, i);
+    return t == SQLITE_INTEGER || t == SQLITE_FLOAT ? sqlite3_column_double(s, i) : NAN;
+}
 static int run_from_row(sqlite3_stmt *s, an_run_t *r)
 {
     enum { N_TEXT = 10 };
@@ -500,7 +508,7 @@ static int run_from_row(sqlite3_stmt *s, an_run_t *r)
     const unsigned char *hash = sqlite3_column_text(s, 10);
     r->info.workload_hash = hash ? strtoull((const char *)hash, NULL, 16) : 0;
     r->info.seed = (uint64_t)sqlite3_column_int64(s, 11);
-    r->wall_seconds = sqlite3_column_type(s, 13) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 13);
+    r->wall_seconds = column_number(s, 13);
     an_summary_init(&r->summary);
     return SL_OK;
 }
@@ -516,8 +524,7 @@ static int load_summary(an_store_t *st, an_run_t *r)
         r->has_summary = 1;
         const an_summary_field_t *f = an_summary_field_find((const char *)sqlite3_column_text(s, 0));
         if (f) /* keys of a newer sluice's summary are skipped */
-            *(double *)((char *)&r->summary + f->offset) =
-                sqlite3_column_type(s, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 1);
+            *(double *)((char *)&r->summary + f->offset) = column_number(s, 1);
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? SL_OK : db_err(st, "cannot read the summary");

@@ -444,6 +444,33 @@ static void test_store_writes_20k_requests_and_100k_steps_under_a_second(void **
     sl_free(back);
 }
 
+/* A hand-edited store: a summary value of text reads as not measured (NAN), not as 0, which
+ * `sluice runs` would show as a plausible figure. */
+static void test_store_reads_a_summary_value_of_text_as_not_measured(void **state)
+{
+    fixture_t *f = *state;
+    an_store_t *st = open_ok(f);
+    int64_t id;
+    assert_int_equal(an_run_begin(st, &info, &id), SL_OK);
+    an_summary_t sum;
+    an_summary_init(&sum);
+    sum.ttft_p99 = 0.75, sum.tpot_p99 = 0.02;
+    assert_int_equal(an_run_finish(st, id, &sum), SL_OK);
+    an_store_close(st);
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE summaries SET value = 'abc' WHERE key = 'ttft_p99'", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    st = open_ok(f);
+    an_run_t r;
+    assert_int_equal(an_run_get(st, id, &r), SL_OK);
+    assert_true(isnan(r.summary.ttft_p99));
+    assert_true(r.summary.tpot_p99 == 0.02);
+    an_run_clear(&r);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -460,6 +487,7 @@ int main(void)
         T(test_store_migrates_a_v1_store_to_rowid_steps),
         T(test_store_open_and_read_survive_every_failed_allocation),
         T(test_store_writes_20k_requests_and_100k_steps_under_a_second),
+        T(test_store_reads_a_summary_value_of_text_as_not_measured),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
