@@ -460,8 +460,6 @@ void an_run_clear(an_run_t *r)
     memset(r, 0, sizeof *r);
 }
 
-/* Fills *r from a row of RUN_COLUMNS; its strings are packed into one allocation. */
-
 /* A REAL column as a number; NAN for NULL (not measured) and for text or a blob, which only a
  * hand-edited store holds (sqlite3_column_double would read them as 0, a plausible figure). */
 static double column_number(sqlite3_stmt *s, int i)
@@ -469,6 +467,8 @@ static double column_number(sqlite3_stmt *s, int i)
     const int t = sqlite3_column_type(s, i);
     return t == SQLITE_INTEGER || t == SQLITE_FLOAT ? sqlite3_column_double(s, i) : NAN;
 }
+
+/* Fills *r from a row of RUN_COLUMNS; its strings are packed into one allocation. */
 static int run_from_row(sqlite3_stmt *s, an_run_t *r)
 {
     enum { N_TEXT = 10 };
