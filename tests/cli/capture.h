@@ -37,4 +37,8 @@ static inline char *capture(cmd_fn cmd, int argc, char **argv, int *rc)
     return text;
 }
 
+/* CAPTURE(cmd, rc, "sim", "--flag", ...): capture() over a literal argument list */
+#define CAPTURE(cmd, rc, ...) \
+    capture(cmd, (int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)), (char *[]){__VA_ARGS__}, &(rc))
+
 #endif

@@ -53,10 +53,6 @@ static void test_parses_into_each_kind_and_names_the_range(void **state)
     assert_true(i == 12 && l == 1000000 && d == 0.25); /* untouched by the refusals */
 }
 
-/* capture(cmd, rc, "sim", "--flag", ...): what cmd printed, its exit status in rc */
-#define CAPTURE(cmd, rc, ...) \
-    capture(cmd, (int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)), (char *[]){__VA_ARGS__}, &(rc))
-
 static void test_sim_plan_and_tune_name_the_bad_flag(void **state)
 {
     (void)state;

@@ -15,63 +15,40 @@
 #include "analysis/store.h"
 #include "cli/cli.h"
 #include "sched/status.h"
+#include "tests/cli/capture.h"
 
-typedef int (*cmd_fn)(int, char **);
-
-/* Runs cmd with stderr captured into buf. Returns its exit status. */
-static int run_captured(cmd_fn cmd, int argc, char **argv, char *buf, size_t len)
-{
-    char path[] = "/tmp/sluice_spec_err_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fd, 2);
-    int rc = cmd(argc, argv);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, buf, len - 1);
-    buf[n > 0 ? n : 0] = 0;
-    close(fd);
-    unlink(path);
-    return rc;
-}
-
-/* RUN(cmd, buf, "sim", "--flag", ...): cmd's exit status, its stderr in buf */
-#define RUN(cmd, buf, ...)                                                                          \
-    run_captured(cmd, (int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)), (char *[]){__VA_ARGS__}, \
-                 buf, sizeof buf)
+/* expects cmd's exit status rc_want and want in what it printed ("": anything) */
+#define EXPECT(rc_want, want, cmd, ...)                                                            \
+    do {                                                                                           \
+        int rc_;                                                                                   \
+        char *out_ = CAPTURE(cmd, rc_, __VA_ARGS__);                                               \
+        assert_int_equal(rc_, rc_want);                                                            \
+        assert_non_null(strstr(out_, want));                                                       \
+        free(out_);                                                                                \
+    } while (0)
 
 static void test_speculation_needs_an_acceptance(void **state)
 {
-    char err[2048];
-    assert_int_equal(RUN(cmd_sim, err, "sim", "--preset", "chat", "-n", "20", "--no-record",
-                         "--num-speculative-tokens", "4"), 2);
-    assert_non_null(strstr(err, "num_speculative_tokens 4 needs --spec-acceptance"));
-    assert_int_equal(RUN(cmd_tune, err, "tune", "--preset", "chat", "-n", "20", "--slo", "ttft_p99=1s",
-                         "--num-speculative-tokens", "2"), 2);
-    assert_non_null(strstr(err, "num_speculative_tokens 2 needs --spec-acceptance"));
-    assert_int_equal(RUN(cmd_plan, err, "plan", "--rate", "1", "--slo", "ttft_p99=1s", "--limit", "20",
-                         "--num-speculative-tokens", "3"), 2);
-    assert_non_null(strstr(err, "num_speculative_tokens 3 needs --spec-acceptance"));
-    assert_int_equal(RUN(cmd_sim, err, "sim", "--preset", "chat", "-n", "20", "--no-record",
-                         "--num-speculative-tokens", "4", "--spec-acceptance", "1.5"), 2);
-    assert_non_null(strstr(err, "--spec-acceptance: expected a number in 0..1, got '1.5'"));
+    EXPECT(2, "num_speculative_tokens 4 needs --spec-acceptance", cmd_sim, "sim", "--preset", "chat", "-n", "20",
+           "--no-record", "--num-speculative-tokens", "4");
+    EXPECT(2, "num_speculative_tokens 2 needs --spec-acceptance", cmd_tune, "tune", "--preset", "chat", "-n", "20",
+           "--slo", "ttft_p99=1s", "--num-speculative-tokens", "2");
+    EXPECT(2, "num_speculative_tokens 3 needs --spec-acceptance", cmd_plan, "plan", "--rate", "1", "--slo",
+           "ttft_p99=1s", "--limit", "20", "--num-speculative-tokens", "3");
+    EXPECT(2, "--spec-acceptance: expected a number in 0..1, got '1.5'", cmd_sim, "sim", "--preset", "chat", "-n",
+           "20", "--no-record", "--num-speculative-tokens", "4", "--spec-acceptance", "1.5");
     /* without drafts the flag is optional, and ignored when given */
-    assert_int_equal(RUN(cmd_sim, err, "sim", "--preset", "chat", "-n", "20", "--no-record"), 0);
+    EXPECT(0, "", cmd_sim, "sim", "--preset", "chat", "-n", "20", "--no-record");
 }
 
 static void test_recorded_run_says_its_acceptance(void **state)
 {
-    char dir[] = "/tmp/sluice_spec_cli_XXXXXX", db[96], cmd[128], err[2048];
+    char dir[] = "/tmp/sluice_spec_cli_XXXXXX", db[96], cmd[128];
     assert_non_null(mkdtemp(dir));
     snprintf(db, sizeof db, "%s/s.db", dir);
-    assert_int_equal(RUN(cmd_sim, err, "sim", "--preset", "chat", "-n", "40", "--rate", "1", "--db", db,
-                         "--calib-dir", dir, "--num-speculative-tokens", "4", "--spec-acceptance", "0.8"), 0);
-    assert_int_equal(RUN(cmd_sim, err, "sim", "--preset", "chat", "-n", "40", "--rate", "1", "--db", db,
-                         "--calib-dir", dir), 0);
+    EXPECT(0, "", cmd_sim, "sim", "--preset", "chat", "-n", "40", "--rate", "1", "--db", db, "--calib-dir", dir,
+           "--num-speculative-tokens", "4", "--spec-acceptance", "0.8");
+    EXPECT(0, "", cmd_sim, "sim", "--preset", "chat", "-n", "40", "--rate", "1", "--db", db, "--calib-dir", dir);
     an_store_t *st;
     assert_int_equal(an_store_open(db, &st), SL_OK);
     an_run_t *runs;
