@@ -20,7 +20,7 @@ static void usage(FILE *out)
     fprintf(out,
         "usage: sluice plan --rate R --slo ttft_p99=1s,tpot_p99=100ms [--model NAME]\n"
         "                   [--gpus a100-80gb,h100-sxm] [--tp 1,2,4] [--trace FILE | --preset NAME]\n"
-        "                   [--limit N] [--prices FILE] [-o DIR] [--max-replicas N] [--calib-dir DIR]\n"
+        "                   [--limit N] [--prices FILE] [-o DIR] [--max-replicas N] [--calib-dir DIR|none]\n"
         "                   [scheduler knobs] [--spec-acceptance A [--spec-propose P] (with --num-speculative-tokens)]\n"
         "defaults: --model llama2-7b, --gpus a100-80gb,h100-sxm, --tp 1, --limit 1000 requests of the\n"
         "          workload as in sluice sim, --prices: the built-in table (docs/prices.csv), -o plan,\n"
@@ -288,7 +288,9 @@ int cmd_plan(int argc, char **argv)
         plan_ctx_t c = {.cfg = base, .tr = tr, .base_rate = ts.rate, .slo = slo};
         sim_hw_resolve(opt[i].gpu, &c.cfg.hw, err, sizeof err);
         c.cfg.tp = opt[i].tp;
-        sim_calib_t *calib = cli_calib_load(cmd, calib_dir, &c.cfg.hw);
+        sim_calib_t *calib;
+        if ((code = cli_calib_load(cmd, calib_dir, &c.cfg.hw, &calib)))
+            break;
         c.calib = calib;
         int rc = sim_plan_capacity(plan_eval, &c, rate / 4 > ts.rate ? ts.rate : rate / 4, 5, &opt[i].capacity,
                                    &opt[i].curve, err, sizeof err);

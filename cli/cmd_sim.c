@@ -25,7 +25,7 @@ static void usage(FILE *out)
         "                  [--model NAME] [--gpu NAME|FILE] [--strategy NAME] [--replicas N] [--tp N]\n"
         "                  [--router round_robin|least_outstanding|least_kv] [scheduler options]\n"
         "                  [--config FILE] [--slo ttft_p99=1s,tpot_p99=100ms] [--seed S] [--db FILE]\n"
-        "                  [--no-record] [--calib-dir DIR] [--json] [--adaptive] [--spec-acceptance A]\n"
+        "                  [--no-record] [--calib-dir DIR|none] [--json] [--adaptive] [--spec-acceptance A]\n"
         "                  [--spec-propose P]\n"
         "defaults: --trace " CLI_DEFAULT_TRACE " if present, else --preset chat; --model llama2-7b;\n"
         "          --gpu a100-80gb; --strategy continuous; --db ./sluice.db; --max-sequence-length:\n"
@@ -305,7 +305,11 @@ int cmd_sim(int argc, char **argv)
     }
 
     /* calibration: tables when present, else the roofline with the profile's efficiencies */
-    sim_calib_t *calib = cli_calib_load("sim", o.calib_dir, &cfg.hw);
+    sim_calib_t *calib;
+    if (cli_calib_load(cmd, o.calib_dir, &cfg.hw, &calib)) {
+        wl_trace_free(tr);
+        return 2;
+    }
     sim_t *sim = sim_create(&cfg, calib, err, sizeof err);
     sim_calib_free(calib);
     if (!sim) {

@@ -21,7 +21,7 @@ static void usage(FILE *out)
         "usage: sluice tune --slo ttft_p99=1s,tpot_p99=100ms [--trace FILE | --preset NAME [--rate R]]\n"
         "                   [--limit N] [--rate-scale X] [--model NAME] [--gpu NAME|FILE] [--replicas N]\n"
         "                   [--tp N] [--budget RUNS] [--jobs N] [--strategies naive,bucketed,...]\n"
-        "                   [--db FILE] [--calib-dir DIR] [--seed S] [--record-steps] [--spec-acceptance A]\n"
+        "                   [--db FILE] [--calib-dir DIR|none] [--seed S] [--record-steps] [--spec-acceptance A]\n"
         "                   [--spec-propose P]\n"
         "                   [scheduler knobs for the base config]\n"
         "       sluice tune --from-runs --slo SLO [--db FILE] [--model NAME] [--gpu NAME]\n"
@@ -304,7 +304,12 @@ int cmd_tune(int argc, char **argv)
         wl_trace_free(tr);
         return 2;
     }
-    sim_calib_t *calib = cli_calib_load(cmd, o.calib_dir, &cfg.hw);
+    sim_calib_t *calib;
+    if (cli_calib_load(cmd, o.calib_dir, &cfg.hw, &calib)) {
+        an_store_close(c.st);
+        wl_trace_free(tr);
+        return 2;
+    }
     c.calib = calib;
     pthread_mutex_init(&c.mu, NULL);
     to.eval = tune_eval, to.ctx = &c;

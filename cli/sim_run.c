@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "sched/status.h"
 #include "workloads/presets.h"
 
@@ -42,15 +43,19 @@ int cli_workload_load(const cli_workload_t *w, wl_trace_t *tr, char *name, size_
     return rc;
 }
 
-sim_calib_t *cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw)
+int cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw, sim_calib_t **out)
 {
-    if (!hw->calib_gpu[0])
-        return NULL;
+    *out = NULL;
+    if (!hw->calib_gpu[0] || !strcmp(calib_dir, "none"))
+        return 0;
     char err[512];
-    sim_calib_t *calib = sim_calib_load(calib_dir, hw->calib_gpu, false, err, sizeof err);
-    if (!calib)
-        fprintf(stderr, "sluice %s: calibration tables unavailable (%s); pricing with the roofline only\n", cmd, err);
-    return calib;
+    *out = sim_calib_load(calib_dir, hw->calib_gpu, false, err, sizeof err);
+    if (*out)
+        return 0;
+    if (strcmp(calib_dir, SIM_CALIB_DEFAULT_DIR)) /* a folder the user named: a typo must not pass */
+        return cli_fail(cmd, "--calib-dir %s: %s (--calib-dir none prices with the roofline only)", calib_dir, err);
+    fprintf(stderr, "sluice %s: calibration tables unavailable (%s); pricing with the roofline only\n", cmd, err);
+    return 0;
 }
 
 /* ---- record collection -------------------------------------------------------------------- */

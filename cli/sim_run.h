@@ -34,9 +34,12 @@ typedef struct cli_workload {
 int cli_workload_load(const cli_workload_t *w, wl_trace_t *tr, char *name, size_t namelen, char *err,
                       size_t errlen);
 
-/* Calibration tables for hw, or NULL (the roofline) with a note on stderr prefixed by cmd when
- * they cannot be read. Free with sim_calib_free. */
-sim_calib_t *cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw);
+/* Calibration tables for hw into *out, or NULL there: the roofline with the profile's
+ * efficiencies (a profile without calib_gpu, or calib_dir "none"). Tables that cannot be read
+ * are an error when calib_dir was chosen (not SIM_CALIB_DEFAULT_DIR): "sluice CMD: --calib-dir
+ * DIR: FILE:LINE: why ..." on stderr, returns 2; under the default folder, which a checkout may
+ * lack, a note on stderr and the roofline. 0 otherwise. Free *out with sim_calib_free. */
+int cli_calib_load(const char *cmd, const char *calib_dir, const sim_hw_t *hw, sim_calib_t **out);
 
 /* Collects a run's records from the simulator's sink. Requests are kept (the latency
  * percentiles need them all: ~72 B each). Steps are folded into `steps` as they arrive (the step
