@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "cli/cli.h"
 #include "sched/status.h"
 #include "workloads/presets.h"
@@ -201,10 +203,17 @@ bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *b
     char acc[32], prop[32];
     exact_text(cfg->spec_acceptance, acc);
     exact_text(cfg->spec_propose, prop);
+    /* the folder as a JSON string, escaped: a path may hold quotes or backslashes */
+    cJSON *dir = cJSON_CreateString(calib_dir);
+    char *dir_json = dir ? cJSON_PrintUnformatted(dir) : NULL;
+    cJSON_Delete(dir);
+    if (!dir_json)
+        return false;
     size_t k = (size_t)snprintf(buf, len,
                                 "{\"replicas\": %d, \"tp\": %d, \"router\": \"%s\", \"spec_acceptance\": %s, "
-                                "\"spec_propose\": %s, \"calib_dir\": \"%s\"",
-                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), acc, prop, calib_dir);
+                                "\"spec_propose\": %s, \"calib_dir\": %s",
+                                cfg->replicas, cfg->tp, sim_router_name(cfg->router), acc, prop, dir_json);
+    cJSON_free(dir_json);
     for (int i = 0; i < sched_knob_count() && k < len; i++) {
         char v[64];
         const sched_knob_t *kn = sched_knob_at(i);

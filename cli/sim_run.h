@@ -86,7 +86,7 @@ int cli_sim_summary(const cli_collect_t *c, const sim_totals_t *tot, const sim_c
 int cli_sim_spec_check(const sim_config_t *cfg, bool acceptance_given, char *err, size_t errlen);
 
 /* The run's configuration as JSON (every scheduler knob by name, plus replicas, tp, router,
- * spec_acceptance, calib_dir) into buf. Returns false when buf is too small. */
+ * spec_acceptance, calib_dir) into buf. Returns false when buf is too small (or out of memory). */
 bool cli_sim_config_json(const sim_config_t *cfg, const char *calib_dir, char *buf, size_t len);
 
 /* Recording in two halves, so steps can stream into the run while it is simulated:
