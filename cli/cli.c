@@ -52,12 +52,9 @@ int cli_fail(const char *subcmd, const char *fmt, ...)
 
 int cli_number(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out)
 {
-    char *end = NULL;
-    double x = v ? strtod(v, &end) : NAN;
-    if (!v || end == v || *end || !(x >= lo && x <= hi))
-        return cli_fail(cmd, "%s: expected a number in %g..%g, got '%s'", flag, lo, hi, v ? v : "");
-    *out = x;
-    return 0;
+    const cli_num_opt_t opt = {flag, NULL, lo, hi, false, 'd', out};
+    char err[256];
+    return cli_num_opt(&opt, 1, flag, v, err, sizeof err) < 0 ? cli_fail(cmd, "%s", err) : 0;
 }
 
 int cli_num_opt(const cli_num_opt_t *opts, size_t n, const char *a, const char *v, char *err, size_t errlen)

@@ -91,14 +91,34 @@ static int64_t plant(an_store_t *st, const char *mode, const char *strategy, con
     return id;
 }
 
+/* A store in a fresh temporary folder, removed by scratch_remove. */
+typedef struct scratch {
+    char dir[64], db[96];
+} scratch_t;
+
+static an_store_t *scratch_open(scratch_t *sc)
+{
+    snprintf(sc->dir, sizeof sc->dir, "/tmp/sluice_reco_XXXXXX");
+    assert_non_null(mkdtemp(sc->dir));
+    snprintf(sc->db, sizeof sc->db, "%s/s.db", sc->dir);
+    an_store_t *st;
+    assert_int_equal(an_store_open(sc->db, &st), SL_OK);
+    return st;
+}
+
+static void scratch_remove(const scratch_t *sc)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", sc->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_recommend_prefers_real_runs_and_round_trips_settings(void **state)
 {
     (void)state;
-    char dir[64] = "/tmp/sluice_reco_XXXXXX", db[96], err[512];
-    assert_non_null(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/s.db", dir);
-    an_store_t *st;
-    assert_int_equal(an_store_open(db, &st), SL_OK);
+    scratch_t sc;
+    char err[512];
+    an_store_t *st = scratch_open(&sc);
     an_slo_t slo;
     assert_int_equal(an_slo_parse("ttft_p99=1s", &slo, err, sizeof err), SL_OK);
     int64_t naive = plant(st, "sim", "naive", "{\"max_batch_size\": 32, \"batch_timeout_ms\": 50}", 3.0);
@@ -129,28 +149,26 @@ static void test_recommend_prefers_real_runs_and_round_trips_settings(void **sta
 
     sched_config_t cfg = sched_config_default();
     cfg.max_num_seqs = 7;
-    assert_int_equal(an_reco_load_settings(db, id, &cfg, err, sizeof err), SL_OK);
+    assert_int_equal(an_reco_load_settings(sc.db, id, &cfg, err, sizeof err), SL_OK);
     assert_int_equal(cfg.max_num_seqs, 48);
     assert_int_equal(cfg.strategy, SCHED_CONTINUOUS);
     cfg = sched_config_default();
-    assert_int_equal(an_reco_load_settings(db, 0, &cfg, err, sizeof err), SL_OK); /* latest */
+    assert_int_equal(an_reco_load_settings(sc.db, 0, &cfg, err, sizeof err), SL_OK); /* latest */
     assert_int_equal(cfg.max_num_seqs, 48);
-    assert_int_equal(an_reco_load_settings(db, id + 5, &cfg, err, sizeof err), SL_ENOTFOUND);
+    assert_int_equal(an_reco_load_settings(sc.db, id + 5, &cfg, err, sizeof err), SL_ENOTFOUND);
     assert_non_null(strstr(err, "no recommendation"));
     char missing[128];
-    snprintf(missing, sizeof missing, "%s/none.db", dir);
+    snprintf(missing, sizeof missing, "%s/none.db", sc.dir);
     assert_int_equal(an_reco_load_settings(missing, 0, &cfg, err, sizeof err), SL_ENOTFOUND);
     assert_int_not_equal(access(missing, F_OK), 0);
 
     /* no matching run: a clear error */
-    assert_int_equal(an_store_open(db, &st), SL_OK);
+    assert_int_equal(an_store_open(sc.db, &st), SL_OK);
     q.model = "llama3-70b";
     assert_int_equal(an_recommend(st, &q, &r, err, sizeof err), SL_ENOTFOUND);
     assert_non_null(strstr(err, "no finished run matches"));
     an_store_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    scratch_remove(&sc);
 }
 
 /* A run whose recorded configuration does not read back is left out and counted, not ranked with
@@ -158,11 +176,9 @@ static void test_recommend_prefers_real_runs_and_round_trips_settings(void **sta
 static void test_recommend_leaves_out_runs_whose_config_does_not_read_back(void **state)
 {
     (void)state;
-    char dir[64] = "/tmp/sluice_reco_XXXXXX", db[96], err[512];
-    assert_non_null(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/s.db", dir);
-    an_store_t *st;
-    assert_int_equal(an_store_open(db, &st), SL_OK);
+    scratch_t sc;
+    char err[512];
+    an_store_t *st = scratch_open(&sc);
     an_slo_t slo;
     assert_int_equal(an_slo_parse("ttft_p99=1s", &slo, err, sizeof err), SL_OK);
     plant(st, "sim", "continuous", "{bad", 0.1);                     /* the fastest, but unreadable */
@@ -180,9 +196,7 @@ static void test_recommend_leaves_out_runs_whose_config_does_not_read_back(void 
     assert_int_equal(r.best.cfg.max_num_seqs, 96);
     an_reco_clear(&r);
     an_store_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    scratch_remove(&sc);
 }
 
 int main(void)

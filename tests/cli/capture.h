@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef int (*cmd_fn)(int argc, char **argv);
@@ -40,5 +41,16 @@ static inline char *capture(cmd_fn cmd, int argc, char **argv, int *rc)
 /* CAPTURE(cmd, rc, "sim", "--flag", ...): capture() over a literal argument list */
 #define CAPTURE(cmd, rc, ...) \
     capture(cmd, (int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)), (char *[]){__VA_ARGS__}, &(rc))
+
+/* EXPECT(rc_want, want, cmd, "sim", "--flag", ...): cmd exits with rc_want and prints want
+ * ("": anything) */
+#define EXPECT(rc_want, want, cmd, ...)                                                            \
+    do {                                                                                           \
+        int rc_;                                                                                   \
+        char *out_ = CAPTURE(cmd, rc_, __VA_ARGS__);                                               \
+        assert_int_equal(rc_, rc_want);                                                            \
+        assert_non_null(strstr(out_, want));                                                       \
+        free(out_);                                                                                \
+    } while (0)
 
 #endif

@@ -27,16 +27,11 @@ static void test_a_named_folder_that_cannot_be_read_is_an_error(void **state)
     assert_non_null(strstr(out, "sluice sim: --calib-dir " MISSING ": " MISSING "/a100/vidur_llama2-7b_mlp.csv"));
     assert_non_null(strstr(out, "(--calib-dir none prices with the roofline only)"));
     free(out);
-    out = CAPTURE(cmd_plan, rc, "plan", "--rate", "1", "--slo", "ttft_p99=1s", "--preset", "chat", "--limit", "20",
-                  "--gpus", "a100-80gb", "--calib-dir", MISSING, "-o", "/tmp/sluice_calib_dir_plan");
-    assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "sluice plan: --calib-dir " MISSING ": "));
-    free(out);
-    out = CAPTURE(cmd_tune, rc, "tune", "--preset", "chat", "-n", "20", "--slo", "ttft_p99=1s", "--budget", "2",
-                  "--db", "/tmp/sluice_calib_dir_tune.db", "--calib-dir", MISSING);
-    assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "sluice tune: --calib-dir " MISSING ": "));
-    free(out);
+    EXPECT(2, "sluice plan: --calib-dir " MISSING ": ", cmd_plan, "plan", "--rate", "1", "--slo", "ttft_p99=1s",
+           "--preset", "chat", "--limit", "20", "--gpus", "a100-80gb", "--calib-dir", MISSING, "-o",
+           "/tmp/sluice_calib_dir_plan");
+    EXPECT(2, "sluice tune: --calib-dir " MISSING ": ", cmd_tune, "tune", "--preset", "chat", "-n", "20", "--slo",
+           "ttft_p99=1s", "--budget", "2", "--db", "/tmp/sluice_calib_dir_tune.db", "--calib-dir", MISSING);
     remove("/tmp/sluice_calib_dir_tune.db");
 }
 

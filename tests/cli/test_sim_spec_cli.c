@@ -17,16 +17,6 @@
 #include "sched/status.h"
 #include "tests/cli/capture.h"
 
-/* expects cmd's exit status rc_want and want in what it printed ("": anything) */
-#define EXPECT(rc_want, want, cmd, ...)                                                            \
-    do {                                                                                           \
-        int rc_;                                                                                   \
-        char *out_ = CAPTURE(cmd, rc_, __VA_ARGS__);                                               \
-        assert_int_equal(rc_, rc_want);                                                            \
-        assert_non_null(strstr(out_, want));                                                       \
-        free(out_);                                                                                \
-    } while (0)
-
 static void test_speculation_needs_an_acceptance(void **state)
 {
     EXPECT(2, "num_speculative_tokens 4 needs --spec-acceptance", cmd_sim, "sim", "--preset", "chat", "-n", "20",
